@@ -1,0 +1,112 @@
+"""A connectivity sweep: paths x alphas x splits -> interpolation curves and barriers.
+
+The single entry point shared by ``lwlc analyze``, the barrier Callback and the experiments.
+Paths are evaluated in chunks; each finished chunk is handed to ``on_rows`` (``analyze`` writes
+it to disk at once, so an interrupted sweep keeps every finished path). Every distinct model is
+evaluated once per split: the whole models A and B (for the ``models`` reference) and models
+repeated across plans are looked up in a cache keyed by their coefficients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from lwlc.barriers import barriers_of_curve
+from lwlc.evaluation import Coefficients, Evaluator, Metrics
+from lwlc.interpolation import Path, check_alphas, coefficients
+
+CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
+BARRIER_COLUMNS = ("plan", "group", "rest_from", "split", "reference", "loss_barrier", "error_barrier")
+
+Rows = list[dict[str, object]]
+Data = Mapping[str, tuple[Tensor, Tensor]]
+
+
+@dataclass
+class SweepResult:
+    """Tidy rows (one dict per observation) of curves and barriers, plus the endpoint metrics."""
+
+    curves: Rows = field(default_factory=list)
+    barriers: Rows = field(default_factory=list)
+    endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def path_key(row: Mapping[str, object]) -> tuple[str, str, str]:
+    """The identity of a path in result rows: (plan, group, rest_from)."""
+    return (str(row["plan"]), str(row["group"]), str(row["rest_from"]))
+
+
+def curve_barrier_rows(
+    path: Path, split: str, alphas: Sequence[float], metrics: Sequence[Metrics], ends: tuple[Metrics, Metrics]
+) -> tuple[Rows, Rows]:
+    """Curve rows and barrier rows (every reference) of one path on one split."""
+    base = {"plan": path.plan, "group": path.group, "rest_from": path.rest_from, "split": split}
+    curves = [{**base, "alpha": t, "loss": m.loss, "accuracy": m.accuracy} for t, m in zip(alphas, metrics)]
+    losses = [m.loss for m in metrics]
+    errors = [1.0 - m.accuracy for m in metrics]
+    loss_b = barriers_of_curve(losses, alphas, ends[0].loss, ends[1].loss)
+    error_b = barriers_of_curve(errors, alphas, 1.0 - ends[0].accuracy, 1.0 - ends[1].accuracy)
+    barriers = [
+        {**base, "reference": ref, "loss_barrier": loss_b[ref], "error_barrier": error_b[ref]}
+        for ref in loss_b
+        if ref != "midpoint" or 0.5 in alphas
+    ]
+    return curves, barriers
+
+
+def sweep(
+    evaluator: Evaluator,
+    paths: Sequence[Path],
+    alphas: Sequence[float],
+    data: Data,
+    *,
+    calibration: Tensor | None = None,
+    batch_size: int = 512,
+    chunk_size: int = 16,
+    on_rows: Callable[[Rows, Rows], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Evaluate every path at every alpha on every split and compute its barriers.
+
+    ``progress`` is called with the number of paths finished in each chunk.
+    """
+    alphas = check_alphas(alphas)
+    keys = evaluator.keys
+    zeros: Coefficients = (0.0,) * len(keys)
+    ones: Coefficients = (1.0,) * len(keys)
+    cache: dict[str, dict[Coefficients, Metrics]] = {split: {} for split in data}
+
+    def measure(split: str, models: Sequence[Coefficients]) -> list[Metrics]:
+        todo = list(dict.fromkeys(m for m in models if m not in cache[split]))
+        if todo:
+            inputs, targets = data[split]
+            found = evaluator.evaluate(todo, inputs, targets, batch_size=batch_size, calibration=calibration)
+            cache[split].update(zip(todo, found))
+        return [cache[split][m] for m in models]
+
+    result = SweepResult()
+    ends = {split: tuple(measure(split, [zeros, ones])) for split in data}
+    for split, (ma, mb) in ends.items():
+        result.endpoints[split] = {"loss_a": ma.loss, "acc_a": ma.accuracy, "loss_b": mb.loss, "acc_b": mb.accuracy}
+
+    for start in range(0, len(paths), chunk_size):
+        chunk = paths[start : start + chunk_size]
+        models = {p: [coefficients(p, t, keys, evaluator.float_keys) for t in alphas] for p in chunk}
+        curves: Rows = []
+        barriers: Rows = []
+        for split in data:
+            found = measure(split, [m for ms in models.values() for m in ms])
+            for i, p in enumerate(chunk):
+                c, b = curve_barrier_rows(p, split, alphas, found[i * len(alphas) : (i + 1) * len(alphas)], ends[split])
+                curves += c
+                barriers += b
+        result.curves += curves
+        result.barriers += barriers
+        if on_rows is not None:
+            on_rows(curves, barriers)
+        if progress is not None:
+            progress(len(chunk))
+    return result
