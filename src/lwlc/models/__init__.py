@@ -1,0 +1,9 @@
+"""lwlc's model zoo: plain nn.Modules whose forward is a sequence of named stages."""
+
+from lwlc.models.base import StagedNet
+from lwlc.models.cnn import SmallCNN
+from lwlc.models.mlp import MLP
+from lwlc.models.resnet import ResNet18
+from lwlc.models.vgg import VGG
+
+__all__ = ["MLP", "ResNet18", "SmallCNN", "StagedNet", "VGG"]
