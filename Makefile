@@ -1,0 +1,45 @@
+# lwlc's entry points. Only python3 and make are needed: `setup` builds .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LWLC := $(BIN)/lwlc
+# Rebuilt (pip install) only when pyproject.toml changes, so a second `make setup` is instant.
+STAMP := $(VENV)/.lwlc-installed
+
+DEMO_CONFIG := configs/digits_mlp.yaml
+DEMO_DIR := runs/digits_mlp
+DEMO_CKPT := $(DEMO_DIR)/checkpoints/last.ckpt
+DEMO_ANALYZE = $(LWLC) analyze --ckpt $(DEMO_CKPT) --out $(DEMO_DIR)/analysis --overwrite
+
+.PHONY: setup demo test test-slow bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The demo starts from an empty run directory so that its checkpoint is always $(DEMO_CKPT)
+# (Lightning would otherwise write last-v1.ckpt next to an earlier run's last.ckpt).
+demo: setup
+	rm -rf $(DEMO_DIR)
+	$(LWLC) fit --config $(DEMO_CONFIG)
+	$(DEMO_ANALYZE)
+
+test: setup
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: setup
+	$(BIN)/pytest -m slow -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_pair.py
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
