@@ -236,3 +236,32 @@ def test_integer_buffers_come_from_the_rest_model():
 
     path = make_paths(default_groups(model), ["full"])[0]
     assert interpolate(a, b, path, 0.5)["bn1.num_batches_tracked"] == a["bn1.num_batches_tracked"]
+
+
+ZOO = {
+    "mlp": lambda: __import__("lwlc.models", fromlist=["MLP"]).MLP(in_features=16, width=12, depth=3, num_classes=4),
+    "vgg_bn": lambda: __import__("lwlc.models", fromlist=["VGG"]).VGG(batch_norm=True, width=8, num_classes=4),
+    "resnet_bn": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(width=4, num_classes=4),
+    "resnet_none": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(width=4, norm="none", num_classes=4),
+}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("bn", ["keep", "reset"])
+def test_engine_matches_naive_loop_on_the_model_zoo(name, bn):
+    model, a, b = _pair(ZOO[name])
+    shape = (1, 4, 4) if name == "mlp" else (3, 32, 32)
+    x, y = _data(n=24, shape=shape)
+    calib = _data(n=24, shape=shape, seed=9)[0] if bn == "reset" else None
+    groups = default_groups(model, x[:2])
+    plans = ["full", "single", "cumulative_front", "cumulative_back"]
+    paths = make_paths(groups, plans)
+    # a spread of paths keeps the test fast on big zoos: every plan, both rests, first/middle/last groups
+    names = {groups[0].name, groups[len(groups) // 2].name, groups[-1].name, "all"}
+    paths = [p for p in paths if p.group in names]
+    alphas = [0.0, 0.3, 1.0]
+    res = sweep(Evaluator(model, a, b, bn=bn), paths, alphas, {"test": (x, y)}, calibration=calib, batch_size=12)
+    for p in paths:
+        got = [r["loss"] for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
+        want, _ = naive_curve(model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=12)
+        assert got == pytest.approx(want, abs=1e-5), p

@@ -1,0 +1,152 @@
+"""Safe checkpoint loading and atomic result files.
+
+Checkpoints may come from strangers: they are read with ``torch.load(weights_only=True)`` or
+safetensors, never with an unrestricted unpickler, so loading one cannot run code. Result
+files are written to a temporary file and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lwlc.errors import LwlcError
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise LwlcError(f"checkpoint {p} does not exist: check the path")
+    if p.is_dir():
+        raise LwlcError(f"checkpoint {p} is a directory, not a file: give the .ckpt/.pt/.safetensors file inside it")
+    if p.stat().st_size == 0:
+        raise LwlcError(f"checkpoint {p} is empty (0 bytes): the run that wrote it probably failed; use another one")
+    return p
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint or state dict without executing code; raise one clear line otherwise."""
+    p = _check_file(path)
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as load_safetensors
+
+        try:
+            return load_safetensors(str(p))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise LwlcError(f"{p} is not a readable safetensors file ({err}): re-export it") from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported object"
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise LwlcError(
+                f"refusing to load {p}: it holds Python objects that would run code when unpickled ({first[:160]}); "
+                "lwlc loads only tensors and plain data. If you trust the file, re-save it as "
+                "torch.save(model.state_dict(), path) or as safetensors"
+            ) from None
+        raise LwlcError(f"{p} is not a valid checkpoint (corrupted?): {first[:200]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LwlcError(f"{p} is not a readable checkpoint (truncated or corrupted?): {msg[:200]}") from None
+    if not isinstance(obj, dict):
+        raise LwlcError(f"{p} holds a {type(obj).__name__}, not a checkpoint or state dict")
+    return obj
+
+
+def sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, so results name exactly which checkpoints they came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _format(value: object) -> object:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> None:
+    """Write rows (floats at full precision, NaN as ``nan``) atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format(row.get(k)) for k in columns})
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
+    """Read a results CSV back, numbers as floats (``alpha``, losses, barriers, ...)."""
+    rows: list[dict[str, object]] = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parsed: dict[str, object] = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = float(v)
+                except (TypeError, ValueError):
+                    parsed[k] = v
+            rows.append(parsed)
+    return rows
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (NaN written as null)."""
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        if isinstance(o, Mapping):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    _atomic_write(Path(path), json.dumps(clean(data), indent=2, default=str) + "\n")
+
+
+def save_state_dict(path: str | os.PathLike[str], state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
+    """Save tensors (``.safetensors`` or a torch file loadable with weights_only), refusing to overwrite."""
+    p = Path(path)
+    if p.exists():
+        raise LwlcError(f"{p} already exists: choose another --out (lwlc never overwrites a checkpoint)")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={k: json.dumps(v) for k, v in (meta or {}).items()})
+    else:
+        torch.save({"state_dict": dict(state), **(meta or {})}, tmp)
+    os.replace(tmp, p)
