@@ -1,0 +1,234 @@
+"""In-memory LightningDataModules with deterministic splits and per-seed, per-epoch data order."""
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lwlc.errors import LwlcError
+
+SPLITS = ("train", "val", "test")
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A well-spread 63-bit seed from integers (splitmix64 chained), identical in every process."""
+    state = 0
+    for value in values:
+        state = ((state ^ (value & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state ^= state >> 31
+    return state >> 1
+
+
+class EpochSeededSampler(DistributedSampler):
+    """Shuffles ``range(n)`` with a permutation that depends only on ``(seed, epoch)``.
+
+    Recreating the sampler and calling ``set_epoch(e)`` yields epoch e's order again, so a run
+    resumed from a checkpoint sees the same data order as an uninterrupted one. Under an
+    initialised torch.distributed it shards the permutation by rank, padded to equal length
+    like DistributedSampler. Being a DistributedSampler also stops Lightning from wrapping it
+    in another one.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            range(n),
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=seed,
+        )
+        self.n = n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if order and len(order) < self.total_size:
+            repeats = math.ceil(self.total_size / len(order))
+            order = (order * repeats)[: self.total_size]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
+class TensorBatches(Dataset):
+    """Inputs and labels held as tensors, fetched a whole batch at a time.
+
+    With ``augment``, each batch is augmented with a generator seeded by ``seed`` and the batch's
+    indices, so loaders with the same order seed yield identical augmented batches.
+    """
+
+    def __init__(
+        self, inputs: Tensor, labels: Tensor, augment: Augment | None = None, seed: int = 0
+    ) -> None:
+        self.inputs = inputs
+        self.labels = labels
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        inputs, labels = self.__getitems__([index])
+        return inputs[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        inputs = self.inputs[index]
+        if self.augment is not None:
+            inputs = self.augment(
+                inputs, torch.Generator().manual_seed(mix_seed(self.seed, *indices))
+            )
+        return inputs, self.labels[index]
+
+
+def download_failed(name: str, root: str, err: Exception) -> LwlcError:
+    """The one-line user error for a failed torchvision download."""
+    text = str(err).strip()
+    reason = text.splitlines()[0] if text else repr(err)
+    return LwlcError(
+        f"downloading {name} into {root}/ failed ({reason}); check the connection or put the "
+        "files there by hand"
+    )
+
+
+def _whole_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Collate for TensorBatches: ``__getitems__`` already returns the stacked batch."""
+    return batch
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base of lwlc's data modules: the whole data set as normalised in-memory tensors.
+
+    Subclasses set the class attributes and implement ``_load``; ``_prepare`` checks for (or
+    downloads) the files. The train/val split is a ``split_seed`` permutation of the official
+    training set; ``test`` is the official test set.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        num_workers: int = 0,
+        val_size: float = 0.1,
+        split_seed: int = 0,
+        order_seeds: Sequence[int] = (0,),
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise LwlcError(
+                f"batch sizes must be positive, got batch_size={batch_size}, "
+                f"eval_batch_size={eval_batch_size}"
+            )
+        if not 0 <= val_size < 1:
+            raise LwlcError(f"val_size is a fraction of the training set in [0, 1), got {val_size}")
+        if not order_seeds:
+            raise LwlcError("order_seeds is empty: give one data-order seed per trained network")
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.order_seeds = [int(seed) for seed in order_seeds]
+        self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
+
+    def _prepare(self) -> None:
+        """Make sure the data is available (download it if asked), else raise LwlcError."""
+
+    def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The official (train inputs, train labels, test inputs, test labels).
+
+        Inputs are float NCHW with pixel values scaled to [0, 1], labels int64.
+        """
+        raise NotImplementedError
+
+    def _train_augment(self) -> Augment | None:
+        """The augmentation applied to training batches (none by default)."""
+        return None
+
+    def prepare_data(self) -> None:
+        """Check for or download the data (Lightning calls this on one process per node)."""
+        self._prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, normalise and split the data once; later calls do nothing."""
+        if self._splits is not None:
+            return
+        train_x, train_y, test_x, test_y = self._load()
+        train_x, test_x = self.normalise(train_x), self.normalise(test_x)
+        n_val = round(self.val_size * len(train_y))
+        order = torch.randperm(
+            len(train_y), generator=torch.Generator().manual_seed(self.split_seed)
+        )
+        val, train = order[:n_val], order[n_val:]
+        self._splits = {
+            "train": (train_x[train], train_y[train]),
+            "val": (train_x[val], train_y[val]),
+            "test": (test_x, test_y),
+        }
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """Per-channel standardisation of [0, 1]-scaled images with the data set's mean and std."""
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        return ((images.to(torch.float32) - mean) / std).contiguous()
+
+    def tensors(self, split: str, max_samples: int | None = None) -> tuple[Tensor, Tensor]:
+        """The first ``max_samples`` of a split as normalised, never augmented (inputs, labels)."""
+        if split not in SPLITS:
+            raise LwlcError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
+        if self._splits is None:
+            self.prepare_data()
+            self.setup()
+        assert self._splits is not None
+        inputs, labels = self._splits[split]
+        return inputs[:max_samples], labels[:max_samples]
+
+    def train_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One shuffled loader per order seed (a single loader when there is one seed)."""
+        inputs, labels = self.tensors("train")
+        augment = self._train_augment()
+        loaders = [
+            self._loader(
+                TensorBatches(inputs, labels, augment, seed),
+                self.batch_size,
+                EpochSeededSampler(len(labels), seed),
+            )
+            for seed in self.order_seeds
+        ]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def val_dataloader(self) -> DataLoader:
+        """The validation split in order, without augmentation."""
+        return self._loader(TensorBatches(*self.tensors("val")), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """The test split in order, without augmentation."""
+        return self._loader(TensorBatches(*self.tensors("test")), self.eval_batch_size)
+
+    def _loader(
+        self, data: TensorBatches, batch_size: int, sampler: EpochSeededSampler | None = None
+    ) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_whole_batch,
+            persistent_workers=self.num_workers > 0,
+        )
