@@ -1,0 +1,200 @@
+"""lwlc's command line: LightningCLI for training, lazily imported modules for the other tools.
+
+``lwlc fit|validate|test|predict`` run Lightning's Trainer from a YAML config; ``lwlc analyze``
+and the other tools are ``lwlc.<tool>.main(argv)``. Every LwlcError, and every config error,
+ends as one line ``lwlc: error: <message>`` and exit code 2; ``--debug`` (or LWLC_DEBUG=1) shows
+the traceback instead.
+"""
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from lwlc.errors import LwlcError
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (a pair of networks or one network) from a config",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "write the logits of a checkpoint",
+}
+TOOL_COMMANDS = {
+    "analyze": "layer-wise barriers between the two networks of a checkpoint",
+    "plot": "draw the figures of an analysis",
+    "merge": "average chosen layers of two checkpoints into a new one",
+    "experiment": "run one of the paper's experiment recipes",
+}
+DEBUG_FLAG = "--debug"
+
+
+def order_seeds(order_seed_a: int, order_seed_b: int) -> list[int]:
+    """The data module's order seeds for a pair: one stream per distinct seed."""
+    return [order_seed_a] if order_seed_a == order_seed_b else [order_seed_a, order_seed_b]
+
+
+def _lightning_cli() -> type:
+    """The LightningCLI subclass (built on first use: importing Lightning takes seconds)."""
+    import torch
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    from lwlc.training import PairedModule
+
+    class LwlcCLI(LightningCLI):
+        """LightningCLI with lwlc's checkpointing defaults and the pair's order-seed link."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument(
+                "--num_threads",
+                type=int | None,
+                default=None,
+                help="CPU threads for torch (torch.set_num_threads); 1 is fastest for tiny "
+                "models on a busy machine. Default: torch's choice.",
+            )
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.save_last": True, "checkpoint.mode": "max"})
+            parser.link_arguments(
+                ("model.init_args.order_seed_a", "model.init_args.order_seed_b"),
+                "data.init_args.order_seeds",
+                compute_fn=order_seeds,
+            )
+
+        def before_instantiate_classes(self) -> None:
+            """Apply num_threads; default the checkpoint directory and monitor from the config."""
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if config.num_threads is not None:
+                torch.set_num_threads(config.num_threads)
+            checkpoint = config.checkpoint
+            if checkpoint.dirpath is None:
+                root = config.trainer.default_root_dir or os.getcwd()
+                checkpoint.dirpath = os.path.join(root, "checkpoints")
+            if checkpoint.monitor is None:
+                paired = issubclass(_import_class(config.model.class_path), PairedModule)
+                checkpoint.monitor = "a/val/acc" if paired else "val/acc"
+
+    def run(args: list[str]) -> None:
+        # LightningCLI warns when both args and sys.argv carry arguments; args is the truth here.
+        saved_argv = sys.argv
+        sys.argv = saved_argv[:1]
+        try:
+            LwlcCLI(
+                LightningModule,
+                LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                args=args,
+                parser_kwargs={"exit_on_error": False},
+            )
+        finally:
+            sys.argv = saved_argv
+
+    return run
+
+
+def _import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _tool(name: str) -> Callable[[list[str]], None]:
+    """``lwlc.<name>.main``, or a one-line LwlcError when that tool is not installed."""
+    try:
+        module = importlib.import_module(f"lwlc.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"lwlc.{name}":
+            raise
+        raise LwlcError(
+            f"'lwlc {name}' is not available in this version (no module lwlc.{name})"
+        ) from None
+    return module.main
+
+
+def _usage() -> str:
+    commands = {**LIGHTNING_COMMANDS, **TOOL_COMMANDS}
+    lines = [f"  {name:<11} {text}" for name, text in commands.items()]
+    return "\n".join(
+        [
+            "usage: lwlc <command> [options]   (lwlc <command> --help for its options)",
+            "",
+            "commands:",
+            *lines,
+            "",
+            f"{DEBUG_FLAG} (or LWLC_DEBUG=1) shows tracebacks instead of one-line errors.",
+        ]
+    )
+
+
+def _dispatch(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command in LIGHTNING_COMMANDS:
+        _lightning_cli()(argv)
+    elif command in TOOL_COMMANDS:
+        _tool(command)(rest)
+    else:
+        available = ", ".join([*LIGHTNING_COMMANDS, *TOOL_COMMANDS])
+        raise LwlcError(f"unknown command {command!r}; available: {available}")
+
+
+def _user_error(err: BaseException) -> LwlcError | None:
+    """The LwlcError behind ``err`` (itself or a cause), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LwlcError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _one_line(message: str) -> str:
+    """A multi-line message squeezed onto one line."""
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def config_error(message: str) -> str:
+    """jsonargparse's error as one short line: the full key at fault and the innermost reason.
+
+    For a subclass-typed key jsonargparse lists why each alternative of ``Union[cls, None]``
+    failed; only the class's reason is kept, e.g.
+    ``model.init_args.model: Option 'widht' is not accepted``.
+    """
+    text = _one_line(message).split(" - Expected a <class 'NoneType'>")[0]
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    reason = re.split(r"Problem with given class_path '[^']*': |Parser key \"[^\"]+\": ", text)[-1]
+    reason = reason.split("Errors: - ")[-1]
+    return f"{'.init_args.'.join(keys)}: {reason}" if keys else reason
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lwlc`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("LWLC_DEBUG") == "1"
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    from jsonargparse import ArgumentError
+
+    try:
+        _dispatch(argv)
+    except ArgumentError as err:
+        if debug:
+            raise
+        _fail(f"invalid configuration: {config_error(str(err))}")
+    except Exception as err:
+        user_error = _user_error(err)
+        if debug or user_error is None:
+            raise
+        _fail(_one_line(str(user_error)))
+
+
+def _fail(message: str) -> None:
+    print(f"lwlc: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

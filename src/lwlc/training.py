@@ -1,0 +1,239 @@
+"""The LightningModules that train one network or a pair of networks for connectivity studies.
+
+Both modules leave the optimizer and LR schedule to LightningCLI's ``optimizer:`` and
+``lr_scheduler:`` config keys. Their checkpoints hold tensors and plain data only, so that
+``torch.load(path, weights_only=True)`` reads them.
+"""
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lwlc.errors import LwlcError
+
+Batch = Sequence[torch.Tensor]
+STAGES = ("train", "val", "test")
+
+
+def _hparams_ignore() -> list[str]:
+    """Hyper-parameters to leave out of the checkpoint: the network when it is an object.
+
+    Under LightningCLI ``model`` is saved as its config dict (class_path, init_args); built in
+    Python it is an ``nn.Module``, which would be pickled and break ``weights_only`` loading.
+    """
+    return [] if _given_hyperparameters.get() is not None else ["model"]
+
+
+def reinitialize(net: nn.Module, seed: int) -> None:
+    """Re-draw every parameter of ``net`` from its default initialisation under ``seed``.
+
+    The global RNG is left as it was, so the result depends on ``seed`` alone.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in net.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+class _ClassificationBase(pl.LightningModule):
+    """Shared machinery: cross-entropy, per-member accuracy, logging, speed switches."""
+
+    def __init__(self, members: Sequence[str], channels_last: bool, compile: bool) -> None:
+        super().__init__()
+        self._members = tuple(members)
+        self._channels_last = channels_last
+        self._compile = compile
+        self.accuracy = nn.ModuleDict(
+            {f"{stage}_{m or 'net'}": MeanMetric() for stage in STAGES for m in self._members}
+        )
+
+    def _prepare_nets(self, nets: Sequence[nn.Module]) -> None:
+        """Apply the memory-format and compile switches (in place, so state-dict keys stay)."""
+        for net in nets:
+            if self._channels_last:
+                net.to(memory_format=torch.channels_last)
+            if self._compile:
+                net.compile()
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self._channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _member_step(self, net: nn.Module, batch: Batch, stage: str, member: str) -> torch.Tensor:
+        """Loss of ``net`` on ``batch``; logs ``[member/]stage/loss`` and ``[member/]stage/acc``."""
+        x, y = batch[0], batch[1]
+        logits = net(self._inputs(x))
+        loss = F.cross_entropy(logits, y)
+        accuracy = self.accuracy[f"{stage}_{member or 'net'}"]
+        accuracy((logits.argmax(dim=-1) == y).float())
+        prefix = f"{member}/{stage}" if member else stage
+        on_step = stage == "train"
+        self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(f"{prefix}/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+
+class ClassifierModule(_ClassificationBase):
+    """One classifier trained with cross-entropy; logs ``train|val|test/loss|acc``."""
+
+    def __init__(
+        self, model: nn.Module, channels_last: bool = False, compile: bool = False
+    ) -> None:
+        super().__init__(members=("",), channels_last=channels_last, compile=compile)
+        self.save_hyperparameters(ignore=_hparams_ignore())
+        self.net = model
+        self._prepare_nets([self.net])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the network."""
+        return self.net(self._inputs(x))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._member_step(self.net, batch, "train", "")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._member_step(self.net, batch, "val", "")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._member_step(self.net, batch, "test", "")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self(batch[0])
+
+
+class PairedModule(_ClassificationBase):
+    """Two copies of one architecture, A and B, trained side by side for connectivity studies.
+
+    Each member is the template re-initialised under its own seed (equal seeds give bit-identical
+    members) and trained on its own data order: with different order seeds a training batch is
+    ``[batch_a, batch_b]`` (the data module yields one stream per distinct seed), with equal ones
+    both members see the same batch. One optimizer holds both members' (disjoint) parameters and
+    minimises ``loss_a + loss_b``, which is exactly two separate trainings.
+
+    With ``spawn_steps = k > 0`` only A trains for ``k`` optimizer steps; then B becomes a copy
+    of A, optimizer state included, and both continue on their own data orders.
+    Metrics are logged as ``a/train/loss``, ``b/val/acc``, ... The checkpoint records how the
+    pair was made under ``lwlc_pairing`` (see :meth:`pairing`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        init_seed_a: int = 0,
+        init_seed_b: int = 1,
+        order_seed_a: int = 0,
+        order_seed_b: int = 1,
+        spawn_steps: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(members=("a", "b"), channels_last=channels_last, compile=compile)
+        if spawn_steps < 0:
+            raise LwlcError(f"spawn_steps={spawn_steps} must be >= 0 (0 = no spawning)")
+        self.save_hyperparameters(ignore=_hparams_ignore())
+        self.init_seed_a, self.init_seed_b = init_seed_a, init_seed_b
+        self.order_seed_a, self.order_seed_b = order_seed_a, order_seed_b
+        self.spawn_steps = spawn_steps
+        self.net_a = copy.deepcopy(model)
+        self.net_b = copy.deepcopy(model)
+        reinitialize(self.net_a, init_seed_a)
+        reinitialize(self.net_b, init_seed_b)
+        self._prepare_nets([self.net_a, self.net_b])
+        self._spawned = False
+
+    @property
+    def order_seeds(self) -> list[int]:
+        """The data module's ``order_seeds`` this pair needs: one stream per distinct seed."""
+        if self.order_seed_a == self.order_seed_b:
+            return [self.order_seed_a]
+        return [self.order_seed_a, self.order_seed_b]
+
+    def pairing(self) -> dict[str, Any]:
+        """How the pair was made, as plain data: init and order shared or not, seeds, spawning."""
+        if self.spawn_steps > 0:
+            init = "spawn"
+        elif self.init_seed_a == self.init_seed_b:
+            init = "shared"
+        else:
+            init = "independent"
+        return {
+            "init": init,
+            "order": "shared" if self.order_seed_a == self.order_seed_b else "different",
+            "init_seed_a": self.init_seed_a,
+            "init_seed_b": self.init_seed_b,
+            "order_seed_a": self.order_seed_a,
+            "order_seed_b": self.order_seed_b,
+            "spawn_steps": self.spawn_steps,
+        }
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of A and of B."""
+        x = self._inputs(x)
+        return self.net_a(x), self.net_b(x)
+
+    def on_fit_start(self) -> None:
+        data_seeds = getattr(self.trainer.datamodule, "order_seeds", None)
+        if data_seeds is not None and list(data_seeds) != self.order_seeds:
+            raise LwlcError(
+                f"the data module's order_seeds={list(data_seeds)} do not match the pair's order "
+                f"seeds (a={self.order_seed_a}, b={self.order_seed_b}); set "
+                f"data order_seeds to {self.order_seeds}"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lwlc_pairing"] = self.pairing()
+
+    def _member_batches(self, batch: Any) -> tuple[Batch, Batch]:
+        if self.order_seed_a == self.order_seed_b:
+            return batch, batch
+        if not (isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[0], Sequence)):
+            raise LwlcError(
+                f"order seeds {self.order_seeds} differ, so each training batch must be "
+                "[batch_a, batch_b]: give the data module one order seed per member"
+            )
+        return batch[0], batch[1]
+
+    def _spawn(self) -> None:
+        """Make B a copy of A: weights, buffers and A's optimizer state for each parameter."""
+        self.net_b.load_state_dict(self.net_a.state_dict())
+        for optimizer in self.trainer.optimizers:
+            for p_a, p_b in zip(self.net_a.parameters(), self.net_b.parameters(), strict=True):
+                if p_a in optimizer.state:
+                    optimizer.state[p_b] = {
+                        key: value.clone() if torch.is_tensor(value) else copy.deepcopy(value)
+                        for key, value in optimizer.state[p_a].items()
+                    }
+        self._spawned = True
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.spawn_steps > 0 and not self._spawned and self.global_step == self.spawn_steps:
+            self._spawn()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        batch_a, batch_b = self._member_batches(batch)
+        loss = self._member_step(self.net_a, batch_a, "train", "a")
+        if self.global_step >= self.spawn_steps:
+            loss = loss + self._member_step(self.net_b, batch_b, "train", "b")
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._member_step(self.net_a, batch, "val", "a")
+        self._member_step(self.net_b, batch, "val", "b")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._member_step(self.net_a, batch, "test", "a")
+        self._member_step(self.net_b, batch, "test", "b")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        logits_a, logits_b = self(batch[0])
+        return {"a": logits_a, "b": logits_b}
