@@ -1,0 +1,305 @@
+"""Every lwlc figure, one look: interpolation curves, per-layer barrier bars, barrier heatmaps.
+
+Each function takes tidy rows (dicts as written by ``lwlc.sweep``, or a DataFrame of them, one
+row per observation) and returns a matplotlib Figure. Figures are built with matplotlib's object
+API, never pyplot, so drawing is safe inside a training process and a dropped figure is freed.
+Loss barriers are in nats, error barriers in percentage points.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from lwlc.errors import LwlcError
+from lwlc.interpolation import PLANS
+
+Rows = Sequence[Mapping[str, object]] | pd.DataFrame
+
+METRICS = ("loss", "error")
+FULL_LABEL = "full model"
+DIVERGING = "vlag"
+LAYER_AXIS = {
+    "single": "layer",
+    "cumulative_front": "front layers up to",
+    "cumulative_back": "back layers from",
+    "custom": "layer set",
+}
+_NUMERIC = ("alpha", "loss", "accuracy", "loss_barrier", "error_barrier", "epoch", "step")
+_MAX_ANNOTATED_CELLS = 120
+
+
+@contextmanager
+def _look() -> Iterator[None]:
+    """lwlc's one style (seaborn's whitegrid, paper context, colour-blind palette), scoped."""
+    with (
+        sns.axes_style("whitegrid"),
+        sns.plotting_context("paper"),
+        sns.color_palette("colorblind"),
+    ):
+        yield
+
+
+def frame(rows: Rows) -> pd.DataFrame:
+    """Result rows as a DataFrame with numeric columns as numbers and an ``error`` curve column."""
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    for column in _NUMERIC:
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    if "accuracy" in df:
+        df["error"] = 1.0 - df["accuracy"]
+    return df
+
+
+def _pick(df: pd.DataFrame, column: str, value: object, what: str) -> pd.DataFrame:
+    """Rows with ``column == value`` (the first value present when ``value`` is None)."""
+    present = list(dict.fromkeys(df[column]))
+    if not present:
+        raise LwlcError(f"no {what} rows to plot: the results are empty")
+    if value is None:
+        value = present[0]
+    if value not in present:
+        raise LwlcError(f"no rows for {what} {value!r}; available: {', '.join(map(str, present))}")
+    return df[df[column] == value]
+
+
+def _latest(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the last evaluation when the rows span several (training-time results)."""
+    return df[df["step"] == df["step"].max()] if "step" in df and len(df) else df
+
+
+def _plans(df: pd.DataFrame, with_full: bool) -> list[str]:
+    present = set(df["plan"])
+    return [p for p in PLANS if p in present and (with_full or p != "full")]
+
+
+def _axes(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[list[Axes]]]:
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, [list(r) for r in axes]
+
+
+def _barrier_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    values = df[f"{metric}_barrier"]
+    return 100.0 * values if metric == "error" else values
+
+
+def _barrier_label(metric: str) -> str:
+    return "loss barrier (nats)" if metric == "loss" else "error barrier (pp)"
+
+
+def interpolation_curves(curves: Rows, split: str | None = None) -> Figure:
+    """Loss and error along every path: one column per plan, hue = layer, dashes = rest model."""
+    df = _latest(_pick(frame(curves), "split", split, "split"))
+    plans = _plans(df, with_full=True)
+    with _look():
+        fig, axes = _axes(len(METRICS), len(plans), 3.6, 2.6)
+        for col, plan in enumerate(plans):
+            sub = df[df["plan"] == plan]
+            for row, metric in enumerate(METRICS):
+                ax = axes[row][col]
+                sns.lineplot(
+                    data=sub,
+                    x="alpha",
+                    y=metric,
+                    hue="group",
+                    style="rest_from",
+                    marker="o",
+                    markersize=3,
+                    ax=ax,
+                    legend=row == 0 and plan != "full",
+                    hue_order=list(dict.fromkeys(sub["group"])),
+                )
+                ax.set_title(plan if row == 0 else "")
+                ax.set_ylabel(
+                    f"{metric} ({'nats' if metric == 'loss' else 'fraction'})" if col == 0 else ""
+                )
+                if ax.get_legend() is not None:
+                    ax.legend(
+                        fontsize="xx-small",
+                        title_fontsize="x-small",
+                        ncols=1 + len(set(sub["group"])) // 12,
+                    )
+        fig.suptitle(f"interpolation curves ({df['split'].iloc[0]})")
+    return fig
+
+
+def layer_barriers(barriers: Rows, reference: str = "path", split: str | None = None) -> Figure:
+    """Per-layer barriers (bars) of each layer-wise plan, the full model's as a dashed line."""
+    df = _latest(
+        _pick(_pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
+    )
+    plans = _plans(df, with_full=False) or ["full"]
+    full = df[df["plan"] == "full"]
+    with _look():
+        fig, axes = _axes(
+            len(METRICS), len(plans), max(3.0, 0.35 * df["group"].nunique() + 1.5), 2.6
+        )
+        for col, plan in enumerate(plans):
+            sub = df[df["plan"] == plan]
+            for row, metric in enumerate(METRICS):
+                ax = axes[row][col]
+                sns.barplot(
+                    x=sub["group"],
+                    y=_barrier_values(sub, metric),
+                    hue=sub["rest_from"],
+                    ax=ax,
+                    legend=row == 0,
+                    order=list(dict.fromkeys(sub["group"])),
+                )
+                if len(full):
+                    ax.axhline(
+                        float(_barrier_values(full, metric).iloc[0]),
+                        color="0.2",
+                        ls="--",
+                        lw=1,
+                        label=FULL_LABEL,
+                    )
+                ax.axhline(0.0, color="0.5", lw=0.6)
+                ax.set_title(plan if row == 0 else "")
+                ax.set_xlabel(LAYER_AXIS.get(plan, "") if row == len(METRICS) - 1 else "")
+                ax.set_ylabel(_barrier_label(metric) if col == 0 else "")
+                ax.tick_params(axis="x", labelrotation=60, labelsize="x-small")
+                if row == 0:
+                    ax.legend(fontsize="xx-small", title="rest from", title_fontsize="x-small")
+        fig.suptitle(f"layer-wise barriers ({df['split'].iloc[0]}, reference: {reference})")
+    return fig
+
+
+def heatmap_table(
+    barriers: Rows,
+    plan: str = "single",
+    metric: str = "loss",
+    reference: str = "midpoint",
+    split: str | None = None,
+    rest_from: str | None = None,
+) -> pd.DataFrame:
+    """Barriers as a table: full model first, then the plan's groups (rows) x evaluations (columns).
+
+    Columns are epochs, or steps when one epoch holds several evaluations.
+    """
+    if metric not in METRICS:
+        raise LwlcError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    df = _pick(_pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
+    if "step" not in df:
+        raise LwlcError(
+            "these barriers come from one evaluation (no epoch/step columns): a heatmap needs "
+            "results of lwlc's barrier Callback"
+        )
+    layered = (
+        _pick(df[df["plan"] != "full"], "plan", plan, "plan") if plan != "full" else df.iloc[0:0]
+    )
+    layered = _pick(layered, "rest_from", rest_from, "rest_from") if len(layered) else layered
+    full = df[df["plan"] == "full"].assign(group=FULL_LABEL)
+    cells = pd.concat([full, layered])
+    x = "epoch" if cells.groupby("epoch")["step"].nunique().max() <= 1 else "step"
+    cells = cells.assign(value=_barrier_values(cells, metric))
+    table = cells.pivot_table(index="group", columns=x, values="value", aggfunc="last", sort=False)
+    order = list(dict.fromkeys(cells["group"]))
+    return table.reindex(index=order, columns=sorted(table.columns))
+
+
+def barrier_heatmap(
+    barriers: Rows,
+    plan: str = "single",
+    metric: str = "loss",
+    reference: str = "midpoint",
+    split: str | None = None,
+    rest_from: str | None = None,
+) -> Figure:
+    """The paper's training-time figure: barriers of the full model and each layer over epochs."""
+    table = heatmap_table(barriers, plan, metric, reference, split, rest_from)
+    x_name = table.columns.name
+    table.columns = pd.Index([int(c) for c in table.columns], name=x_name)
+    annotate = table.size <= _MAX_ANNOTATED_CELLS
+    with _look():
+        fig, axes = _axes(
+            1, 1, max(4.0, 0.45 * table.shape[1] + 2.5), max(2.0, 0.32 * table.shape[0] + 1.2)
+        )
+        ax = axes[0][0]
+        sns.heatmap(
+            table,
+            ax=ax,
+            cmap=DIVERGING,
+            center=0.0,
+            annot=annotate,
+            fmt=".2f" if metric == "loss" else ".1f",
+            annot_kws={"size": 6},
+            linewidths=0.4,
+            cbar_kws={"label": _barrier_label(metric)},
+        )
+        ax.set_xlabel(x_name)
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
+        ax.set_title(f"{metric} barrier by {LAYER_AXIS.get(plan, plan)} ({reference} reference)")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Write ``fig`` as an image atomically (readers never see half a file); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _splits(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["split"])) if "split" in df else []
+
+
+def save_analysis_figures(
+    out_dir: Path, curves: Rows, barriers: Rows, reference: str = "path"
+) -> list[Path]:
+    """``curves_<split>.png`` and ``barriers_<split>.png`` for each split of an analysis."""
+    written: list[Path] = []
+    curve_df, barrier_df = frame(curves), frame(barriers)
+    for split in _splits(curve_df):
+        written.append(
+            save_figure(
+                interpolation_curves(curve_df, split), Path(out_dir) / f"curves_{split}.png"
+            )
+        )
+    for split in _splits(barrier_df):
+        written.append(
+            save_figure(
+                layer_barriers(barrier_df, reference, split),
+                Path(out_dir) / f"barriers_{split}.png",
+            )
+        )
+    return written
+
+
+def save_training_figures(
+    out_dir: Path, curves: Rows, barriers: Rows, reference: str = "midpoint"
+) -> list[Path]:
+    """The analysis figures of the last evaluation plus ``heatmap_<split>_<plan>_<metric>.png``."""
+    written = save_analysis_figures(out_dir, curves, barriers, reference)
+    barrier_df = frame(barriers)
+    for split in _splits(barrier_df):
+        plans = _plans(barrier_df, with_full=False) or ["full"]
+        for plan in plans:
+            for metric in METRICS:
+                fig = barrier_heatmap(barrier_df, plan, metric, reference, split)
+                written.append(save_figure(fig, Path(out_dir) / heatmap_name(split, plan, metric)))
+    return written
+
+
+def heatmap_name(split: str, plan: str, metric: str) -> str:
+    """File name of a training-time heatmap."""
+    return f"heatmap_{split}_{plan}_{metric}.png"
