@@ -7,9 +7,11 @@ the traceback instead.
 """
 
 import importlib
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 
 from lwlc.errors import LwlcError
@@ -76,6 +78,7 @@ def _lightning_cli() -> type:
                 checkpoint.monitor = "a/val/acc" if paired else "val/acc"
 
     def run(args: list[str]) -> None:
+        _silence_upstream_noise()
         # LightningCLI warns when both args and sys.argv carry arguments; args is the truth here.
         saved_argv = sys.argv
         sys.argv = saved_argv[:1]
@@ -92,6 +95,17 @@ def _lightning_cli() -> type:
             sys.argv = saved_argv
 
     return run
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+def _silence_upstream_noise() -> None:
+    """Drop two messages of Lightning that tell a user nothing: an advert, and the deprecation
+    of a torch API that Lightning itself calls."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def _import_class(class_path: str) -> type:

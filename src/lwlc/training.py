@@ -64,6 +64,11 @@ class _ClassificationBase(pl.LightningModule):
             if self._compile:
                 net.compile()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._channels_last:  # readers of the checkpoint may assume contiguous tensors
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = type(state)((k, v.contiguous()) for k, v in state.items())
+
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         if self._channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
@@ -191,6 +196,7 @@ class PairedModule(_ClassificationBase):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["lwlc_pairing"] = self.pairing()
 
     def _member_batches(self, batch: Any) -> tuple[Batch, Batch]:

@@ -1,0 +1,238 @@
+"""The training modules: how pairs are initialised and spawned, resume, and the LR schedule."""
+
+import csv
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from conftest import CONFIGS
+from lwlc.cli import main
+from lwlc.data import DigitsDataModule
+from lwlc.errors import LwlcError
+from lwlc.models import MLP
+from lwlc.schedules import WarmupCosine
+from lwlc.training import ClassifierModule, PairedModule
+
+DIGITS = str(CONFIGS / "digits_mlp.yaml")
+
+
+def snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_each_member_is_the_template_built_under_its_init_seed() -> None:
+    pair = PairedModule(MLP(width=16), init_seed_a=3, init_seed_b=7)
+    torch.manual_seed(3)
+    expected_a = MLP(width=16)
+    torch.manual_seed(7)
+    expected_b = MLP(width=16)
+    assert_same(snapshot(pair.net_a), snapshot(expected_a))
+    assert_same(snapshot(pair.net_b), snapshot(expected_b))
+
+
+def test_equal_init_seeds_give_bit_identical_members() -> None:
+    pair = PairedModule(MLP(width=16), init_seed_a=5, init_seed_b=5)
+    assert_same(snapshot(pair.net_a), snapshot(pair.net_b))
+
+
+def test_different_init_seeds_give_members_that_differ_in_every_tensor() -> None:
+    pair = PairedModule(MLP(width=16), init_seed_a=0, init_seed_b=1)
+    a, b = snapshot(pair.net_a), snapshot(pair.net_b)
+    assert all(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reinitialising_members_leaves_the_global_rng_alone() -> None:
+    template = MLP(width=16)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    PairedModule(template, init_seed_a=0, init_seed_b=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_members_do_not_share_parameters_with_the_template() -> None:
+    template = MLP(width=16)
+    pair = PairedModule(template, init_seed_a=0, init_seed_b=0)
+    ids = {id(p) for p in template.parameters()}
+    assert not ids & {id(p) for p in pair.parameters()}
+
+
+def seeds(init_a: int, init_b: int, order_a: int, order_b: int) -> dict[str, int]:
+    return dict(init_seed_a=init_a, init_seed_b=init_b, order_seed_a=order_a, order_seed_b=order_b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "init", "order"),
+    [
+        (seeds(0, 0, 0, 1), "shared", "different"),
+        (seeds(0, 1, 2, 3), "independent", "different"),
+        (seeds(0, 1, 4, 4), "independent", "shared"),
+        ({"spawn_steps": 5}, "spawn", "different"),
+    ],
+)
+def test_pairing_says_how_the_pair_was_made(kwargs: dict, init: str, order: str) -> None:
+    pair = PairedModule(MLP(width=16), **kwargs)
+    pairing = pair.pairing()
+    assert (pairing["init"], pairing["order"]) == (init, order)
+    for key, value in kwargs.items():
+        assert pairing[key] == value
+
+
+def test_negative_spawn_steps_are_a_user_error() -> None:
+    with pytest.raises(LwlcError, match="spawn_steps=-1"):
+        PairedModule(MLP(width=16), spawn_steps=-1)
+
+
+class SGDPair(PairedModule):
+    """A pair with a fixed optimizer, for driving a Trainer without the CLI."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **kwargs,
+    )
+
+
+class SpawnRecorder(pl.Callback):
+    """Records both members after every optimizer step, and the state just before step k+1."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.after_step: list[tuple[dict, dict]] = []
+        self.before_step_k1: dict[str, object] = {}
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        if trainer.global_step == self.k:
+
+            def momentum(net: nn.Module) -> list[torch.Tensor]:
+                return [optimizer.state[p]["momentum_buffer"].clone() for p in net.parameters()]
+
+            self.before_step_k1 = {
+                "b": snapshot(module.net_b),
+                "momentum_a": momentum(module.net_a),
+                "momentum_b": momentum(module.net_b),
+            }
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.after_step.append((snapshot(module.net_a), snapshot(module.net_b)))
+
+
+def test_spawn_trains_only_a_for_k_steps_then_copies_a_with_its_momentum_into_b() -> None:
+    k = 3
+    pair = SGDPair(MLP(width=16), init_seed_a=0, init_seed_b=1, spawn_steps=k)
+    initial_b = snapshot(pair.net_b)
+    recorder = SpawnRecorder(k)
+    data = DigitsDataModule(batch_size=32, order_seeds=pair.order_seeds)
+    quiet_trainer(max_steps=k + 2, callbacks=[recorder]).fit(pair, datamodule=data)
+
+    for _, b in recorder.after_step[:k]:
+        assert_same(b, initial_b)
+    a_after_k = recorder.after_step[k - 1][0]
+    assert_same(recorder.before_step_k1["b"], a_after_k)
+    for m_a, m_b in zip(
+        recorder.before_step_k1["momentum_a"], recorder.before_step_k1["momentum_b"], strict=True
+    ):
+        assert torch.equal(m_a, m_b) and m_a.abs().sum() > 0
+    a_end, b_end = recorder.after_step[-1]
+    assert not torch.equal(a_end["head.weight"], b_end["head.weight"])
+
+
+def test_a_pair_with_shared_order_and_init_trains_identical_members() -> None:
+    pair = SGDPair(MLP(width=16), init_seed_a=2, init_seed_b=2, order_seed_a=9, order_seed_b=9)
+    data = DigitsDataModule(batch_size=32, order_seeds=pair.order_seeds)
+    quiet_trainer(max_steps=5).fit(pair, datamodule=data)
+    assert_same(snapshot(pair.net_a), snapshot(pair.net_b))
+
+
+def test_data_module_with_the_wrong_order_seeds_is_a_user_error() -> None:
+    pair = SGDPair(MLP(width=16), order_seed_a=0, order_seed_b=1)
+    data = DigitsDataModule(batch_size=32, order_seeds=[0])
+    with pytest.raises(LwlcError, match=r"order_seeds=\[0\]"):
+        quiet_trainer(max_steps=1).fit(pair, datamodule=data)
+
+
+def test_hyper_parameters_leave_out_a_network_built_in_python() -> None:
+    single = ClassifierModule(MLP(width=16))
+    pair = PairedModule(MLP(width=16))
+    assert "model" not in single.hparams and "model" not in pair.hparams
+    assert pair.hparams["order_seed_b"] == 1
+
+
+def fit_digits(root: Path, *extra: str) -> None:
+    """``lwlc fit`` of the digits pair with every output under ``root``."""
+    main(
+        ["fit", "--config", DIGITS, "--trainer.default_root_dir", str(root)]
+        + ["--trainer.logger.init_args.save_dir", str(root)]
+        + ["--trainer.enable_progress_bar", "false", *extra]
+    )
+
+
+def logged_epochs(metrics_csv: Path) -> set[int]:
+    with metrics_csv.open() as f:
+        return {int(row["epoch"]) for row in csv.DictReader(f)}
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    fit_digits(tmp_path / "straight", "--trainer.max_epochs", "2")
+    fit_digits(tmp_path / "resumed", "--trainer.max_epochs", "1")
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    fit_digits(tmp_path / "resumed", "--trainer.max_epochs", "2", "--ckpt_path", str(last))
+
+    def weights(run: str) -> dict[str, torch.Tensor]:
+        path = tmp_path / run / "checkpoints" / "last.ckpt"
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    assert_same(weights("resumed"), weights("straight"))
+    # The second process trained epoch 1 only: it resumed rather than started afresh.
+    assert logged_epochs(tmp_path / "resumed" / "logs" / "version_1" / "metrics.csv") == {1}
+    assert logged_epochs(tmp_path / "straight" / "logs" / "version_0" / "metrics.csv") == {0, 1}
+
+
+def test_warmup_cosine_rises_linearly_then_follows_a_cosine_to_zero() -> None:
+    base_lr, warmup, total, start = 0.05, 4, 12, 0.002
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
+    schedule = WarmupCosine(optimizer, warmup_epochs=warmup, total_epochs=total, start_factor=start)
+    rates = []
+    for _ in range(total + 1):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(1e-4)
+    assert rates[2] == pytest.approx(1e-4 + (0.05 - 1e-4) / 2)
+    assert rates[warmup] == pytest.approx(base_lr)
+    assert rates[warmup + 4] == pytest.approx(base_lr / 2)  # cosine midpoint
+    assert rates[warmup + 2] == pytest.approx(base_lr * (1 + math.cos(math.pi / 4)) / 2)
+    assert rates[total] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+        ({"warmup_epochs": 5, "total_epochs": 5}, "total_epochs=5"),
+        ({"start_factor": 0.0}, "start_factor=0.0"),
+    ],
+)
+def test_warmup_cosine_rejects_impossible_settings(kwargs: dict, match: str) -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(LwlcError, match=match):
+        WarmupCosine(optimizer, **kwargs)
