@@ -39,11 +39,27 @@ def order_seeds(order_seed_a: int, order_seed_b: int) -> list[int]:
 def _lightning_cli() -> type:
     """The LightningCLI subclass (built on first use: importing Lightning takes seconds)."""
     import torch
-    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     from lwlc.training import PairedModule
+
+    class SaveConfig(SaveConfigCallback):
+        """Lightning's config saver; its refusal to overwrite an earlier run's config is a
+        user error (it happens when a run without a logger reuses a folder)."""
+
+        def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+            try:
+                super().setup(trainer, pl_module, stage)
+            except RuntimeError as err:
+                if self.config_filename not in str(err):
+                    raise
+                raise LwlcError(
+                    f"{os.path.join(trainer.log_dir, self.config_filename)} exists: an earlier run "
+                    "used this folder; choose another trainer.default_root_dir or enable a logger "
+                    "(it gives each run a folder of its own)"
+                ) from err
 
     class LwlcCLI(LightningCLI):
         """LightningCLI with lwlc's checkpointing defaults and the pair's order-seed link."""
@@ -88,6 +104,7 @@ def _lightning_cli() -> type:
                 LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
+                save_config_callback=SaveConfig,
                 args=args,
                 parser_kwargs={"exit_on_error": False},
             )
