@@ -186,13 +186,14 @@ def test_duplicate_models_are_evaluated_once_and_prefixes_are_shared():
     groups = default_groups(model, x[:2])
     ev = Evaluator(model, a, b)
     paths = make_paths(groups, ["single"], rest_from=["a"])
-    sweep(ev, paths, [0.0, 0.5, 1.0], {"test": (x, y)}, batch_size=32, chunk_size=len(paths))
-    # Distinct models: A, B, and for each of the 5 groups its alpha=0.5 and alpha=1 models (alpha=0 is A).
-    # The final Linear stage is reached once per distinct model.
-    distinct = 2 + 2 * len(groups)
-    assert ev.stage_runs[-1] <= distinct
-    # conv1 is mixable: its two endpoint outputs serve every alpha (A's and B's conv1 once per tree).
-    assert ev.stage_runs[0] <= 2 + 2
+    sweep(ev, paths, [0.0, 0.25, 0.5, 0.75, 1.0], {"test": (x, y)}, batch_size=32, chunk_size=len(paths))
+    # Distinct models: A, B, and for each of the 5 groups its 4 models with alpha > 0 (alpha=0 is A).
+    # The final Linear stage is reached at most once per distinct model.
+    distinct = 2 + 4 * len(groups)
+    assert ev.stage_runs[-1] <= distinct * len(x)
+    # conv1 is mixable: A's and B's conv1 outputs serve every alpha of its path (2 runs), and the
+    # endpoint models A and B ran it once each before: 4 runs, not 2 + 5.
+    assert ev.stage_runs[0] == 4 * len(x)
 
 
 def test_stages_fall_back_to_whole_model_when_keys_are_not_covered():

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from lwlc.errors import LwlcError
 from lwlc.interpolation import mix
@@ -128,7 +127,8 @@ class Evaluator:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.momentum = None
         self._params: dict[tuple[int, Coefficients], dict[str, Tensor]] = {}
-        self.stage_runs = [0] * len(self.stages)
+        self._modules: dict[object, nn.Module] = {}
+        self.stage_runs = [0] * len(self.stages)  # samples through each stage: the work actually done
 
     def has_batchnorm(self) -> bool:
         """Whether any stage holds BatchNorm running statistics."""
@@ -155,12 +155,29 @@ class Evaluator:
             node.models.append(m)
         return root
 
+    def _module(self, s: int, child: _Node) -> nn.Module:
+        """A clone of stage ``s`` holding the child's tensors (shared, not copied), cached.
+
+        Calling a real module is much cheaper than re-parametrising one per call; stages
+        without state are called as they are.
+        """
+        stage = self.stages[s]
+        if not stage.keys:
+            return stage.module
+        key = id(child) if child.stats else (s, child.token)
+        module = self._modules.get(key)
+        if module is None:
+            module = copy.deepcopy(stage.module)
+            state = {**self._stage_params(s, child.token), **child.stats}
+            module.load_state_dict(state, assign=True)
+            self._modules[key] = module
+        if module.training != self.net.training:
+            module.train(self.net.training)
+        return module
+
     def _run(self, s: int, child: _Node, x: Tensor) -> Tensor:
-        self.stage_runs[s] += 1
-        state = self._stage_params(s, child.token)
-        if child.stats:
-            state = {**state, **child.stats}
-        return functional_call(self.stages[s].module, state, (x,))
+        self.stage_runs[s] += x.shape[0]
+        return self._module(s, child)(x)
 
     def _descend(self, node: _Node, x: Tensor, leaf: Callable[[list[int], Tensor], None]) -> None:
         if node.depth == len(self.stages):
@@ -168,12 +185,14 @@ class Evaluator:
             return
         s = node.depth
         stage = self.stages[s]
+        uniform = [c.token[0] for c in node.children.values() if stage.mixable and c.token and len(set(c.token)) == 1]
+        mixing = sum(0.0 < c < 1.0 for c in uniform) >= 2  # mixing costs two runs: only worth it for 2+ alphas
         ends: dict[float, Tensor] = {}
         for child in node.children.values():
             token = child.token
-            if stage.mixable and token and all(c == token[0] for c in token):
+            if mixing and token and len(set(token)) == 1:
                 c = token[0]
-                for end in {0.0, 1.0} if 0.0 < c < 1.0 else {c}:
+                for end in (0.0, 1.0) if 0.0 < c < 1.0 else (c,):
                     if end not in ends:
                         ends[end] = self._run(s, _Node(s + 1, (end,) * len(token)), x)
                 y = ends[c] if c in ends else mix(ends[0.0], ends[1.0], c)
@@ -238,4 +257,5 @@ class Evaluator:
             if progress is not None:
                 progress(len(x))
         self._params.clear()
+        self._modules.clear()
         return results
