@@ -266,3 +266,29 @@ def test_engine_matches_naive_loop_on_the_model_zoo(name, bn):
         got = [r["loss"] for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
         want, _ = naive_curve(model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=12)
         assert got == pytest.approx(want, abs=1e-5), p
+
+
+def test_sequence_logits_are_scored_per_token():
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(7, 5)
+            self.head = nn.Linear(5, 7)
+
+        def stages(self):
+            return [("emb", self.emb), ("head", self.head)]
+
+        def forward(self, x):
+            return self.head(self.emb(x))
+
+    model, a, b = _pair(TinyLM, bn_noise=False)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 7, (6, 4), generator=g), torch.randint(0, 7, (6, 4), generator=g)
+    groups = default_groups(model, x[:2])
+    res = sweep(Evaluator(model, a, b), make_paths(groups, ["full"]), [0.0, 0.5, 1.0], {"test": (x, y)}, batch_size=4)
+    for r, t in zip(res.curves, [0.0, 0.5, 1.0]):
+        net = TinyLM()
+        net.load_state_dict(naive_state(a, b, set(a), t, "a"))
+        logits = net(x).reshape(-1, 7)
+        assert r["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y.reshape(-1)).item(), abs=1e-6)
+        assert r["accuracy"] == pytest.approx((logits.argmax(1) == y.reshape(-1)).float().mean().item())

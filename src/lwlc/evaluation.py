@@ -73,7 +73,7 @@ class _Node:
 
 @dataclass
 class Metrics:
-    """Summed cross-entropy and correct predictions of one model on one split."""
+    """Summed cross-entropy and correct predictions of one model on one split (per token for sequences)."""
 
     loss_sum: float = 0.0
     correct: int = 0
@@ -245,13 +245,13 @@ class Evaluator:
             y = targets[i : i + batch_size].to(self.device)
 
             def leaf(ms: list[int], logits: Tensor, y: Tensor = y) -> None:
-                logits = logits.float()
-                loss = F.cross_entropy(logits, y, reduction="sum").item()
-                correct = int((logits.argmax(dim=1) == y).sum().item())
+                logits, target = logits.float().flatten(0, -2), y.flatten()  # sequences: per token
+                loss = F.cross_entropy(logits, target, reduction="sum").item()
+                correct = int((logits.argmax(dim=1) == target).sum().item())
                 for m in ms:
                     results[m].loss_sum += loss
                     results[m].correct += correct
-                    results[m].count += len(y)
+                    results[m].count += target.numel()
 
             self._descend(root, x, leaf)
             if progress is not None:
