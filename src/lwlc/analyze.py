@@ -31,7 +31,7 @@ DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
 
 def build_parser() -> Any:
     """The analyze argument parser (jsonargparse, like the rest of lwlc's CLI)."""
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ActionYesNo, ArgumentParser
     from lightning.pytorch import LightningDataModule
 
     p = ArgumentParser(prog="lwlc analyze", description="Layer-wise linear connectivity of two networks.", exit_on_error=False)
@@ -55,11 +55,11 @@ def build_parser() -> Any:
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--max-samples", type=int | None, default=None, help="evaluate on the first N samples of each split")
     p.add_argument("--out", type=str | None, default=None, help="results directory (default: next to the checkpoint)")
-    p.add_argument("--overwrite", type=bool, default=False, help="replace an existing non-empty results directory")
-    p.add_argument("--resume", type=bool, default=False, help="continue an interrupted run in --out without recomputing")
-    p.add_argument("--list-layers", type=bool, default=False, help="print the layers/groups and exit")
-    p.add_argument("--plots", type=bool, default=True, help="draw PNG figures of the results")
-    p.add_argument("--trust-class-paths", type=bool, default=False, help="allow model/data classes outside lwlc/torch/torchvision")
+    p.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing non-empty results directory")
+    p.add_argument("--resume", action=ActionYesNo, default=False, help="continue an interrupted run in --out without recomputing")
+    p.add_argument("--list-layers", action=ActionYesNo, default=False, help="print the layers/groups and exit")
+    p.add_argument("--plots", action=ActionYesNo, default=True, help="draw PNG figures of the results")
+    p.add_argument("--trust-class-paths", action=ActionYesNo, default=False, help="allow model/data classes outside lwlc/torch/torchvision")
     return p
 
 
@@ -167,6 +167,14 @@ def print_table(barriers: Rows, split: str) -> None:
         )
 
 
+def describe_pairing(cks: Sequence[Checkpoint]) -> str:
+    """How the two networks were made, as recorded by ``lwlc fit`` (or 'unknown' for other files)."""
+    if len(cks) == 1 and cks[0].pairing:
+        p = cks[0].pairing
+        return ", ".join(f"{k}: {v}" for k, v in p.items())
+    return "two separate checkpoints (how they were trained is not recorded in them)"
+
+
 class _Terminated(Exception):
     """SIGTERM, turned into an exception so that finished results are kept."""
 
@@ -234,6 +242,7 @@ def run(argv: Sequence[str]) -> int:
     summary: dict[str, Any] = {
         "checkpoints": [{"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in cks],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
+        "pairing": describe_pairing(cks),
         "model": model_cfg,
         "data": data_cfg,
         "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
@@ -281,6 +290,7 @@ def run(argv: Sequence[str]) -> int:
     write_json(out / "summary.json", summary)
     if args.plots:
         _plot(out, curves, barriers)
+    print(f"\npair: {describe_pairing(cks)}")
     for split in splits:
         print_table(barriers, split)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
