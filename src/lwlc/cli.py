@@ -36,9 +36,10 @@ def order_seeds(order_seed_a: int, order_seed_b: int) -> list[int]:
     return [order_seed_a] if order_seed_a == order_seed_b else [order_seed_a, order_seed_b]
 
 
-def _lightning_cli() -> type:
-    """The LightningCLI subclass (built on first use: importing Lightning takes seconds)."""
+def _lightning_cli() -> Callable[[list[str]], None]:
+    """A runner of lwlc's LightningCLI (built on first use: importing Lightning takes seconds)."""
     import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -108,6 +109,8 @@ def _lightning_cli() -> type:
                 args=args,
                 parser_kwargs={"exit_on_error": False},
             )
+        except MisconfigurationException as err:  # Lightning's word for a setting that can't work
+            raise LwlcError(_one_line(str(err))) from err
         finally:
             sys.argv = saved_argv
 
