@@ -1,0 +1,271 @@
+"""``lwlc experiment``: run one of the paper's experiments from its recipe in ``experiments/``.
+
+A recipe is ``experiments/<name>/recipe.py`` defining ``CLAIM`` (the paper's claim) and
+``run(out, scale) -> dict`` (headline numbers). Scales: ``smoke`` (seconds, for the test suite),
+``quick`` (minutes on a laptop CPU with embedded data) and ``full`` (the paper's scale, for a
+GPU). The runner times the recipe and saves its numbers, the claim and the machine as
+``<out>/result.json``.
+
+The second half of this module is the recipes' toolkit: they chain lwlc's own commands
+(``lwlc fit`` to train a pair, ``lwlc analyze`` to measure it) and read the results back, so an
+experiment computes exactly what a user of those commands would get.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from lwlc.errors import LwlcError
+from lwlc.io import read_csv, write_json
+
+SCALES = ("smoke", "quick", "full")
+ENV_DIR = "LWLC_EXPERIMENTS"
+RECIPE_FILE = "recipe.py"
+Result = dict[str, float | str]
+Rows = list[dict[str, object]]
+
+
+def repo_root() -> Path:
+    """The repository holding lwlc's ``src/``, ``configs/`` and ``experiments/``."""
+    import lwlc
+
+    return Path(lwlc.__file__).resolve().parents[2]
+
+
+def experiments_dir() -> Path:
+    """Where recipes live: ``$LWLC_EXPERIMENTS`` or the repository's ``experiments/``."""
+    return Path(os.environ.get(ENV_DIR) or repo_root() / "experiments")
+
+
+def recipe_names() -> list[str]:
+    """The names of the available recipes (folders holding a recipe.py), sorted."""
+    root = experiments_dir()
+    if not root.is_dir():
+        raise LwlcError(
+            f"no experiments folder at {root}: run from a source checkout of lwlc or set "
+            f"{ENV_DIR} to the folder holding the recipes"
+        )
+    return sorted(p.parent.name for p in root.glob(f"*/{RECIPE_FILE}"))
+
+
+def load_recipe(name: str) -> ModuleType:
+    """Import ``experiments/<name>/recipe.py`` and check that it defines CLAIM and run."""
+    names = recipe_names()
+    if name not in names:
+        raise LwlcError(f"unknown experiment {name!r}; available: {', '.join(names) or 'none'}")
+    path = experiments_dir() / name / RECIPE_FILE
+    spec = importlib.util.spec_from_file_location(f"lwlc_experiments.{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = [attr for attr in ("CLAIM", "run") if not hasattr(module, attr)]
+    if missing:
+        raise LwlcError(
+            f"recipe {path} does not define {', '.join(missing)}: see experiments/README.md"
+        )
+    return module
+
+
+def machine() -> dict[str, object]:
+    """The machine a result was measured on: CPU, cores, accelerator, library versions."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Make ``out`` an empty folder; an existing non-empty one only with ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise LwlcError(f"--out {out} is a file, not a folder: choose another path")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise LwlcError(f"--out {out} exists and is not empty: pass --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_experiment(name: str, scale: str, out: Path) -> dict[str, Any]:
+    """Run recipe ``name`` at ``scale`` into ``out``; save and return its result record."""
+    if scale not in SCALES:
+        raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    recipe = load_recipe(name)
+    started = time.perf_counter()
+    headline = recipe.run(out, scale)
+    record = {
+        **headline,
+        "run": {
+            "experiment": name,
+            "scale": scale,
+            "claim": recipe.CLAIM,
+            "wall_time_s": round(time.perf_counter() - started, 1),
+            "machine": machine(),
+        },
+    }
+    write_json(out / "result.json", record)
+    return record
+
+
+def format_headline(record: Mapping[str, Any]) -> str:
+    """The headline numbers of a result record, one ``key: value`` line each."""
+    run = record["run"]
+    lines = [f"{run['experiment']} ({run['scale']}), {run['wall_time_s']} s"]
+    for key, value in record.items():
+        if key != "run":
+            lines.append(
+                f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}"
+            )
+    return "\n".join(lines)
+
+
+def build_parser() -> Any:
+    """The ``lwlc experiment`` argument parser."""
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(
+        prog="lwlc experiment",
+        description="Run one of the paper's experiments (see experiments/README.md).",
+        exit_on_error=False,
+    )
+    p.add_argument("name", type=str, nargs="?", default=None, help="the experiment (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and their claims")
+    p.add_argument("--quick", action="store_true", help="minutes on a CPU with embedded data")
+    p.add_argument("--smoke", action="store_true", help="seconds: checks that the recipe runs")
+    p.add_argument(
+        "--out", type=str | None, default=None, help="default runs/experiments/NAME-SCALE"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``lwlc experiment`` (the CLI turns LwlcError into one line)."""
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except Exception as err:  # jsonargparse's ArgumentError
+        raise LwlcError(
+            f"{str(err).strip().splitlines()[0]} (see lwlc experiment --help)"
+        ) from None
+    if args.list:
+        for name in recipe_names():
+            print(f"{name}: {load_recipe(name).CLAIM}")
+        return
+    if args.name is None:
+        raise LwlcError(
+            "name an experiment, e.g. lwlc experiment full_vs_single --quick (see --list)"
+        )
+    if args.quick and args.smoke:
+        raise LwlcError("--quick and --smoke exclude each other: choose one scale")
+    scale = "smoke" if args.smoke else "quick" if args.quick else "full"
+    out = Path(args.out or Path("runs") / "experiments" / f"{args.name}-{scale}")
+    load_recipe(args.name)  # an unknown name fails before anything is created
+    prepare_out(out, args.overwrite)
+    record = run_experiment(args.name, scale, out)
+    print(format_headline(record))
+    print(f"result: {out / 'result.json'}")
+
+
+# ------------------------------------------------------------------- the recipes' toolkit
+
+
+def fit(configs: Sequence[str | Path], root: Path, overrides: Sequence[str] = ()) -> Path:
+    """Train with ``lwlc fit`` (configs applied in order, then overrides) into ``root``.
+
+    Returns the final checkpoint (``root/checkpoints/last.ckpt``).
+    """
+    from lwlc import cli
+
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
+    args += [
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *overrides,
+    ]
+    cli.main(args)
+    return root / "checkpoints" / "last.ckpt"
+
+
+def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, Rows]:
+    """Measure a paired checkpoint with ``lwlc analyze`` into ``out``; (curves, barriers) rows."""
+    from lwlc import analyze as analyze_tool
+
+    analyze_tool.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", *options])
+    return read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")
+
+
+def config(path: str) -> Path:
+    """A file of the repository (``configs/...`` or ``experiments/...``), checked to exist."""
+    found = repo_root() / path
+    if not found.is_file():
+        raise LwlcError(f"{found} is missing: run the experiments from a source checkout of lwlc")
+    return found
+
+
+def rows_where(rows: Sequence[Mapping[str, object]], **match: object) -> Rows:
+    """The rows whose columns equal every given value."""
+    return [dict(r) for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def value(rows: Sequence[Mapping[str, object]], column: str, **match: object) -> float:
+    """``column`` of the one row matching ``match``; LwlcError when there is not exactly one."""
+    hits = rows_where(rows, **match)
+    if len(hits) != 1:
+        raise LwlcError(f"expected one result row for {match}, found {len(hits)}")
+    return float(hits[0][column])  # type: ignore[arg-type]
+
+
+def largest(values: Sequence[float]) -> float:
+    """The maximum, NaN if any value is NaN (a broken model is never hidden by a max)."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
+def full_vs_layers(
+    barriers: Sequence[Mapping[str, object]], reference: str = "midpoint", plan: str = "single"
+) -> Result:
+    """The full model's loss/error barrier next to the largest one among ``plan``'s paths.
+
+    Error barriers are fractions. The layer reported is the path with the largest loss barrier.
+    """
+    rows = rows_where(barriers, reference=reference)
+    layered = rows_where(rows, plan=plan)
+    if not layered:
+        raise LwlcError(f"no {plan!r} barriers with reference {reference!r} in the results")
+    worst = max(layered, key=lambda r: float(r["loss_barrier"]))  # type: ignore[arg-type]
+    return {
+        "full_loss_barrier": value(rows, "loss_barrier", plan="full"),
+        f"max_{plan}_loss_barrier": largest([float(r["loss_barrier"]) for r in layered]),  # type: ignore[arg-type]
+        f"max_{plan}_layer": f"{worst['group']} (rest {worst['rest_from']})",
+        "full_error_barrier": value(rows, "error_barrier", plan="full"),
+        f"max_{plan}_error_barrier": largest([float(r["error_barrier"]) for r in layered]),  # type: ignore[arg-type]
+    }
+
+
+def accuracies(curves: Sequence[Mapping[str, object]]) -> Result:
+    """Accuracy of the whole models A and B (the ends of the full path) on the analysed split."""
+    full = rows_where(curves, plan="full")
+    return {
+        "acc_a": value(full, "accuracy", alpha=0.0),
+        "acc_b": value(full, "accuracy", alpha=1.0),
+    }
