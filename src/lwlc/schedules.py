@@ -28,6 +28,13 @@ class WarmupCosine(LambdaLR):
 
     Stepped once per epoch (Lightning's default interval). The paper's ResNet-18 schedule,
     1e-4 -> 0.05, is ``lr: 0.05`` with ``start_factor: 0.002``.
+
+    Args:
+        optimizer: The optimizer whose rate is scheduled.
+        warmup_epochs: Epochs of linear warm-up.
+        total_epochs: Epoch at which the rate reaches 0 (set it to trainer.max_epochs).
+        start_factor: The first epoch's rate as a fraction of the optimizer's lr.
+        last_epoch: The index of the last epoch (-1: start afresh).
     """
 
     def __init__(

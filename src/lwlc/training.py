@@ -89,7 +89,13 @@ class _ClassificationBase(pl.LightningModule):
 
 
 class ClassifierModule(_ClassificationBase):
-    """One classifier trained with cross-entropy; logs ``train|val|test/loss|acc``."""
+    """One classifier trained with cross-entropy; logs ``train|val|test/loss|acc``.
+
+    Args:
+        model: The network.
+        channels_last: Use the channels-last memory format (faster convolutions on GPUs).
+        compile: torch.compile the network.
+    """
 
     def __init__(
         self, model: nn.Module, channels_last: bool = False, compile: bool = False
@@ -129,6 +135,16 @@ class PairedModule(_ClassificationBase):
     of A, optimizer state included, and both continue on their own data orders.
     Metrics are logged as ``a/train/loss``, ``b/val/acc``, ... The checkpoint records how the
     pair was made under ``lwlc_pairing`` (see :meth:`pairing`).
+
+    Args:
+        model: The architecture (a template: both members are re-initialised copies of it).
+        init_seed_a: Seed of A's initialisation.
+        init_seed_b: Seed of B's initialisation (equal to init_seed_a: a shared init).
+        order_seed_a: Seed of A's data order (the CLI passes the order seeds to the data).
+        order_seed_b: Seed of B's data order (equal to order_seed_a: one shared stream).
+        spawn_steps: Train A alone for this many optimizer steps, then copy it into B (0: off).
+        channels_last: Use the channels-last memory format (faster convolutions on GPUs).
+        compile: torch.compile both members.
     """
 
     def __init__(
