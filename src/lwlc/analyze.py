@@ -7,26 +7,32 @@ its finished paths and ``--resume`` continues without recomputing them.
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
 import torch
 from torch import nn
 
-from lwlc import layers
+from lwlc import layers, memory
 from lwlc.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
+from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
-from lwlc.interpolation import PLANS, check_alphas, default_alphas, make_paths
+from lwlc.interpolation import PLANS, Path, check_alphas, coefficients, default_alphas, make_paths
 from lwlc.io import read_csv, write_csv, write_json
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
+RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
 
 
 def build_parser() -> Any:
@@ -34,32 +40,145 @@ def build_parser() -> Any:
     from jsonargparse import ActionYesNo, ArgumentParser
     from lightning.pytorch import LightningDataModule
 
-    p = ArgumentParser(prog="lwlc analyze", description="Layer-wise linear connectivity of two networks.", exit_on_error=False)
-    p.add_argument("--ckpt", type=str | None, default=None, help="a paired checkpoint from lwlc fit: compares its members A and B")
-    p.add_argument("--ckpt-a", type=str | None, default=None, help="checkpoint (or state dict / .safetensors) of model A")
-    p.add_argument("--ckpt-b", type=str | None, default=None, help="checkpoint (or state dict / .safetensors) of model B")
-    p.add_subclass_arguments(nn.Module, "model", required=False, help="model class (default: from the checkpoint's config)")
-    p.add_subclass_arguments(LightningDataModule, "data", required=False, help="data module (default: from the checkpoint's config)")
-    p.add_argument("--plans", type=str, default=DEFAULT_PLANS, help=f"comma-separated plans from {', '.join(PLANS)}")
-    p.add_argument("--group", type=list[str], default=[], help="merge the layers matching a glob (or re:regex) into one group; repeatable")
-    p.add_argument("--group-depth", type=int | None, default=None, help="group layers by the first N parts of their module path")
-    p.add_argument("--custom", type=list[str], default=[], help="custom plan set 'name=pattern,pattern'; repeatable")
-    p.add_argument("--alphas", type=str | None, default=None, help="comma-separated alphas in [0,1] including 0 and 1 (e.g. 0,0.5,1)")
-    p.add_argument("--num-alphas", type=int, default=11, help="evenly spaced alphas when --alphas is not given")
-    p.add_argument("--splits", type=str, default="test", help="comma-separated splits: test, val, train")
-    p.add_argument("--rest-from", type=str, default="a,b", help="where non-interpolated layers come from: a, b or a,b")
-    p.add_argument("--bn", type=str, default="keep", help="BatchNorm statistics: keep (interpolate) or reset (recompute on train data)")
-    p.add_argument("--bn-samples", type=int, default=2048, help="training samples used to recompute BatchNorm statistics")
+    p = ArgumentParser(
+        prog="lwlc analyze",
+        description="Layer-wise linear connectivity of two networks.",
+        exit_on_error=False,
+    )
+    p.add_argument(
+        "--ckpt",
+        type=str | None,
+        default=None,
+        help="a paired checkpoint from lwlc fit: compares its members A and B",
+    )
+    p.add_argument(
+        "--ckpt-a",
+        type=str | None,
+        default=None,
+        help="checkpoint (or state dict / .safetensors) of model A",
+    )
+    p.add_argument(
+        "--ckpt-b",
+        type=str | None,
+        default=None,
+        help="checkpoint (or state dict / .safetensors) of model B",
+    )
+    p.add_subclass_arguments(
+        nn.Module,
+        "model",
+        required=False,
+        help="model class (default: from the checkpoint's config)",
+    )
+    p.add_subclass_arguments(
+        LightningDataModule,
+        "data",
+        required=False,
+        help="data module (default: from the checkpoint's config)",
+    )
+    p.add_argument(
+        "--plans",
+        type=str,
+        default=DEFAULT_PLANS,
+        help=f"comma-separated plans from {', '.join(PLANS)}",
+    )
+    p.add_argument(
+        "--group",
+        type=list[str],
+        default=[],
+        help="merge the layers matching a glob (or re:regex) into one group; repeatable",
+    )
+    p.add_argument(
+        "--group-depth",
+        type=int | None,
+        default=None,
+        help="group layers by the first N parts of their module path",
+    )
+    p.add_argument(
+        "--custom",
+        type=list[str],
+        default=[],
+        help="custom plan set 'name=pattern,pattern'; repeatable",
+    )
+    p.add_argument(
+        "--alphas",
+        type=str | None,
+        default=None,
+        help="comma-separated alphas in [0,1] including 0 and 1 (e.g. 0,0.5,1)",
+    )
+    p.add_argument(
+        "--num-alphas", type=int, default=11, help="evenly spaced alphas when --alphas is not given"
+    )
+    p.add_argument(
+        "--splits", type=str, default="test", help="comma-separated splits: test, val, train"
+    )
+    p.add_argument(
+        "--rest-from",
+        type=str,
+        default="a,b",
+        help="where non-interpolated layers come from: a, b or a,b",
+    )
+    p.add_argument(
+        "--bn",
+        type=str,
+        default="keep",
+        help="BatchNorm statistics: keep (interpolate) or reset (recompute on train data)",
+    )
+    p.add_argument(
+        "--bn-samples",
+        type=int,
+        default=2048,
+        help="training samples used to recompute BatchNorm statistics",
+    )
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--chunk-size", type=int, default=16, help="paths evaluated together (results are saved after each chunk)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=16,
+        help="paths evaluated together (results are saved after each chunk)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float | None,
+        default=None,
+        help="GiB the evaluation may use; batch and chunk sizes shrink to fit (default: 80 percent of the free memory)",
+    )
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--max-samples", type=int | None, default=None, help="evaluate on the first N samples of each split")
-    p.add_argument("--out", type=str | None, default=None, help="results directory (default: next to the checkpoint)")
-    p.add_argument("--overwrite", action=ActionYesNo, default=False, help="replace an existing non-empty results directory")
-    p.add_argument("--resume", action=ActionYesNo, default=False, help="continue an interrupted run in --out without recomputing")
-    p.add_argument("--list-layers", action=ActionYesNo, default=False, help="print the layers/groups and exit")
-    p.add_argument("--plots", action=ActionYesNo, default=True, help="draw PNG figures of the results")
-    p.add_argument("--trust-class-paths", action=ActionYesNo, default=False, help="allow model/data classes outside lwlc/torch/torchvision")
+    p.add_argument(
+        "--max-samples",
+        type=int | None,
+        default=None,
+        help="evaluate on the first N samples of each split",
+    )
+    p.add_argument(
+        "--out",
+        type=str | None,
+        default=None,
+        help="results directory (default: next to the checkpoint)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action=ActionYesNo,
+        default=False,
+        help="replace an existing non-empty results directory",
+    )
+    p.add_argument(
+        "--resume",
+        action=ActionYesNo,
+        default=False,
+        help="continue an interrupted run in --out without recomputing",
+    )
+    p.add_argument(
+        "--list-layers", action=ActionYesNo, default=False, help="print the layers/groups and exit"
+    )
+    p.add_argument(
+        "--plots", action=ActionYesNo, default=True, help="draw PNG figures of the results"
+    )
+    p.add_argument(
+        "--trust-class-paths",
+        action=ActionYesNo,
+        default=False,
+        help="allow model/data classes outside lwlc/torch/torchvision",
+    )
     return p
 
 
@@ -67,11 +186,81 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+@dataclass
+class Options:
+    """The validated, parsed options of one run (checked before any file is read)."""
+
+    plans: list[str]
+    rest_from: list[str]
+    splits: list[str]
+    alphas: list[float]
+    device: torch.device
+
+
+def _positive(args: Any) -> None:
+    for flag in (
+        "batch_size",
+        "chunk_size",
+        "bn_samples",
+        "num_alphas",
+        "max_samples",
+        "group_depth",
+    ):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise LwlcError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.memory_budget is not None and not args.memory_budget > 0:
+        raise LwlcError(f"--memory-budget is in GiB and must be > 0, got {args.memory_budget}")
+
+
+def _options(args: Any) -> Options:
+    """Check every option that needs no file, so mistakes are reported before slow work."""
+    _positive(args)
+    if args.ckpt and (args.ckpt_a or args.ckpt_b):
+        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
+    if not args.ckpt and not (args.ckpt_a and args.ckpt_b):
+        raise LwlcError(
+            "nothing to compare: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt"
+        )
+    if args.bn not in ("keep", "reset"):
+        raise LwlcError(f"unknown --bn {args.bn!r}: choose keep or reset")
+    splits = _csv_list(args.splits)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise LwlcError(
+            f"unknown split {bad[0] if bad else args.splits!r}: choose from {', '.join(SPLITS)}"
+        )
+    if args.num_alphas < 2 and not args.alphas:
+        raise LwlcError(
+            f"--num-alphas {args.num_alphas} gives no path: use at least 2 (the endpoints 0 and 1)"
+        )
+    try:
+        raw = (
+            [float(t) for t in _csv_list(args.alphas)]
+            if args.alphas
+            else default_alphas(args.num_alphas)
+        )
+    except ValueError:
+        raise LwlcError(
+            f"--alphas {args.alphas!r} must be comma-separated numbers in [0, 1], e.g. 0,0.5,1"
+        ) from None
+    plans = _csv_list(args.plans)
+    if args.custom and "custom" not in plans:
+        plans.append("custom")
+    rest_from = _csv_list(args.rest_from)
+    make_paths(
+        [], plans, rest_from, dict.fromkeys(args.custom, [])
+    )  # checks the names before any file is read
+    return Options(plans, rest_from, splits, check_alphas(raw), _device(args.device))
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LwlcError(f"--device {name} requested but CUDA is not available on this machine: use --device cpu")
+        raise LwlcError(
+            f"--device {name} requested but CUDA is not available on this machine: use --device cpu"
+        )
     try:
         return torch.device(name)
     except RuntimeError:
@@ -80,20 +269,25 @@ def _device(name: str) -> torch.device:
 
 def _members(args: Any) -> tuple[dict, dict, list[Checkpoint], dict[str, Any] | None]:
     """(state A, state B, the checkpoints read, the model config found in them)."""
-    if args.ckpt and (args.ckpt_a or args.ckpt_b):
-        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
     if args.ckpt:
         ck = read_checkpoint(args.ckpt)
         if not ck.paired:
-            raise LwlcError(f"{args.ckpt} holds a single network, not a pair: use --ckpt-a {args.ckpt} --ckpt-b OTHER")
+            raise LwlcError(
+                f"{args.ckpt} holds a single network, not a pair: use --ckpt-a {args.ckpt} --ckpt-b OTHER"
+            )
         return ck.members["a"], ck.members["b"], [ck], ck.model_config
-    if not (args.ckpt_a and args.ckpt_b):
-        raise LwlcError("nothing to compare: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt")
     cks = [read_checkpoint(args.ckpt_a), read_checkpoint(args.ckpt_b)]
-    for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b")):
+    for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b"), strict=True):
         if ck.paired:
-            raise LwlcError(f"{flag} {ck.path} is a paired checkpoint (two networks): use --ckpt {ck.path} to compare its members")
-    return cks[0].members["model"], cks[1].members["model"], cks, cks[0].model_config or cks[1].model_config
+            raise LwlcError(
+                f"{flag} {ck.path} is a paired checkpoint (two networks): use --ckpt {ck.path} to compare its members"
+            )
+    return (
+        cks[0].members["model"],
+        cks[1].members["model"],
+        cks,
+        cks[0].model_config or cks[1].model_config,
+    )
 
 
 def _config(value: Any) -> dict[str, Any] | None:
@@ -104,7 +298,30 @@ def _config(value: Any) -> dict[str, Any] | None:
     return d if d.get("class_path") else None
 
 
-def _out_dir(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
+def _check_model(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise naming the first key or shape where the built model and the checkpoint differ."""
+    expected = model.state_dict()
+    only_model = sorted(set(expected) - set(state))
+    only_ckpt = sorted(set(state) - set(expected))
+    if only_model or only_ckpt:
+        which = (
+            f"{only_model[0]!r} is only in the model"
+            if only_model
+            else f"{only_ckpt[0]!r} is only in the checkpoint"
+        )
+        raise LwlcError(
+            f"the model config does not match the checkpoint ({which}): pass the right --model"
+        )
+    for k, v in expected.items():
+        if v.shape != state[k].shape:
+            raise LwlcError(
+                f"the model config does not match the checkpoint: {k!r} is {tuple(v.shape)} in the model, "
+                f"{tuple(state[k].shape)} in the checkpoint; pass the right --model (e.g. its width)"
+            )
+
+
+def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
+    """The results directory, refused (before any work) if it would overwrite results unasked."""
     if args.out:
         out = FsPath(args.out)
     else:
@@ -113,21 +330,31 @@ def _out_dir(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
     if out.exists() and not out.is_dir():
         raise LwlcError(f"--out {out} is a file, not a directory: choose another path")
     if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
-        raise LwlcError(f"--out {out} exists and is not empty: pass --overwrite to replace it or --resume to continue it")
+        raise LwlcError(
+            f"--out {out} exists and is not empty: pass --overwrite to replace it or --resume to continue it"
+        )
+    return out
+
+
+def _prepare_out(out: FsPath, args: Any) -> None:
+    """Create ``out`` and prove it writable; with --overwrite, drop the previous results."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise LwlcError(f"cannot write to --out {out} ({err.strerror}): choose a writable directory") from None
+        raise LwlcError(
+            f"cannot write to --out {out} ({err.strerror}): choose a writable directory"
+        ) from None
     if args.overwrite and not args.resume:
-        for name in ("curves.csv", "barriers.csv", "summary.json"):
+        for name in RESULT_FILES:
             (out / name).unlink(missing_ok=True)
-    return out
 
 
-def _groups(args: Any, model: nn.Module, example: torch.Tensor) -> tuple[list[layers.Group], dict[str, list[layers.Group]]]:
+def _groups(
+    args: Any, model: nn.Module, example: torch.Tensor
+) -> tuple[list[layers.Group], dict[str, list[layers.Group]]]:
     groups = layers.default_groups(model, example)
     if args.group_depth is not None:
         groups = layers.group_by_depth(groups, args.group_depth)
@@ -153,12 +380,16 @@ def _print_layers(groups: Sequence[layers.Group], state: dict[str, torch.Tensor]
 def print_table(barriers: Rows, split: str) -> None:
     """A readable table of path barriers per group (loss in nats, error in percentage points)."""
     rows = [r for r in barriers if r["split"] == split and r["reference"] == "path"]
-    models = {path_key(r): r for r in barriers if r["split"] == split and r["reference"] == "models"}
+    models = {
+        path_key(r): r for r in barriers if r["split"] == split and r["reference"] == "models"
+    }
     if not rows:
         return
     width = max(len(str(r["group"])) for r in rows)
     print(f"\nBarriers on {split} (path reference; 'vs models' = against the line between A and B)")
-    print(f"{'plan':<17} {'group':<{width}} {'rest':<4} {'loss':>9} {'error pp':>9} {'loss vs models':>15}")
+    print(
+        f"{'plan':<17} {'group':<{width}} {'rest':<4} {'loss':>9} {'error pp':>9} {'loss vs models':>15}"
+    )
     for r in rows:
         m = models.get(path_key(r), {})
         print(
@@ -175,8 +406,186 @@ def describe_pairing(cks: Sequence[Checkpoint]) -> str:
     return "two separate checkpoints (how they were trained is not recorded in them)"
 
 
-class _Terminated(Exception):
-    """SIGTERM, turned into an exception so that finished results are kept."""
+def _memory_plan(
+    args: Any,
+    evaluator: Evaluator,
+    model: nn.Module,
+    paths: Sequence[Path],
+    alphas: Sequence[float],
+    data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    calibration: torch.Tensor | None,
+) -> memory.MemoryPlan:
+    """Batch and chunk sizes that keep the estimated peak memory within --memory-budget."""
+    budget = (
+        int(args.memory_budget * memory.GIB)
+        if args.memory_budget
+        else int(0.8 * memory.available_bytes(evaluator.device))
+    )
+    example = next(iter(data.values()))[0][:2]
+    tensors = [t for pair in data.values() for t in pair] + (
+        [calibration] if calibration is not None else []
+    )
+    fixed = memory.fixed_bytes(model, [evaluator.a, evaluator.b], tensors)
+    keys, float_keys = evaluator.keys, evaluator.float_keys
+
+    def chunk_weights(size: int) -> int:
+        return max(
+            (
+                memory.weight_bytes(
+                    evaluator,
+                    [
+                        coefficients(p, t, keys, float_keys)
+                        for p in paths[i : i + size]
+                        for t in alphas
+                    ],
+                )
+                for i in range(0, len(paths), size)
+            ),
+            default=0,
+        )
+
+    chosen = memory.plan(
+        budget,
+        args.batch_size,
+        args.chunk_size,
+        fixed,
+        memory.activation_bytes_per_sample(evaluator, example),
+        chunk_weights,
+    )
+    if (chosen.batch_size, chosen.chunk_size) != (args.batch_size, args.chunk_size):
+        print(
+            f"memory: batch size {chosen.batch_size} (asked {args.batch_size}), {chosen.chunk_size} paths per chunk "
+            f"(asked {args.chunk_size}) to fit the budget of {chosen.budget / memory.GIB:.2f} GiB",
+            file=sys.stderr,
+        )
+    return chosen
+
+
+def _normalised(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, NaN becomes null)."""
+    return json.loads(json.dumps(value, default=str).replace("NaN", "null"))
+
+
+def _identity(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What determines the numbers of a results directory; a resume must agree on all of it."""
+    options = summary.get("options") or {}
+    return _normalised(
+        {
+            "checkpoints": [c.get("sha256") for c in summary.get("checkpoints", [])],
+            **{
+                k: summary.get(k)
+                for k in ("model", "data", "layers", "alphas", "samples", "bn_calibration_samples")
+            },
+            **{k: options.get(k) for k in ("bn", "splits")},
+        }
+    )
+
+
+def _resume(
+    out: FsPath,
+    summary: Mapping[str, Any],
+    paths: Sequence[Path],
+    splits: Sequence[str],
+    alphas: Sequence[float],
+) -> tuple[Rows, Rows, list[Path]]:
+    """The finished rows in ``out`` and the paths still to do; refuse results of another setup."""
+    files = [out / name for name in RESULT_FILES]
+    if not any(f.exists() for f in files):
+        return [], [], list(paths)
+    if not files[2].exists():
+        raise LwlcError(
+            f"--resume: {out} has results but no summary.json to check them against: use --overwrite or another --out"
+        )
+    try:
+        previous = json.loads(files[2].read_text())
+    except (OSError, ValueError) as err:
+        raise LwlcError(
+            f"--resume: cannot read {files[2]} ({err}): use --overwrite or another --out"
+        ) from None
+    old, new = _identity(previous), _identity(summary)
+    differ = [k for k in new if old.get(k) != new[k]]
+    if differ:
+        raise LwlcError(
+            f"--resume: the results in {out} were made with different {', '.join(differ)}: rerun with the original "
+            "options, or use --overwrite or another --out"
+        )
+    curves = read_csv(files[0]) if files[0].exists() else []
+    barriers = read_csv(files[1]) if files[1].exists() else []
+    points: dict[tuple[str, str, str], int] = {}
+    for r in curves:
+        points[path_key(r)] = points.get(path_key(r), 0) + 1
+    by_split: dict[tuple[str, str, str], set[str]] = {}
+    for r in barriers:
+        by_split.setdefault(path_key(r), set()).add(str(r["split"]))
+    done = {
+        k
+        for k, s in by_split.items()
+        if s >= set(splits) and points.get(k) == len(splits) * len(alphas)
+    }
+    todo = [p for p in paths if (p.plan, p.group, p.rest_from) not in done]
+    print(
+        f"resuming: {len(paths) - len(todo)} of {len(paths)} paths already in {out}",
+        file=sys.stderr,
+    )
+    return (
+        [r for r in curves if path_key(r) in done],
+        [r for r in barriers if path_key(r) in done],
+        todo,
+    )
+
+
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM, turned into an exception so that finished results are kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Interrupts:
+    """Within the block, SIGINT and SIGTERM raise ``_Interrupted``, except while results are being
+    written (``with interrupts.writing():``): a signal arriving then is raised once the write is
+    done, so the result files always agree with each other."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _Interrupts:
+        self._writing = False
+        self._pending: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self._writing:
+            self._pending = signum
+        else:
+            raise _Interrupted(signum)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._pending is not None:
+            raise _Interrupted(self._pending)
+
+
+def _warn_nonfinite(curves: Rows) -> int:
+    """Say how many curve points have a NaN/Inf loss (they are kept as such, never dropped)."""
+    bad = sum(not math.isfinite(float(r["loss"])) for r in curves)
+    if bad:
+        print(
+            f"lwlc: warning: {bad} of {len(curves)} evaluated points have a NaN/Inf loss (kept as nan in curves.csv; "
+            "the barriers of their paths are nan): those interpolated models diverge",
+            file=sys.stderr,
+        )
+    return bad
 
 
 def run(argv: Sequence[str]) -> int:
@@ -187,111 +596,137 @@ def run(argv: Sequence[str]) -> int:
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc analyze --help)") from None
     started = time.time()
+    opts = _options(args)
     state_a, state_b, cks, ck_model = _members(args)
+    out = None if args.list_layers else _out_path(args, cks)
     model_cfg = _config(args.model) or ck_model
     if model_cfg is None:
-        raise LwlcError("the checkpoint records no model config (plain state dict?): pass --model CLASS, e.g. --model lwlc.models.MLP")
-    model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
+        raise LwlcError(
+            "the checkpoint records no model config (plain state dict?): pass --model CLASS, e.g. --model lwlc.models.MLP"
+        )
     layers.check_compatible(state_a, state_b)
-    missing = set(model.state_dict()) ^ set(state_a)
-    if missing:
-        raise LwlcError(f"the model config does not match the checkpoint (e.g. key {sorted(missing)[0]!r}): pass the right --model")
     layers.check_finite(state_a, "A")
     layers.check_finite(state_b, "B")
+    model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
+    _check_model(model, state_a)
     model.load_state_dict(state_a)
 
     data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
     if data_cfg is None:
-        raise LwlcError("the checkpoint records no data config: pass --data CLASS, e.g. --data lwlc.data.DigitsDataModule")
+        raise LwlcError(
+            "the checkpoint records no data config: pass --data CLASS, e.g. --data lwlc.data.DigitsDataModule"
+        )
     from lightning.pytorch import LightningDataModule
 
-    datamodule = instantiate(data_cfg, LightningDataModule, "data", trust=args.trust_class_paths or _config(args.data) is not None)
-    splits = _csv_list(args.splits)
-    bad = [s for s in splits if s not in ("train", "val", "test")]
-    if bad:
-        raise LwlcError(f"unknown split {bad[0]!r}: choose from train, val, test")
-    data = {s: datamodule.tensors(s, args.max_samples) for s in splits}
+    datamodule = instantiate(
+        data_cfg,
+        LightningDataModule,
+        "data",
+        trust=args.trust_class_paths or _config(args.data) is not None,
+    )
+    data = {s: datamodule.tensors(s, args.max_samples) for s in opts.splits}
+    empty = [s for s, (_, y) in data.items() if len(y) == 0]
+    if empty:
+        raise LwlcError(f"split {empty[0]!r} has no samples (val_size 0?): choose other --splits")
     example = next(iter(data.values()))[0][:2]
     groups, custom = _groups(args, model, example)
-    if args.list_layers:
+    if out is None:
         _print_layers(groups, state_a)
         return 0
 
-    plans = _csv_list(args.plans)
-    if custom and "custom" not in plans:
-        plans.append("custom")
-    rest_from = _csv_list(args.rest_from)
-    alphas = check_alphas([float(t) for t in _csv_list(args.alphas)] if args.alphas else default_alphas(args.num_alphas))
-    paths = make_paths(groups, plans, rest_from, custom)
-    device = _device(args.device)
-    evaluator = Evaluator(model, state_a, state_b, device=device, bn=args.bn)
+    alphas = opts.alphas
+    paths = make_paths(groups, opts.plans, opts.rest_from, custom)
+    evaluator = Evaluator(model, state_a, state_b, device=opts.device, bn=args.bn)
     calibration = None
     if args.bn == "reset" and evaluator.has_batchnorm():
         calibration = datamodule.tensors("train", args.bn_samples)[0]
-    out = _out_dir(args, cks)
-
-    curves: Rows = []
-    barriers: Rows = []
-    if args.resume and (out / "curves.csv").exists() and (out / "barriers.csv").exists():
-        curves, barriers = read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")
-        done = {path_key(r) for r in barriers if r["split"] == splits[-1]}
-        todo = [p for p in paths if (p.plan, p.group, p.rest_from) not in done]
-        print(f"resuming: {len(paths) - len(todo)} of {len(paths)} paths already in {out}", file=sys.stderr)
-        paths = todo
+    _prepare_out(out, args)
 
     summary: dict[str, Any] = {
-        "checkpoints": [{"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in cks],
+        "checkpoints": [
+            {"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in cks
+        ],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
         "pairing": describe_pairing(cks),
         "model": model_cfg,
         "data": data_cfg,
         "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
         "alphas": alphas,
-        "options": {k: (v if not hasattr(v, "as_dict") else v.as_dict()) for k, v in vars(args).items() if k not in ("model", "data")},
+        "options": {
+            k: (v if not hasattr(v, "as_dict") else v.as_dict())
+            for k, v in vars(args).items()
+            if k not in ("model", "data")
+        },
         "samples": {s: len(t[1]) for s, t in data.items()},
         "bn_calibration_samples": 0 if calibration is None else len(calibration),
-        "device": str(device),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lwlc": _version()},
+        "device": str(opts.device),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lwlc": _version(),
+        },
         "status": "running",
     }
-    write_json(out / "summary.json", summary)
+    curves: Rows = []
+    barriers: Rows = []
+    if args.resume:
+        curves, barriers, paths = _resume(out, summary, paths, opts.splits, alphas)
+    sizes = _memory_plan(args, evaluator, model, paths, alphas, data, calibration)
+    summary["memory"] = sizes.as_dict()
+    total = len(paths)
 
-    def save(new_curves: Rows, new_barriers: Rows) -> None:
-        curves.extend(new_curves)
-        barriers.extend(new_barriers)
-        write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
-        write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
-
-    def on_term(_signum: int, _frame: object) -> None:
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(paths), desc="paths", unit="path", disable=not paths, file=sys.stderr)
-    try:
-        result = sweep(
-            evaluator, paths, alphas, data, calibration=calibration, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, on_rows=save, progress=bar.update,
-        )
-    except (KeyboardInterrupt, _Terminated):
-        bar.close()
-        summary["status"] = "interrupted"
-        write_json(out / "summary.json", summary)
-        print(
-            f"lwlc: interrupted: results of finished paths are in {out}; rerun the same command with --resume to finish",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    bar.close()
-    summary.update(status="complete", endpoints=result.endpoints, wall_time_s=round(time.time() - started, 3))
-    write_json(out / "summary.json", summary)
+    with _Interrupts() as interrupts:
+
+        def save(new_curves: Rows, new_barriers: Rows) -> None:
+            with interrupts.writing():
+                curves.extend(new_curves)
+                barriers.extend(new_barriers)
+                write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
+                write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
+
+        bar = tqdm(total=total, desc="paths", unit="path", disable=not paths, file=sys.stderr)
+        try:
+            with interrupts.writing():
+                write_json(out / "summary.json", summary)
+                save([], [])
+            result = sweep(
+                evaluator,
+                paths,
+                alphas,
+                data,
+                calibration=calibration,
+                batch_size=sizes.batch_size,
+                chunk_size=sizes.chunk_size,
+                on_rows=save,
+                progress=bar.update,
+            )
+            bar.close()
+            nonfinite = _warn_nonfinite(curves)
+            summary.update(
+                status="complete",
+                endpoints=result.endpoints,
+                nonfinite_points=nonfinite,
+                wall_time_s=round(time.time() - started, 3),
+            )
+            with interrupts.writing():
+                write_json(out / "summary.json", summary)
+        except _Interrupted as stop:
+            bar.close()
+            summary["status"] = "interrupted"
+            write_json(out / "summary.json", summary)
+            finished = len({path_key(r) for r in barriers})
+            print(
+                f"lwlc: interrupted by {stop}: the {finished} finished paths are saved in {out}; "
+                "rerun the same command with --resume to finish",
+                file=sys.stderr,
+            )
+            return 128 + stop.signum
     if args.plots:
         _plot(out, curves, barriers)
     print(f"\npair: {describe_pairing(cks)}")
-    for split in splits:
+    for split in opts.splits:
         print_table(barriers, split)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
     return 0

@@ -9,6 +9,7 @@ others, because importing and calling a class chosen by a file is running its co
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from lwlc.errors import LwlcError
 from lwlc.io import load_file, sha256
 
 TRUSTED_PREFIXES = ("lwlc.", "torch.nn.", "torchvision.models.")
+# ckpt_path values that Lightning resolves itself (to checkpoints of the run being configured)
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 MEMBER_PREFIXES = {"net_a.": "a", "net_b.": "b"}
 
 
@@ -60,14 +63,18 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     else:
         state, hparams = obj, {}
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise LwlcError(f"{path} holds no state dict of tensors: give a checkpoint from lwlc fit, a state_dict .pt or a .safetensors file")
+        raise LwlcError(
+            f"{path} holds no state dict of tensors: give a checkpoint from lwlc fit, a state_dict .pt or a .safetensors file"
+        )
     if any(k.startswith(tuple(MEMBER_PREFIXES)) for k in state):
         members = {
-            label: {_strip(k[len(prefix):]): v for k, v in state.items() if k.startswith(prefix)}
+            label: {_strip(k[len(prefix) :]): v for k, v in state.items() if k.startswith(prefix)}
             for prefix, label in MEMBER_PREFIXES.items()
         }
         if not all(members.values()):
-            raise LwlcError(f"{path} holds only one member of a pair: it is damaged, use another checkpoint")
+            raise LwlcError(
+                f"{path} holds only one member of a pair: it is damaged, use another checkpoint"
+            )
     elif any(k.startswith("net.") for k in state):
         members = {"model": {_strip(k[4:]): v for k, v in state.items() if k.startswith("net.")}}
     else:
@@ -100,9 +107,69 @@ def instantiate(config: dict[str, Any], base: type, what: str, trust: bool = Fal
         return getattr(parser.instantiate_classes(cfg), what)
     except Exception as err:  # jsonargparse reports every config problem with its own types
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LwlcError(f"cannot build {what} {class_path!r} from its config: {msg[:300]}") from None
+        raise LwlcError(
+            f"cannot build {what} {class_path!r} from its config: {msg[:300]}"
+        ) from None
 
 
 def build_model(config: dict[str, Any], trust: bool = False) -> nn.Module:
     """The model (a plain nn.Module) described by ``config``."""
     return instantiate(config, nn.Module, "model", trust)
+
+
+def class_paths(obj: Any) -> list[str]:
+    """Every class path named in a nested config or hyper-parameter dict (``class_path``/``_class_path``)."""
+    if isinstance(obj, dict):
+        found = []
+        for key, value in obj.items():
+            if key in ("class_path", "_class_path") and isinstance(value, str):
+                found.append(value)
+            else:
+                found += class_paths(value)
+        return found
+    if isinstance(obj, (list, tuple)):
+        return [c for value in obj for c in class_paths(value)]
+    return []
+
+
+def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[str] = ()) -> None:
+    """Refuse, in one line, a ``--ckpt_path`` that is unreadable, needs code to unpickle, or names
+    classes that neither lwlc/torch/torchvision nor the user's config vouch for.
+
+    LightningCLI builds the model from the checkpoint's ``hyper_parameters``, so a class named
+    there is imported and called: only known or user-configured classes may appear.
+    """
+    obj = load_file(path)
+    if not isinstance(obj.get("state_dict"), dict):
+        raise LwlcError(
+            f"{path} is not a Lightning checkpoint (it has no 'state_dict'): give a .ckpt written by lwlc fit"
+        )
+    allowed = set(allowed)
+    foreign = [
+        c
+        for c in class_paths(obj.get("hyper_parameters") or {})
+        if not c.startswith(TRUSTED_PREFIXES) and c not in allowed
+    ]
+    if foreign:
+        raise LwlcError(
+            f"{path} names class {foreign[0]!r}, outside lwlc/torch/torchvision and not in your config; "
+            "lwlc does not import classes chosen by a checkpoint: put that class in your config if you trust it"
+        )
+
+
+def check_lightning_run(config: Any) -> None:
+    """Make a Lightning subcommand's checkpoint loading safe: force ``weights_only=True`` and verify
+    an explicit ``ckpt_path`` with lwlc's reader before Lightning opens it.
+
+    ``config`` is the subcommand's jsonargparse namespace (``fit``, ``validate``, ...).
+    """
+    if "weights_only" in config:
+        if config.weights_only is False:
+            raise LwlcError(
+                "--weights_only false would let a checkpoint run code when loaded: lwlc loads tensors and plain "
+                "data only; re-save a trusted checkpoint without Python objects instead"
+            )
+        config.weights_only = True
+    path = config.get("ckpt_path") if "ckpt_path" in config else None
+    if path and str(path).split(":")[0] not in LIGHTNING_CKPT_KEYWORDS:
+        check_lightning_checkpoint(path, class_paths(config.as_dict()))

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from lwlc.errors import LwlcError
 
+TEXT_COLUMNS = frozenset({"plan", "group", "rest_from", "split", "reference"})
+
 
 def _check_file(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
@@ -108,12 +110,19 @@ def write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]]
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
-    """Read a results CSV back, numbers as floats (``alpha``, losses, barriers, ...)."""
+    """Read a results CSV back, numbers as floats (``alpha``, losses, barriers, ...).
+
+    The columns that name a result (plan, group, ...) stay text even when they look like numbers
+    (a layer of an ``nn.Sequential`` is called ``0``), so rows read back match rows computed.
+    """
     rows: list[dict[str, object]] = []
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             parsed: dict[str, object] = {}
             for k, v in row.items():
+                if k in TEXT_COLUMNS:
+                    parsed[k] = v
+                    continue
                 try:
                     parsed[k] = float(v)
                 except (TypeError, ValueError):

@@ -1,0 +1,183 @@
+"""How much memory a batched evaluation needs, and the batch and chunk sizes that fit a budget.
+
+The engine (``lwlc.evaluation``) walks a tree of shared prefixes depth first. At any moment it
+holds, per stage along the current branch, the node's output and at most two endpoint outputs
+kept for mixing; the stage being run also holds its internal activations. On top of that come
+the interpolated tensors it caches for one call (one set per distinct (stage, coefficients) with
+a coefficient strictly between 0 and 1; endpoints are shared, not copied), and the fixed cost of
+the endpoint models and the data. ``plan`` turns these into a batch size and a chunk size (paths
+evaluated per call) that fit a budget, or a clear error when even one sample of one path does not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lwlc.errors import LwlcError
+from lwlc.evaluation import Coefficients, Evaluator
+
+GIB = 1 << 30
+
+
+def _tensor_bytes(obj: object) -> int:
+    """Bytes of every tensor in a (nested) module output."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(o) for o in obj)
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(o) for o in obj.values())
+    return 0
+
+
+def state_bytes(state: Mapping[str, Tensor]) -> int:
+    """Bytes of a state dict's tensors."""
+    return sum(_tensor_bytes(v) for v in state.values())
+
+
+@torch.no_grad()
+def activation_bytes_per_sample(evaluator: Evaluator, example: Tensor) -> int:
+    """Peak activation bytes per sample of the engine's descent, from a probe forward of ``example``.
+
+    Every stage output counts three times (node output and two mixing endpoints); the costliest
+    stage adds its output and, at worst, all its sub-modules' outputs alive at once (or the two
+    temporaries of mixing); the loss adds two copies of the logits.
+    """
+    x = example.to(evaluator.device)
+    outputs: list[int] = []
+    transients: list[int] = []
+    for stage in evaluator.stages:
+        inner: list[int] = []
+
+        def record(_m: nn.Module, _i: object, out: object, inner: list[int] = inner) -> None:
+            inner.append(_tensor_bytes(out))
+
+        handles = [
+            m.register_forward_hook(record) for m in stage.module.modules() if m is not stage.module
+        ]
+        try:
+            x = stage.module(x)
+        finally:
+            for h in handles:
+                h.remove()
+        out = _tensor_bytes(x)
+        outputs.append(out)
+        transients.append(out + max(sum(inner), 2 * out))
+    total = _tensor_bytes(example) + 3 * sum(outputs) + max(transients, default=0) + 2 * outputs[-1]
+    return -(-total // len(example))
+
+
+def weight_bytes(evaluator: Evaluator, models: Iterable[Coefficients]) -> int:
+    """Bytes of the interpolated stage tensors the evaluator builds for ``models`` in one call."""
+    index = {k: i for i, k in enumerate(evaluator.keys)}
+    sizes = [_tensor_bytes(evaluator.a[k]) for k in evaluator.keys]
+    slots = [tuple(index[k] for k in stage.keys) for stage in evaluator.stages]
+    seen: set[tuple[int, Coefficients]] = set()
+    total = 0
+    for coeffs in models:
+        for s, stage_slots in enumerate(slots):
+            token = tuple(coeffs[i] for i in stage_slots)
+            if (s, token) in seen:
+                continue
+            seen.add((s, token))
+            total += sum(sizes[i] for i, c in zip(stage_slots, token, strict=True) if 0.0 < c < 1.0)
+    return total
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Batch and chunk sizes chosen for a budget, with the estimate (bytes) they lead to."""
+
+    batch_size: int
+    chunk_size: int
+    budget: int
+    fixed: int
+    weights: int
+    activations_per_sample: int
+
+    @property
+    def estimate(self) -> int:
+        """Estimated peak bytes: fixed + cached weights + one batch of activations."""
+        return self.fixed + self.weights + self.batch_size * self.activations_per_sample
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain data for summary.json (sizes in GiB, activations in bytes per sample)."""
+        return {
+            "batch_size": self.batch_size,
+            "chunk_size": self.chunk_size,
+            "budget_gib": round(self.budget / GIB, 4),
+            "estimate_gib": round(self.estimate / GIB, 4),
+            "fixed_gib": round(self.fixed / GIB, 4),
+            "weights_gib": round(self.weights / GIB, 4),
+            "activation_bytes_per_sample": self.activations_per_sample,
+        }
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def plan(
+    budget: int,
+    batch_size: int,
+    chunk_size: int,
+    fixed: int,
+    activations_per_sample: int,
+    chunk_weights: Callable[[int], int],
+) -> MemoryPlan:
+    """The largest sizes up to the requested ones that fit ``budget`` bytes.
+
+    Paths per chunk are halved first (they only add cached weights), then the batch is shrunk;
+    ``chunk_weights(k)`` is the largest weight cache of any chunk of ``k`` paths.
+    """
+    chunk = chunk_size
+    while True:
+        weights = chunk_weights(chunk)
+        room = budget - fixed - weights
+        if room >= batch_size * activations_per_sample:
+            return MemoryPlan(batch_size, chunk, budget, fixed, weights, activations_per_sample)
+        if chunk == 1:
+            break
+        chunk = max(1, chunk // 2)
+    fitting = room // activations_per_sample
+    if fitting >= 1:
+        return MemoryPlan(
+            min(batch_size, int(fitting)), 1, budget, fixed, weights, activations_per_sample
+        )
+    need = fixed + weights + activations_per_sample
+    raise LwlcError(
+        f"the evaluation needs about {_gib(need)} even with batch size 1 and one path per chunk "
+        f"(models and data {_gib(fixed)}, interpolated weights {_gib(weights)}, activations "
+        f"{_gib(activations_per_sample)} per sample) but the memory budget is {_gib(budget)}: raise "
+        "--memory-budget, use fewer --max-samples or alphas, or a machine with more memory"
+    )
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for the evaluation: free GPU memory on CUDA, MemAvailable (or total RAM) on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def fixed_bytes(
+    model: nn.Module, states: Sequence[Mapping[str, Tensor]], data: Iterable[Tensor]
+) -> int:
+    """Bytes held for the whole run: the endpoint states, two model copies and the data."""
+    return (
+        sum(state_bytes(s) for s in states)
+        + 2 * state_bytes(model.state_dict())
+        + sum(_tensor_bytes(t) for t in data)
+    )
