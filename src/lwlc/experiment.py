@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -201,6 +202,11 @@ def fit(configs: Sequence[str | Path], root: Path, overrides: Sequence[str] = ()
         f"--trainer.logger.init_args.save_dir={root}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
+        # Lightning 2.6 refreshes last.ckpt only when a top-k checkpoint is saved, so with a
+        # validation-accuracy monitor last.ckpt would be the best epoch, not the final
+        # weights. Monitoring the step (always improving) keeps last.ckpt the final model.
+        "--checkpoint.monitor=step",
+        "--checkpoint.mode=max",
         *overrides,
     ]
     cli.main(args)
@@ -213,6 +219,60 @@ def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, R
 
     analyze_tool.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", *options])
     return read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")
+
+
+@dataclass(frozen=True)
+class PairSetup:
+    """One pair to train: the network (configs applied in order) and how A and B are made."""
+
+    network: str
+    pairing: str
+    description: str
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...]
+
+    def fit(
+        self, root: Path, extra_configs: Sequence[str] = (), overrides: Sequence[str] = ()
+    ) -> Path:
+        """Train this pair with ``lwlc fit`` into ``root``; the final checkpoint."""
+        configs = [config(c) for c in (*self.configs, *extra_configs)]
+        return fit(configs, root, [*self.overrides, *overrides])
+
+
+# The paper's default pairing and fully independent runs (science.md section 6, item 1).
+PAIRINGS = {
+    "shared_init": ("same initialisation, different data order", "--model.init_args.init_seed_b=0"),
+    "independent": (
+        "different initialisation, different data order",
+        "--model.init_args.init_seed_b=1",
+    ),
+}
+# Quick and smoke: the paper's MNIST network (3 hidden layers) on the embedded digits.
+# Full: the paper's CIFAR-10 networks and schedules.
+NETWORKS = {
+    "smoke": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
+    "quick": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
+    "full": {
+        "vgg11": ("configs/cifar10_vgg.yaml",),
+        "resnet18": ("configs/cifar10_resnet18.yaml",),
+    },
+}
+SMOKE_TRAINING = (
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=5",
+    "--trainer.log_every_n_steps=1",
+)
+
+
+def pair_setups(scale: str, pairings: Sequence[str] = tuple(PAIRINGS)) -> list[PairSetup]:
+    """The pairs an experiment trains at ``scale``: every network of the scale x ``pairings``."""
+    setups = []
+    for network, configs in NETWORKS[scale].items():
+        for pairing in pairings:
+            description, seed = PAIRINGS[pairing]
+            overrides = (seed, *SMOKE_TRAINING) if scale == "smoke" else (seed,)
+            setups.append(PairSetup(network, pairing, description, configs, overrides))
+    return setups
 
 
 def config(path: str) -> Path:
