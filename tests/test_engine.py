@@ -292,3 +292,15 @@ def test_sequence_logits_are_scored_per_token():
         logits = net(x).reshape(-1, 7)
         assert r["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y.reshape(-1)).item(), abs=1e-6)
         assert r["accuracy"] == pytest.approx((logits.argmax(1) == y.reshape(-1)).float().mean().item())
+
+
+def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
+    model, a, b = _pair(StagedCNN)
+    x, y = _data()
+    paths = make_paths(default_groups(model, x[:2]), ["full"])
+    exact = sweep(Evaluator(model, a, b), paths, [0.0, 0.5, 1.0], {"test": (x, y)})
+    fast = sweep(Evaluator(model, a, b, precision="bf16"), paths, [0.0, 0.5, 1.0], {"test": (x, y)})
+    dev = [abs(e["loss"] - f["loss"]) for e, f in zip(exact.curves, fast.curves)]
+    assert max(dev) < 0.05 and max(dev) > 0.0
+    with pytest.raises(LwlcError, match="precision must be one of fp32, tf32, bf16"):
+        Evaluator(model, a, b, precision="fp16")

@@ -18,8 +18,9 @@ so calibration runs through the same tree and stores statistics per node.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,8 @@ from lwlc.errors import LwlcError
 from lwlc.interpolation import mix
 
 Coefficients = tuple[float, ...]
+# fp32 is exact; tf32 (CUDA matmuls/convs) and bf16 (autocast) trade accuracy for speed.
+PRECISIONS = ("fp32", "tf32", "bf16")
 _MIXABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -108,11 +111,15 @@ class Evaluator:
         b: Mapping[str, Tensor],
         device: str | torch.device = "cpu",
         bn: str = "keep",
+        precision: str = "fp32",
     ) -> None:
         if bn not in ("keep", "reset"):
             raise LwlcError(f"bn mode must be 'keep' or 'reset', got {bn!r}")
+        if precision not in PRECISIONS:
+            raise LwlcError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         self.bn = bn
+        self.precision = precision
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.keys = list(a.keys())
         self.float_keys = frozenset(k for k in self.keys if torch.is_floating_point(a[k]))
@@ -200,6 +207,22 @@ class Evaluator:
                 y = self._run(s, child, x)
             self._descend(child, y, leaf)
 
+    @contextlib.contextmanager
+    def _fast_math(self) -> Iterator[None]:
+        """The requested precision for the evaluation pass (fp32 leaves everything as it is)."""
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        elif self.precision == "tf32" and self.device.type == "cuda":
+            matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            try:
+                yield
+            finally:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        else:
+            yield
+
     def _init_stats(self, node: _Node) -> None:
         """Fresh running statistics (as ``reset_running_stats``) for every node holding BatchNorm."""
         for child in node.children.values():
@@ -253,7 +276,8 @@ class Evaluator:
                     results[m].correct += correct
                     results[m].count += target.numel()
 
-            self._descend(root, x, leaf)
+            with self._fast_math():
+                self._descend(root, x, leaf)
             if progress is not None:
                 progress(len(x))
         self._params.clear()
