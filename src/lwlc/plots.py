@@ -285,19 +285,25 @@ def save_analysis_figures(
     return written
 
 
+def save_heatmaps(out_dir: Path, barriers: Rows, reference: str = "midpoint") -> list[Path]:
+    """``heatmap_<split>_<plan>_<metric>.png`` per split and layer-wise plan, loss and error."""
+    written: list[Path] = []
+    df = frame(barriers)
+    for split in _splits(df):
+        for plan in _plans(df, with_full=False) or ["full"]:
+            for metric in METRICS:
+                fig = barrier_heatmap(df, plan, metric, reference, split)
+                written.append(save_figure(fig, Path(out_dir) / heatmap_name(split, plan, metric)))
+    return written
+
+
 def save_training_figures(
     out_dir: Path, curves: Rows, barriers: Rows, reference: str = "midpoint"
 ) -> list[Path]:
-    """The analysis figures of the last evaluation plus ``heatmap_<split>_<plan>_<metric>.png``."""
-    written = save_analysis_figures(out_dir, curves, barriers, reference)
-    barrier_df = frame(barriers)
-    for split in _splits(barrier_df):
-        plans = _plans(barrier_df, with_full=False) or ["full"]
-        for plan in plans:
-            for metric in METRICS:
-                fig = barrier_heatmap(barrier_df, plan, metric, reference, split)
-                written.append(save_figure(fig, Path(out_dir) / heatmap_name(split, plan, metric)))
-    return written
+    """The analysis figures of the last evaluation plus the heatmaps over training."""
+    return save_analysis_figures(out_dir, curves, barriers, reference) + save_heatmaps(
+        out_dir, barriers, reference
+    )
 
 
 def heatmap_name(split: str, plan: str, metric: str) -> str:
