@@ -1,0 +1,550 @@
+"""``LayerwiseBarrierCallback``: layer-wise barriers between two networks while they train.
+
+At scheduled moments the Callback hands the two current state dicts to the engine
+(``lwlc.sweep``, the same computation as ``lwlc analyze``), stamps the result rows with the
+epoch and step, keeps them as its history (saved in every checkpoint, so a resumed run goes on
+without gaps or duplicates), rewrites ``curves.csv``/``barriers.csv`` in its directory and logs
+scalars to every logger, and with W&B also curves, a table and the layers x epochs heatmap.
+
+Epochs are counted as *completed* epochs: epoch 0 is the initialisation (before any step),
+epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps are labelled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+
+from lwlc import layers
+from lwlc.barriers import REFERENCES
+from lwlc.checkpoints import read_checkpoint
+from lwlc.errors import LwlcError
+from lwlc.evaluation import Evaluator
+from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
+from lwlc.interpolation import Path as InterpolationPath
+from lwlc.io import write_csv, write_json
+from lwlc.loggers import log_to_wandb, record_run_info
+from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+
+TIME_COLUMNS = ("epoch", "step")
+HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
+HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
+SPLITS = ("train", "val", "test")
+LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
+Data = dict[str, tuple[Tensor, Tensor]]
+
+
+def measure(
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    paths: Sequence[InterpolationPath],
+    alphas: Sequence[float],
+    data: Data,
+    *,
+    bn: str = "keep",
+    calibration: Tensor | None = None,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> tuple[Rows, Rows]:
+    """Curve rows and barrier rows of ``paths`` between two states of ``model`` (the sweep)."""
+    evaluator = Evaluator(model, state_a, state_b, device=device, bn=bn)
+    result = sweep(
+        evaluator,
+        paths,
+        alphas,
+        data,
+        calibration=calibration if evaluator.has_batchnorm() else None,
+        batch_size=batch_size,
+    )
+    return result.curves, result.barriers
+
+
+def path_label(row: Mapping[str, Any]) -> str:
+    """A path's short name: ``full``, ``single/<layer>``, ``single/<layer>/rest_b``."""
+    parts = [str(row["plan"])]
+    if row["plan"] != "full":
+        parts.append(str(row["group"]))
+    if row["rest_from"] == "b":
+        parts.append("rest_b")
+    return "/".join(parts)
+
+
+def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
+    """``barrier/full/loss``, ``barrier/single/<layer>/error``, ``barrier/<split>/...``."""
+    split = f"{row['split']}/" if with_split else ""
+    return f"barrier/{split}{path_label(row)}/{metric}"
+
+
+def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        none = " or None" if allow_none else ""
+        raise LwlcError(f"LayerwiseBarrierCallback {name}={value!r} must be an integer >= 1{none}")
+
+
+def _check_choices(name: str, values: Sequence[str], choices: Sequence[str]) -> list[str]:
+    values = [values] if isinstance(values, str) else list(values)
+    if not values:
+        raise LwlcError(
+            f"LayerwiseBarrierCallback {name} is empty; choose from {', '.join(choices)}"
+        )
+    bad = [v for v in values if v not in choices]
+    if bad:
+        raise LwlcError(
+            f"LayerwiseBarrierCallback got unknown {name} value {bad[0]!r}; "
+            f"choose from {', '.join(choices)}"
+        )
+    return list(dict.fromkeys(values))
+
+
+class LayerwiseBarrierCallback(Callback):
+    r"""Measure full-model and layer-wise barriers between two networks during training.
+
+    Compares ``net_a`` and ``net_b`` of a :class:`~lwlc.training.PairedModule`, or the ``net`` of a
+    single-network module (A) with the network in ``reference_ckpt`` (B).
+
+    Args:
+        every_n_epochs: evaluate after every n-th completed epoch, epoch 0 (the initialisation)
+            included; None: never.
+        every_n_steps: evaluate every n optimizer steps; None: never.
+        at_epochs: also evaluate after these completed epochs (0 = before training), e.g.
+            ``[0, 1, ..., 9]``.
+        at_fit_end: also evaluate when training ends.
+        plans: interpolation plans among ``full, single, cumulative_front, cumulative_back``.
+        groups: merge the layers matching each glob (or ``re:`` regex) into one group.
+        group_depth: group layers by the first N parts of their module path (1: top-level blocks).
+        alphas: the interpolation grid (must contain 0 and 1); default ``num_alphas`` even points.
+        num_alphas: points of the default grid.
+        splits: data splits to evaluate on (``train``, ``val``, ``test``); the first one is logged
+            without a split prefix.
+        rest_from: where the layers that are not interpolated come from: ``a``, ``b`` or both.
+        reference: barrier reference logged and drawn: ``midpoint`` (the paper's heatmap value,
+            needs 0.5 among the alphas), ``path`` or ``models``; the CSVs hold all of them.
+        bn: BatchNorm statistics of interpolated models: ``keep`` (interpolated) or ``reset``
+            (recomputed).
+        bn_samples: training samples used to recompute BatchNorm statistics for ``bn="reset"``.
+        max_samples: evaluate on the first N samples of each split (None: the whole split).
+        batch_size: evaluation batch size.
+        reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
+        reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
+        dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
+        heatmap_every_n: redraw the W&B heatmap image every n evaluations (and at the end of fit).
+        figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit; ``lwlc plot``
+            draws them, and the curves and bars, from the CSVs at any time.
+
+    Example::
+
+        callback = LayerwiseBarrierCallback(at_epochs=range(10), every_n_epochs=20)
+        trainer = Trainer(callbacks=[callback])
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int | None = 1,
+        every_n_steps: int | None = None,
+        at_epochs: Sequence[int] = (),
+        at_fit_end: bool = True,
+        plans: Sequence[str] = ("full", "single"),
+        groups: Sequence[str] = (),
+        group_depth: int | None = None,
+        alphas: Sequence[float] | None = None,
+        num_alphas: int = 11,
+        splits: Sequence[str] = ("val",),
+        rest_from: Sequence[str] = ("a",),
+        reference: str = "midpoint",
+        bn: str = "keep",
+        bn_samples: int = 2048,
+        max_samples: int | None = 1000,
+        batch_size: int = 512,
+        reference_ckpt: str | None = None,
+        reference_member: str = "a",
+        dirpath: str | None = None,
+        heatmap_every_n: int = 5,
+        figures: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("every_n_steps", every_n_steps),
+            ("group_depth", group_depth),
+            ("max_samples", max_samples),
+        ):
+            _check_positive(name, value)
+        for name, value in (
+            ("batch_size", batch_size),
+            ("bn_samples", bn_samples),
+            ("heatmap_every_n", heatmap_every_n),
+        ):
+            _check_positive(name, value, allow_none=False)
+        bad_epochs = [
+            e for e in at_epochs if not isinstance(e, int) or isinstance(e, bool) or e < 0
+        ]
+        if bad_epochs:
+            raise LwlcError(
+                f"LayerwiseBarrierCallback at_epochs holds {bad_epochs[0]!r}; give counts of "
+                "completed epochs >= 0 (0 = before training)"
+            )
+        if not (every_n_epochs or every_n_steps or at_epochs or at_fit_end):
+            raise LwlcError(
+                "LayerwiseBarrierCallback has nothing scheduled: set every_n_epochs, "
+                "every_n_steps, at_epochs or at_fit_end"
+            )
+        if num_alphas < 2:
+            raise LwlcError(
+                f"LayerwiseBarrierCallback num_alphas={num_alphas} must be >= 2 (0 and 1)"
+            )
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.at_epochs = sorted(set(at_epochs))
+        self.at_fit_end = at_fit_end
+        self.plans = _check_choices("plans", plans, LAYERWISE_PLANS)
+        self.groups = [groups] if isinstance(groups, str) else list(groups)
+        self.group_depth = group_depth
+        self.alphas = check_alphas(alphas if alphas is not None else default_alphas(num_alphas))
+        self.splits = _check_choices("splits", splits, SPLITS)
+        self.rest_from = _check_choices("rest_from", rest_from, REST_FROM)
+        self.reference = _check_choices("reference", [reference], REFERENCES)[0]
+        if reference == "midpoint" and 0.5 not in self.alphas:
+            raise LwlcError(
+                f"LayerwiseBarrierCallback reference='midpoint' needs 0.5 among the alphas, got "
+                f"{self.alphas}: add 0.5 or use reference='path'"
+            )
+        self.bn = _check_choices("bn", [bn], ("keep", "reset"))[0]
+        self.bn_samples = bn_samples
+        self.max_samples = max_samples
+        self.batch_size = batch_size
+        self.reference_ckpt = reference_ckpt
+        self.reference_member = _check_choices("reference_member", [reference_member], REST_FROM)[0]
+        self.dirpath = dirpath
+        self.heatmap_every_n = heatmap_every_n
+        self.figures = figures
+
+        self.curves: Rows = []
+        self.barriers: Rows = []
+        self._done_epochs: set[int] = set()
+        self._info: dict[str, Any] = {}
+        self._template: nn.Module | None = None
+        self._reference_state: dict[str, Tensor] | None = None
+        self._paths: list[InterpolationPath] = []
+        self._data: Data = {}
+        self._calibration: Tensor | None = None
+        self._dir = Path(dirpath) if dirpath else Path("barriers")
+        self._evaluations = 0
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(reference_ckpt=self.reference_ckpt, dirpath=self.dirpath)
+
+    # ----------------------------------------------------------------- setup
+    def _networks(self, pl_module: pl.LightningModule) -> tuple[nn.Module, dict[str, Any]]:
+        """The network to use as architecture template, and how the compared pair was made."""
+        net_a, net_b, net = (getattr(pl_module, n, None) for n in ("net_a", "net_b", "net"))
+        if isinstance(net_a, nn.Module) and isinstance(net_b, nn.Module):
+            if self.reference_ckpt:
+                raise LwlcError(
+                    f"reference_ckpt={self.reference_ckpt!r} compares one network with a file, "
+                    f"but {type(pl_module).__name__} trains a pair (net_a, net_b): drop "
+                    "reference_ckpt to compare the pair"
+                )
+            pairing = pl_module.pairing() if hasattr(pl_module, "pairing") else {}
+            return net_a, {"mode": "pair", "a": "net_a", "b": "net_b", **pairing}
+        if not isinstance(net, nn.Module):
+            raise LwlcError(
+                "LayerwiseBarrierCallback needs a module with net_a and net_b (a pair) or net "
+                f"(one network); {type(pl_module).__name__} has neither"
+            )
+        if not self.reference_ckpt:
+            raise LwlcError(
+                f"{type(pl_module).__name__} trains one network: set LayerwiseBarrierCallback "
+                "reference_ckpt to the checkpoint to compare it with (e.g. its spawn point or an "
+                "independent run)"
+            )
+        ck = read_checkpoint(self.reference_ckpt)
+        member = self.reference_member if ck.paired else "model"
+        self._reference_state = ck.members[member]
+        layers.check_compatible(net.state_dict(), self._reference_state)
+        pairing = {
+            "mode": "reference",
+            "a": "net (being trained)",
+            "b": f"{self.reference_ckpt} [{member}]",
+            "reference_sha256": ck.sha256,
+            "reference_pairing": ck.pairing,
+        }
+        return net, pairing
+
+    def _load_data(self, trainer: pl.Trainer) -> None:
+        datamodule = trainer.datamodule
+        if not callable(getattr(datamodule, "tensors", None)):
+            raise LwlcError(
+                "LayerwiseBarrierCallback needs a data module with tensors(split, max_samples) "
+                f"(lwlc's data modules have it), got {type(datamodule).__name__}"
+            )
+        self._data = {s: datamodule.tensors(s, self.max_samples) for s in self.splits}
+        empty = [s for s, (_, y) in self._data.items() if len(y) == 0]
+        if empty:
+            raise LwlcError(
+                f"LayerwiseBarrierCallback split {empty[0]!r} is empty (val_size=0?): evaluate on "
+                "another split, e.g. splits: [test]"
+            )
+        self._calibration = (
+            datamodule.tensors("train", self.bn_samples)[0] if self.bn == "reset" else None
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        net, pairing = self._networks(pl_module)
+        self._load_data(trainer)
+        self._template = copy.deepcopy(net).eval()
+        example = next(iter(self._data.values()))[0][:2].to(next(net.parameters()).device)
+        groups = layers.default_groups(self._template, example)
+        if self.group_depth is not None:
+            groups = layers.group_by_depth(groups, self.group_depth)
+        if self.groups:
+            groups = layers.regroup(groups, self.groups)
+        self._paths = make_paths(groups, self.plans, self.rest_from)
+        self._dir = (
+            Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
+        )
+        self._info = {
+            "pairing": pairing,
+            "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
+            "alphas": self.alphas,
+            "samples": {s: len(y) for s, (_, y) in self._data.items()},
+            "options": {
+                "plans": self.plans,
+                "splits": self.splits,
+                "rest_from": self.rest_from,
+                "reference": self.reference,
+                "bn": self.bn,
+                "max_samples": self.max_samples,
+                "every_n_epochs": self.every_n_epochs,
+                "every_n_steps": self.every_n_steps,
+                "at_epochs": self.at_epochs,
+                "at_fit_end": self.at_fit_end,
+            },
+        }
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record_run_info(trainer, {"barriers": self._info})
+        self._write_summary(trainer, "running")
+
+    # -------------------------------------------------------------- schedule
+    def _epoch_due(self, completed: int) -> bool:
+        if completed in self._done_epochs:
+            return False
+        every = self.every_n_epochs
+        return completed in self.at_epochs or bool(every and completed % every == 0)
+
+    def _step_due(self, step: int) -> bool:
+        return bool(self.every_n_steps and step % self.every_n_steps == 0)
+
+    def _recorded(self, step: int) -> bool:
+        return any(r["step"] == step for r in self.barriers)
+
+    def _at_epoch_boundary(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, completed: int
+    ) -> None:
+        """Evaluate after ``completed`` epochs when scheduled, once even across a resume."""
+        if self._epoch_due(completed):
+            self._done_epochs.add(completed)
+            if not self._recorded(trainer.global_step):
+                self._evaluate(trainer, pl_module, completed)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Fresh run: the initialisation (epoch 0). Resumed run: an evaluation the checkpoint missed.
+        self._at_epoch_boundary(trainer, pl_module, trainer.current_epoch)
+        if self._step_due(trainer.global_step) and not self._recorded(trainer.global_step):
+            self._evaluate(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if self._step_due(step) and not self._recorded(step):
+            self._evaluate(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        completed, step = trainer.current_epoch + 1, trainer.global_step
+        # An evaluation at the epoch's last step saw the weights after the epoch: label it so.
+        for row in (*self.curves, *self.barriers):
+            if row["step"] == step:
+                row["epoch"] = completed
+        self._at_epoch_boundary(trainer, pl_module, completed)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_fit_end and not self._recorded(trainer.global_step):
+            self._evaluate(trainer, pl_module, trainer.current_epoch)
+        if trainer.is_global_zero and self.barriers:
+            self._write_csvs()
+            if self.figures:
+                from lwlc import plots
+
+                plots.save_heatmaps(self._dir, self.barriers, self.reference)
+            redraw = not self.figures
+            log_to_wandb(trainer.loggers, lambda: self._heatmaps(redraw), trainer.global_step)
+        self._write_summary(trainer, "complete")
+
+    # ------------------------------------------------------------ evaluation
+    def _states(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        if self._reference_state is not None:
+            return pl_module.net.state_dict(), self._reference_state
+        return pl_module.net_a.state_dict(), pl_module.net_b.state_dict()
+
+    def _gather(self, trainer: pl.Trainer, rows: tuple[Rows, Rows]) -> tuple[Rows, Rows]:
+        """Every rank's rows on every rank, in path order (as one process would give them)."""
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            everyone: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(everyone, rows)
+            rows = ([r for c, _ in everyone for r in c], [r for _, b in everyone for r in b])
+        order = {(p.plan, p.group, p.rest_from): i for i, p in enumerate(self._paths)}
+        split_order = {s: i for i, s in enumerate(self.splits)}
+
+        def key(row: Mapping[str, Any]) -> tuple[int, int]:
+            return order[path_key(row)], split_order[str(row["split"])]
+
+        return sorted(rows[0], key=key), sorted(rows[1], key=key)
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        """Measure this rank's share of the paths, share the rows, record them, publish (rank 0)."""
+        started = time.perf_counter()
+        state_a, state_b = self._states(pl_module)
+        assert self._template is not None, "setup() runs before any evaluation"
+        shard = self._paths[trainer.global_rank :: trainer.world_size]
+        rows = measure(
+            self._template,
+            state_a,
+            state_b,
+            shard,
+            self.alphas,
+            self._data,
+            bn=self.bn,
+            calibration=self._calibration,
+            batch_size=self.batch_size,
+            device=pl_module.device,
+        )
+        curves, barriers = self._gather(trainer, rows)
+        stamp = {"epoch": epoch, "step": trainer.global_step}
+        curves = [{**stamp, **r} for r in curves]
+        barriers = [{**stamp, **r} for r in barriers]
+        self.curves += curves
+        self.barriers += barriers
+        self._evaluations += 1
+        if trainer.is_global_zero:
+            self._publish(trainer, barriers, curves, time.perf_counter() - started)
+
+    # ------------------------------------------------------------ publishing
+    def _write_csvs(self) -> None:
+        write_csv(self._dir / "curves.csv", self.curves, HISTORY_CURVE_COLUMNS)
+        write_csv(self._dir / "barriers.csv", self.barriers, HISTORY_BARRIER_COLUMNS)
+
+    def _write_summary(self, trainer: pl.Trainer, status: str) -> None:
+        if trainer.is_global_zero:
+            evaluations = sorted(
+                {(int(r["epoch"]), int(r["step"])) for r in self.barriers}, key=lambda t: t[1]
+            )
+            summary = {
+                **self._info,
+                "status": status,
+                "evaluations": [{"epoch": e, "step": s} for e, s in evaluations],
+            }
+            write_json(self._dir / "summary.json", summary)
+
+    def scalars(self, barriers: Rows) -> dict[str, float]:
+        """The scalars logged for barrier rows: ``barrier/<plan>[/<layer>]/loss|error``."""
+        with_split = len(self.splits) > 1
+        out: dict[str, float] = {}
+        for row in barriers:
+            if row["reference"] != self.reference:
+                continue
+            for metric in ("loss", "error"):
+                out[metric_name(row, metric, with_split and row["split"] != self.splits[0])] = (
+                    float(row[f"{metric}_barrier"])
+                )
+        return out
+
+    def _publish(self, trainer: pl.Trainer, barriers: Rows, curves: Rows, seconds: float) -> None:
+        self._write_csvs()
+        metrics = {**self.scalars(barriers), "barrier/seconds": seconds}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        draw = (self._evaluations - 1) % self.heatmap_every_n == 0
+        log_to_wandb(
+            trainer.loggers, lambda: self._media(barriers, curves, draw), trainer.global_step
+        )
+
+    def _heatmaps(self, redraw: bool = True) -> dict[str, Any]:
+        """W&B images of the loss heatmap (full model, first layer-wise plan), one per split."""
+        import wandb
+
+        from lwlc import plots
+
+        plan = next((p for p in self.plans if p != "full"), "full")
+        images = {}
+        for split in self.splits:
+            path = self._dir / plots.heatmap_name(split, plan, "loss")
+            if redraw:
+                plots.save_figure(
+                    plots.barrier_heatmap(self.barriers, plan, "loss", self.reference, split), path
+                )
+            images[f"barrier_heatmap/{split}"] = wandb.Image(str(path))
+        return images
+
+    def _media(self, barriers: Rows, curves: Rows, draw_heatmap: bool) -> dict[str, Any]:
+        """W&B payload of one evaluation: curve plots, the barrier table, the heatmap when due."""
+        import wandb
+
+        payload: dict[str, Any] = {}
+        for split in self.splits:
+            rows = [r for r in curves if r["split"] == split]
+            for metric in ("loss", "error"):
+                series: dict[str, list[float | None]] = {}
+                for r in rows:
+                    value = float(r["loss"]) if metric == "loss" else 1.0 - float(r["accuracy"])
+                    series.setdefault(path_label(r), []).append(
+                        value if math.isfinite(value) else None
+                    )
+                payload[f"barrier_curves/{split}/{metric}"] = wandb.plot.line_series(
+                    xs=self.alphas,
+                    ys=list(series.values()),
+                    keys=list(series),
+                    title=f"{metric} along the paths ({split}, epoch {rows[0]['epoch']})",
+                    xname="alpha",
+                )
+        columns = list(HISTORY_BARRIER_COLUMNS)
+        payload["barrier_table"] = wandb.Table(
+            columns=columns, data=[[r[c] for c in columns] for r in barriers]
+        )
+        if draw_heatmap:
+            payload.update(self._heatmaps())
+        return payload
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "curves": self.curves,
+            "barriers": self.barriers,
+            "done_epochs": sorted(self._done_epochs),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curves = [dict(r) for r in state_dict.get("curves", [])]
+        self.barriers = [dict(r) for r in state_dict.get("barriers", [])]
+        self._done_epochs = set(state_dict.get("done_epochs", []))

@@ -1,0 +1,314 @@
+"""Weights & Biases for lwlc runs: a logger that never stops training, and what to record on a run.
+
+``WandbLogger`` wraps Lightning's WandbLogger. Without W&B credentials it runs offline (the run
+is written under ``<save_dir>/wandb/`` and uploaded later with ``wandb sync``); an online start
+that fails or times out falls back to offline; and any other W&B failure (package missing,
+service not starting, a failing call) turns W&B off with a one-line warning while training
+continues.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import platform
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from lwlc.errors import LwlcError
+
+MODES = ("online", "offline", "disabled")
+DEFAULT_HOST = "https://api.wandb.ai"
+
+
+@rank_zero_only
+def warn(message: str) -> None:
+    """One line on stderr, once per process group (rank 0), in lwlc's ``lwlc: ...`` style."""
+    print(f"lwlc: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
+
+
+def has_credentials() -> bool:
+    """Whether W&B can log in without asking: an API key or token file in the environment, netrc."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname or ""
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def choose_mode(mode: str | None) -> str:
+    """``mode``, else ``$WANDB_MODE``, else online with credentials and offline without."""
+    chosen = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
+    chosen = {"dryrun": "offline", "run": "online"}.get(chosen, chosen)
+    if chosen not in MODES:
+        raise LwlcError(f"unknown W&B mode {chosen!r}; choose from {', '.join(MODES)}")
+    return chosen
+
+
+class _Off:
+    """Stands in for the W&B run once W&B is off: every call and attribute does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Off:
+        return self
+
+    def __getitem__(self, key: Any) -> _Off:
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+class WandbLogger(Logger):
+    """Lightning's WandbLogger, offline without credentials and never fatal to training.
+
+    Args:
+        name: display name of the run.
+        save_dir: where the local run files go (``<save_dir>/wandb/``), normally the run directory.
+        project: W&B project.
+        mode: ``online``, ``offline`` or ``disabled``; default ``$WANDB_MODE``, else online when
+            credentials are found and offline otherwise.
+        init_timeout: seconds to wait for W&B to start before falling back (online) or giving up.
+        **kwargs: passed to Lightning's WandbLogger and ``wandb.init`` (``entity``, ``tags``, ...).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str = ".",
+        project: str = "lwlc",
+        mode: str | None = None,
+        version: str | None = None,
+        log_model: bool | str = False,
+        prefix: str = "",
+        init_timeout: float = 20.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if init_timeout <= 0:
+            raise LwlcError(f"init_timeout={init_timeout} must be > 0 seconds")
+        self._save_dir = os.fspath(save_dir)
+        self._version = version
+        self._mode = choose_mode(mode)
+        self._init = dict(
+            name=name,
+            save_dir=self._save_dir,
+            project=project,
+            version=version,
+            log_model=log_model,
+            prefix=prefix,
+            init_timeout=init_timeout,
+            **kwargs,
+        )
+        self._inner: LightningWandbLogger | None = None
+        self._off = _Off()
+        if self._mode != "disabled":
+            self._inner = self._guard("set up", lambda: self._lightning_logger(self._mode))
+
+    @property
+    def mode(self) -> str:
+        """The mode W&B runs in (``offline`` after a fallback, ``disabled`` once turned off)."""
+        return self._mode
+
+    def _lightning_logger(self, mode: str) -> LightningWandbLogger:
+        import wandb
+
+        init = dict(self._init)
+        timeout = init.pop("init_timeout")
+        settings = init.pop("settings", None) or wandb.Settings(init_timeout=timeout)
+        return LightningWandbLogger(mode=mode, settings=settings, **init)
+
+    def _turn_off(self, action: str, err: BaseException) -> None:
+        self._inner = None
+        self._mode = "disabled"
+        warn(
+            f"W&B logging is off ({action} failed: {_first_line(err)}); training goes on without it"
+        )
+
+    def _guard(self, action: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None with W&B turned off (and one warning) when it raises."""
+        try:
+            return fn()
+        except Exception as err:  # any W&B failure must leave training running
+            self._turn_off(action, err)
+            return None
+
+    @property
+    def run(self) -> Any:
+        """The live ``wandb`` run on rank 0 (started if needed); None when W&B is off."""
+        if self._inner is None or rank_zero_only.rank != 0:
+            return None
+        try:
+            return self._inner.experiment
+        except Exception as err:  # W&B failed to start
+            if self._mode != "online":
+                self._turn_off("starting the run", err)
+                return None
+            warn(
+                f"W&B could not start online ({_first_line(err)}); logging offline instead "
+                "(upload later with `wandb sync`)"
+            )
+            self._mode = "offline"
+            self._inner = self._guard("set up", lambda: self._lightning_logger("offline"))
+            return self.run
+
+    @property
+    def experiment(self) -> Any:
+        """The ``wandb`` run, or a stand-in that ignores every call when W&B is off."""
+        run = self.run
+        return self._off if run is None else run
+
+    def _call(self, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.run is None:
+            return None
+        inner = self._inner
+        return self._guard(action, lambda: getattr(inner, method)(*args, **kwargs))
+
+    @property
+    def name(self) -> str | None:
+        return self._inner.name if self._inner is not None else self._init["project"]
+
+    @property
+    def version(self) -> str | None:
+        return self._inner.version if self._inner is not None else self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return self._save_dir
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._call("logging metrics", "log_metrics", metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._call("logging the config", "log_hyperparams", params)
+
+    @rank_zero_only
+    def log_table(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        step: int | None = None,
+    ) -> None:
+        """A ``wandb.Table`` under ``key``."""
+        self._call("logging a table", "log_table", key, columns=columns, data=data, step=step)
+
+    @rank_zero_only
+    def log_image(
+        self, key: str, images: list[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Images (paths, arrays or PIL images) under ``key``."""
+        self._call("logging an image", "log_image", key, images, step=step, **kwargs)
+
+    def log_graph(self, model: pl.LightningModule, input_array: Any = None) -> None:
+        pass
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self._inner is not None:
+            self._guard(
+                "uploading a checkpoint",
+                lambda: self._inner.after_save_checkpoint(checkpoint_callback),
+            )
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._inner is not None:
+            self._guard("finishing the run", lambda: self._inner.finalize(status))
+
+
+def wandb_run(logger: Logger) -> Any:
+    """The live ``wandb`` run of ``logger`` (lwlc or Lightning WandbLogger) on rank 0, or None."""
+    if isinstance(logger, WandbLogger):
+        return logger.run
+    if isinstance(logger, LightningWandbLogger) and rank_zero_only.rank == 0:
+        return logger.experiment
+    return None
+
+
+def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], step: int) -> None:
+    """Log ``build()`` (tables, plots, images) to every W&B run, building it only if there is one.
+
+    A failure warns once per call and never propagates: media are a view, training goes on.
+    """
+    runs = [run for run in (wandb_run(lg) for lg in loggers) if run is not None]
+    if not runs:
+        return
+    try:
+        payload = build()
+        for run in runs:
+            run.log({**payload, "trainer/global_step": step})
+    except Exception as err:  # W&B media must never stop training
+        warn(f"could not log barrier plots to W&B ({_first_line(err)}); training continues")
+
+
+def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """The resolved ``lwlc fit`` config (from LightningCLI's SaveConfigCallback) as plain data."""
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, SaveConfigCallback):
+            import yaml
+
+            try:
+                return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False))
+            except Exception:  # an undumpable config is not worth failing a run over
+                return None
+    return None
+
+
+def environment(trainer: pl.Trainer) -> dict[str, Any]:
+    """Versions, devices and parallelism of this run, for reproducing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        **{package: installed(package) for package in ("lightning", "lwlc", "wandb")},
+        "accelerator": type(trainer.accelerator).__name__,
+        "cuda_devices": devices,
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
+        "precision": str(trainer.precision),
+    }
+
+
+def record_run_info(trainer: pl.Trainer, info: Mapping[str, Any]) -> None:
+    """Record ``info``, the config and the environment as hyper-parameters ``lwlc/...``."""
+    record = {**info, "config": cli_config(trainer), "environment": environment(trainer)}
+    for logger in trainer.loggers:
+        try:
+            logger.log_hyperparams({"lwlc": record})
+        except Exception as err:  # a logger that cannot store nested data must not stop training
+            warn(f"{type(logger).__name__} could not record the run info ({_first_line(err)})")

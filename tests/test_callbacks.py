@@ -1,0 +1,338 @@
+"""The layer-wise barrier Callback: schedule, values, history across resumes, DDP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+
+from engine_reference import naive_curve
+from lwlc import analyze, cli
+from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.checkpoints import read_checkpoint
+from lwlc.data import DigitsDataModule
+from lwlc.errors import LwlcError
+from lwlc.evaluation import Evaluator
+from lwlc.interpolation import default_alphas, make_paths
+from lwlc.io import read_csv
+from lwlc.layers import default_groups
+from lwlc.models import MLP
+from lwlc.sweep import sweep
+from lwlc.training import ClassifierModule, PairedModule, reinitialize
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "digits_mlp.yaml"
+KEY = ("plan", "group", "rest_from", "split", "reference")
+CALLBACK = "lwlc.callbacks.LayerwiseBarrierCallback"
+
+
+class _Pair(PairedModule):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+class _Single(ClassifierModule):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+def _mlp() -> MLP:
+    return MLP(in_features=64, num_classes=10, width=32, depth=2)
+
+
+def _data(order_seeds: tuple[int, ...] = (0, 1)) -> DigitsDataModule:
+    return DigitsDataModule(batch_size=32, order_seeds=order_seeds)
+
+
+def _trainer(root: Path, callbacks: list, max_epochs: int = 2, **kwargs) -> Trainer:
+    return Trainer(
+        default_root_dir=root,
+        max_epochs=max_epochs,
+        limit_train_batches=5,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+def _cli_fit(root: Path, callback: dict, *args: str) -> None:
+    """``lwlc fit`` of the digits config (5 batches an epoch) with the Callback configured so."""
+    extra = root.with_suffix(".callback.yaml")
+    extra.write_text(
+        yaml.safe_dump(
+            {"trainer": {"callbacks": [{"class_path": CALLBACK, "init_args": callback}]}}
+        )
+    )
+    cli.main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG),
+            "--config",
+            str(extra),
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.limit_train_batches",
+            "5",
+            *args,
+        ]
+    )
+
+
+def _by_key(rows: list[dict]) -> dict[tuple, dict]:
+    keyed = {tuple(r[k] for k in KEY): r for r in rows}
+    assert len(keyed) == len(rows), "each (path, split, reference) appears once"
+    return keyed
+
+
+def _last_step(rows: list[dict]) -> list[dict]:
+    last = max(r["step"] for r in rows)
+    return [r for r in rows if r["step"] == last]
+
+
+def test_callback_values_equal_lwlc_analyze_on_the_same_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    options = {
+        "plans": ["full", "single", "cumulative_front"],
+        "rest_from": ["a", "b"],
+        "splits": ["val", "test"],
+        "max_samples": None,
+        "figures": False,
+    }
+    _cli_fit(run, options, "--trainer.max_epochs", "2")
+    out = tmp_path / "analysis"
+    options = "--plans full,single,cumulative_front --splits val,test --no_plots".split()
+    analyze.run(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out), *options])
+    ours = _by_key(_last_step(read_csv(run / "barriers" / "barriers.csv")))
+    theirs = _by_key(read_csv(out / "barriers.csv"))
+    assert ours.keys() == theirs.keys()
+    for key, row in theirs.items():
+        assert ours[key]["loss_barrier"] == pytest.approx(row["loss_barrier"], abs=1e-9), key
+        assert ours[key]["error_barrier"] == pytest.approx(row["error_barrier"], abs=1e-9), key
+    point = ("plan", "group", "rest_from", "split", "alpha")
+    ours_curves = {
+        tuple(r[k] for k in point): r["loss"]
+        for r in _last_step(read_csv(run / "barriers" / "curves.csv"))
+    }
+    theirs_curves = {tuple(r[k] for k in point): r["loss"] for r in read_csv(out / "curves.csv")}
+    assert ours_curves.keys() == theirs_curves.keys()
+    assert [ours_curves[k] for k in theirs_curves] == pytest.approx(
+        list(theirs_curves.values()), abs=1e-9
+    )
+    pairing = json.loads((run / "barriers" / "summary.json").read_text())["pairing"]
+    assert (pairing["mode"], pairing["init"], pairing["order"]) == ("pair", "shared", "different")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _cli_fit(run, {"figures": False}, "--trainer.max_epochs", "4")
+    return read_csv(run / "barriers" / "barriers.csv")
+
+
+@pytest.mark.parametrize("save_on_train_epoch_end", [True, False])
+def test_resumed_run_continues_the_history_without_gaps_or_duplicates(
+    tmp_path, uninterrupted, save_on_train_epoch_end
+):
+    flag = ["--checkpoint.save_on_train_epoch_end", str(save_on_train_epoch_end).lower()]
+    _cli_fit(tmp_path / "first", {"figures": False}, "--trainer.max_epochs", "2", *flag)
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = next(
+        v
+        for k, v in torch.load(ckpt, weights_only=True)["callbacks"].items()
+        if k.startswith("Layerwise")
+    )
+    # Saved after validation, the checkpoint misses the epoch-2 evaluation: the resumed run adds it.
+    assert max(r["epoch"] for r in saved["barriers"]) == (2 if save_on_train_epoch_end else 1)
+    _cli_fit(
+        tmp_path / "resumed",
+        {"figures": False},
+        "--trainer.max_epochs",
+        "4",
+        "--ckpt_path",
+        str(ckpt),
+        *flag,
+    )
+    resumed = read_csv(tmp_path / "resumed" / "barriers" / "barriers.csv")
+    assert [(r["epoch"], r["step"]) for r in resumed] == [
+        (r["epoch"], r["step"]) for r in uninterrupted
+    ]
+    assert sorted({r["epoch"] for r in resumed}) == [0, 1, 2, 3, 4]
+    assert [r["loss_barrier"] for r in resumed] == pytest.approx(
+        [r["loss_barrier"] for r in uninterrupted], abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # 5 steps an epoch; labels count completed epochs; an epoch's last step is its end.
+        (
+            dict(every_n_epochs=None, every_n_steps=3, at_epochs=[0, 2]),
+            [(0, 0), (0, 3), (1, 6), (1, 9), (2, 10), (2, 12), (3, 15)],
+        ),
+        (dict(every_n_epochs=2), [(0, 0), (2, 10), (3, 15)]),
+        (dict(every_n_epochs=None, at_fit_end=True), [(3, 15)]),
+    ],
+)
+def test_schedule_evaluates_at_the_requested_epochs_and_steps(tmp_path, schedule, expected):
+    callback = LayerwiseBarrierCallback(figures=False, **schedule)
+    _trainer(tmp_path, [callback], max_epochs=3).fit(
+        _Pair(_mlp(), init_seed_b=1), datamodule=_data()
+    )
+    assert (
+        sorted({(r["epoch"], r["step"]) for r in callback.barriers}, key=lambda t: t[1]) == expected
+    )
+    on_disk = read_csv(tmp_path / "barriers" / "barriers.csv")
+    assert [(r["epoch"], r["step"]) for r in on_disk] == [
+        (r["epoch"], r["step"]) for r in callback.barriers
+    ]
+
+
+def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
+    reference = _mlp()
+    reinitialize(reference, seed=7)
+    ref_path = tmp_path / "reference.pt"
+    torch.save(reference.state_dict(), ref_path)
+    callback = LayerwiseBarrierCallback(
+        every_n_epochs=None,
+        at_fit_end=True,
+        alphas=[0, 0.25, 0.5, 1],
+        figures=False,
+        reference_ckpt=str(ref_path),
+    )
+    module, data = _Single(_mlp()), _data(order_seeds=(0,))
+    _trainer(tmp_path, [callback], max_epochs=1).fit(module, datamodule=data)
+    x, y = data.tensors("val", 1000)
+    a, b = module.net.state_dict(), reference.state_dict()
+    losses, accuracies = naive_curve(_mlp(), a, b, set(a), [0, 0.25, 0.5, 1], "a", x, y)
+    full = [r for r in callback.curves if r["plan"] == "full"]
+    assert [r["loss"] for r in full] == pytest.approx(losses, rel=1e-5)
+    assert [r["accuracy"] for r in full] == pytest.approx(accuracies, abs=1e-6)
+    midpoint = next(
+        r for r in callback.barriers if r["plan"] == "full" and r["reference"] == "midpoint"
+    )
+    assert midpoint["loss_barrier"] == pytest.approx(
+        losses[2] - (losses[0] + losses[3]) / 2, rel=1e-5
+    )
+    pairing = json.loads((tmp_path / "barriers" / "summary.json").read_text())["pairing"]
+    assert pairing["mode"] == "reference" and str(ref_path) in pairing["b"]
+
+
+def test_callback_does_not_change_training(tmp_path):
+    states = []
+    for callbacks in ([], [LayerwiseBarrierCallback(every_n_steps=2, figures=False)]):
+        module = _Pair(_mlp(), init_seed_b=1)
+        _trainer(tmp_path / str(len(callbacks)), callbacks).fit(module, datamodule=_data())
+        states.append(module.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(every_n_epochs=0), "every_n_epochs=0"),
+        (dict(plans=["full", "singel"]), "'singel'; choose from full, single"),
+        (dict(splits=["dev"]), "'dev'; choose from train, val, test"),
+        (dict(rest_from=["c"]), "'c'"),
+        (dict(reference="middle"), "'middle'; choose from path, models, midpoint"),
+        (dict(alphas=[0, 0.3, 1]), "needs 0.5 among the alphas"),
+        (dict(alphas=[0.2, 0.5, 1]), "must include 0 and 1"),
+        (dict(at_epochs=[-1]), "at_epochs holds -1"),
+        (dict(every_n_epochs=None, at_fit_end=False), "nothing scheduled"),
+        (dict(max_samples=0), "max_samples=0"),
+        (dict(bn="recompute"), "'recompute'; choose from keep, reset"),
+    ],
+)
+def test_invalid_arguments_are_one_line_errors_naming_the_value(kwargs, message):
+    with pytest.raises(LwlcError) as err:
+        LayerwiseBarrierCallback(**kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_single_network_without_reference_is_a_clear_error(tmp_path):
+    with pytest.raises(
+        LwlcError, match="trains one network: set LayerwiseBarrierCallback reference_ckpt"
+    ):
+        _trainer(tmp_path, [LayerwiseBarrierCallback()]).fit(
+            _Single(_mlp()), datamodule=_data((0,))
+        )
+
+
+DDP_SCRIPT = """
+import sys
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.checkpoints import read_checkpoint
+from lwlc.data import DigitsDataModule
+from lwlc.models import MLP
+from lwlc.sweep import sweep
+from lwlc.training import PairedModule
+
+
+class Pair(PairedModule):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+root = sys.argv[1]
+callback = LayerwiseBarrierCallback(
+    rest_from=["a", "b"], splits=["val", "test"], max_samples=None, figures=False
+)
+trainer = Trainer(
+    default_root_dir=root, max_epochs=2, limit_train_batches=5, accelerator="cpu", devices=2,
+    strategy="ddp", logger=CSVLogger(root), enable_progress_bar=False, enable_model_summary=False,
+    callbacks=[callback, ModelCheckpoint(dirpath=root + "/checkpoints", save_last=True)],
+)
+data = DigitsDataModule(batch_size=32, order_seeds=[0, 1])
+trainer.fit(Pair(MLP(64, 10, 32, 2), init_seed_b=1), datamodule=data)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_engine_and_logs_each_row_once(tmp_path):
+    script, run = tmp_path / "ddp_fit.py", tmp_path / "run"
+    script.write_text(DDP_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # One process, straight from the engine, on the checkpoint of the last evaluation.
+    ck = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    model, data = _mlp(), DigitsDataModule()
+    splits = {s: data.tensors(s) for s in ("val", "test")}
+    paths = make_paths(default_groups(model, splits["val"][0][:2]), ["full", "single"], ["a", "b"])
+    expected = sweep(
+        Evaluator(model, ck.members["a"], ck.members["b"]), paths, default_alphas(11), splits
+    )
+    rows = read_csv(run / "barriers" / "barriers.csv")
+    assert len({(r["step"], *(r[k] for k in KEY)) for r in rows}) == len(rows), "no duplicated rows"
+    ours = _by_key(_last_step(rows))
+    theirs = _by_key(expected.barriers)
+    assert ours.keys() == theirs.keys()
+    for key, row in theirs.items():
+        assert ours[key]["loss_barrier"] == pytest.approx(row["loss_barrier"], abs=1e-9), key
+        assert ours[key]["error_barrier"] == pytest.approx(row["error_barrier"], abs=1e-9), key
+    metrics = read_csv(next(run.glob("lightning_logs/version_*/metrics.csv")))
+    logged = [r["step"] for r in metrics if r.get("barrier/full/loss") not in ("", None)]
+    assert sorted(logged) == sorted({r["step"] for r in rows}), "each evaluation logged once"
