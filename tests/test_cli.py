@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import CONFIGS, REPO_ROOT
 from lwlc import cli
@@ -51,6 +52,8 @@ def test_demo_config_trains_both_members_to_95_percent_test_accuracy(digits_run:
 
 def test_checkpoint_holds_only_plain_data_and_says_how_the_pair_was_made(digits_run: Path) -> None:
     checkpoint = torch.load(digits_run / RUN / "checkpoints" / "last.ckpt", weights_only=True)
+    max_epochs = yaml.safe_load(Path(DIGITS).read_text())["trainer"]["max_epochs"]
+    assert checkpoint["epoch"] == max_epochs - 1
     assert checkpoint["lwlc_pairing"] == {
         "init": "shared",
         "order": "different",
@@ -74,6 +77,19 @@ def test_checkpoint_holds_only_plain_data_and_says_how_the_pair_was_made(digits_
         members[prefix] = own
     assert len(members["net_a."]) + len(members["net_b."]) == len(state)
     assert not torch.equal(members["net_a."]["head.weight"], members["net_b."]["head.weight"])
+
+
+def test_the_best_checkpoint_by_a_validation_accuracy_is_kept_too(digits_run: Path) -> None:
+    (best,) = (digits_run / RUN / "checkpoints").glob("best-*.ckpt")
+    checkpoint = torch.load(best, weights_only=True)
+    best_epoch = checkpoint["epoch"]
+    val_acc = {}
+    with (digits_run / RUN / "logs" / "version_0" / "metrics.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["a/val/acc"]:
+                val_acc[int(row["epoch"])] = float(row["a/val/acc"])
+    assert val_acc[best_epoch] == max(val_acc.values())
+    assert all(val_acc[e] < val_acc[best_epoch] for e in val_acc if e < best_epoch)
 
 
 def test_a_second_run_in_the_same_folder_never_overwrites_the_first_checkpoint(

@@ -197,11 +197,12 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Pat
     last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
     fit_digits(tmp_path / "resumed", "--trainer.max_epochs", "2", "--ckpt_path", str(last))
 
-    def weights(run: str) -> dict[str, torch.Tensor]:
-        path = tmp_path / run / "checkpoints" / "last.ckpt"
-        return torch.load(path, weights_only=True)["state_dict"]
+    def final(run: str) -> dict:
+        return torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
 
-    assert_same(weights("resumed"), weights("straight"))
+    straight, resumed = final("straight"), final("resumed")
+    assert straight["epoch"] == resumed["epoch"] == 1  # last.ckpt is the last epoch's state
+    assert_same(resumed["state_dict"], straight["state_dict"])
     # The second process trained epoch 1 only: it resumed rather than started afresh.
     assert logged_epochs(tmp_path / "resumed" / "logs" / "version_1" / "metrics.csv") == {1}
     assert logged_epochs(tmp_path / "straight" / "logs" / "version_0" / "metrics.csv") == {0, 1}

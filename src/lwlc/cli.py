@@ -63,7 +63,12 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 ) from err
 
     class LwlcCLI(LightningCLI):
-        """LightningCLI with lwlc's checkpointing defaults and the pair's order-seed link."""
+        """LightningCLI with lwlc's checkpoints and the pair's order-seed link.
+
+        Checkpoints go to ``<default_root_dir>/checkpoints/``: ``last.ckpt`` after every epoch
+        (``last-v1.ckpt`` ... when an earlier run left one) and ``best-epoch=E-step=S.ckpt`` by
+        ``a/val/acc`` (pairs) or ``val/acc``.
+        """
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument(
@@ -73,8 +78,15 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 help="CPU threads for torch (torch.set_num_threads); 1 is fastest for tiny "
                 "models on a busy machine. Default: torch's choice.",
             )
+            # Lightning (2.6) refreshes save_last's last.ckpt only when a top-k checkpoint is
+            # saved, i.e. when the monitored metric improves; so last.ckpt is a checkpoint of its
+            # own, without monitor, rewritten every epoch, and the best one is another.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.save_last": True, "checkpoint.mode": "max"})
+            parser.set_defaults({"checkpoint.filename": "last", "checkpoint.save_top_k": 1})
+            parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+            parser.set_defaults(
+                {"best_checkpoint.filename": "best-{epoch}-{step}", "best_checkpoint.mode": "max"}
+            )
             parser.link_arguments(
                 ("model.init_args.order_seed_a", "model.init_args.order_seed_b"),
                 "data.init_args.order_seeds",
@@ -82,17 +94,17 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             )
 
         def before_instantiate_classes(self) -> None:
-            """Apply num_threads; default the checkpoint directory and monitor from the config."""
+            """Apply num_threads; default the checkpoint directory and best's metric."""
             config = self.config[self.subcommand] if self.subcommand else self.config
             if config.num_threads is not None:
                 torch.set_num_threads(config.num_threads)
-            checkpoint = config.checkpoint
-            if checkpoint.dirpath is None:
-                root = config.trainer.default_root_dir or os.getcwd()
-                checkpoint.dirpath = os.path.join(root, "checkpoints")
-            if checkpoint.monitor is None:
+            root = config.trainer.default_root_dir or os.getcwd()
+            for checkpoint in (config.checkpoint, config.best_checkpoint):
+                if checkpoint.dirpath is None:
+                    checkpoint.dirpath = os.path.join(root, "checkpoints")
+            if config.best_checkpoint.monitor is None:
                 paired = issubclass(_import_class(config.model.class_path), PairedModule)
-                checkpoint.monitor = "a/val/acc" if paired else "val/acc"
+                config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
 
     def run(args: list[str]) -> None:
         _silence_upstream_noise()
