@@ -44,6 +44,7 @@ def build_parser() -> Any:
         prog="lwlc analyze",
         description="Layer-wise linear connectivity of two networks.",
         exit_on_error=False,
+        allow_abbrev=False,  # '--alpha' must not silently mean '--alphas'
     )
     p.add_argument(
         "--ckpt",
@@ -83,7 +84,8 @@ def build_parser() -> Any:
     )
     p.add_argument(
         "--group",
-        type=list[str],
+        action="append",
+        type=str,
         default=[],
         help="merge the layers matching a glob (or re:regex) into one group; repeatable",
     )
@@ -95,7 +97,8 @@ def build_parser() -> Any:
     )
     p.add_argument(
         "--custom",
-        type=list[str],
+        action="append",
+        type=str,
         default=[],
         help="custom plan set 'name=pattern,pattern'; repeatable",
     )
@@ -576,6 +579,16 @@ class _Interrupts:
             raise _Interrupted(self._pending)
 
 
+def _in_order(rows: Rows, paths: Sequence[Path], splits: Sequence[str]) -> Rows:
+    """Rows by path (in plan order), then split, keeping the order of alphas and references: the
+    files come out the same however the work was chunked or resumed."""
+    position = {(p.plan, p.group, p.rest_from): i for i, p in enumerate(paths)}
+    split_position = {s: i for i, s in enumerate(splits)}
+    return sorted(
+        rows, key=lambda r: (position.get(path_key(r), len(paths)), split_position.get(str(r["split"]), 0))
+    )
+
+
 def _warn_nonfinite(curves: Rows) -> int:
     """Say how many curve points have a NaN/Inf loss (they are kept as such, never dropped)."""
     bad = sum(not math.isfinite(float(r["loss"])) for r in curves)
@@ -594,7 +607,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         args = parser.parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
-        raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc analyze --help)") from None
+        raise LwlcError(f"{' '.join(str(err).split())} (see lwlc analyze --help)") from None
     started = time.time()
     opts = _options(args)
     state_a, state_b, cks, ck_model = _members(args)
@@ -635,11 +648,12 @@ def run(argv: Sequence[str]) -> int:
         return 0
 
     alphas = opts.alphas
-    paths = make_paths(groups, opts.plans, opts.rest_from, custom)
+    paths = all_paths = make_paths(groups, opts.plans, opts.rest_from, custom)
     evaluator = Evaluator(model, state_a, state_b, device=opts.device, bn=args.bn)
     calibration = None
     if args.bn == "reset" and evaluator.has_batchnorm():
         calibration = datamodule.tensors("train", args.bn_samples)[0]
+    sizes = _memory_plan(args, evaluator, model, paths, alphas, data, calibration)
     _prepare_out(out, args)
 
     summary: dict[str, Any] = {
@@ -671,7 +685,6 @@ def run(argv: Sequence[str]) -> int:
     barriers: Rows = []
     if args.resume:
         curves, barriers, paths = _resume(out, summary, paths, opts.splits, alphas)
-    sizes = _memory_plan(args, evaluator, model, paths, alphas, data, calibration)
     summary["memory"] = sizes.as_dict()
     total = len(paths)
 
@@ -681,8 +694,8 @@ def run(argv: Sequence[str]) -> int:
 
         def save(new_curves: Rows, new_barriers: Rows) -> None:
             with interrupts.writing():
-                curves.extend(new_curves)
-                barriers.extend(new_barriers)
+                curves[:] = _in_order(curves + new_curves, all_paths, opts.splits)
+                barriers[:] = _in_order(barriers + new_barriers, all_paths, opts.splits)
                 write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
                 write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
 

@@ -44,6 +44,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+    from lwlc.checkpoints import check_lightning_run
     from lwlc.training import PairedModule
 
     class SaveConfig(SaveConfigCallback):
@@ -93,9 +94,16 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 compute_fn=order_seeds,
             )
 
+        def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
+            """Parse, then make checkpoint loading safe before Lightning reads ``--ckpt_path``."""
+            super().parse_arguments(parser, args)
+            if self.config.get("subcommand"):
+                check_lightning_run(self.config[self.config.subcommand])
+
         def before_instantiate_classes(self) -> None:
             """Apply num_threads; default the checkpoint directory and best's metric."""
             config = self.config[self.subcommand] if self.subcommand else self.config
+            _check_accelerator(config.trainer.accelerator)
             if config.num_threads is not None:
                 torch.set_num_threads(config.num_threads)
             root = config.trainer.default_root_dir or os.getcwd()
@@ -127,6 +135,17 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             sys.argv = saved_argv
 
     return run
+
+
+def _check_accelerator(accelerator: object) -> None:
+    """A GPU accelerator on a machine without CUDA is a one-line user error, not a traceback."""
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise LwlcError(
+            f"--trainer.accelerator {accelerator} requested but CUDA is not available on this "
+            "machine: use --trainer.accelerator cpu (or auto)"
+        )
 
 
 def _not_an_advert(record: logging.LogRecord) -> bool:

@@ -14,8 +14,8 @@ import json
 import math
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,31 +39,39 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _unreadable(p: Path, err: Exception) -> LwlcError:
+    text = str(err).strip()
+    msg = text.splitlines()[0] if text else type(err).__name__
+    return LwlcError(
+        f"{p} is not a readable checkpoint (not a torch or safetensors file, or truncated or "
+        f"corrupted): {msg[:200]}"
+    )
+
+
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint or state dict without executing code; raise one clear line otherwise."""
     p = _check_file(path)
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file as load_safetensors
 
         try:
             return load_safetensors(str(p))
-        except (SafetensorError, OSError, ValueError) as err:
+        except Exception as err:  # safetensors' own error types, OSError, ValueError, ...
             raise LwlcError(f"{p} is not a readable safetensors file ({err}): re-export it") from None
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported object"
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        names = re.search(r"GLOBAL (\S+)", str(err))
+        if names or "add_safe_globals" in str(err):
+            what = f"the Python object {names.group(1)}" if names else "Python objects"
             raise LwlcError(
-                f"refusing to load {p}: it holds Python objects that would run code when unpickled ({first[:160]}); "
-                "lwlc loads only tensors and plain data. If you trust the file, re-save it as "
+                f"refusing to load {p}: it holds {what}, which would run code when unpickled; lwlc "
+                "loads only tensors and plain data. If you trust the file, re-save it as "
                 "torch.save(model.state_dict(), path) or as safetensors"
             ) from None
-        raise LwlcError(f"{p} is not a valid checkpoint (corrupted?): {first[:200]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LwlcError(f"{p} is not a readable checkpoint (truncated or corrupted?): {msg[:200]}") from None
+        raise _unreadable(p, err) from None
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise _unreadable(p, err) from None
     if not isinstance(obj, dict):
         raise LwlcError(f"{p} holds a {type(obj).__name__}, not a checkpoint or state dict")
     return obj

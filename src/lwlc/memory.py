@@ -105,15 +105,15 @@ class MemoryPlan:
         """Estimated peak bytes: fixed + cached weights + one batch of activations."""
         return self.fixed + self.weights + self.batch_size * self.activations_per_sample
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain data for summary.json (sizes in GiB, activations in bytes per sample)."""
+    def as_dict(self) -> dict[str, int]:
+        """Plain data for summary.json (bytes)."""
         return {
             "batch_size": self.batch_size,
             "chunk_size": self.chunk_size,
-            "budget_gib": round(self.budget / GIB, 4),
-            "estimate_gib": round(self.estimate / GIB, 4),
-            "fixed_gib": round(self.fixed / GIB, 4),
-            "weights_gib": round(self.weights / GIB, 4),
+            "budget_bytes": self.budget,
+            "estimate_bytes": self.estimate,
+            "fixed_bytes": self.fixed,
+            "weights_bytes": self.weights,
             "activation_bytes_per_sample": self.activations_per_sample,
         }
 

@@ -1,0 +1,523 @@
+"""Reliability and safety: untrusted checkpoints, bad input, interruptions, determinism, memory.
+
+Commands run as a user types them (``lwlc.cli.main`` in-process, or a fresh process where the
+behaviour depends on being one), on short real ``lwlc fit`` runs of the digits demo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+
+from conftest import CONFIGS, REPO_ROOT
+from engine_reference import naive_eval, naive_state
+from lwlc import analyze as analyze_module
+from lwlc import memory
+from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.cli import main
+from lwlc.data import DigitsDataModule
+from lwlc.errors import LwlcError
+from lwlc.evaluation import Evaluator
+from lwlc.interpolation import coefficients, make_paths
+from lwlc.layers import default_groups
+from lwlc.models import MLP
+from lwlc.training import ClassifierModule
+from lwlc_runs import DIGITS, QUIET, fit_pair, fit_single, members, mlp_of
+
+
+class Payload:
+    """Pickles to ``open(path, "w")``: unpickling it creates ``path`` (harmless, detectable)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.path, "w"))
+
+
+def malicious_checkpoint(path: Path, marker: Path, legacy: bool = False) -> Path:
+    """A file shaped like an lwlc checkpoint whose unpickling would create ``marker``."""
+    body = {"state_dict": {"net.fc1.weight": torch.zeros(2, 2)}, "callbacks": Payload(marker)}
+    if legacy:  # a bare pickle, as torch's pre-1.6 format starts
+        with path.open("wb") as f:
+            pickle.dump(body, f, protocol=2)
+    else:
+        torch.save(body, path)
+    return path
+
+
+class CrashAtEpoch(Callback):
+    """Fails the run when epoch ``epoch`` starts (after the earlier epochs' checkpoints)."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: object) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def analyze(out: Path, *args: str) -> Path:
+    main(["analyze", *args, "--out", str(out), "--no_plots"])
+    return out
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_text_rows(path: Path) -> list[list[str]]:
+    return [line.split(",") for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Real checkpoints and every kind of broken input, in one folder no test may change."""
+    root = tmp_path_factory.mktemp("inputs")
+    pair = fit_pair(root / "pair")
+    single = fit_single(root / "single", seed=1)
+    made: dict[str, Path] = {"root": root, "pair": pair, "single": single}
+
+    def save(name: str, obj: object) -> None:  # key: the file name without its suffix
+        made[name.partition(".")[0]] = root / name
+        torch.save(obj, root / name)
+
+    torch.manual_seed(0)
+    save("narrow.pt", MLP(width=16).state_dict())
+    save("deeper.pt", MLP(width=32, depth=3).state_dict())
+    save("list.pt", [1, 2, 3])
+    save("no_tensors.pt", {"epoch": 3, "note": "no weights"})
+    broken = torch.load(single, weights_only=True)
+    broken["state_dict"]["net.fc1.weight"][0, 0] = float("nan")
+    broken["state_dict"]["net.head.bias"][3] = float("inf")
+    save("nan.ckpt", broken)
+    foreign = torch.load(pair, weights_only=True)
+    foreign["hyper_parameters"]["model"]["class_path"] = "evil_package.Net"
+    save("foreign.ckpt", foreign)
+    made["empty"] = root / "empty.ckpt"
+    made["empty"].touch()
+    made["truncated"] = root / "truncated.ckpt"
+    made["truncated"].write_bytes(pair.read_bytes()[: pair.stat().st_size // 2])
+    made["text"] = root / "text.ckpt"
+    made["text"].write_text("this is not a checkpoint\n")
+    made["a_file"] = root / "a_file"
+    made["a_file"].write_text("a file, not a directory\n")
+    made["results"] = root / "results"
+    made["results"].mkdir()
+    (made["results"] / "curves.csv").write_text("earlier results\n")
+    made["yaml"] = root / "broken.yaml"
+    made["yaml"].write_text("trainer:\n  max_epochs: [1\n")
+    made["unknown_key"] = root / "unknown_key.yaml"
+    made["unknown_key"].write_text("trainer:\n  max_epoch: 1\n")
+    yield made
+
+
+# ------------------------------------------------------------------ untrusted checkpoints
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], marker: Path) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert not marker.exists(), "loading the checkpoint ran its code"
+    lines = [line for line in err.splitlines() if line.startswith("lwlc: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_the_crafted_checkpoint_really_runs_code_when_unpickled_unsafely(tmp_path):
+    marker = tmp_path / "created"
+    torch.load(malicious_checkpoint(tmp_path / "x.ckpt", marker), weights_only=False)
+    assert marker.exists()  # so the refusals below are refusals of a live payload
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["analyze", "--ckpt", "{evil}"],
+        ["analyze", "--ckpt-a", "{evil}", "--ckpt-b", "{single}"],
+        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{evil}"],
+        ["fit", "--config", DIGITS, "--ckpt_path", "{evil}"],
+        ["validate", "--config", DIGITS, "--ckpt_path", "{evil}"],
+        ["test", "--config", DIGITS, "--ckpt_path", "{evil}"],
+        ["fit", "--config", DIGITS, "--ckpt_path", "{evil}", "--weights_only", "true"],
+    ],
+    ids=["analyze-ckpt", "analyze-ckpt-a", "analyze-ckpt-b", "fit", "validate", "test", "fit-wo"],
+)
+def test_a_checkpoint_that_runs_code_is_refused_without_running_it(
+    files, tmp_path, capsys, command, legacy
+):
+    marker = tmp_path / "PWNED"
+    evil = malicious_checkpoint(tmp_path / "evil.ckpt", marker, legacy)
+    argv = [a.format(evil=evil, single=files["single"]) for a in command]
+    argv += ["--out", str(tmp_path / "out")] if argv[0] == "analyze" else ["--trainer.default_root_dir", str(tmp_path)]
+    line = _refused(capsys, argv, marker)
+    assert "refusing to load" in line and str(evil) in line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_weights_only_false_is_refused_before_anything_is_loaded(files, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    evil = malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+    argv = ["fit", "--config", DIGITS, "--ckpt_path", str(evil), "--weights_only", "false"]
+    line = _refused(capsys, [*argv, "--trainer.default_root_dir", str(tmp_path)], marker)
+    assert "--weights_only false" in line
+
+
+def test_the_callback_refuses_a_reference_checkpoint_that_runs_code(tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+
+    class Single(ClassifierModule):
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[LayerwiseBarrierCallback(reference_ckpt=str(evil))],
+    )  # fmt: skip
+    with pytest.raises(LwlcError, match="refusing to load"):
+        trainer.fit(Single(MLP(width=32)), datamodule=DigitsDataModule(order_seeds=[0]))
+    assert not marker.exists()
+
+
+def test_fit_resumes_from_its_own_checkpoint_under_the_safe_loader(files, tmp_path):
+    """The safe path is not a refusal of everything: lwlc's own checkpoints resume."""
+    last = fit_pair(tmp_path / "first")
+    resumed = tmp_path / "resumed"
+    main(
+        ["fit", "--config", DIGITS, "--ckpt_path", str(last), "--trainer.default_root_dir", str(resumed)]
+        + ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", *QUIET]
+    )
+    checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 10)
+
+
+# ------------------------------------------------------------------ the bad-input battery
+def _no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+FIT = ["fit", "--config", DIGITS, "--trainer.default_root_dir", "{tmp}", *QUIET]
+BATTERY = [
+    # (id, argv, fragments the one error line must hold, setup)
+    ("missing-path", ["analyze", "--ckpt", "{root}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"], None),
+    ("directory", ["analyze", "--ckpt", "{root}"], ["is a directory"], None),
+    ("empty-file", ["analyze", "--ckpt", "{empty}"], ["empty.ckpt", "is empty"], None),
+    ("truncated-file", ["analyze", "--ckpt", "{truncated}"], ["truncated.ckpt", "not a readable checkpoint", "truncated or corrupted"], None),
+    ("not-a-checkpoint", ["analyze", "--ckpt", "{text}"], ["text.ckpt", "not a readable checkpoint"], None),
+    ("not-a-dict", ["analyze", "--ckpt", "{list}"], ["list.pt", "holds a list"], None),
+    ("no-tensors", ["analyze", "--ckpt", "{no_tensors}"], ["no state dict of tensors"], None),
+    ("different-shapes", ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{narrow}"], ["shape mismatch at 'fc1.weight'", "(32, 64) vs B (16, 64)"], None),
+    ("different-architectures", ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{deeper}"], ["different layers", "fc3"], None),
+    ("paired-where-single-expected", ["analyze", "--ckpt-a", "{pair}", "--ckpt-b", "{single}"], ["is a paired checkpoint", "use --ckpt"], None),
+    ("single-where-paired-expected", ["analyze", "--ckpt", "{single}"], ["holds a single network", "--ckpt-a"], None),
+    ("both-ckpt-forms", ["analyze", "--ckpt", "{pair}", "--ckpt-a", "{single}"], ["either --ckpt"], None),
+    ("unknown-group-pattern", ["analyze", "--ckpt", "{pair}", "--group", "lyr*"], ["'lyr*' matches no layer", "available: fc1, fc2, head"], None),
+    ("unknown-custom-layer", ["analyze", "--ckpt", "{pair}", "--custom", "mine=fc1,lyr2"], ["unknown layer or group 'lyr2'", "available: fc1"], None),
+    ("unknown-plan", ["analyze", "--ckpt", "{pair}", "--plans", "full,singel"], ["unknown plan 'singel'"], None),
+    ("alpha-above-one", ["analyze", "--ckpt", "{pair}", "--alphas", "0,0.5,1.5"], ["[0, 1]", "1.5"], None),
+    ("alpha-below-zero", ["analyze", "--ckpt", "{pair}", "--alphas=-0.5,0,1"], ["[0, 1]", "-0.5"], None),
+    ("one-alpha", ["analyze", "--ckpt", "{pair}", "--alphas", "0.5"], ["at least 2 alphas"], None),
+    ("num-alphas-one", ["analyze", "--ckpt", "{pair}", "--num-alphas", "1"], ["--num-alphas 1", "at least 2"], None),
+    ("alphas-not-numbers", ["analyze", "--ckpt", "{pair}", "--alphas", "0,half,1"], ["--alphas", "numbers"], None),
+    ("nan-and-inf-weights", ["analyze", "--ckpt-a", "{nan}", "--ckpt-b", "{single}"], ["NaN/Inf", "fc1.weight", "head.bias"], None),
+    ("untrusted-class-in-checkpoint", ["analyze", "--ckpt", "{foreign}"], ["evil_package.Net", "--trust-class-paths"], None),
+    ("dataset-missing-offline", ["analyze", "--ckpt", "{pair}", "--data", "lwlc.data.CIFAR10DataModule", "--data.init_args.root", "{tmp}/no_cifar"], ["CIFAR-10 not found", "no_cifar"], None),
+    ("out-not-writable", ["analyze", "--ckpt", "{pair}", "--out", "{a_file}/results"], ["cannot write to --out"], None),
+    ("out-is-a-file", ["analyze", "--ckpt", "{pair}", "--out", "{a_file}"], ["is a file"], None),
+    ("out-not-empty", ["analyze", "--ckpt", "{pair}", "--out", "{results}"], ["exists and is not empty", "--overwrite"], None),
+    ("device-cuda-without-cuda", ["analyze", "--ckpt", "{pair}", "--device", "cuda"], ["--device cuda", "CUDA is not available"], _no_cuda),
+    ("memory-budget-too-small", ["analyze", "--ckpt", "{pair}", "--memory-budget", "0.0001"], ["memory budget is 0.00 GiB", "--memory-budget"], None),
+    ("batch-size-zero", ["analyze", "--ckpt", "{pair}", "--batch-size", "0"], ["--batch-size must be >= 1"], None),
+    ("unknown-option", ["analyze", "--ckpt", "{pair}", "--alpha", "0,1"], ["unrecognized arguments: --alpha 0,1"], None),
+    ("fit-invalid-yaml", ["fit", "--config", "{yaml}", "--trainer.default_root_dir", "{tmp}"], ["invalid configuration"], None),
+    ("fit-unknown-config-key", [*FIT, "--model.init_args.init_sed_a", "3"], ["invalid configuration", "init_sed_a"], None),
+    ("fit-unknown-key-in-yaml", [*FIT, "--config", "{unknown_key}"], ["invalid configuration", "max_epoch"], None),
+    ("fit-gpu-without-cuda", [*FIT, "--trainer.accelerator", "gpu"], ["--trainer.accelerator gpu", "CUDA is not available"], _no_cuda),
+    ("fit-missing-ckpt-path", [*FIT, "--ckpt_path", "{root}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"], None),
+    ("fit-truncated-ckpt-path", [*FIT, "--ckpt_path", "{truncated}"], ["truncated or corrupted"], None),
+    ("validate-directory-ckpt-path", ["validate", *FIT[1:], "--ckpt_path", "{root}"], ["is a directory"], None),
+    ("fit-untrusted-class-in-ckpt", [*FIT, "--ckpt_path", "{foreign}"], ["evil_package.Net", "not in your config"], None),
+    ("fit-dataset-missing-offline", ["fit", "--config", str(CONFIGS / "cifar10_vgg.yaml"), "--trainer.default_root_dir", "{tmp}", "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.init_args.root", "{tmp}/no_cifar"], ["CIFAR-10 not found"], None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "fragments", "setup"), [c[1:] for c in BATTERY], ids=[c[0] for c in BATTERY])
+def test_bad_input_is_one_error_line_and_changes_nothing(
+    files, tmp_path, capsys, monkeypatch, argv, fragments, setup
+):
+    if setup is not None:
+        setup(monkeypatch)
+    names = {k: str(v) for k, v in files.items()} | {"tmp": str(tmp_path)}
+    argv = [a.format(**names) for a in argv]
+    if argv[0] == "analyze" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    before = digests(files["root"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("lwlc: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert digests(files["root"]) == before, "an input or earlier result was changed"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys):
+    """B's head is finite but huge, so every model using it overflows to a NaN loss."""
+    a = members(files["single"])["model"]
+    b = {k: v.clone() for k, v in a.items()}
+    b["head.weight"] = torch.full_like(b["head.weight"], 3e38)
+    paths = []
+    for name, state in (("a", a), ("b", b)):
+        paths.append(tmp_path / f"{name}.pt")
+        torch.save(state, paths[-1])
+    capsys.readouterr()
+    out = analyze(
+        tmp_path / "out", "--ckpt-a", str(paths[0]), "--ckpt-b", str(paths[1]), "--alphas", "0,0.5,1",
+        "--plans", "full,single", "--max-samples", "50",
+        "--model", "lwlc.models.MLP", "--model.init_args.width", "32", "--data", "lwlc.data.DigitsDataModule",
+    )  # fmt: skip
+    x, y = DigitsDataModule().tensors("test", 50)
+    model = mlp_of(files["single"])
+    curves = [r.split(",") for r in (out / "curves.csv").read_text().splitlines()[1:]]
+    names = ["fc1", "fc2", "head"]
+    assert len(curves) == (1 + 2 * len(names)) * 3  # every point is there
+    nan_points = 0
+    for plan, group, rest, _split, alpha, loss, _acc in curves:
+        chosen = names if plan == "full" else [group]
+        keys = {k for k in a if k.rpartition(".")[0] in chosen}
+        expected, _ = naive_eval(model, naive_state(a, b, keys, float(alpha), rest), x, y)
+        assert math.isnan(float(loss)) == math.isnan(expected), (plan, group, rest, alpha)
+        nan_points += math.isnan(expected)
+    assert 0 < nan_points < len(curves)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nonfinite_points"] == nan_points
+    assert f"{nan_points} of {len(curves)} evaluated points have a NaN/Inf loss" in capsys.readouterr().err
+    barriers = [r.split(",") for r in (out / "barriers.csv").read_text().splitlines()[1:]]
+    for plan, group, rest, _split, reference, loss_barrier, _ in barriers:
+        curve_nan = any(math.isnan(float(c[5])) for c in curves if c[:3] == [plan, group, rest])
+        if curve_nan or reference in ("models", "midpoint"):  # f(B) itself is NaN
+            assert loss_barrier == "nan", (plan, group, rest, reference)
+        else:
+            assert math.isfinite(float(loss_barrier))
+
+
+# ------------------------------------------------------------------ no lost work
+def _resume_spy(monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """Record the paths each sweep is asked to compute."""
+    calls: list[list] = []
+    real = analyze_module.sweep
+
+    def spy(evaluator, paths, *args, **kwargs):
+        calls.append(list(paths))
+        return real(evaluator, paths, *args, **kwargs)
+
+    monkeypatch.setattr(analyze_module, "sweep", spy)
+    return calls
+
+
+def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
+    files, tmp_path, monkeypatch, capsys
+):
+    common = ["--ckpt", str(files["pair"]), "--chunk-size", "2", "--max-samples", "60", "--splits", "test,val"]
+    whole = analyze(tmp_path / "whole", *common)
+    out = tmp_path / "out"
+    real_write = analyze_module.write_csv
+
+    def write_then_terminate(path, rows, columns):  # SIGTERM arrives mid-write of chunk 1
+        real_write(path, rows, columns)
+        if Path(path).name == "curves.csv" and rows:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(analyze_module, "write_csv", write_then_terminate)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", *common, "--out", str(out), "--no_plots"])
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert "--resume" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    kept = read_text_rows(out / "barriers.csv")
+    full = read_text_rows(whole / "barriers.csv")
+    assert 1 < len(kept) < len(full) and kept == full[: len(kept)]  # curves and barriers agree
+    kept_curves = read_text_rows(out / "curves.csv")
+    assert kept_curves == read_text_rows(whole / "curves.csv")[: len(kept_curves)]
+
+    monkeypatch.setattr(analyze_module, "write_csv", real_write)
+    calls = _resume_spy(monkeypatch)
+    analyze(out, *common, "--resume")
+    done = {tuple(r[:3]) for r in kept[1:]}
+    assert calls and not any((p.plan, p.group, p.rest_from) in done for p in calls[0])
+    for name in ("curves.csv", "barriers.csv"):
+        assert read_text_rows(out / name) == read_text_rows(whole / name), name
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+
+
+def test_resume_refuses_results_made_with_other_settings(files, tmp_path, capsys):
+    out = analyze(tmp_path / "out", "--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40")
+    before = digests(out)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["analyze", "--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40",
+              "--alphas", "0,0.5,1", "--out", str(out), "--resume"])  # fmt: skip
+    assert "were made with different alphas" in capsys.readouterr().err
+    assert digests(out) == before
+
+
+@pytest.mark.slow
+def test_a_real_sigterm_to_a_running_analyze_process_loses_no_finished_path(files, tmp_path):
+    """A fresh ``lwlc analyze`` process, signalled once its first chunk is on disk."""
+    torch.manual_seed(0)
+    a, b = (MLP(width=512, depth=4).state_dict() for _ in range(2))
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for p, s in zip(paths, (a, b), strict=True):
+        torch.save(s, p)
+    common = [
+        "--ckpt-a", str(paths[0]), "--ckpt-b", str(paths[1]), "--chunk-size", "1", "--no_plots",
+        "--model", "lwlc.models.MLP", "--model.init_args.width", "512", "--model.init_args.depth", "4",
+        "--data", "lwlc.data.DigitsDataModule", "--splits", "test,val",
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lwlc.cli", "analyze", *common, "--out", str(out)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    barriers = out / "barriers.csv"
+    while proc.poll() is None and not (barriers.exists() and len(barriers.read_text().splitlines()) > 1):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "--resume" in err
+    kept = read_text_rows(barriers)
+    whole = analyze(tmp_path / "whole", *common)
+    full = read_text_rows(whole / "barriers.csv")
+    assert 1 < len(kept) < len(full)
+    analyze(out, *common, "--resume")
+    for name in ("curves.csv", "barriers.csv"):
+        got, want = read_text_rows(out / name), read_text_rows(whole / name)
+        assert [r[:5] for r in got] == [r[:5] for r in want]  # same rows in the same order
+        for g, w in zip(got[1:], want[1:], strict=True):
+            assert [float(v) for v in g[5:]] == pytest.approx([float(v) for v in w[5:]], abs=1e-6)
+
+
+def test_a_rerun_after_a_failed_fit_never_overwrites_its_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    crash = tmp_path / "crash.yaml"
+    crash.write_text(
+        "trainer:\n  callbacks:\n    - class_path: test_reliability.CrashAtEpoch\n      init_args: {epoch: 1}\n"
+    )
+    logger = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(run)]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_pair(run, "--config", str(crash), "--trainer.max_epochs", "2", *logger)
+    left = digests(run / "checkpoints")
+    assert "last.ckpt" in left and len(left) == 2, left  # epoch 0's best and last survive
+    fit_pair(run, *logger)
+    after = digests(run / "checkpoints")
+    assert {k: after[k] for k in left} == left
+    assert "last-v1.ckpt" in after
+
+
+# ------------------------------------------------------------------ determinism
+def test_same_config_and_seed_give_bit_identical_barriers(tmp_path):
+    results = []
+    for name in ("first", "second"):
+        ckpt = fit_pair(tmp_path / name)
+        out = analyze(tmp_path / f"{name}_out", "--ckpt", str(ckpt), "--plans", "full,single", "--max-samples", "80")
+        results.append(((out / "barriers.csv").read_bytes(), (out / "curves.csv").read_bytes()))
+    assert results[0] == results[1]
+
+
+def test_batch_size_changes_results_by_less_than_1e_5(files, tmp_path):
+    common = ["--ckpt", str(files["pair"]), "--plans", "full,single,cumulative_front", "--splits", "test,val"]
+    big = analyze(tmp_path / "big", *common, "--batch-size", "512")
+    small = analyze(tmp_path / "small", *common, "--batch-size", "7", "--chunk-size", "3")
+    for name in ("curves.csv", "barriers.csv"):
+        got, want = read_text_rows(small / name), read_text_rows(big / name)
+        assert [r[:5] for r in got] == [r[:5] for r in want]
+        for g, w in zip(got[1:], want[1:], strict=True):
+            assert [float(v) for v in g[5:]] == pytest.approx([float(v) for v in w[5:]], abs=1e-5)
+
+
+# ------------------------------------------------------------------ memory
+def _mlp_evaluator(width: int = 32) -> tuple[Evaluator, MLP]:
+    torch.manual_seed(0)
+    model = MLP(width=width)
+    b = MLP(width=width).state_dict()
+    return Evaluator(model, model.state_dict(), b), model
+
+
+def test_activation_estimate_counts_every_stage_output_of_an_mlp():
+    evaluator, _ = _mlp_evaluator(width=32)
+    # flatten 64, fc1/act1/fc2/act2 32 each, head 10 floats per sample: each output three times,
+    # the largest stage's output and its two mixing temporaries, the input, two copies of logits.
+    floats = 64 + 3 * (64 + 4 * 32 + 10) + 3 * 64 + 2 * 10
+    assert memory.activation_bytes_per_sample(evaluator, torch.zeros(2, 1, 8, 8)) == 4 * floats
+
+
+def test_weight_estimate_counts_each_interpolated_layer_once():
+    evaluator, model = _mlp_evaluator()
+    groups = default_groups(model, torch.zeros(2, 1, 8, 8))
+    paths = make_paths(groups, ["full", "single"])
+    models = [coefficients(p, t, evaluator.keys, evaluator.float_keys) for p in paths for t in (0.0, 0.5, 1.0)]
+    # At alpha 0.5 each layer's mixed tensors are one set, shared by its rest-a and rest-b paths and
+    # by the full path; alphas 0 and 1 reuse the endpoints themselves.
+    params = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert memory.weight_bytes(evaluator, models) == params
+    assert memory.weight_bytes(evaluator, models + [coefficients(paths[0], 0.25, evaluator.keys, evaluator.float_keys)]) == 2 * params
+
+
+def test_plan_halves_the_chunk_then_shrinks_the_batch_to_fit():
+    weights = {16: 800, 8: 400, 4: 200, 2: 100, 1: 50}
+    fit = memory.plan(10_000, 100, 16, 1_000, 10, weights.__getitem__)
+    assert (fit.batch_size, fit.chunk_size) == (100, 16)
+    fit = memory.plan(2_300, 100, 16, 1_000, 10, weights.__getitem__)
+    assert (fit.batch_size, fit.chunk_size) == (100, 4) and fit.estimate <= 2_300
+    fit = memory.plan(1_300, 100, 16, 1_000, 10, weights.__getitem__)
+    assert (fit.batch_size, fit.chunk_size) == (25, 1) and fit.estimate == 1_300
+    with pytest.raises(LwlcError, match="even with batch size 1"):
+        memory.plan(1_055, 100, 16, 1_000, 10, weights.__getitem__)
+
+
+def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, tmp_path):
+    common = ["--ckpt", str(files["pair"]), "--plans", "full,single", "--max-samples", "100"]
+    free = analyze(tmp_path / "free", *common)
+    sizes = json.loads((free / "summary.json").read_text())["memory"]
+    assert (sizes["batch_size"], sizes["chunk_size"]) == (512, 16)
+    # One path at a time: the full path's 9 interior alphas each hold a mixed copy of the model.
+    params = sum(v.numel() * 4 for v in members(files["pair"])["a"].values())
+    need = sizes["fixed_bytes"] + 9 * params + 40 * sizes["activation_bytes_per_sample"]
+    tight = analyze(tmp_path / "tight", *common, "--memory-budget", str((need + 1) / memory.GIB))
+    chosen = json.loads((tight / "summary.json").read_text())["memory"]
+    assert (chosen["batch_size"], chosen["chunk_size"]) == (40, 1)
+    assert chosen["estimate_bytes"] <= chosen["budget_bytes"]
+    for name in ("curves.csv", "barriers.csv"):
+        got, want = read_text_rows(tight / name), read_text_rows(free / name)
+        assert [r[:5] for r in got] == [r[:5] for r in want]
+        for g, w in zip(got[1:], want[1:], strict=True):
+            assert [float(v) for v in g[5:]] == pytest.approx([float(v) for v in w[5:]], abs=1e-5)
