@@ -1,0 +1,269 @@
+"""``lwlc merge``: write the model averaged on chosen layers of two networks as a new checkpoint.
+
+The merged model is the engine's interpolated model (``lwlc.interpolation.interpolate``) at one
+alpha on a custom path over the chosen groups, the rest from A or B; optionally B is first
+permuted to match A (weight matching) and BatchNorm statistics are recomputed on training data.
+A ``.ckpt``/``.pt`` output is a ``ClassifierModule`` checkpoint (``net.*`` keys, the model and
+data configs, Lightning's version key), so ``lwlc validate/test --ckpt_path`` and plain
+``torch.load(weights_only=True)`` read it; a ``.safetensors`` output holds the bare state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path as FsPath
+from typing import Any
+
+from torch import Tensor, nn
+
+from lwlc import layers
+from lwlc.alignment import weight_matching
+from lwlc.analyze import _check_model, _config, _csv_list, _members
+from lwlc.checkpoints import Checkpoint, build_model, instantiate
+from lwlc.errors import LwlcError
+from lwlc.interpolation import Path, interpolate
+from lwlc.io import save_state_dict
+
+ALIGN = ("none", "weight-matching")
+TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
+MODULE_CLASS = "lwlc.training.ClassifierModule"
+# Lightning's ``load_from_checkpoint`` builds the class (and its nested model) through this.
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+
+
+def build_parser() -> Any:
+    """The merge argument parser (jsonargparse, like the rest of lwlc's CLI)."""
+    from jsonargparse import ActionYesNo, ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    p = ArgumentParser(
+        prog="lwlc merge",
+        description="Average chosen layers of two networks and save the result as a checkpoint.",
+        exit_on_error=False,
+    )
+    p.add_argument(
+        "--ckpt",
+        type=str | None,
+        default=None,
+        help="a paired checkpoint: merges its members A and B",
+    )
+    p.add_argument(
+        "--ckpt-a",
+        type=str | None,
+        default=None,
+        help="checkpoint (or state dict / .safetensors) of A",
+    )
+    p.add_argument(
+        "--ckpt-b",
+        type=str | None,
+        default=None,
+        help="checkpoint (or state dict / .safetensors) of B",
+    )
+    p.add_subclass_arguments(
+        nn.Module, "model", required=False, help="model class (default: from the checkpoint)"
+    )
+    p.add_subclass_arguments(
+        LightningDataModule,
+        "data",
+        required=False,
+        help="data for --bn reset (default: from the checkpoint)",
+    )
+    p.add_argument(
+        "--groups",
+        type=str,
+        default="*",
+        help="comma-separated layers or globs (re:<regex>) to average; default all",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="weight of B on the averaged layers: (1-alpha)*A + alpha*B",
+    )
+    p.add_argument(
+        "--rest-from", type=str, default="a", help="where the other layers come from: a or b"
+    )
+    p.add_argument(
+        "--align",
+        type=str,
+        default="none",
+        help=f"permute B to match A first: {' or '.join(ALIGN)}",
+    )
+    p.add_argument(
+        "--bn",
+        type=str,
+        default="keep",
+        help="BatchNorm statistics: keep (averaged) or reset (recomputed)",
+    )
+    p.add_argument(
+        "--bn-samples", type=int, default=2048, help="training samples used by --bn reset"
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="batch size of --bn reset")
+    p.add_argument(
+        "--out",
+        type=str,
+        required=True,
+        help="merged.ckpt, merged.pt or merged.safetensors (never overwritten)",
+    )
+    p.add_argument(
+        "--trust-class-paths",
+        action=ActionYesNo,
+        default=False,
+        help="allow model/data classes outside lwlc/torch/torchvision",
+    )
+    return p
+
+
+def merged_state(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    groups: Sequence[layers.Group],
+    alpha: float,
+    rest_from: str = "a",
+) -> dict[str, Tensor]:
+    """The engine's model at ``alpha`` on the path interpolating ``groups`` (rest from A or B)."""
+    keys = frozenset(k for g in groups for k in g.keys)
+    path = Path("custom", ",".join(g.name for g in groups), rest_from, keys)
+    return {k: v.clone() for k, v in interpolate(state_a, state_b, path, alpha).items()}
+
+
+def reset_batchnorm(
+    model: nn.Module, state: Mapping[str, Tensor], inputs: Tensor, batch_size: int
+) -> dict[str, Tensor]:
+    """``state`` with BatchNorm running statistics recomputed on ``inputs`` (by ``update_bn``)."""
+    from torch.optim.swa_utils import update_bn
+
+    net = copy.deepcopy(model)
+    net.load_state_dict(state)
+    update_bn([inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)], net)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether the model keeps BatchNorm running statistics."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for m in model.modules()
+    )
+
+
+def lightning_checkpoint(
+    state: Mapping[str, Tensor],
+    model_config: Mapping[str, Any],
+    data_config: Mapping[str, Any] | None,
+    provenance: Mapping[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(state dict, other entries) of a ``ClassifierModule`` checkpoint holding ``state``."""
+    import lightning
+
+    meta: dict[str, Any] = {
+        "hyper_parameters": {
+            "_class_path": MODULE_CLASS,
+            "model": dict(model_config),
+            "_instantiator": INSTANTIATOR,
+        },
+        "pytorch-lightning_version": lightning.__version__,
+        "lwlc_merge": dict(provenance),
+    }
+    if data_config:
+        meta["datamodule_hyper_parameters"] = {
+            "_class_path": data_config["class_path"],
+            **data_config.get("init_args", {}),
+            "_instantiator": INSTANTIATOR,
+        }
+    return {f"net.{k}": v for k, v in state.items()}, meta
+
+
+def _check_args(args: Any) -> None:
+    """Every option that needs no file, checked before slow work."""
+    if args.ckpt and (args.ckpt_a or args.ckpt_b):
+        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
+    if not args.ckpt and not (args.ckpt_a and args.ckpt_b):
+        raise LwlcError(
+            "nothing to merge: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt"
+        )
+    if not 0.0 <= args.alpha <= 1.0:
+        raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    choices = {"rest_from": ("a", "b"), "align": ALIGN, "bn": ("keep", "reset")}
+    for flag, allowed in choices.items():
+        value = getattr(args, flag)
+        if value not in allowed:
+            name = flag.replace("_", "-")
+            raise LwlcError(f"unknown --{name} {value!r}: choose {' or '.join(allowed)}")
+    for flag in ("bn_samples", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise LwlcError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    out = FsPath(args.out)
+    if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
+        raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")
+    if out.exists():
+        raise LwlcError(
+            f"{out} already exists: choose another --out (lwlc never overwrites a checkpoint)"
+        )
+
+
+def _calibration(args: Any, cks: Sequence[Checkpoint]) -> tuple[Tensor, dict[str, Any] | None]:
+    """Training inputs for --bn reset, and the data config they came from."""
+    from lightning.pytorch import LightningDataModule
+
+    data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+    if data_cfg is None:
+        raise LwlcError(
+            "--bn reset needs training data and the checkpoint records none: pass --data CLASS"
+        )
+    trust = args.trust_class_paths or _config(args.data) is not None
+    datamodule = instantiate(data_cfg, LightningDataModule, "data", trust=trust)
+    return datamodule.tensors("train", args.bn_samples)[0], data_cfg
+
+
+def run(argv: Sequence[str]) -> FsPath:
+    """Parse ``argv``, merge, and write the checkpoint; returns its path."""
+    try:
+        args = build_parser().parse_args(list(argv))
+    except Exception as err:  # jsonargparse's ArgumentError and type errors
+        raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc merge --help)") from None
+    _check_args(args)
+    state_a, state_b, cks, ck_model = _members(args)
+    model_cfg = _config(args.model) or ck_model
+    if model_cfg is None:
+        raise LwlcError(
+            "the checkpoint records no model config (plain state dict?): pass --model CLASS"
+        )
+    layers.check_compatible(state_a, state_b)
+    model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
+    _check_model(model, state_a)
+    groups = layers.select(layers.default_groups(model), _csv_list(args.groups))
+    if args.align == "weight-matching":
+        state_b, _ = weight_matching(model, state_a, state_b)
+    state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
+    data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+    if args.bn == "reset" and has_batchnorm(model):
+        inputs, data_cfg = _calibration(args, cks)
+        state = reset_batchnorm(model, state, inputs, args.batch_size)
+    provenance = {
+        "sources": [{"path": ck.path, "sha256": ck.sha256} for ck in cks],
+        "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
+        "groups": [g.name for g in groups],
+        "alpha": args.alpha,
+        "rest_from": args.rest_from,
+        "align": args.align,
+        "bn": args.bn,
+    }
+    out = FsPath(args.out)
+    if out.suffix == ".safetensors":
+        save_state_dict(out, state, {"lwlc_merge": provenance, "model": model_cfg})
+    else:
+        save_state_dict(out, *lightning_checkpoint(state, model_cfg, data_cfg, provenance))
+    print(
+        f"merged {len(groups)} layer group(s) at alpha={args.alpha} (rest from "
+        f"{args.rest_from.upper()}, align {args.align}, bn {args.bn}) -> {out}",
+        file=sys.stderr,
+    )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point used by ``lwlc merge`` (the CLI turns LwlcError into one line)."""
+    run(sys.argv[1:] if argv is None else argv)
