@@ -147,6 +147,10 @@ def build_parser() -> Any:
     )
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
+        "--precision", type=str, default="fp32",
+        help="fp32 (exact, default), tf32 (CUDA) or bf16 (autocast): faster, less exact",
+    )
+    p.add_argument(
         "--max-samples",
         type=int | None,
         default=None,
@@ -649,7 +653,9 @@ def run(argv: Sequence[str]) -> int:
 
     alphas = opts.alphas
     paths = all_paths = make_paths(groups, opts.plans, opts.rest_from, custom)
-    evaluator = Evaluator(model, state_a, state_b, device=opts.device, bn=args.bn)
+    evaluator = Evaluator(
+        model, state_a, state_b, device=opts.device, bn=args.bn, precision=args.precision
+    )
     calibration = None
     if args.bn == "reset" and evaluator.has_batchnorm():
         calibration = datamodule.tensors("train", args.bn_samples)[0]
