@@ -136,7 +136,8 @@ class WandbLogger(Logger):
         settings = init.pop("settings", None) or wandb.Settings(init_timeout=timeout)
         return LightningWandbLogger(mode=mode, settings=settings, **init)
 
-    def _turn_off(self, action: str, err: BaseException) -> None:
+    def turn_off(self, action: str, err: BaseException) -> None:
+        """Stop using W&B after ``action`` failed with ``err``, saying so in one line."""
         self._inner = None
         self._mode = "disabled"
         warn(
@@ -148,7 +149,7 @@ class WandbLogger(Logger):
         try:
             return fn()
         except Exception as err:  # any W&B failure must leave training running
-            self._turn_off(action, err)
+            self.turn_off(action, err)
             return None
 
     @property
@@ -160,7 +161,7 @@ class WandbLogger(Logger):
             return self._inner.experiment
         except Exception as err:  # W&B failed to start
             if self._mode != "online":
-                self._turn_off("starting the run", err)
+                self.turn_off("starting the run", err)
                 return None
             warn(
                 f"W&B could not start online ({_first_line(err)}); logging offline instead "
@@ -252,17 +253,25 @@ def wandb_run(logger: Logger) -> Any:
 def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], step: int) -> None:
     """Log ``build()`` (tables, plots, images) to every W&B run, building it only if there is one.
 
-    A failure warns once per call and never propagates: media are a view, training goes on.
+    Nothing here propagates: a failing drawing warns, a failing W&B call turns lwlc's logger off
+    (one warning); media are a view and training goes on.
     """
-    runs = [run for run in (wandb_run(lg) for lg in loggers) if run is not None]
-    if not runs:
+    targets = [(lg, run) for lg in loggers if (run := wandb_run(lg)) is not None]
+    if not targets:
         return
     try:
         payload = build()
-        for run in runs:
+    except Exception as err:  # a figure that cannot be drawn must not stop training
+        warn(f"could not draw the barrier plots for W&B ({_first_line(err)}); training continues")
+        return
+    for logger, run in targets:
+        try:
             run.log({**payload, "trainer/global_step": step})
-    except Exception as err:  # W&B media must never stop training
-        warn(f"could not log barrier plots to W&B ({_first_line(err)}); training continues")
+        except Exception as err:  # W&B failing must not stop training
+            if isinstance(logger, WandbLogger):
+                logger.turn_off("logging barrier plots", err)
+            else:
+                warn(f"could not log barrier plots to W&B ({_first_line(err)}); training continues")
 
 
 def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:

@@ -1,0 +1,244 @@
+"""W&B: offline without credentials, the barrier history read back from the run file, and
+training that goes on, with one warning, whatever W&B does."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import wandb
+from lightning.pytorch import Trainer
+from wandb.proto import wandb_internal_pb2
+
+from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.data import DigitsDataModule
+from lwlc.errors import LwlcError
+from lwlc.loggers import WandbLogger, choose_mode
+from lwlc.models import MLP
+from lwlc.training import PairedModule
+
+# The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
+# each with a 7-byte header (checksum, length, type); a record may span blocks (types 2-4).
+FILE_HEADER = struct.Struct("<4sHB")
+RECORD_HEADER = struct.Struct("<IHB")
+BLOCK = 32768
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """Every protobuf Record of a W&B run file."""
+    data = path.read_bytes()
+    ident, magic, _version = FILE_HEADER.unpack_from(data)
+    assert (ident, magic) == (b":W&B", 0xBEE1), "not a W&B run file"
+    records, pending, pos = [], b"", FILE_HEADER.size
+    while pos + RECORD_HEADER.size <= len(data):
+        if BLOCK - pos % BLOCK < RECORD_HEADER.size:  # the block's tail is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _crc, length, kind = RECORD_HEADER.unpack_from(data, pos)
+        pos += RECORD_HEADER.size
+        if kind == 0 and length == 0:
+            break
+        pending += data[pos : pos + length]
+        pos += length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def finished_records(path: Path, timeout: float = 30.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a finished run: wandb-core may still be writing when ``finish`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_records(path)
+        if (
+            any(r.WhichOneof("record_type") == "exit" for r in records)
+            or time.monotonic() > deadline
+        ):
+            return records
+        time.sleep(0.2)
+
+
+def history(records: list[wandb_internal_pb2.Record]) -> list[dict[str, object]]:
+    """The logged history rows, nested keys joined with '/' and values decoded from JSON."""
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            rows.append(
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in record.history.item
+                }
+            )
+    return rows
+
+
+def config(records: list[wandb_internal_pb2.Record]) -> dict[str, object]:
+    """The run's config as last updated."""
+    merged: dict[str, object] = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "config":
+            merged.update({i.key: json.loads(i.value_json) for i in record.config.update})
+    return merged
+
+
+class _Pair(PairedModule):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+@pytest.fixture(autouse=True)
+def no_credentials(monkeypatch, tmp_path):
+    """No API key, no netrc, no mode from the environment; no run left behind."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+    wandb.finish()
+
+
+def _fit(root: Path, logger: WandbLogger, epochs: int = 2) -> LayerwiseBarrierCallback:
+    callback = LayerwiseBarrierCallback(heatmap_every_n=1, figures=False)
+    trainer = Trainer(
+        default_root_dir=root,
+        max_epochs=epochs,
+        limit_train_batches=5,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(
+        _Pair(MLP(64, 10, 32, 2), init_seed_b=1), datamodule=DigitsDataModule(order_seeds=[0, 1])
+    )
+    return callback
+
+
+def _warnings(capsys) -> list[str]:
+    return [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("lwlc: warning")
+    ]
+
+
+def test_mode_is_offline_without_credentials_and_online_with_them(monkeypatch, tmp_path):
+    assert choose_mode(None) == "offline"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert choose_mode(None) == "online"
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert choose_mode(None) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert choose_mode(None) == "disabled"
+    assert choose_mode("offline") == "offline"
+    with pytest.raises(
+        LwlcError, match="unknown W&B mode 'cloud'; choose from online, offline, disabled"
+    ):
+        choose_mode("cloud")
+
+
+def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_path, capsys):
+    logger = WandbLogger(save_dir=str(tmp_path), name="digits")
+    callback = _fit(tmp_path, logger)
+    assert logger.mode == "offline"
+    run_dir = Path(logger.experiment.dir).parent
+    wandb.finish()
+    assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
+    records = finished_records(next(run_dir.glob("run-*.wandb")))
+    rows = history(records)
+
+    logged = {
+        r["trainer/global_step"]: r["barrier/full/loss"] for r in rows if "barrier/full/loss" in r
+    }
+    expected = {
+        r["step"]: r["loss_barrier"]
+        for r in callback.barriers
+        if r["plan"] == "full" and r["reference"] == "midpoint"
+    }
+    assert logged.keys() == expected.keys() == {0, 5, 10}
+    assert [logged[s] for s in sorted(logged)] == pytest.approx(
+        [expected[s] for s in sorted(expected)], abs=1e-12
+    )
+    for layer in ("fc1", "fc2", "head"):
+        assert sum(f"barrier/single/{layer}/error" in r for r in rows) == 3
+
+    heatmaps = [r for r in rows if r.get("barrier_heatmap/val/_type") == "image-file"]
+    assert (
+        len(heatmaps) == 4
+    )  # every evaluation (heatmap_every_n=1) and once more at the end of fit
+    for r in heatmaps:
+        assert (run_dir / "files" / r["barrier_heatmap/val/path"]).stat().st_size > 1000
+    assert any(r.get("barrier_table/_type") == "table-file" for r in rows)
+    assert any(r.get("barrier_curves/val/loss_table/_type") == "table-file" for r in rows)
+
+    recorded = config(records)["lwlc"]
+    assert recorded["barriers"]["pairing"]["init"] == "independent"
+    assert recorded["environment"]["torch"] == torch.__version__
+    assert _warnings(capsys) == []
+
+
+def test_wandb_failing_to_start_warns_once_and_training_goes_on(tmp_path, capsys, monkeypatch):
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("wandb-core did not start\nsecond line of the error")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    logger = WandbLogger(save_dir=str(tmp_path))
+    callback = _fit(tmp_path, logger)
+    assert logger.mode == "disabled"
+    assert len(callback.barriers) > 0 and (tmp_path / "barriers" / "barriers.csv").exists()
+    warnings = _warnings(capsys)
+    assert len(warnings) == 1
+    assert "W&B logging is off" in warnings[0] and "wandb-core did not start" in warnings[0]
+
+
+def test_online_start_failure_falls_back_to_offline(tmp_path, capsys, monkeypatch):
+    real_init = wandb.init
+
+    def unreachable_server(*args, **kwargs):
+        if kwargs.get("mode") == "online":
+            raise TimeoutError("no answer from api.wandb.ai")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", unreachable_server)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    logger = WandbLogger(save_dir=str(tmp_path))
+    assert logger.mode == "online"
+    _fit(tmp_path, logger, epochs=1)
+    assert logger.mode == "offline"
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    warnings = _warnings(capsys)
+    assert len(warnings) == 1 and "logging offline instead" in warnings[0]
+
+
+def test_missing_wandb_package_warns_once_and_training_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # `import wandb` now fails
+    logger = WandbLogger(save_dir=str(tmp_path))
+    callback = _fit(tmp_path, logger, epochs=1)
+    assert logger.mode == "disabled" and len(callback.barriers) > 0
+    warnings = _warnings(capsys)
+    assert len(warnings) == 1 and "import of wandb halted" in warnings[0]
+
+
+def test_a_failing_log_call_turns_wandb_off_with_one_warning(tmp_path, capsys, monkeypatch):
+    logger = WandbLogger(save_dir=str(tmp_path))
+
+    def failing_log(*args, **kwargs):
+        raise ConnectionError("pipe to wandb-core closed")
+
+    monkeypatch.setattr(type(logger.experiment), "log", failing_log)
+    callback = _fit(tmp_path, logger)
+    assert logger.mode == "disabled"
+    assert {r["step"] for r in callback.barriers} == {0, 5, 10}, "training and measuring went on"
+    warnings = _warnings(capsys)
+    assert len(warnings) == 1 and "pipe to wandb-core closed" in warnings[0]
