@@ -96,15 +96,19 @@ def _barrier_label(metric: str) -> str:
     return "loss barrier (nats)" if metric == "loss" else "error barrier (pp)"
 
 
-def interpolation_curves(curves: Rows, split: str | None = None) -> Figure:
-    """Loss and error along every path: one column per plan, hue = layer, dashes = rest model."""
+def interpolation_curves(curves: Rows, split: str | None = None, loss_unit: str = "nats") -> Figure:
+    """Loss and error along every path: one column per plan, hue = layer, dashes = rest model.
+
+    Curves without accuracy (e.g. a regression loss, ``loss_unit`` naming it) show loss only.
+    """
     df = _latest(_pick(frame(curves), "split", split, "split"))
     plans = _plans(df, with_full=True)
+    metrics = [m for m in METRICS if m in df and df[m].notna().any()]
     with _look():
-        fig, axes = _axes(len(METRICS), len(plans), 3.6, 2.6)
+        fig, axes = _axes(len(metrics), len(plans), 3.6, 2.6)
         for col, plan in enumerate(plans):
             sub = df[df["plan"] == plan]
-            for row, metric in enumerate(METRICS):
+            for row, metric in enumerate(metrics):
                 ax = axes[row][col]
                 sns.lineplot(
                     data=sub,
@@ -119,9 +123,8 @@ def interpolation_curves(curves: Rows, split: str | None = None) -> Figure:
                     hue_order=list(dict.fromkeys(sub["group"])),
                 )
                 ax.set_title(plan if row == 0 else "")
-                ax.set_ylabel(
-                    f"{metric} ({'nats' if metric == 'loss' else 'fraction'})" if col == 0 else ""
-                )
+                unit = loss_unit if metric == "loss" else "fraction"
+                ax.set_ylabel(f"{metric} ({unit})" if col == 0 else "")
                 if ax.get_legend() is not None:
                     ax.legend(
                         fontsize="xx-small",
