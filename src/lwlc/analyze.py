@@ -274,16 +274,25 @@ def _device(name: str) -> torch.device:
         raise LwlcError(f"unknown --device {name!r}: use cpu, cuda, cuda:N or auto") from None
 
 
+def _read(path: str) -> Checkpoint:
+    """A checkpoint file, or a local Hugging Face model directory (the ``lm`` extra)."""
+    if FsPath(path).is_dir() and (FsPath(path) / "config.json").is_file():
+        from lwlc.hf import read_hf_checkpoint
+
+        return read_hf_checkpoint(path)
+    return read_checkpoint(path)
+
+
 def _members(args: Any) -> tuple[dict, dict, list[Checkpoint], dict[str, Any] | None]:
     """(state A, state B, the checkpoints read, the model config found in them)."""
     if args.ckpt:
-        ck = read_checkpoint(args.ckpt)
+        ck = _read(args.ckpt)
         if not ck.paired:
             raise LwlcError(
                 f"{args.ckpt} holds a single network, not a pair: use --ckpt-a {args.ckpt} --ckpt-b OTHER"
             )
         return ck.members["a"], ck.members["b"], [ck], ck.model_config
-    cks = [read_checkpoint(args.ckpt_a), read_checkpoint(args.ckpt_b)]
+    cks = [_read(args.ckpt_a), _read(args.ckpt_b)]
     for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b"), strict=True):
         if ck.paired:
             raise LwlcError(
