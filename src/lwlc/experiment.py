@@ -20,7 +20,8 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -68,6 +69,7 @@ def load_recipe(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"lwlc_experiments.{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a recipe look their module up there
     spec.loader.exec_module(module)
     missing = [attr for attr in ("CLAIM", "run") if not hasattr(module, attr)]
     if missing:
@@ -273,6 +275,22 @@ def pair_setups(scale: str, pairings: Sequence[str] = tuple(PAIRINGS)) -> list[P
             overrides = (seed, *SMOKE_TRAINING) if scale == "smoke" else (seed,)
             setups.append(PairSetup(network, pairing, description, configs, overrides))
     return setups
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` CPU threads, then restore the previous number.
+
+    Tiny models gain nothing from more threads and lose a lot on a busy machine.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def config(path: str) -> Path:
