@@ -11,7 +11,7 @@ DEMO_DIR := runs/digits_mlp
 DEMO_CKPT := $(DEMO_DIR)/checkpoints/last.ckpt
 DEMO_ANALYZE = $(LWLC) analyze --ckpt $(DEMO_CKPT) --out $(DEMO_DIR)/analysis --overwrite
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow bench lint clean experiment
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+
+# One of the paper's experiments (experiments/README.md): make experiment NAME=cumulative QUICK=1
+# (SMOKE=1 for seconds; neither: the paper's scale, for a GPU). Without NAME: the list.
+experiment: setup
+	@if [ -z "$(NAME)" ]; then $(LWLC) experiment --list; \
+		echo "usage: make experiment NAME=<name> [QUICK=1|SMOKE=1]"; exit 2; fi
+	$(LWLC) experiment $(NAME) $(if $(QUICK),--quick) $(if $(SMOKE),--smoke) --overwrite
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
