@@ -28,6 +28,7 @@ from torch import Tensor, fx, nn
 from lwlc.errors import LwlcError
 
 Axis = tuple[str, int]  # (state-dict key, tensor axis)
+ALIGN_METHODS = ("none", "weight-matching")
 
 _CARRY_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
@@ -349,3 +350,14 @@ def weight_matching(
         if not improved:
             break
     return apply_permutations(spec, state_b, perms), perms
+
+
+def align(
+    method: str, model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """B's state dict aligned to A by ``method`` (``none``: B as it is), for ``--align`` options."""
+    if method == "none":
+        return dict(state_b)
+    if method == "weight-matching":
+        return weight_matching(model, state_a, state_b)[0]
+    raise LwlcError(f"unknown --align {method!r}: choose {' or '.join(ALIGN_METHODS)}")

@@ -15,7 +15,8 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import combinations
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -23,16 +24,19 @@ import torch
 from torch import nn
 
 from lwlc import layers, memory
+from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
 from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, Path, check_alphas, coefficients, default_alphas, make_paths
-from lwlc.io import read_csv, write_csv, write_json
+from lwlc.io import as_json, read_csv, write_csv, write_json
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
 RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
+ALIGNED = "aligned:"  # plan prefix of the paths between A and B aligned to A (--align)
+PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
 
 def build_parser() -> Any:
@@ -48,9 +52,11 @@ def build_parser() -> Any:
     )
     p.add_argument(
         "--ckpt",
-        type=str | None,
+        type=str,
+        nargs="+",
         default=None,
-        help="a paired checkpoint from lwlc fit: compares its members A and B",
+        help="a paired checkpoint from lwlc fit (compares its members A and B), or several "
+        "single-network checkpoints (compares every pair; needs --out)",
     )
     p.add_argument(
         "--ckpt-a",
@@ -175,6 +181,12 @@ def build_parser() -> Any:
         help="continue an interrupted run in --out without recomputing",
     )
     p.add_argument(
+        "--align",
+        type=str,
+        default="none",
+        help="also measure every path with B's units permuted to match A: none, weight-matching",
+    )
+    p.add_argument(
         "--list-layers", action=ActionYesNo, default=False, help="print the layers/groups and exit"
     )
     p.add_argument(
@@ -231,6 +243,8 @@ def _options(args: Any) -> Options:
         )
     if args.bn not in ("keep", "reset"):
         raise LwlcError(f"unknown --bn {args.bn!r}: choose keep or reset")
+    if args.align not in ALIGN_METHODS:
+        raise LwlcError(f"unknown --align {args.align!r}: choose {' or '.join(ALIGN_METHODS)}")
     splits = _csv_list(args.splits)
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
@@ -460,15 +474,18 @@ def _memory_plan(
             default=0,
         )
 
+    # a batch never holds more samples than the largest split (or calibration set) has
+    largest = max(len(t) for t in tensors)
+    requested = min(args.batch_size, largest)
     chosen = memory.plan(
         budget,
-        args.batch_size,
+        requested,
         args.chunk_size,
         fixed,
         memory.activation_bytes_per_sample(evaluator, example),
         chunk_weights,
     )
-    if (chosen.batch_size, chosen.chunk_size) != (args.batch_size, args.chunk_size):
+    if (chosen.batch_size, chosen.chunk_size) != (requested, args.chunk_size):
         print(
             f"memory: batch size {chosen.batch_size} (asked {args.batch_size}), {chosen.chunk_size} paths per chunk "
             f"(asked {args.chunk_size}) to fit the budget of {chosen.budget / memory.GIB:.2f} GiB",
@@ -477,15 +494,10 @@ def _memory_plan(
     return chosen
 
 
-def _normalised(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists, NaN becomes null)."""
-    return json.loads(json.dumps(value, default=str).replace("NaN", "null"))
-
-
 def _identity(summary: Mapping[str, Any]) -> dict[str, Any]:
     """What determines the numbers of a results directory; a resume must agree on all of it."""
     options = summary.get("options") or {}
-    return _normalised(
+    return as_json(
         {
             "checkpoints": [c.get("sha256") for c in summary.get("checkpoints", [])],
             **{
@@ -621,6 +633,14 @@ def run(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise LwlcError(f"{' '.join(str(err).split())} (see lwlc analyze --help)") from None
+    if args.ckpt and len(args.ckpt) > 1:
+        return _run_many(args)
+    args.ckpt = args.ckpt[0] if args.ckpt else None
+    return _run_pair(args)
+
+
+def _run_pair(args: Any) -> int:
+    """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most)."""
     started = time.time()
     opts = _options(args)
     state_a, state_b, cks, ck_model = _members(args)
@@ -665,6 +685,14 @@ def run(argv: Sequence[str]) -> int:
     evaluator = Evaluator(
         model, state_a, state_b, device=opts.device, bn=args.bn, precision=args.precision
     )
+    sweeps = [(evaluator, paths)]
+    if args.align != "none":
+        aligned = Evaluator(
+            model, state_a, align(args.align, model, state_a, state_b),
+            device=opts.device, bn=args.bn, precision=args.precision,
+        )  # fmt: skip
+        sweeps.append((aligned, [replace(p, plan=ALIGNED + p.plan) for p in paths]))
+        paths = all_paths = [p for _, own in sweeps for p in own]
     calibration = None
     if args.bn == "reset" and evaluator.has_batchnorm():
         calibration = datamodule.tensors("train", args.bn_samples)[0]
@@ -719,17 +747,21 @@ def run(argv: Sequence[str]) -> int:
             with interrupts.writing():
                 write_json(out / "summary.json", summary)
                 save([], [])
-            result = sweep(
-                evaluator,
-                paths,
-                alphas,
-                data,
-                calibration=calibration,
-                batch_size=sizes.batch_size,
-                chunk_size=sizes.chunk_size,
-                on_rows=save,
-                progress=bar.update,
-            )
+            todo = set(paths)
+            result, *_ = [
+                sweep(
+                    ev,
+                    [p for p in own if p in todo],
+                    alphas,
+                    data,
+                    calibration=calibration,
+                    batch_size=sizes.batch_size,
+                    chunk_size=sizes.chunk_size,
+                    on_rows=save,
+                    progress=bar.update,
+                )
+                for ev, own in sweeps
+            ]
             bar.close()
             nonfinite = _warn_nonfinite(curves)
             summary.update(
@@ -767,6 +799,110 @@ def _plot(out: FsPath, curves: Rows, barriers: Rows) -> None:
     except ImportError:
         return
     plots.save_analysis_figures(out, curves, barriers)
+    comparison = _alignment_rows(barriers)
+    for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in comparison):
+        fig = plots.barrier_matrices(
+            comparison, "group", "alignment", "rest_from", reference=ref, split=split
+        )
+        plots.save_figure(fig, out / f"alignment_{split}_{ref}.png")
+
+
+def _alignment_rows(barriers: Rows) -> Rows:
+    """Full and single-layer barriers with an ``alignment`` column (before/after), if aligned.
+
+    The full model's row is repeated for each rest model, to head both panels of the figure.
+    """
+    if not any(str(r["plan"]).startswith(ALIGNED) for r in barriers):
+        return []
+    rests = list(dict.fromkeys(r["rest_from"] for r in barriers))
+    rows = []
+    for r in barriers:
+        plan = str(r["plan"]).removeprefix(ALIGNED)
+        after = "after" if str(r["plan"]).startswith(ALIGNED) else "before"
+        if plan == "full":
+            full = {**r, "group": "full model", "alignment": after}
+            rows += [{**full, "rest_from": x} for x in rests]
+        elif plan == "single":
+            rows.append({**r, "alignment": after})
+    return rows
+
+
+def _labels(files: Sequence[str]) -> list[str]:
+    """Short distinct names of checkpoint files: their paths without the parts all share
+    (``runs/x/checkpoints/last.ckpt`` and ``runs/y/checkpoints/last.ckpt`` are ``x`` and ``y``)."""
+    paths = [FsPath(f).resolve() for f in files]
+    if len(set(paths)) < len(paths):
+        raise LwlcError(f"a checkpoint is listed twice in --ckpt {' '.join(files)}: list each once")
+    for parts in ([p.with_suffix("").parts for p in paths], [p.parts for p in paths]):
+        shortest = min(len(p) for p in parts)
+        head = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest - 1)
+        tail = next((i for i in range(shortest) if len({p[-1 - i] for p in parts}) > 1), 0)
+        labels = ["_".join(p[head : len(p) - tail] or p[-1:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return ["_".join(p.parts[1:]) for p in paths]
+
+
+def _run_many(args: Any) -> int:
+    """``--ckpt m1 m2 m3 ...``: every pair analysed into ``--out/<m_i>~<m_j>``, all pairs'
+    barriers in ``--out/barriers.csv`` (plus ``model_a``, ``model_b``), a matrix per layer.
+    """
+    if args.ckpt_a or args.ckpt_b:
+        raise LwlcError("give several --ckpt files or --ckpt-a/--ckpt-b, not both")
+    if not args.out:
+        raise LwlcError("comparing several checkpoints writes one folder per pair: give --out DIR")
+    _options(args)
+    out = _out_path(args, [])
+    labels = _labels(args.ckpt)
+    rows: Rows = []
+    for i, j in combinations(range(len(labels)), 2):
+        pair = args.clone()
+        pair.ckpt, pair.ckpt_a, pair.ckpt_b = None, args.ckpt[i], args.ckpt[j]
+        pair.out = str(out / f"{labels[i]}~{labels[j]}")
+        code = _run_pair(pair)
+        if code or args.list_layers:
+            return code
+        names = {"model_a": labels[i], "model_b": labels[j]}
+        rows += [{**r, **names} for r in read_csv(FsPath(pair.out) / "barriers.csv")]
+    write_csv(out / "barriers.csv", rows, PAIR_COLUMNS)
+    if args.plots:
+        _plot_pairwise(out, rows)
+    print(f"\nall pairs: {out}/barriers.csv (one folder per pair in {out})")
+    return 0
+
+
+def _pairwise_rows(rows: Rows, aligned: bool) -> Rows:
+    """Barrier rows as matrix cells: ``model`` is the rest model, ``toward`` the other one."""
+    cells = []
+    for r in rows:
+        plan = str(r["plan"])
+        kind = plan.removeprefix(ALIGNED)
+        if plan.startswith(ALIGNED) != aligned or kind not in ("full", "single"):
+            continue
+        group = "full model" if kind == "full" else r["group"]
+        ends = [(r["model_a"], r["model_b"]), (r["model_b"], r["model_a"])]
+        if kind == "full":
+            chosen = ends
+        else:
+            chosen = ends[:1] if r["rest_from"] == "a" else ends[1:]
+        cells += [{**r, "group": group, "model": m, "toward": t} for m, t in chosen]
+    return cells
+
+
+def _plot_pairwise(out: FsPath, rows: Rows) -> None:
+    """``pairwise[_aligned]_<split>_<reference>.png``: per layer, model x model loss barriers."""
+    try:
+        from lwlc import plots
+    except ImportError:
+        return
+    for aligned in (False, True):
+        cells = _pairwise_rows(rows, aligned)
+        for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in cells):
+            fig = plots.barrier_matrices(
+                cells, "model", "toward", "group", reference=ref, split=split
+            )
+            name = f"pairwise{'_aligned' if aligned else ''}_{split}_{ref}.png"
+            plots.save_figure(fig, out / name)
 
 
 def _version() -> str:

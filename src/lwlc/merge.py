@@ -19,14 +19,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from lwlc import layers
-from lwlc.alignment import weight_matching
+from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.analyze import _check_model, _config, _csv_list, _members
 from lwlc.checkpoints import Checkpoint, build_model, instantiate
 from lwlc.errors import LwlcError
 from lwlc.interpolation import Path, interpolate
 from lwlc.io import save_state_dict
 
-ALIGN = ("none", "weight-matching")
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 MODULE_CLASS = "lwlc.training.ClassifierModule"
 # Lightning's ``load_from_checkpoint`` builds the class (and its nested model) through this.
@@ -89,7 +88,7 @@ def build_parser() -> Any:
         "--align",
         type=str,
         default="none",
-        help=f"permute B to match A first: {' or '.join(ALIGN)}",
+        help=f"permute B to match A first: {' or '.join(ALIGN_METHODS)}",
     )
     p.add_argument(
         "--bn",
@@ -186,7 +185,7 @@ def _check_args(args: Any) -> None:
         )
     if not 0.0 <= args.alpha <= 1.0:
         raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    choices = {"rest_from": ("a", "b"), "align": ALIGN, "bn": ("keep", "reset")}
+    choices = {"rest_from": ("a", "b"), "align": ALIGN_METHODS, "bn": ("keep", "reset")}
     for flag, allowed in choices.items():
         value = getattr(args, flag)
         if value not in allowed:
@@ -235,8 +234,7 @@ def run(argv: Sequence[str]) -> FsPath:
     model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
     _check_model(model, state_a)
     groups = layers.select(layers.default_groups(model), _csv_list(args.groups))
-    if args.align == "weight-matching":
-        state_b, _ = weight_matching(model, state_a, state_b)
+    state_b = align(args.align, model, state_a, state_b)
     state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
     data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
     if args.bn == "reset" and has_batchnorm(model):

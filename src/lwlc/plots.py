@@ -246,6 +246,61 @@ def barrier_heatmap(
     return fig
 
 
+def barrier_matrices(
+    barriers: Rows,
+    row: str,
+    col: str,
+    facet: str | None = None,
+    metric: str = "loss",
+    reference: str = "path",
+    split: str | None = None,
+) -> Figure:
+    """Barriers as ``row`` x ``col`` heatmaps, one per ``facet`` value, on one colour scale.
+
+    E.g. layer x (before, after alignment), or model x model with one matrix per layer.
+    """
+    if metric not in METRICS:
+        raise LwlcError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    df = _pick(_pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
+    df = df.assign(value=_barrier_values(df, metric))
+    panels = list(dict.fromkeys(df[facet])) if facet else [None]
+    index, columns = list(dict.fromkeys(df[row])), list(dict.fromkeys(df[col]))
+    if set(columns) <= set(index):  # a square matrix (model x model) keeps one order
+        columns = [v for v in index if v in set(columns)]
+    limit = float(df["value"].abs().max()) or 1.0
+    ncols = min(len(panels), 4)
+    with _look():
+        fig, axes = _axes(
+            -(-len(panels) // ncols),
+            ncols,
+            max(3.0, 0.55 * len(columns) + 2.0),
+            max(2.0, 0.3 * len(index) + 1.2),
+        )
+        flat = [ax for line in axes for ax in line]
+        for ax, panel in zip(flat, panels, strict=False):
+            sub = df if panel is None else df[df[facet] == panel]
+            table = sub.pivot_table(index=row, columns=col, values="value", aggfunc="last")
+            sns.heatmap(
+                table.reindex(index=index, columns=columns),
+                ax=ax,
+                cmap=DIVERGING,
+                center=0.0,
+                vmin=-limit,
+                vmax=limit,
+                annot=len(index) * len(columns) <= _MAX_ANNOTATED_CELLS,
+                fmt=".2f" if metric == "loss" else ".1f",
+                annot_kws={"size": 6},
+                linewidths=0.4,
+                cbar_kws={"label": _barrier_label(metric)},
+            )
+            ax.tick_params(axis="y", labelrotation=0)
+            ax.set_title("" if panel is None else f"{facet}: {panel}", fontsize="small")
+        for ax in flat[len(panels) :]:
+            ax.set_visible(False)
+        fig.suptitle(f"{metric} barriers ({df['split'].iloc[0]}, reference: {reference})")
+    return fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Write ``fig`` as an image atomically (readers never see half a file); returns the path."""
     path = Path(path)
