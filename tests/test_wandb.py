@@ -152,10 +152,10 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     logger = WandbLogger(save_dir=str(tmp_path), name="digits")
     callback = _fit(tmp_path, logger)
     assert logger.mode == "offline"
-    run_dir = Path(logger.experiment.dir).parent
-    wandb.finish()
-    assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
+    # The logger finished the run when fit ended: one complete offline run under the run dir.
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     records = finished_records(next(run_dir.glob("run-*.wandb")))
+    assert any(r.WhichOneof("record_type") == "exit" for r in records)
     rows = history(records)
 
     logged = {
@@ -242,3 +242,30 @@ def test_a_failing_log_call_turns_wandb_off_with_one_warning(tmp_path, capsys, m
     assert {r["step"] for r in callback.barriers} == {0, 5, 10}, "training and measuring went on"
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "pipe to wandb-core closed" in warnings[0]
+
+
+def test_fit_then_test_finishes_each_stage_and_resumes_the_same_run(tmp_path):
+    logger = WandbLogger(save_dir=str(tmp_path))
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=3,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    module, data = _Pair(MLP(64, 10, 32, 2)), DigitsDataModule(order_seeds=[0, 1])
+    trainer.fit(module, datamodule=data)
+    trainer.test(module, datamodule=data)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1, (
+        "one run id, two stages"
+    )
+    for run_dir in runs:
+        records = finished_records(next(run_dir.glob("run-*.wandb")))
+        assert any(r.WhichOneof("record_type") == "exit" for r in records)
+    assert any(
+        "a/test/acc" in row for row in history(finished_records(next(runs[1].glob("run-*.wandb"))))
+    )

@@ -33,7 +33,7 @@ from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
 from lwlc.interpolation import Path as InterpolationPath
 from lwlc.io import write_csv, write_json
-from lwlc.loggers import log_to_wandb, record_run_info
+from lwlc.loggers import log_to_wandb, record_run_info, warn
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 TIME_COLUMNS = ("epoch", "step")
@@ -338,6 +338,11 @@ class LayerwiseBarrierCallback(Callback):
         }
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not self.barriers and (self._dir / "barriers.csv").exists():
+            warn(
+                f"{self._dir} holds an earlier run's barriers; this run replaces them "
+                "(set the Callback's dirpath to keep both)"
+            )
         record_run_info(trainer, {"barriers": self._info})
         self._write_summary(trainer, "running")
 
@@ -482,7 +487,12 @@ class LayerwiseBarrierCallback(Callback):
 
     def _publish(self, trainer: pl.Trainer, barriers: Rows, curves: Rows, seconds: float) -> None:
         self._write_csvs()
-        metrics = {**self.scalars(barriers), "barrier/seconds": seconds}
+        # "epoch" as Lightning logs it with every metric: the index of the running epoch.
+        metrics = {
+            **self.scalars(barriers),
+            "barrier/seconds": seconds,
+            "epoch": trainer.current_epoch,
+        }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         draw = (self._evaluations - 1) % self.heatmap_every_n == 0

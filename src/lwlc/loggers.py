@@ -82,7 +82,7 @@ class WandbLogger(Logger):
 
     Args:
         name: display name of the run.
-        save_dir: where the local run files go (``<save_dir>/wandb/``), normally the run directory.
+        save_dir: where the local run files go (``<save_dir>/wandb/<run>/``): the run directory.
         project: W&B project.
         mode: ``online``, ``offline`` or ``disabled``; default ``$WANDB_MODE``, else online when
             credentials are found and offline otherwise.
@@ -119,6 +119,7 @@ class WandbLogger(Logger):
             **kwargs,
         )
         self._inner: LightningWandbLogger | None = None
+        self._live: Any = None
         self._off = _Off()
         if self._mode != "disabled":
             self._inner = self._guard("set up", lambda: self._lightning_logger(self._mode))
@@ -134,7 +135,12 @@ class WandbLogger(Logger):
         init = dict(self._init)
         timeout = init.pop("init_timeout")
         settings = init.pop("settings", None) or wandb.Settings(init_timeout=timeout)
-        return LightningWandbLogger(mode=mode, settings=settings, **init)
+        # W&B looks for the git commit from save_dir, and warns when it does not exist yet.
+        os.makedirs(self._save_dir, exist_ok=True)
+        logger = LightningWandbLogger(mode=mode, settings=settings, **init)
+        # Lightning always passes ``anonymous``, which W&B 0.2x+ ignores with a warning per run.
+        logger._wandb_init.pop("anonymous", None)
+        return logger
 
     def turn_off(self, action: str, err: BaseException) -> None:
         """Stop using W&B after ``action`` failed with ``err``, saying so in one line."""
@@ -158,7 +164,8 @@ class WandbLogger(Logger):
         if self._inner is None or rank_zero_only.rank != 0:
             return None
         try:
-            return self._inner.experiment
+            self._live = self._inner.experiment
+            return self._live
         except Exception as err:  # W&B failed to start
             if self._mode != "online":
                 self.turn_off("starting the run", err)
@@ -193,11 +200,14 @@ class WandbLogger(Logger):
 
     @property
     def save_dir(self) -> str:
-        return self._save_dir
+        """The run's own files directory once it runs (Lightning saves the config there, so each
+        run keeps its own and W&B uploads it with the run); ``save_dir`` as given otherwise."""
+        run = self.run
+        return str(run.dir) if run is not None and getattr(run, "dir", None) else self._save_dir
 
     @property
     def log_dir(self) -> str:
-        return self._save_dir
+        return self.save_dir
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -237,8 +247,17 @@ class WandbLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
+        """Finish the run, so that its files are complete when the stage ends; a later stage
+        (``trainer.test`` after ``trainer.fit``) resumes it under the same id."""
+        inner, run = self._inner, self._live
+        if inner is None or run is None:
+            return
+        self._live = None
+        self._guard("finishing the run", lambda: inner.finalize(status))
+        self._guard("finishing the run", lambda: run.finish(exit_code=int(status != "success")))
         if self._inner is not None:
-            self._guard("finishing the run", lambda: self._inner.finalize(status))
+            self._init["version"] = run.id
+            self._inner = self._guard("set up", lambda: self._lightning_logger(self._mode))
 
 
 def wandb_run(logger: Logger) -> Any:
