@@ -95,11 +95,11 @@ def per_layer(
 
 
 def rows(
-    result: SweepResult, direction: str, sample: int, scale: float = 1.0
+    result: SweepResult, direction: str, sample: int, norm_scale: float = 1.0
 ) -> tuple[list[dict], list[dict]]:
-    """Tidy curve and barrier rows of one sweep; ``norm`` = alpha * ``scale`` (the noise norm)."""
+    """Tidy curve and barrier rows of one sweep; ``norm`` = alpha * ``norm_scale`` (noise norm)."""
     curves = [
-        {**r, "direction": direction, "sample": sample, "norm": float(r["alpha"]) * scale}  # type: ignore[arg-type]
+        {**r, "direction": direction, "sample": sample, "norm": float(r["alpha"]) * norm_scale}  # type: ignore[arg-type]
         for r in result.curves
     ]
     ends = {r["group"]: r["loss"] for r in curves if r["alpha"] == 1.0}
@@ -111,10 +111,10 @@ def rows(
     return curves, barriers
 
 
-def run(out: Path, scale: str) -> dict[str, float | str]:
-    """Train a pair, then compare averaging vs random directions and per-layer vs global noise."""
-    setup = experiment.pair_setups(scale, ["shared_init"])[0]
-    ckpt = setup.fit(out / "pair")
+def study(
+    ckpt: Path, scale: str
+) -> tuple[list[dict], list[dict], dict[str, float], list[str], float]:
+    """Every direction of one pair: (curves, barriers, A and B's metrics, layers, ||b - a||)."""
     model, a, b, datamodule = load_pair(ckpt)
     data = {"test": datamodule.tensors("test", MAX_SAMPLES[scale])}
     model.load_state_dict(a)
@@ -130,42 +130,53 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     distance = {name: norm({k: b[k] - a[k] for k in keys}, keys) for name, keys in layers.items()}
     all_params = [k for keys in layers.values() for k in keys]
     model_distance = norm({k: b[k] - a[k] for k in all_params}, all_params)
+    curves: list[dict] = []
+    barriers: list[dict] = []
 
     def measure(
         b_state: State, paths: list, direction: str, sample: int, norm_scale: float = 1.0
-    ) -> None:
+    ) -> dict[str, float]:
         result = sweep(Evaluator(model, a, b_state, device=device), paths, alphas, data)
         c, r = rows(result, direction, sample, norm_scale)
         curves.extend(c)
         barriers.extend(r)
-        endpoints.setdefault(direction, result.endpoints["test"])
+        return result.endpoints["test"]
 
-    curves: list[dict] = []
-    barriers: list[dict] = []
-    endpoints: dict[str, dict[str, float]] = {}
-    measure(b, single, "averaging", 0)
+    ends = measure(b, single, "averaging", 0)
+    size = NOISE_SCALE * model_distance
     for j in range(SAMPLES[scale]):
         measure(shifted(a, per_layer(a, layers, distance, gen)), single, "random", j)
-        size = NOISE_SCALE * model_distance
         layer_noise = per_layer(a, layers, {name: size for name in layers}, gen)
         measure(shifted(a, layer_noise), single, "noise in one layer", j, size)
         measure(
             shifted(a, gaussian(a, all_params, size, gen)), full, "noise in whole model", j, size
         )
+    return curves, barriers, ends, list(layers), model_distance
 
-    write_csv(out / "curves.csv", curves, COLUMNS)
-    write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
-    df = pd.DataFrame(curves)
-    figures = out / "figures"
-    plots.save_figure(direction_figure(df, [g.name for g in groups]), figures / "directions.png")
-    plots.save_figure(noise_figure(df), figures / "noise.png")
-    return {
-        "pairing": setup.description,
-        "acc_a": endpoints["averaging"]["acc_a"],
-        "acc_b": endpoints["averaging"]["acc_b"],
-        "model_distance": model_distance,
-        **summary(pd.DataFrame(barriers), df, endpoints["averaging"]["loss_a"]),
-    }
+
+def run(out: Path, scale: str) -> dict[str, float | str]:
+    """For each network of the scale: train a pair, then compare the directions and the noise."""
+    setups = experiment.pair_setups(scale, ["shared_init"])
+    result: dict[str, float | str] = {}
+    for setup in setups:
+        root = out / setup.network
+        curves, barriers, ends, layers, distance = study(setup.fit(root / "pair"), scale)
+        write_csv(root / "curves.csv", curves, COLUMNS)
+        write_csv(root / "barriers.csv", barriers, BARRIER_COLUMNS)
+        df = pd.DataFrame(curves)
+        figures = out / "figures"
+        plots.save_figure(direction_figure(df, layers), figures / f"{setup.network}_directions.png")
+        plots.save_figure(noise_figure(df), figures / f"{setup.network}_noise.png")
+        numbers = {
+            "pairing": setup.description,
+            "acc_a": ends["acc_a"],
+            "acc_b": ends["acc_b"],
+            "model_distance": distance,
+            **summary(pd.DataFrame(barriers), df, ends["loss_a"]),
+        }
+        prefix = f"{setup.network}/" if len(setups) > 1 else ""
+        result.update({prefix + k: v for k, v in numbers.items()})
+    return result
 
 
 def summary(barriers: pd.DataFrame, curves: pd.DataFrame, loss_a: float) -> dict[str, float | str]:
