@@ -139,8 +139,9 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
     return rows
 
 
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (NaN written as null)."""
+def as_json(data: Any) -> Any:
+    """``data`` exactly as it reads back from a JSON file (NaN as null, tuples as lists, str keys)."""
+
     def clean(o: Any) -> Any:
         if isinstance(o, float) and math.isnan(o):
             return None
@@ -150,7 +151,12 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
             return [clean(v) for v in o]
         return o
 
-    _atomic_write(Path(path), json.dumps(clean(data), indent=2, default=str) + "\n")
+    return json.loads(json.dumps(clean(data), default=str))
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (NaN written as null)."""
+    _atomic_write(Path(path), json.dumps(as_json(data), indent=2) + "\n")
 
 
 def save_state_dict(path: str | os.PathLike[str], state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
