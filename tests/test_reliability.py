@@ -24,6 +24,7 @@ from lightning.pytorch import Callback, Trainer
 
 from conftest import CONFIGS, REPO_ROOT
 from engine_reference import naive_eval, naive_state
+from fixtures_data import write_cifar10
 from lwlc import analyze as analyze_module
 from lwlc import memory
 from lwlc.callbacks import LayerwiseBarrierCallback
@@ -33,7 +34,7 @@ from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import coefficients, make_paths
 from lwlc.layers import default_groups
-from lwlc.models import MLP
+from lwlc.models import MLP, ResNet18
 from lwlc.training import ClassifierModule
 from lwlc_runs import DIGITS, QUIET, fit_pair, fit_single, members, mlp_of
 
@@ -160,8 +161,9 @@ def test_the_crafted_checkpoint_really_runs_code_when_unpickled_unsafely(tmp_pat
         ["validate", "--config", DIGITS, "--ckpt_path", "{evil}"],
         ["test", "--config", DIGITS, "--ckpt_path", "{evil}"],
         ["fit", "--config", DIGITS, "--ckpt_path", "{evil}", "--weights_only", "true"],
+        ["merge", "--ckpt-a", "{evil}", "--ckpt-b", "{single}"],
     ],
-    ids=["analyze-ckpt", "analyze-ckpt-a", "analyze-ckpt-b", "fit", "validate", "test", "fit-wo"],
+    ids=["analyze-ckpt", "analyze-ckpt-a", "analyze-ckpt-b", "fit", "validate", "test", "fit-wo", "merge"],
 )
 def test_a_checkpoint_that_runs_code_is_refused_without_running_it(
     files, tmp_path, capsys, command, legacy
@@ -169,10 +171,24 @@ def test_a_checkpoint_that_runs_code_is_refused_without_running_it(
     marker = tmp_path / "PWNED"
     evil = malicious_checkpoint(tmp_path / "evil.ckpt", marker, legacy)
     argv = [a.format(evil=evil, single=files["single"]) for a in command]
-    argv += ["--out", str(tmp_path / "out")] if argv[0] == "analyze" else ["--trainer.default_root_dir", str(tmp_path)]
+    if argv[0] in ("analyze", "merge"):
+        argv += ["--out", str(tmp_path / ("out" if argv[0] == "analyze" else "out.ckpt"))]
+    else:
+        argv += ["--trainer.default_root_dir", str(tmp_path)]
     line = _refused(capsys, argv, marker)
     assert "refusing to load" in line and str(evil) in line
-    assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
+    assert not any(tmp_path.glob("out*")) and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_hugging_face_folder_whose_weights_run_code_is_refused(tmp_path, capsys):
+    import transformers  # the dev extra installs it
+
+    folder = tmp_path / "lm"
+    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=16).save_pretrained(folder)
+    marker = tmp_path / "PWNED"
+    malicious_checkpoint(folder / "pytorch_model.bin", marker)
+    argv = ["analyze", "--ckpt-a", str(folder), "--ckpt-b", str(folder), "--out", str(tmp_path / "out")]
+    assert "refusing to load" in _refused(capsys, argv, marker)
 
 
 def test_weights_only_false_is_refused_before_anything_is_loaded(files, tmp_path, capsys):
@@ -508,7 +524,7 @@ def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, t
     common = ["--ckpt", str(files["pair"]), "--plans", "full,single", "--max-samples", "100"]
     free = analyze(tmp_path / "free", *common)
     sizes = json.loads((free / "summary.json").read_text())["memory"]
-    assert (sizes["batch_size"], sizes["chunk_size"]) == (512, 16)
+    assert (sizes["batch_size"], sizes["chunk_size"]) == (100, 16)  # no batch beyond the samples
     # One path at a time: the full path's 9 interior alphas each hold a mixed copy of the model.
     params = sum(v.numel() * 4 for v in members(files["pair"])["a"].values())
     need = sizes["fixed_bytes"] + 9 * params + 40 * sizes["activation_bytes_per_sample"]
@@ -521,3 +537,102 @@ def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, t
         assert [r[:5] for r in got] == [r[:5] for r in want]
         for g, w in zip(got[1:], want[1:], strict=True):
             assert [float(v) for v in g[5:]] == pytest.approx([float(v) for v in w[5:]], abs=1e-5)
+
+
+PEAK_RSS = """
+import os, sys
+import torchvision.datasets.cifar
+import lwlc.analyze, lwlc.cli
+def kib(field):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field))
+# the test's CIFAR files are small fakes without the official md5 sums
+torchvision.datasets.cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
+base = kib("VmRSS:")
+lwlc.cli.main(sys.argv[1:])
+print(base, kib("VmHWM:"))
+"""
+
+
+@pytest.mark.slow
+def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budget(tmp_path):
+    """The peak memory a fresh process adds after its imports stays within --memory-budget."""
+    write_cifar10(tmp_path / "data", per_batch=8, n_test=16)
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"{seed}.pt")
+        torch.save(ResNet18(norm="none").state_dict(), files[-1])
+    budget = 2.0
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, "analyze", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]),
+         "--model", "lwlc.models.ResNet18", "--model.init_args.norm", "none",
+         "--data", "lwlc.data.CIFAR10DataModule", "--data.init_args.root", str(tmp_path / "data"),
+         "--plans", "full,single", "--rest-from", "a", "--max-samples", "4", "--no_plots",
+         "--memory-budget", str(budget), "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    base_kib, peak_kib = map(int, done.stdout.split()[-2:])
+    summary = json.loads((out / "summary.json").read_text())
+    layers = len(summary["layers"])
+    assert layers == 21 and summary["alphas"] == [i / 10 for i in range(11)]
+    assert len((out / "curves.csv").read_text().splitlines()) == 1 + (layers + 1) * 11
+    added = (peak_kib - base_kib) * 1024
+    assert added <= summary["memory"]["estimate_bytes"] <= budget * memory.GIB
+    print(f"peak RSS {peak_kib / 2**20:.2f} GiB ({added / memory.GIB:.2f} GiB after imports), "
+          f"memory plan {summary['memory']}")  # fmt: skip
+
+
+# ------------------------------------------------------------------ distributed
+CALLBACK = {
+    "class_path": "lwlc.callbacks.LayerwiseBarrierCallback",
+    "init_args": {
+        "plans": ["full", "single"], "rest_from": ["a", "b"], "splits": ["val", "test"],
+        "max_samples": None, "figures": False, "every_n_epochs": 1,
+    },
+}  # fmt: skip
+
+
+def _fit_process(root: Path, devices: int, epochs: int, *args: str) -> None:
+    """``lwlc fit`` of the demo pair with the Callback, in a fresh process, on ``devices`` CPU
+    processes: the per-process batch is 32 / devices, so every run takes the same global steps."""
+    extra = root.with_suffix(".callbacks.yaml")
+    extra.write_text(json.dumps({"trainer": {"callbacks": [CALLBACK]}}))
+    strategy = ["--trainer.strategy", "ddp"] if devices > 1 else []
+    command = [
+        sys.executable, "-m", "lwlc.cli", "fit", "--config", DIGITS, "--config", str(extra),
+        "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(epochs),
+        "--trainer.limit_train_batches", "4", "--trainer.accelerator", "cpu",
+        "--trainer.devices", str(devices), *strategy, "--data.init_args.batch_size", str(32 // devices),
+        *QUIET, *args,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _history(root: Path) -> dict[tuple, tuple[float, float]]:
+    """The Callback's barriers by (step, path, split, reference), each row required to be unique."""
+    rows = [line.split(",") for line in (root / "barriers" / "barriers.csv").read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    assert header == ["epoch", "step", "plan", "group", "rest_from", "split", "reference", "loss_barrier", "error_barrier"]
+    keyed = {tuple(r[:7]): (float(r[7]), float(r[8])) for r in body}
+    assert len(keyed) == len(body), "a row was written twice"
+    return keyed
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process_and_resumes(tmp_path):
+    _fit_process(tmp_path / "one", 1, 2)
+    _fit_process(tmp_path / "two", 2, 2)
+    _fit_process(tmp_path / "first_half", 2, 1)
+    last = tmp_path / "first_half" / "checkpoints" / "last.ckpt"
+    _fit_process(tmp_path / "resumed", 2, 2, "--ckpt_path", str(last))
+
+    one, two, resumed = (_history(tmp_path / n) for n in ("one", "two", "resumed"))
+    steps = sorted({int(k[1]) for k in one})
+    assert steps == [0, 4, 8]  # initialisation and the end of each epoch
+    for other in (two, resumed):
+        assert other.keys() == one.keys()
+        for key, values in one.items():
+            assert other[key] == pytest.approx(values, abs=1e-5), key

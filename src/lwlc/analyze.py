@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import platform
 import signal
 import sys
@@ -30,7 +31,7 @@ from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, Path, check_alphas, coefficients, default_alphas, make_paths
-from lwlc.io import as_json, read_csv, write_csv, write_json
+from lwlc.io import as_json, read_csv, unpickling_error, write_csv, write_json
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
@@ -293,7 +294,10 @@ def _read(path: str) -> Checkpoint:
     if FsPath(path).is_dir() and (FsPath(path) / "config.json").is_file():
         from lwlc.hf import read_hf_checkpoint
 
-        return read_hf_checkpoint(path)
+        try:
+            return read_hf_checkpoint(path)
+        except pickle.UnpicklingError as err:  # transformers reads *.bin with weights_only=True
+            raise unpickling_error(path, err) from None
     return read_checkpoint(path)
 
 

@@ -48,6 +48,20 @@ def _unreadable(p: Path, err: Exception) -> LwlcError:
     )
 
 
+def unpickling_error(path: str | os.PathLike[str], err: pickle.UnpicklingError) -> LwlcError:
+    """The one-line error for a file torch's safe unpickler rejected: code-running objects in it
+    (refused, with what to do) or plain damage."""
+    names = re.search(r"GLOBAL (\S+)", str(err))
+    if names or "add_safe_globals" in str(err):
+        what = f"the Python object {names.group(1)}" if names else "Python objects"
+        return LwlcError(
+            f"refusing to load {path}: it holds {what}, which would run code when unpickled; lwlc "
+            "loads only tensors and plain data. If you trust the file, re-save it as "
+            "torch.save(model.state_dict(), path) or as safetensors"
+        )
+    return _unreadable(Path(path), err)
+
+
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint or state dict without executing code; raise one clear line otherwise."""
     p = _check_file(path)
@@ -61,15 +75,7 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        names = re.search(r"GLOBAL (\S+)", str(err))
-        if names or "add_safe_globals" in str(err):
-            what = f"the Python object {names.group(1)}" if names else "Python objects"
-            raise LwlcError(
-                f"refusing to load {p}: it holds {what}, which would run code when unpickled; lwlc "
-                "loads only tensors and plain data. If you trust the file, re-save it as "
-                "torch.save(model.state_dict(), path) or as safetensors"
-            ) from None
-        raise _unreadable(p, err) from None
+        raise unpickling_error(p, err) from None
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise _unreadable(p, err) from None
     if not isinstance(obj, dict):
