@@ -1,15 +1,21 @@
 """Experiments 5-8 (robustness, subspace, federated, language model) and their building blocks."""
 
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
-from lwlc.data import CharTextDataModule
+from lwlc import experiment
+from lwlc.checkpoints import read_checkpoint
+from lwlc.data import CharTextDataModule, DigitsDataModule
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
-from lwlc.models import GPT
+from lwlc.io import read_csv
+from lwlc.models import GPT, MLP
 from lwlc.training import reinitialize
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20
@@ -118,3 +124,146 @@ def test_default_corpus_is_embedded_python_documentation() -> None:
     assert data.num_classes == len(set(data.text))
     x, _ = data.tensors("train")
     assert x.dtype == torch.long and x.shape[1] == 64
+
+
+# ------------------------------------------------------------------ the recipes at scale smoke
+
+
+def run_smoke(name: str, out: Path) -> dict[str, object]:
+    record = experiment.run_experiment(name, "smoke", out)
+    assert json.loads((out / "result.json").read_text())["run"]["experiment"] == name
+    return record
+
+
+def test_recipes_are_listed() -> None:
+    assert {"robustness", "subspace", "federated", "language_model"} <= set(
+        experiment.recipe_names()
+    )
+
+
+@pytest.fixture(scope="module")
+def robustness(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("robustness")
+    return out, run_smoke("robustness", out)
+
+
+def test_robustness_averaging_direction_ends_at_a_with_bs_layer(robustness) -> None:
+    out, record = robustness
+    ck = read_checkpoint(out / "mlp" / "pair" / "checkpoints" / "last.ckpt")
+    a, b = ck.members["a"], ck.members["b"]
+    x, y = DigitsDataModule().tensors("test", 100)
+    net = MLP(in_features=64, num_classes=10, width=128, depth=3).eval()
+    curves = read_csv(out / "mlp" / "curves.csv")
+    for layer in ("fc1", "head"):
+        net.load_state_dict({**a, **{k: v for k, v in b.items() if k.startswith(layer + ".")}})
+        with torch.no_grad():
+            expected = F.cross_entropy(net(x), y).item()
+        end = [
+            r
+            for r in curves
+            if r["direction"] == "averaging" and r["group"] == layer and r["alpha"] == 1.0
+        ]
+        assert float(end[0]["loss"]) == pytest.approx(expected, rel=1e-5)
+    distance = math.sqrt(sum(float(((b[k] - a[k]) ** 2).sum()) for k in a))
+    assert float(record["model_distance"]) == pytest.approx(distance, rel=1e-5)
+    noise_ends = {
+        float(r["norm"])
+        for r in curves
+        if str(r["direction"]).startswith("noise") and r["alpha"] == 1.0
+    }
+    assert noise_ends and all(n == pytest.approx(4 * distance, rel=1e-5) for n in noise_ends)
+    assert (out / "figures" / "mlp_directions.png").stat().st_size > 0
+    assert (out / "figures" / "mlp_noise.png").stat().st_size > 0
+
+
+def test_robustness_noise_at_norm_zero_is_model_a(robustness) -> None:
+    out, _ = robustness
+    curves = read_csv(out / "mlp" / "curves.csv")
+    at_a = {float(r["loss"]) for r in curves if r["alpha"] == 0.0}
+    assert len(at_a) == 1  # every direction starts at A itself
+
+
+def test_subspace_basis_and_directions() -> None:
+    recipe = experiment.load_recipe("subspace")
+    gen = torch.Generator().manual_seed(0)
+    spanning = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    columns = torch.cat(
+        [spanning, spanning @ torch.randn(4, 3, generator=gen, dtype=torch.float64)], dim=1
+    )
+    basis = recipe.orthonormal_basis(columns)
+    assert basis.shape == (30, 4)  # rank 4, not 7
+    torch.testing.assert_close(basis.T @ basis, torch.eye(4, dtype=torch.float64))
+    torch.testing.assert_close(basis @ (basis.T @ columns), columns)  # spans the columns
+    inside, outside = recipe.in_span(basis, gen), recipe.in_complement(basis, gen)
+    assert float(inside.norm()) == pytest.approx(1.0) and float(outside.norm()) == pytest.approx(
+        1.0
+    )
+    torch.testing.assert_close(basis @ (basis.T @ inside), inside)
+    assert float((basis.T @ outside).abs().max()) < 1e-12
+    assert recipe.in_complement(torch.eye(5, dtype=torch.float64), gen) is None
+
+
+def test_subspace_perturbation_is_a_plus_sigma_d() -> None:
+    recipe = experiment.load_recipe("subspace")
+    torch.manual_seed(0)
+    net = MLP(in_features=16, num_classes=3, width=8, depth=2).eval()
+    a = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    keys = ["fc2.weight", "fc2.bias"]
+    direction = torch.randn(8 * 8 + 8, dtype=torch.float64)
+    x, y = torch.randn(20, 16), torch.randint(0, 3, (20,))
+    found = recipe.noisy(net, a, keys, direction, [0.0, 2.5], (x, y))
+    for sigma, (loss, _) in zip((0.0, 2.5), found, strict=True):
+        moved = dict(a)
+        moved["fc2.weight"] = a["fc2.weight"] + sigma * direction[:64].view(8, 8).float()
+        moved["fc2.bias"] = a["fc2.bias"] + sigma * direction[64:].float()
+        net.load_state_dict(moved)
+        with torch.no_grad():
+            assert loss == pytest.approx(F.cross_entropy(net(x), y).item(), rel=1e-5)
+
+
+def test_subspace_smoke_spans_the_snapshots(tmp_path: Path) -> None:
+    record = run_smoke("subspace", tmp_path)
+    # 3 epochs: the shared initialisation and 3 snapshots per net, 7 generic vectors of 867
+    assert record["training_subspace_dim"] == "7 of 867"
+    assert record["head/training_subspace_dim"] == "7 of 51"
+    rows = read_csv(tmp_path / "noise.csv")
+    spaces = {r["space"] for r in rows}
+    assert spaces == {"clean", "training subspace", "null space", "averaging direction"}
+    assert all(0.001 <= float(r["sigma"]) <= 10.0 for r in rows if r["space"] != "clean")
+
+
+def test_federated_smoke_logs_every_round_of_every_scheme(tmp_path: Path) -> None:
+    record = run_smoke("federated", tmp_path)
+    rows = read_csv(tmp_path / "history.csv")
+    runs = {(r["split"], r["averaging"]) for r in rows}
+    assert runs == {(s, a) for s in ("iid", "extreme") for a in ("all (FedAvg)", "all but head")}
+    assert sorted(
+        float(r["round"]) for r in rows if r["split"] == "iid" and r["averaging"] == "all (FedAvg)"
+    ) == [1.0, 2.0]
+    metrics = (
+        tmp_path / "logs" / "extreme" / "all_but_head" / "version_0" / "metrics.csv"
+    ).read_text()
+    for name in ("client0/acc", "client1/local_acc", "global/acc"):
+        assert name in metrics.splitlines()[0]
+    assert "extreme/best_partial_minus_fedavg_local_acc" in record
+
+
+def test_language_model_smoke_barriers_match_the_saved_models(tmp_path: Path) -> None:
+    record = run_smoke("language_model", tmp_path)
+    data = CharTextDataModule(block_size=16)
+    x, y = data.tensors("test", 16)
+    losses = {}
+    for name in ("a", "b"):
+        net = GPT(vocab_size=data.num_classes, block_size=16, depth=1, heads=2, width=16).eval()
+        net.load_state_dict(load_file(tmp_path / f"model_{name}.safetensors"))
+        with torch.no_grad():
+            losses[name] = F.cross_entropy(net(x).flatten(0, 1), y.flatten()).item()
+    assert float(record["loss_a"]) == pytest.approx(losses["a"], rel=1e-5)
+    assert float(record["loss_b"]) == pytest.approx(losses["b"], rel=1e-5)
+    curves = [r for r in read_csv(tmp_path / "curves.csv") if r["plan"] == "full"]
+    middle = [float(r["loss"]) for r in curves if r["alpha"] == 0.5][0]
+    expected = middle - (losses["a"] + losses["b"]) / 2
+    assert float(record["midpoint/full_loss_barrier"]) == pytest.approx(
+        expected, rel=1e-4, abs=1e-6
+    )
+    assert (tmp_path / "figures" / "lm_barriers.png").stat().st_size > 0
