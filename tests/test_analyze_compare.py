@@ -125,9 +125,17 @@ def test_several_checkpoints_compare_every_pair(runs: dict[str, Path], tmp_path:
     assert set(labels) == {r["model_a"] for r in rows} | {r["model_b"] for r in rows}
 
 
-def test_several_checkpoints_need_an_output_folder(runs: dict[str, Path]) -> None:
+def test_several_checkpoints_need_an_output_folder_unless_listing_layers(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(LwlcError, match="give --out DIR"):
         run(["--ckpt", str(runs["s1"]), str(runs["s2"])])
+    assert run(["--ckpt", str(runs["s1"]), str(runs["s2"]), "--list-layers"]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "fc1",
+        "fc2",
+        "head",
+    ]
     with pytest.raises(LwlcError, match="unknown --align 'git-rebasin'"):
         run(["--ckpt", str(runs["pair"]), "--align", "git-rebasin"])
 

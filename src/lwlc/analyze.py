@@ -853,18 +853,18 @@ def _run_many(args: Any) -> int:
     """
     if args.ckpt_a or args.ckpt_b:
         raise LwlcError("give several --ckpt files or --ckpt-a/--ckpt-b, not both")
-    if not args.out:
+    if not (args.out or args.list_layers):
         raise LwlcError("comparing several checkpoints writes one folder per pair: give --out DIR")
     _options(args)
-    out = _out_path(args, [])
+    out = None if args.list_layers else _out_path(args, [])
     labels = _labels(args.ckpt)
     rows: Rows = []
     for i, j in combinations(range(len(labels)), 2):
         pair = args.clone()
         pair.ckpt, pair.ckpt_a, pair.ckpt_b = None, args.ckpt[i], args.ckpt[j]
-        pair.out = str(out / f"{labels[i]}~{labels[j]}")
+        pair.out = None if out is None else str(out / f"{labels[i]}~{labels[j]}")
         code = _run_pair(pair)
-        if code or args.list_layers:
+        if code or out is None:
             return code
         names = {"model_a": labels[i], "model_b": labels[j]}
         rows += [{**r, **names} for r in read_csv(FsPath(pair.out) / "barriers.csv")]
