@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures_data import write_cifar10
 from lwlc import experiment
 from lwlc.cli import main
 from lwlc.io import read_csv
@@ -42,11 +43,13 @@ def write_recipe(root: Path, name: str, body: str) -> None:
 
 
 FAKE = """
+from lwlc import experiment
+
 CLAIM = "two plus two is four"
 
 def run(out, scale):
     (out / "seen.txt").write_text(scale)
-    return {"sum": 2.0 + 2.0, "scale": scale}
+    return {"sum": 2.0 + 2.0, "scale": scale, "fit": " ".join(experiment.FIT_OVERRIDES.get())}
 """
 
 
@@ -94,6 +97,17 @@ def test_run_saves_headline_claim_scale_machine_and_time(
     assert run["wall_time_s"] >= 0 and run["machine"]["cpu_cores"] >= 1
     printed = capsys.readouterr().out
     assert "sum: 4.0000" in printed and str(out / "result.json") in printed
+
+
+def test_fit_overrides_reach_the_recipe_only_while_it_runs(
+    fake_experiments: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    main(["experiment", "arith", "--smoke", "--out", str(out), "--fit=--a=1", "--fit=--b=2"])
+    record = json.loads((out / "result.json").read_text())
+    assert record["fit"] == "--a=1 --b=2"
+    assert record["run"]["fit_overrides"] == ["--a=1", "--b=2"]
+    assert experiment.FIT_OVERRIDES.get() == ()
 
 
 def test_default_scale_is_full_and_out_is_named_after_experiment_and_scale(
@@ -367,3 +381,30 @@ def test_deep_linear_curves_match_a_hand_written_matrix_product() -> None:
         expected = ((out - y) ** 2).sum(dim=1).mean().item()
         assert float(row["loss"]) == pytest.approx(expected, rel=1e-5)
         assert math.isnan(float(row["accuracy"]))
+
+
+# ------------------------------------------------------- the paper-scale (full) variants
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["full_vs_single", "through_training", "cumulative"])
+def test_full_variants_run_on_a_tiny_fake_cifar10(tmp_path: Path, name: str) -> None:
+    """The full recipes (VGG-11 and ResNet-18 configs) end to end, shrunk by --fit overrides."""
+    write_cifar10(tmp_path / "data")
+    shrink = [
+        f"--data.init_args.root={tmp_path / 'data'}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=8",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true",
+        "--model.init_args.model.init_args.width=8",
+    ]
+    record = experiment.run_experiment(name, "full", tmp_path / "out", shrink)
+    assert record["run"]["fit_overrides"] == shrink
+    for network in ("vgg11", "resnet18"):
+        for pairing in PAIRINGS:
+            ckpt = tmp_path / "out" / network / pairing / "checkpoints" / "last.ckpt"
+            state = torch.load(ckpt, weights_only=True)
+            assert state["global_step"] == 5  # one epoch: 36 training images, batches of 8
+            assert f"{network}/{pairing}/pairing" in record

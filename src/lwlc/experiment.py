@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,6 +35,8 @@ SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
 RECIPE_FILE = "recipe.py"
 Result = dict[str, float | str]
+# The user's extra ``lwlc fit`` arguments for every pair of the running recipe.
+FIT_OVERRIDES: ContextVar[tuple[str, ...]] = ContextVar("FIT_OVERRIDES", default=())
 Rows = list[dict[str, object]]
 
 
@@ -106,18 +109,28 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_experiment(name: str, scale: str, out: Path) -> dict[str, Any]:
-    """Run recipe ``name`` at ``scale`` into ``out``; save and return its result record."""
+def run_experiment(
+    name: str, scale: str, out: Path, fit_overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run recipe ``name`` at ``scale`` into ``out``; save and return its result record.
+
+    ``fit_overrides`` are appended to every ``lwlc fit`` of the recipe (e.g. fewer epochs).
+    """
     if scale not in SCALES:
         raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     recipe = load_recipe(name)
     started = time.perf_counter()
-    headline = recipe.run(out, scale)
+    token = FIT_OVERRIDES.set(tuple(fit_overrides))
+    try:
+        headline = recipe.run(out, scale)
+    finally:
+        FIT_OVERRIDES.reset(token)
     record = {
         **headline,
         "run": {
             "experiment": name,
             "scale": scale,
+            "fit_overrides": list(fit_overrides),
             "claim": recipe.CLAIM,
             "wall_time_s": round(time.perf_counter() - started, 1),
             "machine": machine(),
@@ -156,6 +169,13 @@ def build_parser() -> Any:
         "--out", type=str | None, default=None, help="default runs/experiments/NAME-SCALE"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument(
+        "--fit",
+        action="append",
+        type=str,
+        default=[],
+        help="extra lwlc fit argument for every pair (repeatable): --fit=--trainer.max_epochs=9",
+    )
     return p
 
 
@@ -181,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out or Path("runs") / "experiments" / f"{args.name}-{scale}")
     load_recipe(args.name)  # an unknown name fails before anything is created
     prepare_out(out, args.overwrite)
-    record = run_experiment(args.name, scale, out)
+    record = run_experiment(args.name, scale, out, args.fit)
     print(format_headline(record))
     print(f"result: {out / 'result.json'}")
 
@@ -189,19 +209,31 @@ def main(argv: Sequence[str] | None = None) -> None:
 # ------------------------------------------------------------------- the recipes' toolkit
 
 
-def fit(configs: Sequence[str | Path], root: Path, overrides: Sequence[str] = ()) -> Path:
-    """Train with ``lwlc fit`` (configs applied in order, then overrides) into ``root``.
+def fit(
+    configs: Sequence[str | Path],
+    root: Path,
+    overrides: Sequence[str] = (),
+    extra_configs: Sequence[str | Path] = (),
+) -> Path:
+    """Train with ``lwlc fit`` into ``root``; returns the final checkpoint (``last.ckpt``).
 
-    Returns the final checkpoint (``root/checkpoints/last.ckpt``).
+    The base ``configs`` are applied in order with their callbacks removed, then the recipe's
+    ``extra_configs`` (which may add callbacks), then ``overrides``, then the user's
+    ``--fit`` arguments. Metrics go to a CSV logger in ``root/logs``.
     """
     from lwlc import cli
 
     args = ["fit"]
-    for config in configs:
-        args += ["--config", str(config)]
+    for path in configs:
+        args += ["--config", str(path)]
+    args.append("--trainer.callbacks=[]")
+    for path in extra_configs:
+        args += ["--config", str(path)]
     args += [
         f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.logger.init_args.name=logs",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         # Lightning 2.6 refreshes last.ckpt only when a top-k checkpoint is saved, so with a
@@ -210,6 +242,7 @@ def fit(configs: Sequence[str | Path], root: Path, overrides: Sequence[str] = ()
         "--checkpoint.monitor=step",
         "--checkpoint.mode=max",
         *overrides,
+        *FIT_OVERRIDES.get(),
     ]
     cli.main(args)
     return root / "checkpoints" / "last.ckpt"
@@ -237,8 +270,9 @@ class PairSetup:
         self, root: Path, extra_configs: Sequence[str] = (), overrides: Sequence[str] = ()
     ) -> Path:
         """Train this pair with ``lwlc fit`` into ``root``; the final checkpoint."""
-        configs = [config(c) for c in (*self.configs, *extra_configs)]
-        return fit(configs, root, [*self.overrides, *overrides])
+        base = [config(c) for c in self.configs]
+        extra = [config(c) for c in extra_configs]
+        return fit(base, root, [*self.overrides, *overrides], extra)
 
 
 # The paper's default pairing and fully independent runs (science.md section 6, item 1).
