@@ -17,10 +17,13 @@ from lwlc.models import MLP
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")
 QUIET = [
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-]  # fmt: skip
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 SINGLE_WIDTH = 32
 
 
@@ -28,7 +31,14 @@ def fit_pair(root: Path, *args: str, batches: int = 5) -> Path:
     """``lwlc fit`` of the demo config for one short epoch; returns ``last.ckpt``."""
     main(
         ["fit", "--config", DIGITS, "--trainer.default_root_dir", str(root)]
-        + ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(batches), *QUIET, *args]
+        + [
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            str(batches),
+            *QUIET,
+            *args,
+        ]
     )
     return root / "checkpoints" / "last.ckpt"
 

@@ -88,8 +88,13 @@ def check_against_naive(out: Path, model: torch.nn.Module, a: dict, b: dict) -> 
     for r in barriers:
         curve = points[(r["plan"], r["group"], r["rest_from"], r["split"])]
         (loss_a, acc_a), (loss_b, acc_b) = ends[r["split"]]
-        for col, i, end_a, end_b in (("loss", 1, loss_a, loss_b), ("error", 2, 1 - acc_a, 1 - acc_b)):
-            start, stop = (curve[0][i], curve[-1][i]) if r["reference"] == "path" else (end_a, end_b)
+        for col, i, end_a, end_b in (
+            ("loss", 1, loss_a, loss_b),
+            ("error", 2, 1 - acc_a, 1 - acc_b),
+        ):
+            start, stop = (
+                (curve[0][i], curve[-1][i]) if r["reference"] == "path" else (end_a, end_b)
+            )
             excess = [p[i] - ((1 - p[0]) * start + p[0] * stop) for p in curve]
             expected = {"path": max(excess), "models": max(excess)}.get(r["reference"])
             if r["reference"] == "midpoint":
@@ -104,7 +109,12 @@ def test_paired_checkpoint_results_match_the_naive_loop(runs, tmp_path):
     _, curves = read_rows(out / "curves.csv")
     names = layer_names(m["a"])
     paths = {(r["plan"], r["group"], r["rest_from"]) for r in curves}
-    layerwise = {(p, g, r) for p in ("single", "cumulative_front", "cumulative_back") for g in names for r in "ab"}
+    layerwise = {
+        (p, g, r)
+        for p in ("single", "cumulative_front", "cumulative_back")
+        for g in names
+        for r in "ab"
+    }
     assert paths == {("full", "all", "a")} | layerwise
     assert len(curves) == len(paths) * 2 * 11  # two splits, the default 11 alphas
 
@@ -142,9 +152,16 @@ def test_list_layers_prints_each_layer_with_its_size(runs, tmp_path, capsys):
 
 def test_two_single_network_checkpoints_compare_with_ckpt_a_and_ckpt_b(runs, tmp_path):
     out = analyze(
-        tmp_path / "out", "--ckpt-a", str(runs["single_a"]), "--ckpt-b", str(runs["single_b"]),
-        "--plans", "full,single", "--alphas", "0,0.25,0.5,1",
-    )  # fmt: skip
+        tmp_path / "out",
+        "--ckpt-a",
+        str(runs["single_a"]),
+        "--ckpt-b",
+        str(runs["single_b"]),
+        "--plans",
+        "full,single",
+        "--alphas",
+        "0,0.25,0.5,1",
+    )
     a, b = members(runs["single_a"])["model"], members(runs["single_b"])["model"]
     check_against_naive(out, mlp_of(runs["single_a"]), a, b)
     summary = json.loads((out / "summary.json").read_text())
@@ -163,12 +180,26 @@ def test_plain_state_dicts_with_model_and_data_give_the_checkpoint_results(runs,
         files.append(str(path))
     common = ["--plans", "full,single", "--alphas", "0,0.5,1"]
     plain = analyze(
-        tmp_path / "plain", "--ckpt-a", files[0], "--ckpt-b", files[1], *common,
-        "--model", "lwlc.models.MLP", "--model.init_args.width", str(SINGLE_WIDTH),
-        "--data", "lwlc.data.DigitsDataModule",
-    )  # fmt: skip
+        tmp_path / "plain",
+        "--ckpt-a",
+        files[0],
+        "--ckpt-b",
+        files[1],
+        *common,
+        "--model",
+        "lwlc.models.MLP",
+        "--model.init_args.width",
+        str(SINGLE_WIDTH),
+        "--data",
+        "lwlc.data.DigitsDataModule",
+    )
     ckpts = analyze(
-        tmp_path / "ckpt", "--ckpt-a", str(runs["single_a"]), "--ckpt-b", str(runs["single_b"]), *common
+        tmp_path / "ckpt",
+        "--ckpt-a",
+        str(runs["single_a"]),
+        "--ckpt-b",
+        str(runs["single_b"]),
+        *common,
     )
     for name in ("curves.csv", "barriers.csv"):
         assert read_rows(plain / name) == read_rows(ckpts / name)
@@ -182,5 +213,7 @@ def test_a_plain_state_dict_without_model_says_to_pass_one(runs, tmp_path, capsy
     path = tmp_path / "a.pt"
     torch.save(members(runs["single_a"])["model"], path)
     with pytest.raises(SystemExit):
-        main(["analyze", "--ckpt-a", str(path), "--ckpt-b", str(path), "--out", str(tmp_path / "o")])
+        main(
+            ["analyze", "--ckpt-a", str(path), "--ckpt-b", str(path), "--out", str(tmp_path / "o")]
+        )
     assert "pass --model CLASS" in capsys.readouterr().err

@@ -163,7 +163,16 @@ def test_the_crafted_checkpoint_really_runs_code_when_unpickled_unsafely(tmp_pat
         ["fit", "--config", DIGITS, "--ckpt_path", "{evil}", "--weights_only", "true"],
         ["merge", "--ckpt-a", "{evil}", "--ckpt-b", "{single}"],
     ],
-    ids=["analyze-ckpt", "analyze-ckpt-a", "analyze-ckpt-b", "fit", "validate", "test", "fit-wo", "merge"],
+    ids=[
+        "analyze-ckpt",
+        "analyze-ckpt-a",
+        "analyze-ckpt-b",
+        "fit",
+        "validate",
+        "test",
+        "fit-wo",
+        "merge",
+    ],
 )
 def test_a_checkpoint_that_runs_code_is_refused_without_running_it(
     files, tmp_path, capsys, command, legacy
@@ -184,10 +193,20 @@ def test_a_hugging_face_folder_whose_weights_run_code_is_refused(tmp_path, capsy
     import transformers  # the dev extra installs it
 
     folder = tmp_path / "lm"
-    transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=16).save_pretrained(folder)
+    transformers.GPT2Config(
+        n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=16
+    ).save_pretrained(folder)
     marker = tmp_path / "PWNED"
     malicious_checkpoint(folder / "pytorch_model.bin", marker)
-    argv = ["analyze", "--ckpt-a", str(folder), "--ckpt-b", str(folder), "--out", str(tmp_path / "out")]
+    argv = [
+        "analyze",
+        "--ckpt-a",
+        str(folder),
+        "--ckpt-b",
+        str(folder),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert "refusing to load" in _refused(capsys, argv, marker)
 
 
@@ -208,10 +227,15 @@ def test_the_callback_refuses_a_reference_checkpoint_that_runs_code(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     trainer = Trainer(
-        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[LayerwiseBarrierCallback(reference_ckpt=str(evil))],
-    )  # fmt: skip
+    )
     with pytest.raises(LwlcError, match="refusing to load"):
         trainer.fit(Single(MLP(width=32)), datamodule=DigitsDataModule(order_seeds=[0]))
     assert not marker.exists()
@@ -222,7 +246,15 @@ def test_fit_resumes_from_its_own_checkpoint_under_the_safe_loader(files, tmp_pa
     last = fit_pair(tmp_path / "first")
     resumed = tmp_path / "resumed"
     main(
-        ["fit", "--config", DIGITS, "--ckpt_path", str(last), "--trainer.default_root_dir", str(resumed)]
+        [
+            "fit",
+            "--config",
+            DIGITS,
+            "--ckpt_path",
+            str(last),
+            "--trainer.default_root_dir",
+            str(resumed),
+        ]
         + ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", *QUIET]
     )
     checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -237,49 +269,236 @@ def _no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 FIT = ["fit", "--config", DIGITS, "--trainer.default_root_dir", "{tmp}", *QUIET]
 BATTERY = [
     # (id, argv, fragments the one error line must hold, setup)
-    ("missing-path", ["analyze", "--ckpt", "{root}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"], None),
+    (
+        "missing-path",
+        ["analyze", "--ckpt", "{root}/nowhere.ckpt"],
+        ["nowhere.ckpt", "does not exist"],
+        None,
+    ),
     ("directory", ["analyze", "--ckpt", "{root}"], ["is a directory"], None),
     ("empty-file", ["analyze", "--ckpt", "{empty}"], ["empty.ckpt", "is empty"], None),
-    ("truncated-file", ["analyze", "--ckpt", "{truncated}"], ["truncated.ckpt", "not a readable checkpoint", "truncated or corrupted"], None),
-    ("not-a-checkpoint", ["analyze", "--ckpt", "{text}"], ["text.ckpt", "not a readable checkpoint"], None),
+    (
+        "truncated-file",
+        ["analyze", "--ckpt", "{truncated}"],
+        ["truncated.ckpt", "not a readable checkpoint", "truncated or corrupted"],
+        None,
+    ),
+    (
+        "not-a-checkpoint",
+        ["analyze", "--ckpt", "{text}"],
+        ["text.ckpt", "not a readable checkpoint"],
+        None,
+    ),
     ("not-a-dict", ["analyze", "--ckpt", "{list}"], ["list.pt", "holds a list"], None),
     ("no-tensors", ["analyze", "--ckpt", "{no_tensors}"], ["no state dict of tensors"], None),
-    ("different-shapes", ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{narrow}"], ["shape mismatch at 'fc1.weight'", "(32, 64) vs B (16, 64)"], None),
-    ("different-architectures", ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{deeper}"], ["different layers", "fc3"], None),
-    ("paired-where-single-expected", ["analyze", "--ckpt-a", "{pair}", "--ckpt-b", "{single}"], ["is a paired checkpoint", "use --ckpt"], None),
-    ("single-where-paired-expected", ["analyze", "--ckpt", "{single}"], ["holds a single network", "--ckpt-a"], None),
-    ("both-ckpt-forms", ["analyze", "--ckpt", "{pair}", "--ckpt-a", "{single}"], ["either --ckpt"], None),
-    ("unknown-group-pattern", ["analyze", "--ckpt", "{pair}", "--group", "lyr*"], ["'lyr*' matches no layer", "available: fc1, fc2, head"], None),
-    ("unknown-custom-layer", ["analyze", "--ckpt", "{pair}", "--custom", "mine=fc1,lyr2"], ["unknown layer or group 'lyr2'", "available: fc1"], None),
-    ("unknown-plan", ["analyze", "--ckpt", "{pair}", "--plans", "full,singel"], ["unknown plan 'singel'"], None),
-    ("alpha-above-one", ["analyze", "--ckpt", "{pair}", "--alphas", "0,0.5,1.5"], ["[0, 1]", "1.5"], None),
-    ("alpha-below-zero", ["analyze", "--ckpt", "{pair}", "--alphas=-0.5,0,1"], ["[0, 1]", "-0.5"], None),
+    (
+        "different-shapes",
+        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{narrow}"],
+        ["shape mismatch at 'fc1.weight'", "(32, 64) vs B (16, 64)"],
+        None,
+    ),
+    (
+        "different-architectures",
+        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{deeper}"],
+        ["different layers", "fc3"],
+        None,
+    ),
+    (
+        "paired-where-single-expected",
+        ["analyze", "--ckpt-a", "{pair}", "--ckpt-b", "{single}"],
+        ["is a paired checkpoint", "use --ckpt"],
+        None,
+    ),
+    (
+        "single-where-paired-expected",
+        ["analyze", "--ckpt", "{single}"],
+        ["holds a single network", "--ckpt-a"],
+        None,
+    ),
+    (
+        "both-ckpt-forms",
+        ["analyze", "--ckpt", "{pair}", "--ckpt-a", "{single}"],
+        ["either --ckpt"],
+        None,
+    ),
+    (
+        "unknown-group-pattern",
+        ["analyze", "--ckpt", "{pair}", "--group", "lyr*"],
+        ["'lyr*' matches no layer", "available: fc1, fc2, head"],
+        None,
+    ),
+    (
+        "unknown-custom-layer",
+        ["analyze", "--ckpt", "{pair}", "--custom", "mine=fc1,lyr2"],
+        ["unknown layer or group 'lyr2'", "available: fc1"],
+        None,
+    ),
+    (
+        "unknown-plan",
+        ["analyze", "--ckpt", "{pair}", "--plans", "full,singel"],
+        ["unknown plan 'singel'"],
+        None,
+    ),
+    (
+        "alpha-above-one",
+        ["analyze", "--ckpt", "{pair}", "--alphas", "0,0.5,1.5"],
+        ["[0, 1]", "1.5"],
+        None,
+    ),
+    (
+        "alpha-below-zero",
+        ["analyze", "--ckpt", "{pair}", "--alphas=-0.5,0,1"],
+        ["[0, 1]", "-0.5"],
+        None,
+    ),
     ("one-alpha", ["analyze", "--ckpt", "{pair}", "--alphas", "0.5"], ["at least 2 alphas"], None),
-    ("num-alphas-one", ["analyze", "--ckpt", "{pair}", "--num-alphas", "1"], ["--num-alphas 1", "at least 2"], None),
-    ("alphas-not-numbers", ["analyze", "--ckpt", "{pair}", "--alphas", "0,half,1"], ["--alphas", "numbers"], None),
-    ("nan-and-inf-weights", ["analyze", "--ckpt-a", "{nan}", "--ckpt-b", "{single}"], ["NaN/Inf", "fc1.weight", "head.bias"], None),
-    ("untrusted-class-in-checkpoint", ["analyze", "--ckpt", "{foreign}"], ["evil_package.Net", "--trust-class-paths"], None),
-    ("dataset-missing-offline", ["analyze", "--ckpt", "{pair}", "--data", "lwlc.data.CIFAR10DataModule", "--data.init_args.root", "{tmp}/no_cifar"], ["CIFAR-10 not found", "no_cifar"], None),
-    ("out-not-writable", ["analyze", "--ckpt", "{pair}", "--out", "{a_file}/results"], ["cannot write to --out"], None),
+    (
+        "num-alphas-one",
+        ["analyze", "--ckpt", "{pair}", "--num-alphas", "1"],
+        ["--num-alphas 1", "at least 2"],
+        None,
+    ),
+    (
+        "alphas-not-numbers",
+        ["analyze", "--ckpt", "{pair}", "--alphas", "0,half,1"],
+        ["--alphas", "numbers"],
+        None,
+    ),
+    (
+        "nan-and-inf-weights",
+        ["analyze", "--ckpt-a", "{nan}", "--ckpt-b", "{single}"],
+        ["NaN/Inf", "fc1.weight", "head.bias"],
+        None,
+    ),
+    (
+        "untrusted-class-in-checkpoint",
+        ["analyze", "--ckpt", "{foreign}"],
+        ["evil_package.Net", "--trust-class-paths"],
+        None,
+    ),
+    (
+        "dataset-missing-offline",
+        [
+            "analyze",
+            "--ckpt",
+            "{pair}",
+            "--data",
+            "lwlc.data.CIFAR10DataModule",
+            "--data.init_args.root",
+            "{tmp}/no_cifar",
+        ],
+        ["CIFAR-10 not found", "no_cifar"],
+        None,
+    ),
+    (
+        "out-not-writable",
+        ["analyze", "--ckpt", "{pair}", "--out", "{a_file}/results"],
+        ["cannot write to --out"],
+        None,
+    ),
     ("out-is-a-file", ["analyze", "--ckpt", "{pair}", "--out", "{a_file}"], ["is a file"], None),
-    ("out-not-empty", ["analyze", "--ckpt", "{pair}", "--out", "{results}"], ["exists and is not empty", "--overwrite"], None),
-    ("device-cuda-without-cuda", ["analyze", "--ckpt", "{pair}", "--device", "cuda"], ["--device cuda", "CUDA is not available"], _no_cuda),
-    ("memory-budget-too-small", ["analyze", "--ckpt", "{pair}", "--memory-budget", "0.0001"], ["memory budget is 0.00 GiB", "--memory-budget"], None),
-    ("batch-size-zero", ["analyze", "--ckpt", "{pair}", "--batch-size", "0"], ["--batch-size must be >= 1"], None),
-    ("unknown-option", ["analyze", "--ckpt", "{pair}", "--alpha", "0,1"], ["unrecognized arguments: --alpha 0,1"], None),
-    ("fit-invalid-yaml", ["fit", "--config", "{yaml}", "--trainer.default_root_dir", "{tmp}"], ["invalid configuration"], None),
-    ("fit-unknown-config-key", [*FIT, "--model.init_args.init_sed_a", "3"], ["invalid configuration", "init_sed_a"], None),
-    ("fit-unknown-key-in-yaml", [*FIT, "--config", "{unknown_key}"], ["invalid configuration", "max_epoch"], None),
-    ("fit-gpu-without-cuda", [*FIT, "--trainer.accelerator", "gpu"], ["--trainer.accelerator gpu", "CUDA is not available"], _no_cuda),
-    ("fit-missing-ckpt-path", [*FIT, "--ckpt_path", "{root}/nowhere.ckpt"], ["nowhere.ckpt", "does not exist"], None),
-    ("fit-truncated-ckpt-path", [*FIT, "--ckpt_path", "{truncated}"], ["truncated or corrupted"], None),
-    ("validate-directory-ckpt-path", ["validate", *FIT[1:], "--ckpt_path", "{root}"], ["is a directory"], None),
-    ("fit-untrusted-class-in-ckpt", [*FIT, "--ckpt_path", "{foreign}"], ["evil_package.Net", "not in your config"], None),
-    ("fit-dataset-missing-offline", ["fit", "--config", str(CONFIGS / "cifar10_vgg.yaml"), "--trainer.default_root_dir", "{tmp}", "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.init_args.root", "{tmp}/no_cifar"], ["CIFAR-10 not found"], None),
-]  # fmt: skip
+    (
+        "out-not-empty",
+        ["analyze", "--ckpt", "{pair}", "--out", "{results}"],
+        ["exists and is not empty", "--overwrite"],
+        None,
+    ),
+    (
+        "device-cuda-without-cuda",
+        ["analyze", "--ckpt", "{pair}", "--device", "cuda"],
+        ["--device cuda", "CUDA is not available"],
+        _no_cuda,
+    ),
+    (
+        "memory-budget-too-small",
+        ["analyze", "--ckpt", "{pair}", "--memory-budget", "0.0001"],
+        ["memory budget is 0.00 GiB", "--memory-budget"],
+        None,
+    ),
+    (
+        "batch-size-zero",
+        ["analyze", "--ckpt", "{pair}", "--batch-size", "0"],
+        ["--batch-size must be >= 1"],
+        None,
+    ),
+    (
+        "unknown-option",
+        ["analyze", "--ckpt", "{pair}", "--alpha", "0,1"],
+        ["unrecognized arguments: --alpha 0,1"],
+        None,
+    ),
+    (
+        "fit-invalid-yaml",
+        ["fit", "--config", "{yaml}", "--trainer.default_root_dir", "{tmp}"],
+        ["invalid configuration"],
+        None,
+    ),
+    (
+        "fit-unknown-config-key",
+        [*FIT, "--model.init_args.init_sed_a", "3"],
+        ["invalid configuration", "init_sed_a"],
+        None,
+    ),
+    (
+        "fit-unknown-key-in-yaml",
+        [*FIT, "--config", "{unknown_key}"],
+        ["invalid configuration", "max_epoch"],
+        None,
+    ),
+    (
+        "fit-gpu-without-cuda",
+        [*FIT, "--trainer.accelerator", "gpu"],
+        ["--trainer.accelerator gpu", "CUDA is not available"],
+        _no_cuda,
+    ),
+    (
+        "fit-missing-ckpt-path",
+        [*FIT, "--ckpt_path", "{root}/nowhere.ckpt"],
+        ["nowhere.ckpt", "does not exist"],
+        None,
+    ),
+    (
+        "fit-truncated-ckpt-path",
+        [*FIT, "--ckpt_path", "{truncated}"],
+        ["truncated or corrupted"],
+        None,
+    ),
+    (
+        "validate-directory-ckpt-path",
+        ["validate", *FIT[1:], "--ckpt_path", "{root}"],
+        ["is a directory"],
+        None,
+    ),
+    (
+        "fit-untrusted-class-in-ckpt",
+        [*FIT, "--ckpt_path", "{foreign}"],
+        ["evil_package.Net", "not in your config"],
+        None,
+    ),
+    (
+        "fit-dataset-missing-offline",
+        [
+            "fit",
+            "--config",
+            str(CONFIGS / "cifar10_vgg.yaml"),
+            "--trainer.default_root_dir",
+            "{tmp}",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.precision",
+            "32-true",
+            "--data.init_args.root",
+            "{tmp}/no_cifar",
+        ],
+        ["CIFAR-10 not found"],
+        None,
+    ),
+]
 
 
-@pytest.mark.parametrize(("argv", "fragments", "setup"), [c[1:] for c in BATTERY], ids=[c[0] for c in BATTERY])
+@pytest.mark.parametrize(
+    ("argv", "fragments", "setup"), [c[1:] for c in BATTERY], ids=[c[0] for c in BATTERY]
+)
 def test_bad_input_is_one_error_line_and_changes_nothing(
     files, tmp_path, capsys, monkeypatch, argv, fragments, setup
 ):
@@ -315,10 +534,24 @@ def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys
         torch.save(state, paths[-1])
     capsys.readouterr()
     out = analyze(
-        tmp_path / "out", "--ckpt-a", str(paths[0]), "--ckpt-b", str(paths[1]), "--alphas", "0,0.5,1",
-        "--plans", "full,single", "--max-samples", "50",
-        "--model", "lwlc.models.MLP", "--model.init_args.width", "32", "--data", "lwlc.data.DigitsDataModule",
-    )  # fmt: skip
+        tmp_path / "out",
+        "--ckpt-a",
+        str(paths[0]),
+        "--ckpt-b",
+        str(paths[1]),
+        "--alphas",
+        "0,0.5,1",
+        "--plans",
+        "full,single",
+        "--max-samples",
+        "50",
+        "--model",
+        "lwlc.models.MLP",
+        "--model.init_args.width",
+        "32",
+        "--data",
+        "lwlc.data.DigitsDataModule",
+    )
     x, y = DigitsDataModule().tensors("test", 50)
     model = mlp_of(files["single"])
     curves = [r.split(",") for r in (out / "curves.csv").read_text().splitlines()[1:]]
@@ -334,7 +567,10 @@ def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys
     assert 0 < nan_points < len(curves)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nonfinite_points"] == nan_points
-    assert f"{nan_points} of {len(curves)} evaluated points have a NaN/Inf loss" in capsys.readouterr().err
+    assert (
+        f"{nan_points} of {len(curves)} evaluated points have a NaN/Inf loss"
+        in capsys.readouterr().err
+    )
     barriers = [r.split(",") for r in (out / "barriers.csv").read_text().splitlines()[1:]]
     for plan, group, rest, _split, reference, loss_barrier, _ in barriers:
         curve_nan = any(math.isnan(float(c[5])) for c in curves if c[:3] == [plan, group, rest])
@@ -361,7 +597,16 @@ def _resume_spy(monkeypatch: pytest.MonkeyPatch) -> list[list]:
 def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
     files, tmp_path, monkeypatch, capsys
 ):
-    common = ["--ckpt", str(files["pair"]), "--chunk-size", "2", "--max-samples", "60", "--splits", "test,val"]
+    common = [
+        "--ckpt",
+        str(files["pair"]),
+        "--chunk-size",
+        "2",
+        "--max-samples",
+        "60",
+        "--splits",
+        "test,val",
+    ]
     whole = analyze(tmp_path / "whole", *common)
     out = tmp_path / "out"
     real_write = analyze_module.write_csv
@@ -395,12 +640,28 @@ def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
 
 
 def test_resume_refuses_results_made_with_other_settings(files, tmp_path, capsys):
-    out = analyze(tmp_path / "out", "--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40")
+    out = analyze(
+        tmp_path / "out", "--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40"
+    )
     before = digests(out)
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        main(["analyze", "--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40",
-              "--alphas", "0,0.5,1", "--out", str(out), "--resume"])  # fmt: skip
+        main(
+            [
+                "analyze",
+                "--ckpt",
+                str(files["pair"]),
+                "--plans",
+                "full",
+                "--max-samples",
+                "40",
+                "--alphas",
+                "0,0.5,1",
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
     assert "were made with different alphas" in capsys.readouterr().err
     assert digests(out) == before
 
@@ -414,17 +675,36 @@ def test_a_real_sigterm_to_a_running_analyze_process_loses_no_finished_path(file
     for p, s in zip(paths, (a, b), strict=True):
         torch.save(s, p)
     common = [
-        "--ckpt-a", str(paths[0]), "--ckpt-b", str(paths[1]), "--chunk-size", "1", "--no_plots",
-        "--model", "lwlc.models.MLP", "--model.init_args.width", "512", "--model.init_args.depth", "4",
-        "--data", "lwlc.data.DigitsDataModule", "--splits", "test,val",
-    ]  # fmt: skip
+        "--ckpt-a",
+        str(paths[0]),
+        "--ckpt-b",
+        str(paths[1]),
+        "--chunk-size",
+        "1",
+        "--no_plots",
+        "--model",
+        "lwlc.models.MLP",
+        "--model.init_args.width",
+        "512",
+        "--model.init_args.depth",
+        "4",
+        "--data",
+        "lwlc.data.DigitsDataModule",
+        "--splits",
+        "test,val",
+    ]
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lwlc.cli", "analyze", *common, "--out", str(out)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     barriers = out / "barriers.csv"
-    while proc.poll() is None and not (barriers.exists() and len(barriers.read_text().splitlines()) > 1):
+    while proc.poll() is None and not (
+        barriers.exists() and len(barriers.read_text().splitlines()) > 1
+    ):
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -445,10 +725,14 @@ def test_a_real_sigterm_to_a_running_analyze_process_loses_no_finished_path(file
 def test_a_rerun_after_a_failed_fit_never_overwrites_its_checkpoints(tmp_path):
     run = tmp_path / "run"
     crash = tmp_path / "crash.yaml"
-    crash.write_text(
-        "trainer:\n  callbacks:\n    - class_path: test_reliability.CrashAtEpoch\n      init_args: {epoch: 1}\n"
-    )
-    logger = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(run)]
+    callback = {"class_path": "test_reliability.CrashAtEpoch", "init_args": {"epoch": 1}}
+    crash.write_text(json.dumps({"trainer": {"callbacks": [callback]}}))
+    logger = [
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        str(run),
+    ]
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit_pair(run, "--config", str(crash), "--trainer.max_epochs", "2", *logger)
     left = digests(run / "checkpoints")
@@ -464,13 +748,28 @@ def test_same_config_and_seed_give_bit_identical_barriers(tmp_path):
     results = []
     for name in ("first", "second"):
         ckpt = fit_pair(tmp_path / name)
-        out = analyze(tmp_path / f"{name}_out", "--ckpt", str(ckpt), "--plans", "full,single", "--max-samples", "80")
+        out = analyze(
+            tmp_path / f"{name}_out",
+            "--ckpt",
+            str(ckpt),
+            "--plans",
+            "full,single",
+            "--max-samples",
+            "80",
+        )
         results.append(((out / "barriers.csv").read_bytes(), (out / "curves.csv").read_bytes()))
     assert results[0] == results[1]
 
 
 def test_batch_size_changes_results_by_less_than_1e_5(files, tmp_path):
-    common = ["--ckpt", str(files["pair"]), "--plans", "full,single,cumulative_front", "--splits", "test,val"]
+    common = [
+        "--ckpt",
+        str(files["pair"]),
+        "--plans",
+        "full,single,cumulative_front",
+        "--splits",
+        "test,val",
+    ]
     big = analyze(tmp_path / "big", *common, "--batch-size", "512")
     small = analyze(tmp_path / "small", *common, "--batch-size", "7", "--chunk-size", "3")
     for name in ("curves.csv", "barriers.csv"):
@@ -500,24 +799,37 @@ def test_weight_estimate_counts_each_interpolated_layer_once():
     evaluator, model = _mlp_evaluator()
     groups = default_groups(model, torch.zeros(2, 1, 8, 8))
     paths = make_paths(groups, ["full", "single"])
-    models = [coefficients(p, t, evaluator.keys, evaluator.float_keys) for p in paths for t in (0.0, 0.5, 1.0)]
+    models = [
+        coefficients(p, t, evaluator.keys, evaluator.float_keys)
+        for p in paths
+        for t in (0.0, 0.5, 1.0)
+    ]
     # At alpha 0.5 each layer's mixed tensors are one set, shared by its rest-a and rest-b paths and
     # by the full path; alphas 0 and 1 reuse the endpoints themselves.
     params = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     assert memory.weight_bytes(evaluator, models) == params
-    assert memory.weight_bytes(evaluator, models + [coefficients(paths[0], 0.25, evaluator.keys, evaluator.float_keys)]) == 2 * params
+    assert (
+        memory.weight_bytes(
+            evaluator, models + [coefficients(paths[0], 0.25, evaluator.keys, evaluator.float_keys)]
+        )
+        == 2 * params
+    )
 
 
 def test_plan_halves_the_chunk_then_shrinks_the_batch_to_fit():
     weights = {16: 800, 8: 400, 4: 200, 2: 100, 1: 50}
-    fit = memory.plan(10_000, 100, 16, 1_000, 10, weights.__getitem__)
-    assert (fit.batch_size, fit.chunk_size) == (100, 16)
-    fit = memory.plan(2_300, 100, 16, 1_000, 10, weights.__getitem__)
-    assert (fit.batch_size, fit.chunk_size) == (100, 4) and fit.estimate <= 2_300
-    fit = memory.plan(1_300, 100, 16, 1_000, 10, weights.__getitem__)
-    assert (fit.batch_size, fit.chunk_size) == (25, 1) and fit.estimate == 1_300
+
+    def fit(tensor_bytes: int) -> memory.MemoryPlan:  # a budget whose tensor share is this
+        budget = math.ceil(tensor_bytes / memory.TENSOR_SHARE)
+        return memory.plan(budget, 100, 16, 1_000, 10, weights.__getitem__)
+
+    assert (fit(10_000).batch_size, fit(10_000).chunk_size) == (100, 16)
+    assert (fit(2_300).batch_size, fit(2_300).chunk_size) == (100, 4)
+    assert fit(2_300).estimate == 2_200
+    assert (fit(1_300).batch_size, fit(1_300).chunk_size) == (25, 1)
+    assert fit(1_300).estimate == 1_300
     with pytest.raises(LwlcError, match="even with batch size 1"):
-        memory.plan(1_055, 100, 16, 1_000, 10, weights.__getitem__)
+        fit(1_055)
 
 
 def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, tmp_path):
@@ -528,10 +840,11 @@ def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, t
     # One path at a time: the full path's 9 interior alphas each hold a mixed copy of the model.
     params = sum(v.numel() * 4 for v in members(files["pair"])["a"].values())
     need = sizes["fixed_bytes"] + 9 * params + 40 * sizes["activation_bytes_per_sample"]
-    tight = analyze(tmp_path / "tight", *common, "--memory-budget", str((need + 1) / memory.GIB))
+    budget = (need + 2) / memory.TENSOR_SHARE / memory.GIB
+    tight = analyze(tmp_path / "tight", *common, "--memory-budget", str(budget))
     chosen = json.loads((tight / "summary.json").read_text())["memory"]
     assert (chosen["batch_size"], chosen["chunk_size"]) == (40, 1)
-    assert chosen["estimate_bytes"] <= chosen["budget_bytes"]
+    assert chosen["estimate_bytes"] <= memory.TENSOR_SHARE * chosen["budget_bytes"]
     for name in ("curves.csv", "barriers.csv"):
         got, want = read_text_rows(tight / name), read_text_rows(free / name)
         assert [r[:5] for r in got] == [r[:5] for r in want]
@@ -541,7 +854,7 @@ def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, t
 
 PEAK_RSS = """
 import os, sys
-import torchvision.datasets.cifar
+import jsonargparse, tqdm.auto, torchvision.datasets.cifar  # imports count in the baseline
 import lwlc.analyze, lwlc.cli
 def kib(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field))
@@ -562,16 +875,43 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
         torch.manual_seed(seed)
         files.append(tmp_path / f"{seed}.pt")
         torch.save(ResNet18(norm="none").state_dict(), files[-1])
-    budget = 2.0
+    budget = 1.0  # GiB: too little to cache the weights of the default 16 paths at once
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, "analyze", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]),
-         "--model", "lwlc.models.ResNet18", "--model.init_args.norm", "none",
-         "--data", "lwlc.data.CIFAR10DataModule", "--data.init_args.root", str(tmp_path / "data"),
-         "--plans", "full,single", "--rest-from", "a", "--max-samples", "4", "--no_plots",
-         "--memory-budget", str(budget), "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            PEAK_RSS,
+            "analyze",
+            "--ckpt-a",
+            str(files[0]),
+            "--ckpt-b",
+            str(files[1]),
+            "--model",
+            "lwlc.models.ResNet18",
+            "--model.init_args.norm",
+            "none",
+            "--data",
+            "lwlc.data.CIFAR10DataModule",
+            "--data.init_args.root",
+            str(tmp_path / "data"),
+            "--plans",
+            "full,single",
+            "--rest-from",
+            "a",
+            "--max-samples",
+            "2",
+            "--no_plots",
+            "--memory-budget",
+            str(budget),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     base_kib, peak_kib = map(int, done.stdout.split()[-2:])
     summary = json.loads((out / "summary.json").read_text())
@@ -579,19 +919,30 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
     assert layers == 21 and summary["alphas"] == [i / 10 for i in range(11)]
     assert len((out / "curves.csv").read_text().splitlines()) == 1 + (layers + 1) * 11
     added = (peak_kib - base_kib) * 1024
-    assert added <= summary["memory"]["estimate_bytes"] <= budget * memory.GIB
-    print(f"peak RSS {peak_kib / 2**20:.2f} GiB ({added / memory.GIB:.2f} GiB after imports), "
-          f"memory plan {summary['memory']}")  # fmt: skip
+    plan = summary["memory"]
+    assert (
+        plan["chunk_size"] < 16
+        and plan["estimate_bytes"] <= memory.TENSOR_SHARE * budget * memory.GIB
+    )
+    assert added <= budget * memory.GIB, (added, plan)
+    print(
+        f"peak RSS {peak_kib / 2**20:.2f} GiB ({added / memory.GIB:.2f} GiB after imports), "
+        f"memory plan {summary['memory']}"
+    )
 
 
 # ------------------------------------------------------------------ distributed
 CALLBACK = {
     "class_path": "lwlc.callbacks.LayerwiseBarrierCallback",
     "init_args": {
-        "plans": ["full", "single"], "rest_from": ["a", "b"], "splits": ["val", "test"],
-        "max_samples": None, "figures": False, "every_n_epochs": 1,
+        "plans": ["full", "single"],
+        "rest_from": ["a", "b"],
+        "splits": ["val", "test"],
+        "max_samples": None,
+        "figures": False,
+        "every_n_epochs": 1,
     },
-}  # fmt: skip
+}
 
 
 def _fit_process(root: Path, devices: int, epochs: int, *args: str) -> None:
@@ -601,21 +952,51 @@ def _fit_process(root: Path, devices: int, epochs: int, *args: str) -> None:
     extra.write_text(json.dumps({"trainer": {"callbacks": [CALLBACK]}}))
     strategy = ["--trainer.strategy", "ddp"] if devices > 1 else []
     command = [
-        sys.executable, "-m", "lwlc.cli", "fit", "--config", DIGITS, "--config", str(extra),
-        "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(epochs),
-        "--trainer.limit_train_batches", "4", "--trainer.accelerator", "cpu",
-        "--trainer.devices", str(devices), *strategy, "--data.init_args.batch_size", str(32 // devices),
-        *QUIET, *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lwlc.cli",
+        "fit",
+        "--config",
+        DIGITS,
+        "--config",
+        str(extra),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        str(devices),
+        *strategy,
+        "--data.init_args.batch_size",
+        str(32 // devices),
+        *QUIET,
+        *args,
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _history(root: Path) -> dict[tuple, tuple[float, float]]:
     """The Callback's barriers by (step, path, split, reference), each row required to be unique."""
-    rows = [line.split(",") for line in (root / "barriers" / "barriers.csv").read_text().splitlines()]
+    rows = [
+        line.split(",") for line in (root / "barriers" / "barriers.csv").read_text().splitlines()
+    ]
     header, body = rows[0], rows[1:]
-    assert header == ["epoch", "step", "plan", "group", "rest_from", "split", "reference", "loss_barrier", "error_barrier"]
+    assert header == [
+        "epoch",
+        "step",
+        "plan",
+        "group",
+        "rest_from",
+        "split",
+        "reference",
+        "loss_barrier",
+        "error_barrier",
+    ]
     keyed = {tuple(r[:7]): (float(r[7]), float(r[8])) for r in body}
     assert len(keyed) == len(body), "a row was written twice"
     return keyed

@@ -459,7 +459,7 @@ def _memory_plan(
     tensors = [t for pair in data.values() for t in pair] + (
         [calibration] if calibration is not None else []
     )
-    fixed = memory.fixed_bytes(model, [evaluator.a, evaluator.b], tensors)
+    fixed = memory.fixed_bytes(evaluator, model, tensors)
     keys, float_keys = evaluator.keys, evaluator.float_keys
 
     def chunk_weights(size: int) -> int:

@@ -64,7 +64,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         state, hparams = obj, {}
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise LwlcError(
-            f"{path} holds no state dict of tensors: give a checkpoint from lwlc fit, a state_dict .pt or a .safetensors file"
+            f"{path} holds no state dict of tensors: give a checkpoint from lwlc fit, a "
+            "state_dict .pt or a .safetensors file"
         )
     if any(k.startswith(tuple(MEMBER_PREFIXES)) for k in state):
         members = {
@@ -118,7 +119,7 @@ def build_model(config: dict[str, Any], trust: bool = False) -> nn.Module:
 
 
 def class_paths(obj: Any) -> list[str]:
-    """Every class path named in a nested config or hyper-parameter dict (``class_path``/``_class_path``)."""
+    """Every ``class_path`` (or ``_class_path``) in a nested config or hyper-parameter dict."""
     if isinstance(obj, dict):
         found = []
         for key, value in obj.items():
@@ -142,7 +143,8 @@ def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[s
     obj = load_file(path)
     if not isinstance(obj.get("state_dict"), dict):
         raise LwlcError(
-            f"{path} is not a Lightning checkpoint (it has no 'state_dict'): give a .ckpt written by lwlc fit"
+            f"{path} is not a Lightning checkpoint (it has no 'state_dict'): give a .ckpt "
+            "written by lwlc fit"
         )
     allowed = set(allowed)
     foreign = [
@@ -152,8 +154,9 @@ def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[s
     ]
     if foreign:
         raise LwlcError(
-            f"{path} names class {foreign[0]!r}, outside lwlc/torch/torchvision and not in your config; "
-            "lwlc does not import classes chosen by a checkpoint: put that class in your config if you trust it"
+            f"{path} names class {foreign[0]!r}, outside lwlc/torch/torchvision and not in your "
+            "config; lwlc does not import classes chosen by a checkpoint: put that class in your "
+            "config if you trust it"
         )
 
 
@@ -166,8 +169,8 @@ def check_lightning_run(config: Any) -> None:
     if "weights_only" in config:
         if config.weights_only is False:
             raise LwlcError(
-                "--weights_only false would let a checkpoint run code when loaded: lwlc loads tensors and plain "
-                "data only; re-save a trusted checkpoint without Python objects instead"
+                "--weights_only false would let a checkpoint run code when loaded: lwlc loads "
+                "tensors and plain data only; re-save a trusted checkpoint without Python objects"
             )
         config.weights_only = True
     path = config.get("ckpt_path") if "ckpt_path" in config else None
