@@ -14,6 +14,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -637,6 +638,20 @@ def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
     for name in ("curves.csv", "barriers.csv"):
         assert read_text_rows(out / name) == read_text_rows(whole / name), name
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+
+
+def test_analyze_runs_off_the_main_thread_where_signals_cannot_be_caught(files, tmp_path):
+    """A caller running analyze in a worker thread (a notebook, a scheduler) still gets results."""
+    codes: list[int] = []
+    argv = ["--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40"]
+    worker = threading.Thread(
+        target=lambda: codes.append(
+            analyze_module.run([*argv, "--out", str(tmp_path / "out"), "--no_plots"])
+        )
+    )
+    worker.start()
+    worker.join()
+    assert codes == [0] and (tmp_path / "out" / "barriers.csv").is_file()
 
 
 def test_resume_refuses_results_made_with_other_settings(files, tmp_path, capsys):

@@ -13,6 +13,7 @@ import pickle
 import platform
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -577,14 +578,17 @@ class _Interrupted(Exception):
 class _Interrupts:
     """Within the block, SIGINT and SIGTERM raise ``_Interrupted``, except while results are being
     written (``with interrupts.writing():``): a signal arriving then is raised once the write is
-    done, so the result files always agree with each other."""
+    done, so the result files always agree with each other. Off the main thread (where Python
+    cannot handle signals) it changes nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> _Interrupts:
         self._writing = False
         self._pending: int | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
