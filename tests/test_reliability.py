@@ -890,7 +890,7 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
         torch.manual_seed(seed)
         files.append(tmp_path / f"{seed}.pt")
         torch.save(ResNet18(norm="none").state_dict(), files[-1])
-    budget = 1.0  # GiB: too little to cache the weights of the default 16 paths at once
+    budget = 1.0  # GiB; the endpoints alone take 0.18 and the full path's 9 mixes 0.4 more
     out = tmp_path / "out"
     done = subprocess.run(
         [
@@ -935,10 +935,7 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
     assert len((out / "curves.csv").read_text().splitlines()) == 1 + (layers + 1) * 11
     added = (peak_kib - base_kib) * 1024
     plan = summary["memory"]
-    assert (
-        plan["chunk_size"] < 16
-        and plan["estimate_bytes"] <= memory.TENSOR_SHARE * budget * memory.GIB
-    )
+    assert plan["estimate_bytes"] <= memory.TENSOR_SHARE * budget * memory.GIB
     assert added <= budget * memory.GIB, (added, plan)
     print(
         f"peak RSS {peak_kib / 2**20:.2f} GiB ({added / memory.GIB:.2f} GiB after imports), "

@@ -116,9 +116,10 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
     def run(args: list[str]) -> None:
         _silence_upstream_noise()
-        # LightningCLI warns when both args and sys.argv carry arguments; args is the truth here.
+        # LightningCLI reads sys.argv, and so does Lightning's DDP launcher when it starts the
+        # other ranks: both must see exactly these arguments (in-process callers pass others).
         saved_argv = sys.argv
-        sys.argv = saved_argv[:1]
+        sys.argv = [saved_argv[0], *args]
         try:
             LwlcCLI(
                 LightningModule,
@@ -126,7 +127,6 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 save_config_callback=SaveConfig,
-                args=args,
                 parser_kwargs={"exit_on_error": False},
             )
         except MisconfigurationException as err:  # Lightning's word for a setting that can't work
