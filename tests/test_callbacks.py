@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
+from PIL import Image
 
 from engine_reference import naive_curve
 from lwlc import analyze, cli
-from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.callbacks import LayerwiseBarrierCallback, _Renderer
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.errors import LwlcError
@@ -235,6 +236,32 @@ def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
     assert pairing["mode"] == "reference" and str(ref_path) in pairing["b"]
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.mark.parametrize("command", [None, ("/nonexistent/python",), ("false",)])
+def test_heatmaps_are_drawn_at_fit_end_even_when_the_drawing_process_fails(
+    tmp_path, monkeypatch, capsys, command
+):
+    if command is not None:  # cannot start / starts and dies at once
+        monkeypatch.setattr(_Renderer, "command", command)
+    callback = LayerwiseBarrierCallback(splits=["val", "test"])
+    _trainer(tmp_path, [callback]).fit(_Pair(_mlp(), init_seed_b=1), datamodule=_data())
+    for split in ("val", "test"):
+        for metric in ("loss", "error"):
+            assert (
+                min(_png_size(tmp_path / "barriers" / f"heatmap_{split}_single_{metric}.png")) > 100
+            )
+    warnings = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("lwlc: warning")
+    ]
+    assert len(warnings) == (0 if command is None else 1)
+    assert callback._renderer is None, "the drawing process is ended with the fit"
+
+
 def test_callback_does_not_change_training(tmp_path):
     states = []
     for callbacks in ([], [LayerwiseBarrierCallback(every_n_steps=2, figures=False)]):
@@ -259,6 +286,7 @@ def test_callback_does_not_change_training(tmp_path):
         (dict(every_n_epochs=None, at_fit_end=False), "nothing scheduled"),
         (dict(max_samples=0), "max_samples=0"),
         (dict(bn="recompute"), "'recompute'; choose from keep, reset"),
+        (dict(heatmap_interval_s=-1), "heatmap_interval_s=-1 must be >= 0"),
     ],
 )
 def test_invalid_arguments_are_one_line_errors_naming_the_value(kwargs, message):
@@ -282,7 +310,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.callbacks import LayerwiseBarrierCallback, _Renderer
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP

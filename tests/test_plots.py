@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 
 import pytest
@@ -210,3 +212,18 @@ def test_lwlc_plot_redraws_a_training_run_including_heatmaps(tmp_path):
 def test_lwlc_plot_names_what_it_looked_for(tmp_path):
     with pytest.raises(LwlcError, match="no curves.csv and barriers.csv in .*barriers"):
         plot.run([str(tmp_path)])
+
+
+def test_serve_draws_the_requested_heatmaps_and_reports_errors(tmp_path):
+    write_csv(tmp_path / "barriers.csv", _training_rows(), ("epoch", "step", *BARRIER_COLUMNS))
+    requests = [
+        {"dir": str(tmp_path), "reference": "midpoint", "tag": 3, "metrics": ["loss"]},
+        {"dir": str(tmp_path / "missing"), "reference": "midpoint", "tag": 4},
+    ]
+    answers = io.StringIO()
+    plots.serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), answers)
+    drawn, failed = (json.loads(line) for line in answers.getvalue().splitlines())
+    assert drawn == {"tag": 3, "written": [str(tmp_path / "heatmap_val_single_loss.png")]}
+    assert _png(tmp_path / "heatmap_val_single_loss.png")
+    assert not (tmp_path / "heatmap_val_single_error.png").exists()
+    assert failed["tag"] == 4 and "barriers.csv" in failed["error"]

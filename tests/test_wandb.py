@@ -106,7 +106,7 @@ def no_credentials(monkeypatch, tmp_path):
 
 
 def _fit(root: Path, logger: WandbLogger, epochs: int = 2) -> LayerwiseBarrierCallback:
-    callback = LayerwiseBarrierCallback(heatmap_every_n=1, figures=False)
+    callback = LayerwiseBarrierCallback(figures=False)
     trainer = Trainer(
         default_root_dir=root,
         max_epochs=epochs,
@@ -173,12 +173,14 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/single/{layer}/error" in r for r in rows) == 3
 
-    heatmaps = [r for r in rows if r.get("barrier_heatmap/val/_type") == "image-file"]
-    assert (
-        len(heatmaps) == 4
-    )  # every evaluation (heatmap_every_n=1) and once more at the end of fit
-    for r in heatmaps:
-        assert (run_dir / "files" / r["barrier_heatmap/val/path"]).stat().st_size > 1000
+    # Drawn in the background while training goes on, and for the whole history at the end.
+    for metric in ("loss", "error"):
+        key = f"barrier_heatmap/val_single_{metric}"
+        heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
+        assert heatmaps and heatmaps[-1]["trainer/global_step"] == 10
+        assert heatmaps[-1][f"{key}/caption"] == "through epoch 2"
+        for r in heatmaps:
+            assert (run_dir / "files" / r[f"{key}/path"]).stat().st_size > 1000
     assert any(r.get("barrier_table/_type") == "table-file" for r in rows)
     assert any(r.get("barrier_curves/val/loss_table/_type") == "table-file" for r in rows)
 

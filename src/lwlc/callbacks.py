@@ -5,6 +5,8 @@ At scheduled moments the Callback hands the two current state dicts to the engin
 epoch and step, keeps them as its history (saved in every checkpoint, so a resumed run goes on
 without gaps or duplicates), rewrites ``curves.csv``/``barriers.csv`` in its directory and logs
 scalars to every logger, and with W&B also curves, a table and the layers x epochs heatmap.
+The heatmaps are drawn by a separate process (``python -m lwlc.plots``), so training does not
+wait for matplotlib; each finished drawing is logged at the next evaluation.
 
 Epochs are counted as *completed* epochs: epoch 0 is the initialisation (before any step),
 epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps are labelled.
@@ -13,9 +15,16 @@ epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import queue
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +42,7 @@ from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
 from lwlc.interpolation import Path as InterpolationPath
 from lwlc.io import write_csv, write_json
-from lwlc.loggers import log_to_wandb, record_run_info, warn
+from lwlc.loggers import has_wandb, log_to_wandb, record_run_info, warn
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 TIME_COLUMNS = ("epoch", "step")
@@ -41,6 +50,7 @@ HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
 HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
 SPLITS = ("train", "val", "test")
 LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
+FINAL_DRAWING_TIMEOUT_S = 600
 Data = dict[str, tuple[Tensor, Tensor]]
 
 
@@ -109,6 +119,62 @@ def _check_choices(name: str, values: Sequence[str], choices: Sequence[str]) -> 
     return list(dict.fromkeys(values))
 
 
+class _Renderer:
+    """A ``python -m lwlc.plots`` process that draws heatmaps off the training path (rank 0)."""
+
+    command = (sys.executable, "-m", "lwlc.plots")
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        self._process = subprocess.Popen(
+            list(self.command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.pending = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._answers.put(json.loads(line))
+        self._answers.put({"error": f"it stopped (exit code {self._process.wait()})"})
+
+    def request(self, folder: Path, reference: str, tag: Any, metrics: Sequence[str]) -> None:
+        """Ask for the ``metrics`` heatmaps of ``<folder>/barriers.csv`` to be redrawn."""
+        assert self._process.stdin is not None
+        request = {"dir": str(folder), "reference": reference, "tag": tag, "metrics": list(metrics)}
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        self.pending += 1
+
+    def answer(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        """The next finished drawing (waiting up to ``timeout`` s), None if none is ready."""
+        if not self.pending:
+            return None
+        try:
+            answer = self._answers.get(timeout=timeout) if timeout else self._answers.get_nowait()
+        except queue.Empty:
+            return None
+        self.pending -= 1
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        """End the process at once: nothing is left to wait for (an unfinished drawing is
+        abandoned, and its files are written atomically, so none is left half-written)."""
+        with suppress(OSError):
+            self._process.stdin.close()  # type: ignore[union-attr]
+        self._process.kill()
+        self._process.wait()
+
+
 class LayerwiseBarrierCallback(Callback):
     r"""Measure full-model and layer-wise barriers between two networks during training.
 
@@ -140,9 +206,11 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        heatmap_every_n: redraw the W&B heatmap image every n evaluations (and at the end of fit).
-        figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit; ``lwlc plot``
-            draws them, and the curves and bars, from the CSVs at any time.
+        heatmap_interval_s: redraw the W&B loss heatmap after an evaluation when this many
+            seconds have passed since the last drawing (0: after every evaluation), and at the
+            end of fit; drawing runs in a separate process, but it takes CPU time.
+        figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit, with or
+            without W&B; ``lwlc plot`` draws them, and the curves and bars, at any time.
 
     Example::
 
@@ -171,7 +239,7 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: str | None = None,
         reference_member: str = "a",
         dirpath: str | None = None,
-        heatmap_every_n: int = 5,
+        heatmap_interval_s: float = 30.0,
         figures: bool = True,
     ) -> None:
         super().__init__()
@@ -185,7 +253,6 @@ class LayerwiseBarrierCallback(Callback):
         for name, value in (
             ("batch_size", batch_size),
             ("bn_samples", bn_samples),
-            ("heatmap_every_n", heatmap_every_n),
         ):
             _check_positive(name, value, allow_none=False)
         bad_epochs = [
@@ -228,7 +295,11 @@ class LayerwiseBarrierCallback(Callback):
         self.reference_ckpt = reference_ckpt
         self.reference_member = _check_choices("reference_member", [reference_member], REST_FROM)[0]
         self.dirpath = dirpath
-        self.heatmap_every_n = heatmap_every_n
+        if heatmap_interval_s < 0:
+            raise LwlcError(
+                f"LayerwiseBarrierCallback heatmap_interval_s={heatmap_interval_s} must be >= 0"
+            )
+        self.heatmap_interval_s = heatmap_interval_s
         self.figures = figures
 
         self.curves: Rows = []
@@ -242,6 +313,9 @@ class LayerwiseBarrierCallback(Callback):
         self._calibration: Tensor | None = None
         self._dir = Path(dirpath) if dirpath else Path("barriers")
         self._evaluations = 0
+        self._renderer: _Renderer | None = None
+        self._wandb = False
+        self._last_drawing = -math.inf
 
     @property
     def state_key(self) -> str:
@@ -345,6 +419,12 @@ class LayerwiseBarrierCallback(Callback):
             )
         record_run_info(trainer, {"barriers": self._info})
         self._write_summary(trainer, "running")
+        self._wandb = has_wandb(trainer.loggers)
+        if trainer.is_global_zero and (self.figures or self._wandb):
+            try:
+                self._renderer = _Renderer()
+            except OSError as err:
+                warn(f"cannot start the heatmap drawing process ({err}); drawing at the end of fit")
 
     # -------------------------------------------------------------- schedule
     def _epoch_due(self, completed: int) -> bool:
@@ -399,13 +479,13 @@ class LayerwiseBarrierCallback(Callback):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
         if trainer.is_global_zero and self.barriers:
             self._write_csvs()
-            if self.figures:
-                from lwlc import plots
-
-                plots.save_heatmaps(self._dir, self.barriers, self.reference)
-            redraw = not self.figures
-            log_to_wandb(trainer.loggers, lambda: self._heatmaps(redraw), trainer.global_step)
+            if self.figures or has_wandb(trainer.loggers):
+                self._log_heatmaps(trainer, self._final_heatmaps())
         self._write_summary(trainer, "complete")
+        self._stop_renderer()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop_renderer()
 
     # ------------------------------------------------------------ evaluation
     def _states(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -495,30 +575,71 @@ class LayerwiseBarrierCallback(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        draw = (self._evaluations - 1) % self.heatmap_every_n == 0
-        log_to_wandb(
-            trainer.loggers, lambda: self._media(barriers, curves, draw), trainer.global_step
-        )
+        if not self._wandb:
+            return
+        log_to_wandb(trainer.loggers, lambda: self._curve_plots(curves), trainer.global_step)
+        renderer = self._renderer
+        if renderer is None:
+            return
+        try:
+            if (answer := renderer.answer()) is not None:
+                self._log_heatmaps(trainer, answer)
+            due = time.monotonic() - self._last_drawing >= self.heatmap_interval_s
+            if due and not renderer.pending:
+                renderer.request(self._dir, self.reference, barriers[0]["epoch"], ["loss"])
+                self._last_drawing = time.monotonic()
+        except (OSError, RuntimeError) as err:
+            self._renderer_failed(err)
 
-    def _heatmaps(self, redraw: bool = True) -> dict[str, Any]:
-        """W&B images of the loss heatmap (full model, first layer-wise plan), one per split."""
-        import wandb
+    def _renderer_failed(self, err: BaseException) -> None:
+        warn(f"the heatmap drawing process failed ({err}); heatmaps are drawn at the end of fit")
+        self._stop_renderer()
 
+    def _stop_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def _final_heatmaps(self) -> dict[str, Any]:
+        """Every heatmap of the whole history, from the drawing process (or drawn here)."""
+        renderer, epoch = self._renderer, self.barriers[-1]["epoch"]
+        if renderer is not None:
+            try:
+                renderer.request(self._dir, self.reference, epoch, ("loss", "error"))
+                while renderer.pending:  # earlier drawings first, then the final one
+                    answer = renderer.answer(timeout=FINAL_DRAWING_TIMEOUT_S)
+                    if answer is None:
+                        raise RuntimeError(f"no drawing after {FINAL_DRAWING_TIMEOUT_S} s")
+                return answer
+            except (OSError, RuntimeError) as err:
+                self._renderer_failed(err)
         from lwlc import plots
 
-        plan = next((p for p in self.plans if p != "full"), "full")
-        images = {}
-        for split in self.splits:
-            path = self._dir / plots.heatmap_name(split, plan, "loss")
-            if redraw:
-                plots.save_figure(
-                    plots.barrier_heatmap(self.barriers, plan, "loss", self.reference, split), path
-                )
-            images[f"barrier_heatmap/{split}"] = wandb.Image(str(path))
-        return images
+        written = plots.save_heatmaps(self._dir, self.barriers, self.reference)
+        return {"tag": epoch, "written": [str(p) for p in written]}
 
-    def _media(self, barriers: Rows, curves: Rows, draw_heatmap: bool) -> dict[str, Any]:
-        """W&B payload of one evaluation: curve plots, the barrier table, the heatmap when due."""
+    def _log_heatmaps(self, trainer: pl.Trainer, answer: Mapping[str, Any]) -> None:
+        """Log a finished drawing to W&B (``barrier_heatmap/<name>``) with the barrier table."""
+        history = [dict(r) for r in self.barriers]
+
+        def overview() -> dict[str, Any]:
+            import wandb
+
+            caption = f"through epoch {answer['tag']}"
+            images = {
+                f"barrier_heatmap/{Path(p).stem.removeprefix('heatmap_')}": wandb.Image(
+                    p, caption=caption
+                )
+                for p in answer["written"]
+            }
+            columns = list(HISTORY_BARRIER_COLUMNS)
+            table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in history])
+            return {**images, "barrier_table": table}
+
+        log_to_wandb(trainer.loggers, overview, trainer.global_step)
+
+    def _curve_plots(self, curves: Rows) -> dict[str, Any]:
+        """W&B line plots of one evaluation's interpolation curves (loss and error per split)."""
         import wandb
 
         payload: dict[str, Any] = {}
@@ -538,12 +659,6 @@ class LayerwiseBarrierCallback(Callback):
                     title=f"{metric} along the paths ({split}, epoch {rows[0]['epoch']})",
                     xname="alpha",
                 )
-        columns = list(HISTORY_BARRIER_COLUMNS)
-        payload["barrier_table"] = wandb.Table(
-            columns=columns, data=[[r[c] for c in columns] for r in barriers]
-        )
-        if draw_heatmap:
-            payload.update(self._heatmaps())
         return payload
 
     # ------------------------------------------------------------ checkpoint

@@ -269,6 +269,15 @@ def wandb_run(logger: Logger) -> Any:
     return None
 
 
+def has_wandb(loggers: list[Logger]) -> bool:
+    """Whether any of ``loggers`` logs to W&B (without starting a run)."""
+    return any(
+        isinstance(lg, LightningWandbLogger)
+        or (isinstance(lg, WandbLogger) and lg.mode != "disabled")
+        for lg in loggers
+    )
+
+
 def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], step: int) -> None:
     """Log ``build()`` (tables, plots, images) to every W&B run, building it only if there is one.
 

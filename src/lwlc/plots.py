@@ -8,11 +8,14 @@ Loss barriers are in nats, error barriers in percentage points.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 import seaborn as sns
@@ -20,7 +23,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lwlc.errors import LwlcError
-from lwlc.interpolation import PLANS
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
@@ -77,8 +79,8 @@ def _latest(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plans(df: pd.DataFrame, with_full: bool) -> list[str]:
-    present = set(df["plan"])
-    return [p for p in PLANS if p in present and (with_full or p != "full")]
+    """The plans present, in the order of the rows (the order they were requested in)."""
+    return [p for p in dict.fromkeys(df["plan"]) if with_full or p != "full"]
 
 
 def _axes(rows: int, cols: int, width: float, height: float) -> tuple[Figure, list[list[Axes]]]:
@@ -343,13 +345,15 @@ def save_analysis_figures(
     return written
 
 
-def save_heatmaps(out_dir: Path, barriers: Rows, reference: str = "midpoint") -> list[Path]:
-    """``heatmap_<split>_<plan>_<metric>.png`` per split and layer-wise plan, loss and error."""
+def save_heatmaps(
+    out_dir: Path, barriers: Rows, reference: str = "midpoint", metrics: Sequence[str] = METRICS
+) -> list[Path]:
+    """``heatmap_<split>_<plan>_<metric>.png`` per split and layer-wise plan (loss and error)."""
     written: list[Path] = []
     df = frame(barriers)
     for split in _splits(df):
         for plan in _plans(df, with_full=False) or ["full"]:
-            for metric in METRICS:
+            for metric in metrics:
                 fig = barrier_heatmap(df, plan, metric, reference, split)
                 written.append(save_figure(fig, Path(out_dir) / heatmap_name(split, plan, metric)))
     return written
@@ -367,3 +371,31 @@ def save_training_figures(
 def heatmap_name(split: str, plan: str, metric: str) -> str:
     """File name of a training-time heatmap."""
     return f"heatmap_{split}_{plan}_{metric}.png"
+
+
+def serve(requests: TextIO, answers: TextIO) -> None:
+    """Redraw heatmaps on request, one JSON line each way, until ``requests`` closes.
+
+    The barrier Callback runs this in a process of its own (``python -m lwlc.plots``) so that
+    training never waits for matplotlib; this module imports no torch, so it starts quickly. A
+    request ``{"dir", "reference", "tag", "metrics"}`` redraws those heatmaps of
+    ``<dir>/barriers.csv``; the answer is ``{"tag", "written": [path, ...]}`` or
+    ``{"tag", "error": message}``.
+    """
+    for line in requests:
+        request = json.loads(line)
+        answer: dict[str, object] = {"tag": request.get("tag")}
+        try:
+            folder = Path(request["dir"])
+            barriers = pd.read_csv(folder / "barriers.csv")
+            metrics = request.get("metrics", METRICS)
+            written = save_heatmaps(folder, barriers, request["reference"], metrics)
+            answer["written"] = [str(p) for p in written]
+        except Exception as err:  # reported to the Callback, which warns and draws in-process
+            answer["error"] = f"{type(err).__name__}: {err}"
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin, sys.stdout)

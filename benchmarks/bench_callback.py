@@ -1,0 +1,151 @@
+"""Fit time of a shipped config with and without its layer-wise barrier Callback.
+
+Each run is ``lwlc fit`` of the config as a user runs it, in a fresh process in a scratch folder,
+timed around ``Trainer.fit``: set-up, training, the Callback's evaluations and logging, its work
+at the end of fit and the teardown, but not the imports. "Without" is the same command with
+``--trainer.callbacks=[]``; the overhead is (with - without) / without, target <= 15% on a CPU
+with the Callback's default schedule. Two setups:
+
+- as shipped: the config's loggers (W&B, offline here, and CSV); with W&B the Callback also logs
+  curve plots and tables and has its heatmaps drawn (in a separate process) for the dashboard;
+- measurement only: a CSV logger and ``figures: false``: the sweeps, the CSVs and the scalars.
+
+The variants alternate, and the fastest of ``--repeats`` runs of each is kept. The result is
+appended to benchmarks/RESULTS.md.
+
+    python benchmarks/bench_callback.py                      # configs/digits_mlp.yaml, 1 run each
+    python benchmarks/bench_callback.py --repeats 3 --config configs/fashion_mnist_mlp.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_pair import RESULTS, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPS = {
+    "as shipped": [],
+    "measurement only": [
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir", ".", "--trainer.logger.init_args.name", "logs",
+        "--trainer.callbacks.init_args.figures", "false",
+    ],
+}  # fmt: skip
+WITHOUT = ["--trainer.callbacks=[]"]
+
+
+def child(config: str, args: list[str], out: str) -> None:
+    """Run ``lwlc fit`` here (cwd = a scratch folder) and write its timings to ``out``."""
+    from lightning.pytorch import Trainer
+
+    from lwlc.callbacks import LayerwiseBarrierCallback
+    from lwlc.cli import main
+
+    timing = {"fit_s": 0.0, "end_s": 0.0}
+
+    def timed(method: Any, key: str) -> Any:
+        def run(*call_args: object, **kwargs: object) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(*call_args, **kwargs)
+            finally:
+                timing[key] += time.perf_counter() - start
+
+        return run
+
+    Trainer.fit = timed(Trainer.fit, "fit_s")
+    LayerwiseBarrierCallback.on_train_end = timed(LayerwiseBarrierCallback.on_train_end, "end_s")
+    main(["fit", "--config", config, "--trainer.enable_progress_bar", "false", *args])
+    Path(out).write_text(json.dumps(timing))
+
+
+def barrier_seconds(folder: Path) -> tuple[int, float]:
+    """Evaluations and seconds spent in the Callback's sweeps (its ``barrier/seconds`` metric)."""
+    seconds = []
+    for metrics in folder.rglob("logs/version_*/metrics.csv"):
+        with metrics.open() as f:
+            rows = csv.DictReader(f)
+            seconds += [float(r["barrier/seconds"]) for r in rows if r.get("barrier/seconds")]
+    return len(seconds), sum(seconds)
+
+
+def run(config: str, args: list[str], threads: int | None) -> dict[str, float]:
+    """One timed ``lwlc fit`` in a fresh process and scratch folder."""
+    with tempfile.TemporaryDirectory(prefix="bench_callback_") as scratch:
+        out = Path(scratch) / "timing.json"
+        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+        command = [sys.executable, __file__, "--config", config, "--child", json.dumps(args)]
+        command += ["--out", str(out)] + (["--threads", str(threads)] if threads else [])
+        subprocess.run(command, cwd=scratch, env=env, check=True, stdout=subprocess.DEVNULL)
+        timing = json.loads(out.read_text())
+        timing["evaluations"], timing["sweep_s"] = barrier_seconds(Path(scratch))
+        return timing
+
+
+def measure(config: str, setup: list[str], repeats: int, threads: int | None) -> dict[str, dict]:
+    """Fastest run of each variant, alternating so both see the same machine load."""
+    runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+    for _ in range(repeats):
+        runs["without"].append(run(config, setup + WITHOUT, threads))
+        runs["with"].append(run(config, setup, threads))
+    return {variant: min(found, key=lambda r: r["fit_s"]) for variant, found in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "digits_mlp.yaml"))
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each variant")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = str(Path(args.config).resolve())
+    if args.child is not None:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        child(config, json.loads(args.child), args.out)
+        return
+
+    name = Path(config).relative_to(ROOT) if Path(config).is_relative_to(ROOT) else config
+    load = os.getloadavg()[0]
+    rows = []
+    for setup, setup_args in SETUPS.items():
+        r = measure(config, setup_args, args.repeats, args.threads)
+        without, with_ = r["without"]["fit_s"], r["with"]["fit_s"]
+        rows.append(
+            f"| {setup} | {without:.1f} | {with_:.1f} | {100 * (with_ - without) / without:+.1f}% "
+            f"| {r['with']['evaluations']} | {r['with']['sweep_s']:.2f} "
+            f"| {r['with']['end_s']:.2f} |\n"
+        )
+        print(rows[-1], end="", flush=True)
+    section = (
+        f"\n## bench_callback, {datetime.date.today()}: fit time with and without the barrier "
+        f"Callback\n\nMachine: {machine()}; `lwlc fit --config {name}`, the Callback's default "
+        f"schedule; fastest of {args.repeats} run(s) each, alternating, in fresh processes; load "
+        f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other jobs "
+        "share the machine when above 0). 'at end': the Callback's fit-end work (heatmaps).\n\n"
+        "| setup | fit s without | fit s with | overhead | evaluations | s in sweeps | s at end |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n")
+    with RESULTS.open("a") as f:
+        f.write(section + "".join(rows))
+    print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
