@@ -140,18 +140,30 @@ def test_user_mistakes_are_one_error_line(
     assert err.startswith("lwlc: error: ") and message in err and "\n" not in err
 
 
-def test_a_non_empty_out_is_kept_unless_overwrite(
+def test_an_earlier_run_is_replaced_only_with_overwrite(
     fake_experiments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "precious.txt").write_text("keep me")
+    main(["experiment", "arith", "--smoke", "--out", str(out)])
+    (out / "old.txt").write_text("from the first run")
     with pytest.raises(SystemExit):
         main(["experiment", "arith", "--smoke", "--out", str(out)])
     assert "--overwrite" in capsys.readouterr().err
-    assert (out / "precious.txt").exists()
+    assert (out / "old.txt").exists()
     main(["experiment", "arith", "--smoke", "--out", str(out), "--overwrite"])
-    assert not (out / "precious.txt").exists() and (out / "result.json").exists()
+    assert not (out / "old.txt").exists() and (out / "result.json").exists()
+
+
+def test_overwrite_never_deletes_a_folder_it_did_not_create(
+    fake_experiments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(SystemExit):
+        main(["experiment", "arith", "--smoke", "--out", str(out), "--overwrite"])
+    assert "not an lwlc experiment folder" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_an_unknown_scale_is_refused() -> None:

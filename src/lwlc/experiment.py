@@ -34,6 +34,7 @@ from lwlc.io import read_csv, write_json
 SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
 RECIPE_FILE = "recipe.py"
+MARK = ".lwlc-experiment"
 Result = dict[str, float | str]
 # The user's extra ``lwlc fit`` arguments for every pair of the running recipe.
 FIT_OVERRIDES: ContextVar[tuple[str, ...]] = ContextVar("FIT_OVERRIDES", default=())
@@ -99,14 +100,23 @@ def machine() -> dict[str, object]:
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
-    """Make ``out`` an empty folder; an existing non-empty one only with ``overwrite``."""
+    """Make ``out`` an empty, marked folder; replace an earlier run's only with ``overwrite``.
+
+    The mark (``.lwlc-experiment``) keeps ``--overwrite`` from deleting a folder that some
+    other program filled.
+    """
     if out.exists() and not out.is_dir():
         raise LwlcError(f"--out {out} is a file, not a folder: choose another path")
     if out.is_dir() and any(out.iterdir()):
+        if not (out / MARK).exists():
+            raise LwlcError(
+                f"--out {out} is not empty and not an lwlc experiment folder: choose another path"
+            )
         if not overwrite:
-            raise LwlcError(f"--out {out} exists and is not empty: pass --overwrite to replace it")
+            raise LwlcError(f"--out {out} holds an earlier run: pass --overwrite to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARK).touch()
 
 
 def run_experiment(
