@@ -1029,3 +1029,24 @@ def test_ddp_on_two_cpu_processes_matches_one_process_and_resumes(tmp_path):
         assert other.keys() == one.keys()
         for key, values in one.items():
             assert other[key] == pytest.approx(values, abs=1e-5), key
+
+
+def test_result_files_get_ordinary_permissions_not_private_tempfile_ones(tmp_path):
+    import os
+    import stat
+
+    from matplotlib.figure import Figure
+
+    from lwlc.io import write_csv
+    from lwlc.plots import save_figure
+
+    umask = os.umask(0o022)
+    try:
+        fig = Figure()
+        fig.add_subplot().plot([0, 1])
+        png = save_figure(fig, tmp_path / "f.png")
+        write_csv(tmp_path / "r.csv", [{"a": 1.0}], ["a"])
+    finally:
+        os.umask(umask)
+    for path in (png, tmp_path / "r.csv"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644

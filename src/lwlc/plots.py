@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lwlc.errors import LwlcError
+from lwlc.io import atomic_file
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
@@ -306,16 +306,8 @@ def barrier_matrices(
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Write ``fig`` as an image atomically (readers never see half a file); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     return path
 
 
