@@ -1,5 +1,6 @@
 """Experiments 5-8 (robustness, subspace, federated, language model) and their building blocks."""
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -8,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from torchvision.datasets import cifar
 
+from fixtures_data import write_cifar10
 from lwlc import experiment
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import CharTextDataModule, DigitsDataModule
@@ -267,3 +270,74 @@ def test_language_model_smoke_barriers_match_the_saved_models(tmp_path: Path) ->
         expected, rel=1e-4, abs=1e-6
     )
     assert (tmp_path / "figures" / "lm_barriers.png").stat().st_size > 0
+
+
+def test_full_language_model_needs_a_text_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = experiment.load_recipe("language_model")
+    monkeypatch.delenv("LWLC_TEXT", raising=False)
+    with pytest.raises(LwlcError, match="set LWLC_TEXT to a UTF-8 file"):
+        recipe.corpus("full")
+    monkeypatch.setenv("LWLC_TEXT", "/some/wiki.train.raw")
+    assert recipe.corpus("full") == "/some/wiki.train.raw"
+    assert recipe.corpus("quick") is None
+
+
+# ------------------------------------------------------- the paper-scale (full) variants
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_cifar10(tmp_path / "data")
+    # fabricated files cannot match torchvision's md5 sums
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    return tmp_path / "data"
+
+
+@pytest.mark.slow
+def test_full_robustness_runs_on_a_tiny_fake_cifar10(
+    tmp_path: Path, fake_cifar10: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = experiment.load_recipe("robustness")
+    monkeypatch.setitem(recipe.SAMPLES, "full", 1)
+    monkeypatch.setitem(recipe.ALPHAS, "full", 3)
+    shrink = (
+        f"--data.init_args.root={fake_cifar10}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=8",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true",
+        "--model.init_args.model.init_args.width=8",
+    )
+    token = experiment.FIT_OVERRIDES.set(shrink)
+    try:
+        result = recipe.run(tmp_path, "full")
+    finally:
+        experiment.FIT_OVERRIDES.reset(token)
+    for network in ("vgg11", "resnet18"):
+        assert result[f"{network}/layers_averaging_hurts_more_than_random"]
+        assert (tmp_path / "figures" / f"{network}_noise.png").is_file()
+
+
+@pytest.mark.slow
+def test_full_federated_runs_resnet18_on_a_tiny_fake_cifar10(
+    tmp_path: Path, fake_cifar10: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = experiment.load_recipe("federated")
+    monkeypatch.setitem(recipe.SETUP, "full", (2, 1, ("iid", "extreme"), 0.01, "cosine"))
+    real = recipe.CIFAR10DataModule
+
+    def data(**kwargs: object) -> object:
+        return real(**{**kwargs, "root": str(fake_cifar10), "num_workers": 0})
+
+    monkeypatch.setattr(recipe, "CIFAR10DataModule", data)
+    monkeypatch.setattr(recipe, "ResNet18", functools.partial(recipe.ResNet18, width=8))
+    result = recipe.run(tmp_path, "full")
+    assert "extreme/all but fc/local_acc" in result
+    rows = read_csv(tmp_path / "history.csv")
+    assert {r["averaging"] for r in rows} == {
+        "all (FedAvg)",
+        "all but fc",
+        "only layer3.0.conv1",
+        "none (local)",
+    }
