@@ -78,7 +78,7 @@ class _ClassificationBase(pl.LightningModule):
         """Loss of ``net`` on ``batch``; logs ``[member/]stage/loss`` and ``[member/]stage/acc``."""
         x, y = batch[0], batch[1]
         logits = net(self._inputs(x))
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())  # sequences: per token
         accuracy = self.accuracy[f"{stage}_{member or 'net'}"]
         accuracy((logits.argmax(dim=-1) == y).float())
         prefix = f"{member}/{stage}" if member else stage
