@@ -286,7 +286,7 @@ def test_callback_does_not_change_training(tmp_path):
         (dict(every_n_epochs=None, at_fit_end=False), "nothing scheduled"),
         (dict(max_samples=0), "max_samples=0"),
         (dict(bn="recompute"), "'recompute'; choose from keep, reset"),
-        (dict(heatmap_interval_s=-1), "heatmap_interval_s=-1 must be >= 0"),
+        (dict(media_interval_s=-1), "media_interval_s=-1 must be >= 0"),
     ],
 )
 def test_invalid_arguments_are_one_line_errors_naming_the_value(kwargs, message):

@@ -105,8 +105,8 @@ def no_credentials(monkeypatch, tmp_path):
     wandb.finish()
 
 
-def _fit(root: Path, logger: WandbLogger, epochs: int = 2) -> LayerwiseBarrierCallback:
-    callback = LayerwiseBarrierCallback(figures=False)
+def _fit(root: Path, logger: WandbLogger, epochs: int = 2, **options) -> LayerwiseBarrierCallback:
+    callback = LayerwiseBarrierCallback(figures=False, **options)
     trainer = Trainer(
         default_root_dir=root,
         max_epochs=epochs,
@@ -150,7 +150,7 @@ def test_mode_is_offline_without_credentials_and_online_with_them(monkeypatch, t
 
 def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_path, capsys):
     logger = WandbLogger(save_dir=str(tmp_path), name="digits")
-    callback = _fit(tmp_path, logger)
+    callback = _fit(tmp_path, logger, media_interval_s=0)
     assert logger.mode == "offline"
     # The logger finished the run when fit ended: one complete offline run under the run dir.
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -182,7 +182,8 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
         for r in heatmaps:
             assert (run_dir / "files" / r[f"{key}/path"]).stat().st_size > 1000
     assert any(r.get("barrier_table/_type") == "table-file" for r in rows)
-    assert any(r.get("barrier_curves/val/loss_table/_type") == "table-file" for r in rows)
+    curve_plots = [r for r in rows if r.get("barrier_curves/val/loss_table/_type") == "table-file"]
+    assert len(curve_plots) == 4  # after each of the 3 evaluations (media_interval_s=0), at the end
 
     recorded = config(records)["lwlc"]
     assert recorded["barriers"]["pairing"]["init"] == "independent"

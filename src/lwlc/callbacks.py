@@ -206,9 +206,9 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        heatmap_interval_s: redraw the W&B loss heatmap after an evaluation when this many
-            seconds have passed since the last drawing (0: after every evaluation), and at the
-            end of fit; drawing runs in a separate process, but it takes CPU time.
+        media_interval_s: with W&B, refresh the curve plots and the loss heatmap after an
+            evaluation when this many seconds have passed since the last refresh (0: after every
+            evaluation), and always at the end of fit; scalars are logged after every evaluation.
         figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit, with or
             without W&B; ``lwlc plot`` draws them, and the curves and bars, at any time.
 
@@ -239,7 +239,7 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: str | None = None,
         reference_member: str = "a",
         dirpath: str | None = None,
-        heatmap_interval_s: float = 30.0,
+        media_interval_s: float = 30.0,
         figures: bool = True,
     ) -> None:
         super().__init__()
@@ -295,11 +295,11 @@ class LayerwiseBarrierCallback(Callback):
         self.reference_ckpt = reference_ckpt
         self.reference_member = _check_choices("reference_member", [reference_member], REST_FROM)[0]
         self.dirpath = dirpath
-        if heatmap_interval_s < 0:
+        if media_interval_s < 0:
             raise LwlcError(
-                f"LayerwiseBarrierCallback heatmap_interval_s={heatmap_interval_s} must be >= 0"
+                f"LayerwiseBarrierCallback media_interval_s={media_interval_s} must be >= 0"
             )
-        self.heatmap_interval_s = heatmap_interval_s
+        self.media_interval_s = media_interval_s
         self.figures = figures
 
         self.curves: Rows = []
@@ -315,7 +315,7 @@ class LayerwiseBarrierCallback(Callback):
         self._evaluations = 0
         self._renderer: _Renderer | None = None
         self._wandb = False
-        self._last_drawing = -math.inf
+        self._last_media = -math.inf
 
     @property
     def state_key(self) -> str:
@@ -479,6 +479,9 @@ class LayerwiseBarrierCallback(Callback):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
         if trainer.is_global_zero and self.barriers:
             self._write_csvs()
+            if has_wandb(trainer.loggers):
+                last = [r for r in self.curves if r["step"] == self.curves[-1]["step"]]
+                log_to_wandb(trainer.loggers, lambda: self._curve_plots(last), trainer.global_step)
             if self.figures or has_wandb(trainer.loggers):
                 self._log_heatmaps(trainer, self._final_heatmaps())
         self._write_summary(trainer, "complete")
@@ -577,17 +580,16 @@ class LayerwiseBarrierCallback(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         if not self._wandb:
             return
-        log_to_wandb(trainer.loggers, lambda: self._curve_plots(curves), trainer.global_step)
-        renderer = self._renderer
-        if renderer is None:
-            return
+        renderer, epoch = self._renderer, barriers[0]["epoch"]
         try:
-            if (answer := renderer.answer()) is not None:
+            if renderer is not None and (answer := renderer.answer()) is not None:
                 self._log_heatmaps(trainer, answer)
-            due = time.monotonic() - self._last_drawing >= self.heatmap_interval_s
-            if due and not renderer.pending:
-                renderer.request(self._dir, self.reference, barriers[0]["epoch"], ["loss"])
-                self._last_drawing = time.monotonic()
+            if time.monotonic() - self._last_media < self.media_interval_s:
+                return
+            self._last_media = time.monotonic()
+            log_to_wandb(trainer.loggers, lambda: self._curve_plots(curves), trainer.global_step)
+            if renderer is not None and not renderer.pending:
+                renderer.request(self._dir, self.reference, epoch, ["loss"])
         except (OSError, RuntimeError) as err:
             self._renderer_failed(err)
 
