@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
 
 import pytest
@@ -214,16 +212,12 @@ def test_lwlc_plot_names_what_it_looked_for(tmp_path):
         plot.run([str(tmp_path)])
 
 
-def test_serve_draws_the_requested_heatmaps_and_reports_errors(tmp_path):
-    write_csv(tmp_path / "barriers.csv", _training_rows(), ("epoch", "step", *BARRIER_COLUMNS))
-    requests = [
-        {"dir": str(tmp_path), "reference": "midpoint", "tag": 3, "metrics": ["loss"]},
-        {"dir": str(tmp_path / "missing"), "reference": "midpoint", "tag": 4},
+def test_save_heatmaps_draws_the_requested_metrics_for_each_split_and_plan(tmp_path):
+    rows = _training_rows()
+    rows += [{**r, "split": "test"} for r in rows]
+    written = plots.save_heatmaps(tmp_path, rows, "midpoint", metrics=["loss"])
+    assert [p.name for p in written] == [
+        "heatmap_val_single_loss.png",
+        "heatmap_test_single_loss.png",
     ]
-    answers = io.StringIO()
-    plots.serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), answers)
-    drawn, failed = (json.loads(line) for line in answers.getvalue().splitlines())
-    assert drawn == {"tag": 3, "written": [str(tmp_path / "heatmap_val_single_loss.png")]}
-    assert _png(tmp_path / "heatmap_val_single_loss.png")
-    assert not (tmp_path / "heatmap_val_single_error.png").exists()
-    assert failed["tag"] == 4 and "barriers.csv" in failed["error"]
+    assert all(_png(p) for p in written)

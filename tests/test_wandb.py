@@ -263,9 +263,8 @@ def test_fit_then_test_finishes_each_stage_and_resumes_the_same_run(tmp_path):
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data)
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1, (
-        "one run id, two stages"
-    )
+    ids = {next(r.glob("run-*.wandb")).stem for r in runs}
+    assert len(runs) == 2 and len(ids) == 1, "two stages, one run id"
     for run_dir in runs:
         records = finished_records(next(run_dir.glob("run-*.wandb")))
         assert any(r.WhichOneof("record_type") == "exit" for r in records)

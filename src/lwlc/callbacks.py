@@ -4,9 +4,8 @@ At scheduled moments the Callback hands the two current state dicts to the engin
 (``lwlc.sweep``, the same computation as ``lwlc analyze``), stamps the result rows with the
 epoch and step, keeps them as its history (saved in every checkpoint, so a resumed run goes on
 without gaps or duplicates), rewrites ``curves.csv``/``barriers.csv`` in its directory and logs
-scalars to every logger, and with W&B also curves, a table and the layers x epochs heatmap.
-The heatmaps are drawn by a separate process (``python -m lwlc.plots``), so training does not
-wait for matplotlib; each finished drawing is logged at the next evaluation.
+scalars to every logger; with W&B it also refreshes curve plots, a table and the layers x
+epochs heatmaps (at most every ``media_interval_s`` seconds, and at the end of fit).
 
 Epochs are counted as *completed* epochs: epoch 0 is the initialisation (before any step),
 epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps are labelled.
@@ -15,16 +14,9 @@ epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +37,13 @@ from lwlc.io import write_csv, write_json
 from lwlc.loggers import has_wandb, log_to_wandb, record_run_info, warn
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
+METRICS = ("loss", "error")
+
 TIME_COLUMNS = ("epoch", "step")
 HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
 HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
 SPLITS = ("train", "val", "test")
 LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
-FINAL_DRAWING_TIMEOUT_S = 600
 Data = dict[str, tuple[Tensor, Tensor]]
 
 
@@ -119,62 +112,6 @@ def _check_choices(name: str, values: Sequence[str], choices: Sequence[str]) -> 
     return list(dict.fromkeys(values))
 
 
-class _Renderer:
-    """A ``python -m lwlc.plots`` process that draws heatmaps off the training path (rank 0)."""
-
-    command = (sys.executable, "-m", "lwlc.plots")
-
-    def __init__(self) -> None:
-        package_root = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        self._process = subprocess.Popen(
-            list(self.command),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.pending = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._answers.put(json.loads(line))
-        self._answers.put({"error": f"it stopped (exit code {self._process.wait()})"})
-
-    def request(self, folder: Path, reference: str, tag: Any, metrics: Sequence[str]) -> None:
-        """Ask for the ``metrics`` heatmaps of ``<folder>/barriers.csv`` to be redrawn."""
-        assert self._process.stdin is not None
-        request = {"dir": str(folder), "reference": reference, "tag": tag, "metrics": list(metrics)}
-        self._process.stdin.write(json.dumps(request) + "\n")
-        self._process.stdin.flush()
-        self.pending += 1
-
-    def answer(self, timeout: float = 0.0) -> dict[str, Any] | None:
-        """The next finished drawing (waiting up to ``timeout`` s), None if none is ready."""
-        if not self.pending:
-            return None
-        try:
-            answer = self._answers.get(timeout=timeout) if timeout else self._answers.get_nowait()
-        except queue.Empty:
-            return None
-        self.pending -= 1
-        if "error" in answer:
-            raise RuntimeError(answer["error"])
-        return answer
-
-    def close(self) -> None:
-        """End the process at once: nothing is left to wait for (an unfinished drawing is
-        abandoned, and its files are written atomically, so none is left half-written)."""
-        with suppress(OSError):
-            self._process.stdin.close()  # type: ignore[union-attr]
-        self._process.kill()
-        self._process.wait()
-
-
 class LayerwiseBarrierCallback(Callback):
     r"""Measure full-model and layer-wise barriers between two networks during training.
 
@@ -206,9 +143,10 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        media_interval_s: with W&B, refresh the curve plots and the loss heatmap after an
-            evaluation when this many seconds have passed since the last refresh (0: after every
-            evaluation), and always at the end of fit; scalars are logged after every evaluation.
+        media_interval_s: with W&B, refresh the curve plots, the loss heatmap and the table
+            after an evaluation when this many seconds have passed since the last refresh (or the
+            start; 0: after every evaluation), and always at the end of fit. Scalars are logged
+            after every evaluation; a refresh costs about a second of drawing.
         figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit, with or
             without W&B; ``lwlc plot`` draws them, and the curves and bars, at any time.
 
@@ -312,8 +250,6 @@ class LayerwiseBarrierCallback(Callback):
         self._data: Data = {}
         self._calibration: Tensor | None = None
         self._dir = Path(dirpath) if dirpath else Path("barriers")
-        self._evaluations = 0
-        self._renderer: _Renderer | None = None
         self._wandb = False
         self._last_media = -math.inf
 
@@ -420,11 +356,7 @@ class LayerwiseBarrierCallback(Callback):
         record_run_info(trainer, {"barriers": self._info})
         self._write_summary(trainer, "running")
         self._wandb = has_wandb(trainer.loggers)
-        if trainer.is_global_zero and (self.figures or self._wandb):
-            try:
-                self._renderer = _Renderer()
-            except OSError as err:
-                warn(f"cannot start the heatmap drawing process ({err}); drawing at the end of fit")
+        self._last_media = time.monotonic()
 
     # -------------------------------------------------------------- schedule
     def _epoch_due(self, completed: int) -> bool:
@@ -479,16 +411,14 @@ class LayerwiseBarrierCallback(Callback):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
         if trainer.is_global_zero and self.barriers:
             self._write_csvs()
-            if has_wandb(trainer.loggers):
+            if has_wandb(trainer.loggers):  # draws every heatmap into dirpath too
                 last = [r for r in self.curves if r["step"] == self.curves[-1]["step"]]
-                log_to_wandb(trainer.loggers, lambda: self._curve_plots(last), trainer.global_step)
-            if self.figures or has_wandb(trainer.loggers):
-                self._log_heatmaps(trainer, self._final_heatmaps())
-        self._write_summary(trainer, "complete")
-        self._stop_renderer()
+                self._refresh_wandb(trainer, last, METRICS)
+            elif self.figures:
+                from lwlc import plots
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._stop_renderer()
+                plots.save_heatmaps(self._dir, self.barriers, self.reference)
+        self._write_summary(trainer, "complete")
 
     # ------------------------------------------------------------ evaluation
     def _states(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -534,7 +464,6 @@ class LayerwiseBarrierCallback(Callback):
         barriers = [{**stamp, **r} for r in barriers]
         self.curves += curves
         self.barriers += barriers
-        self._evaluations += 1
         if trainer.is_global_zero:
             self._publish(trainer, barriers, curves, time.perf_counter() - started)
 
@@ -562,7 +491,7 @@ class LayerwiseBarrierCallback(Callback):
         for row in barriers:
             if row["reference"] != self.reference:
                 continue
-            for metric in ("loss", "error"):
+            for metric in METRICS:
                 out[metric_name(row, metric, with_split and row["split"] != self.splits[0])] = (
                     float(row[f"{metric}_barrier"])
                 )
@@ -578,67 +507,32 @@ class LayerwiseBarrierCallback(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        if not self._wandb:
-            return
-        renderer, epoch = self._renderer, barriers[0]["epoch"]
-        try:
-            if renderer is not None and (answer := renderer.answer()) is not None:
-                self._log_heatmaps(trainer, answer)
-            if time.monotonic() - self._last_media < self.media_interval_s:
-                return
+        if self._wandb and time.monotonic() - self._last_media >= self.media_interval_s:
             self._last_media = time.monotonic()
-            log_to_wandb(trainer.loggers, lambda: self._curve_plots(curves), trainer.global_step)
-            if renderer is not None and not renderer.pending:
-                renderer.request(self._dir, self.reference, epoch, ["loss"])
-        except (OSError, RuntimeError) as err:
-            self._renderer_failed(err)
+            self._refresh_wandb(trainer, curves, ("loss",))
 
-    def _renderer_failed(self, err: BaseException) -> None:
-        warn(f"the heatmap drawing process failed ({err}); heatmaps are drawn at the end of fit")
-        self._stop_renderer()
-
-    def _stop_renderer(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-
-    def _final_heatmaps(self) -> dict[str, Any]:
-        """Every heatmap of the whole history, from the drawing process (or drawn here)."""
-        renderer, epoch = self._renderer, self.barriers[-1]["epoch"]
-        if renderer is not None:
-            try:
-                renderer.request(self._dir, self.reference, epoch, ("loss", "error"))
-                while renderer.pending:  # earlier drawings first, then the final one
-                    answer = renderer.answer(timeout=FINAL_DRAWING_TIMEOUT_S)
-                    if answer is None:
-                        raise RuntimeError(f"no drawing after {FINAL_DRAWING_TIMEOUT_S} s")
-                return answer
-            except (OSError, RuntimeError) as err:
-                self._renderer_failed(err)
-        from lwlc import plots
-
-        written = plots.save_heatmaps(self._dir, self.barriers, self.reference)
-        return {"tag": epoch, "written": [str(p) for p in written]}
-
-    def _log_heatmaps(self, trainer: pl.Trainer, answer: Mapping[str, Any]) -> None:
-        """Log a finished drawing to W&B (``barrier_heatmap/<name>``) with the barrier table."""
+    def _refresh_wandb(self, trainer: pl.Trainer, curves: Rows, metrics: Sequence[str]) -> None:
+        """Log the curve plots of ``curves``, the history's heatmaps and its table to W&B."""
         history = [dict(r) for r in self.barriers]
 
-        def overview() -> dict[str, Any]:
+        def media() -> dict[str, Any]:
             import wandb
 
-            caption = f"through epoch {answer['tag']}"
+            from lwlc import plots
+
+            written = plots.save_heatmaps(self._dir, history, self.reference, metrics)
+            caption = f"through epoch {history[-1]['epoch']}"
             images = {
-                f"barrier_heatmap/{Path(p).stem.removeprefix('heatmap_')}": wandb.Image(
-                    p, caption=caption
+                f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": wandb.Image(
+                    str(p), caption=caption
                 )
-                for p in answer["written"]
+                for p in written
             }
             columns = list(HISTORY_BARRIER_COLUMNS)
             table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in history])
-            return {**images, "barrier_table": table}
+            return {**self._curve_plots(curves), **images, "barrier_table": table}
 
-        log_to_wandb(trainer.loggers, overview, trainer.global_step)
+        log_to_wandb(trainer.loggers, media, trainer.global_step)
 
     def _curve_plots(self, curves: Rows) -> dict[str, Any]:
         """W&B line plots of one evaluation's interpolation curves (loss and error per split)."""
@@ -647,7 +541,7 @@ class LayerwiseBarrierCallback(Callback):
         payload: dict[str, Any] = {}
         for split in self.splits:
             rows = [r for r in curves if r["split"] == split]
-            for metric in ("loss", "error"):
+            for metric in METRICS:
                 series: dict[str, list[float | None]] = {}
                 for r in rows:
                     value = float(r["loss"]) if metric == "loss" else 1.0 - float(r["accuracy"])

@@ -8,13 +8,10 @@ Loss barriers are in nats, error barriers in percentage points.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 
 import pandas as pd
 import seaborn as sns
@@ -363,31 +360,3 @@ def save_training_figures(
 def heatmap_name(split: str, plan: str, metric: str) -> str:
     """File name of a training-time heatmap."""
     return f"heatmap_{split}_{plan}_{metric}.png"
-
-
-def serve(requests: TextIO, answers: TextIO) -> None:
-    """Redraw heatmaps on request, one JSON line each way, until ``requests`` closes.
-
-    The barrier Callback runs this in a process of its own (``python -m lwlc.plots``) so that
-    training never waits for matplotlib; this module imports no torch, so it starts quickly. A
-    request ``{"dir", "reference", "tag", "metrics"}`` redraws those heatmaps of
-    ``<dir>/barriers.csv``; the answer is ``{"tag", "written": [path, ...]}`` or
-    ``{"tag", "error": message}``.
-    """
-    for line in requests:
-        request = json.loads(line)
-        answer: dict[str, object] = {"tag": request.get("tag")}
-        try:
-            folder = Path(request["dir"])
-            barriers = pd.read_csv(folder / "barriers.csv")
-            metrics = request.get("metrics", METRICS)
-            written = save_heatmaps(folder, barriers, request["reference"], metrics)
-            answer["written"] = [str(p) for p in written]
-        except Exception as err:  # reported to the Callback, which warns and draws in-process
-            answer["error"] = f"{type(err).__name__}: {err}"
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
-
-
-if __name__ == "__main__":
-    serve(sys.stdin, sys.stdout)
