@@ -1,4 +1,5 @@
-"""Shared pytest configuration: repository paths and isolation of torch's global settings.
+"""Shared pytest configuration: repository paths, isolation of torch's global settings, and W&B
+kept offline and quiet.
 
 The ``slow`` marker is registered in pyproject.toml; ``make test`` deselects it.
 """
@@ -19,3 +20,14 @@ def _restore_torch_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test goes online to W&B, even on a machine with credentials, and W&B prints nothing.
+
+    Set in the environment, so ``lwlc`` subprocesses inherit it; tests of the mode choice
+    (tests/test_wandb.py) remove it again in their own fixture.
+    """
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
