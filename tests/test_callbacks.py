@@ -15,13 +15,13 @@ from PIL import Image
 
 from engine_reference import naive_curve
 from lwlc import analyze, cli
-from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.callbacks import LayerwiseBarrierCallback, append_csv
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import default_alphas, make_paths
-from lwlc.io import read_csv
+from lwlc.io import read_csv, write_csv
 from lwlc.layers import default_groups
 from lwlc.models import MLP
 from lwlc.sweep import sweep
@@ -200,10 +200,23 @@ def test_schedule_evaluates_at_the_requested_epochs_and_steps(tmp_path, schedule
     assert (
         sorted({(r["epoch"], r["step"]) for r in callback.barriers}, key=lambda t: t[1]) == expected
     )
-    on_disk = read_csv(tmp_path / "barriers" / "barriers.csv")
-    assert [(r["epoch"], r["step"]) for r in on_disk] == [
-        (r["epoch"], r["step"]) for r in callback.barriers
+    # Appended after each evaluation, rewritten when an epoch's end relabels rows on disk.
+    for name, history in (("barriers.csv", callback.barriers), ("curves.csv", callback.curves)):
+        on_disk = read_csv(tmp_path / "barriers" / name)
+        assert on_disk == [{k: r[k] for k in on_disk[0]} for r in history]
+
+
+def test_appended_csv_rows_read_as_one_written_file(tmp_path):
+    rows = [
+        {"epoch": e, "step": 5 * e, "plan": "single", "group": "0", "loss": v, "extra": 1}
+        for e, v in enumerate([0.1, 1e-20, float("nan"), -2.5, 1 / 3, float("inf")])
     ]
+    columns = ["epoch", "step", "plan", "group", "loss", "missing"]
+    write_csv(tmp_path / "whole.csv", rows, columns)
+    write_csv(tmp_path / "grown.csv", rows[:2], columns)
+    append_csv(tmp_path / "grown.csv", rows[2:5], columns)
+    append_csv(tmp_path / "grown.csv", rows[5:], columns)
+    assert (tmp_path / "grown.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
 
 def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
@@ -300,7 +313,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.callbacks import LayerwiseBarrierCallback, append_csv
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP

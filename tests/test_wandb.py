@@ -173,22 +173,41 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/single/{layer}/error" in r for r in rows) == 3
 
-    # Drawn in the background while training goes on, and for the whole history at the end.
-    for metric in ("loss", "error"):
+    # With media_interval_s=0 the loss heatmap, the curve plots and the table follow every
+    # evaluation; the end of fit adds the error heatmap and repeats nothing already up to date.
+    def steps(key: str, kind: str) -> list[object]:
+        return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
+
+    for metric, expected_steps in (("loss", [0, 5, 10]), ("error", [10])):
         key = f"barrier_heatmap/val_single_{metric}"
+        assert steps(key, "image-file") == expected_steps
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
-        assert heatmaps and heatmaps[-1]["trainer/global_step"] == 10
         assert heatmaps[-1][f"{key}/caption"] == "through epoch 2"
         for r in heatmaps:
             assert (run_dir / "files" / r[f"{key}/path"]).stat().st_size > 1000
-    assert any(r.get("barrier_table/_type") == "table-file" for r in rows)
-    curve_plots = [r for r in rows if r.get("barrier_curves/val/loss_table/_type") == "table-file"]
-    assert len(curve_plots) == 4  # after each of the 3 evaluations (media_interval_s=0), at the end
+    assert steps("barrier_table", "table-file") == [0, 5, 10]
+    assert steps("barrier_curves/val/loss_table", "table-file") == [0, 5, 10]
 
     recorded = config(records)["lwlc"]
     assert recorded["barriers"]["pairing"]["init"] == "independent"
     assert recorded["environment"]["torch"] == torch.__version__
     assert _warnings(capsys) == []
+
+
+def test_a_fit_shorter_than_the_media_interval_logs_each_panel_once_at_the_end(tmp_path):
+    logger = WandbLogger(save_dir=str(tmp_path))
+    _fit(tmp_path, logger, epochs=1)  # media_interval_s=30: no refresh while training
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+    panels = {
+        "barrier_heatmap/val_single_loss": "image-file",
+        "barrier_heatmap/val_single_error": "image-file",
+        "barrier_table": "table-file",
+        "barrier_curves/val/loss_table": "table-file",
+        "barrier_curves/val/error_table": "table-file",
+    }
+    for key, kind in panels.items():
+        assert [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind] == [5]
 
 
 def test_wandb_failing_to_start_warns_once_and_training_goes_on(tmp_path, capsys, monkeypatch):

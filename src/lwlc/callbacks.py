@@ -3,9 +3,10 @@
 At scheduled moments the Callback hands the two current state dicts to the engine
 (``lwlc.sweep``, the same computation as ``lwlc analyze``), stamps the result rows with the
 epoch and step, keeps them as its history (saved in every checkpoint, so a resumed run goes on
-without gaps or duplicates), rewrites ``curves.csv``/``barriers.csv`` in its directory and logs
-scalars to every logger; with W&B it also refreshes curve plots, a table and the layers x
-epochs heatmaps (at most every ``media_interval_s`` seconds, and at the end of fit).
+without gaps or duplicates), appends them to ``curves.csv``/``barriers.csv`` in its directory
+and logs scalars to every logger; with W&B it also refreshes curve plots, a table and the
+layers x epochs heatmaps (at most every ``media_interval_s`` seconds, and at the end of fit
+unless nothing changed since the last refresh).
 
 Epochs are counted as *completed* epochs: epoch 0 is the initialisation (before any step),
 epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps are labelled.
@@ -14,6 +15,7 @@ epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps
 from __future__ import annotations
 
 import copy
+import csv
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -89,6 +91,19 @@ def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
     return f"barrier/{split}{path_label(row)}/{metric}"
 
 
+def append_csv(path: Path, rows: Rows, columns: Sequence[str]) -> None:
+    """Append ``rows`` to a CSV written by :func:`lwlc.io.write_csv`, in the same format.
+
+    Appending keeps a growing history's cost per evaluation constant (a rewrite grows with it);
+    csv writes floats with ``repr`` (NaN as ``nan``), as ``write_csv`` does.
+    """
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+        )
+        writer.writerows(rows)
+
+
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
@@ -145,8 +160,9 @@ class LayerwiseBarrierCallback(Callback):
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
         media_interval_s: with W&B, refresh the curve plots, the loss heatmap and the table
             after an evaluation when this many seconds have passed since the last refresh (or the
-            start; 0: after every evaluation), and always at the end of fit. Scalars are logged
-            after every evaluation; a refresh costs about a second of drawing.
+            start; 0: after every evaluation); at the end of fit, log those and the error heatmap
+            unless already up to date. Scalars are logged after every evaluation; a refresh costs
+            a few tenths of a second of drawing.
         figures: draw the heatmaps (loss, error) into ``dirpath`` at the end of fit, with or
             without W&B; ``lwlc plot`` draws them, and the curves and bars, at any time.
 
@@ -252,6 +268,12 @@ class LayerwiseBarrierCallback(Callback):
         self._dir = Path(dirpath) if dirpath else Path("barriers")
         self._wandb = False
         self._last_media = -math.inf
+        # Rows of each history already in its CSV file (none: rewrite the file), and changes of
+        # the history (evaluations, relabelled epochs) to tell whether W&B media are out of date.
+        self._in_files: dict[str, int] = {}
+        self._revision = 0
+        self._media_revision: int | None = None
+        self._drawn: dict[str, int] = {}
 
     @property
     def state_key(self) -> str:
@@ -328,6 +350,7 @@ class LayerwiseBarrierCallback(Callback):
         self._dir = (
             Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
         )
+        self._in_files = {}
         self._info = {
             "pairing": pairing,
             "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
@@ -402,8 +425,9 @@ class LayerwiseBarrierCallback(Callback):
         completed, step = trainer.current_epoch + 1, trainer.global_step
         # An evaluation at the epoch's last step saw the weights after the epoch: label it so.
         for row in (*self.curves, *self.barriers):
-            if row["step"] == step:
+            if row["step"] == step and row["epoch"] != completed:
                 row["epoch"] = completed
+                self._changed(rewrite=True)
         self._at_epoch_boundary(trainer, pl_module, completed)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -412,8 +436,7 @@ class LayerwiseBarrierCallback(Callback):
         if trainer.is_global_zero and self.barriers:
             self._write_csvs()
             if has_wandb(trainer.loggers):  # draws every heatmap into dirpath too
-                last = [r for r in self.curves if r["step"] == self.curves[-1]["step"]]
-                self._refresh_wandb(trainer, last, METRICS)
+                self._refresh_wandb(trainer, METRICS)
             elif self.figures:
                 from lwlc import plots
 
@@ -464,13 +487,29 @@ class LayerwiseBarrierCallback(Callback):
         barriers = [{**stamp, **r} for r in barriers]
         self.curves += curves
         self.barriers += barriers
+        self._changed()
         if trainer.is_global_zero:
-            self._publish(trainer, barriers, curves, time.perf_counter() - started)
+            self._publish(trainer, barriers, time.perf_counter() - started)
 
     # ------------------------------------------------------------ publishing
+    def _changed(self, rewrite: bool = False) -> None:
+        """Note a change of the history; ``rewrite``: rows already in the CSV files changed."""
+        self._revision += 1
+        if rewrite:
+            self._in_files = {}
+
     def _write_csvs(self) -> None:
-        write_csv(self._dir / "curves.csv", self.curves, HISTORY_CURVE_COLUMNS)
-        write_csv(self._dir / "barriers.csv", self.barriers, HISTORY_BARRIER_COLUMNS)
+        """Bring the CSV files up to date: append new rows, rewrite them after other changes."""
+        for name, rows, columns in (
+            ("curves.csv", self.curves, HISTORY_CURVE_COLUMNS),
+            ("barriers.csv", self.barriers, HISTORY_BARRIER_COLUMNS),
+        ):
+            done = self._in_files.get(name)
+            if done is None:
+                write_csv(self._dir / name, rows, columns)
+            elif done < len(rows):
+                append_csv(self._dir / name, rows[done:], columns)
+            self._in_files[name] = len(rows)
 
     def _write_summary(self, trainer: pl.Trainer, status: str) -> None:
         if trainer.is_global_zero:
@@ -497,7 +536,7 @@ class LayerwiseBarrierCallback(Callback):
                 )
         return out
 
-    def _publish(self, trainer: pl.Trainer, barriers: Rows, curves: Rows, seconds: float) -> None:
+    def _publish(self, trainer: pl.Trainer, barriers: Rows, seconds: float) -> None:
         self._write_csvs()
         # "epoch" as Lightning logs it with every metric: the index of the running epoch.
         metrics = {
@@ -509,28 +548,44 @@ class LayerwiseBarrierCallback(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         if self._wandb and time.monotonic() - self._last_media >= self.media_interval_s:
             self._last_media = time.monotonic()
-            self._refresh_wandb(trainer, curves, ("loss",))
+            self._refresh_wandb(trainer, ("loss",))
 
-    def _refresh_wandb(self, trainer: pl.Trainer, curves: Rows, metrics: Sequence[str]) -> None:
-        """Log the curve plots of ``curves``, the history's heatmaps and its table to W&B."""
+    def _refresh_wandb(self, trainer: pl.Trainer, metrics: Sequence[str]) -> None:
+        """Log to W&B what the last refresh did not show of the history as it is now: the curve
+        plots of the latest evaluation and the table, and the heatmaps of ``metrics``."""
+        revision = self._revision
+        fresh = self._media_revision != revision
+        metrics = [m for m in metrics if self._drawn.get(m) != revision]
+        if not (fresh or metrics):
+            return
         history = [dict(r) for r in self.barriers]
+        latest = [r for r in self.curves if r["step"] == self.curves[-1]["step"]]
 
         def media() -> dict[str, Any]:
             import wandb
 
-            from lwlc import plots
+            payload: dict[str, Any] = {}
+            if metrics:
+                from lwlc import plots
 
-            written = plots.save_heatmaps(self._dir, history, self.reference, metrics)
-            caption = f"through epoch {history[-1]['epoch']}"
-            images = {
-                f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": wandb.Image(
-                    str(p), caption=caption
-                )
-                for p in written
-            }
-            columns = list(HISTORY_BARRIER_COLUMNS)
-            table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in history])
-            return {**self._curve_plots(curves), **images, "barrier_table": table}
+                written = plots.save_heatmaps(self._dir, history, self.reference, metrics)
+                caption = f"through epoch {history[-1]['epoch']}"
+                payload |= {
+                    f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": wandb.Image(
+                        str(p), caption=caption
+                    )
+                    for p in written
+                }
+            if fresh:
+                columns = list(HISTORY_BARRIER_COLUMNS)
+                rows = [[r[c] for c in columns] for r in history]
+                payload |= {
+                    **self._curve_plots(latest),
+                    "barrier_table": wandb.Table(columns=columns, data=rows),
+                }
+            self._media_revision = revision
+            self._drawn |= dict.fromkeys(metrics, revision)
+            return payload
 
         log_to_wandb(trainer.loggers, media, trainer.global_step)
 
@@ -569,3 +624,4 @@ class LayerwiseBarrierCallback(Callback):
         self.curves = [dict(r) for r in state_dict.get("curves", [])]
         self.barriers = [dict(r) for r in state_dict.get("barriers", [])]
         self._done_epochs = set(state_dict.get("done_epochs", []))
+        self._changed(rewrite=True)
