@@ -206,6 +206,25 @@ def test_schedule_evaluates_at_the_requested_epochs_and_steps(tmp_path, schedule
         assert on_disk == [{k: r[k] for k in on_disk[0]} for r in history]
 
 
+def test_run_info_holds_the_config_lightning_saved(tmp_path):
+    run = tmp_path / "run"
+    _cli_fit(
+        run,
+        {"figures": False, "every_n_epochs": None},
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(run),
+    )
+    (log_dir,) = run.glob("lightning_logs/version_*")
+    recorded = yaml.safe_load((log_dir / "hparams.yaml").read_text())["lwlc"]
+    saved = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert recorded["config"] == saved
+    assert recorded["config"]["trainer"]["max_epochs"] == 1
+
+
 def test_appended_csv_rows_read_as_one_written_file(tmp_path):
     rows = [
         {"epoch": e, "step": 5 * e, "plan": "single", "group": "0", "loss": v, "extra": 1}

@@ -9,6 +9,8 @@ continues.
 
 from __future__ import annotations
 
+import inspect
+import json
 import netrc
 import os
 import platform
@@ -308,10 +310,15 @@ def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
 
     for callback in trainer.callbacks:
         if isinstance(callback, SaveConfigCallback):
-            import yaml
-
+            dump = callback.parser.dump
+            accepted = inspect.signature(dump).parameters
+            # Every option, None included; as JSON, which reads back faster than YAML; and not
+            # validated again (jsonargparse >= 4.35): the config was validated when parsed.
+            options = {"skip_unset" if "skip_unset" in accepted else "skip_none": False}
+            if "skip_validation" in accepted:
+                options["skip_validation"] = True
             try:
-                return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False))
+                return json.loads(dump(callback.config, format="json", **options))
             except Exception:  # an undumpable config is not worth failing a run over
                 return None
     return None
@@ -331,7 +338,7 @@ def environment(trainer: pl.Trainer) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass YAML would tag as a Python object
         **{package: installed(package) for package in ("lightning", "lwlc", "wandb")},
         "accelerator": type(trainer.accelerator).__name__,
         "cuda_devices": devices,
