@@ -196,6 +196,32 @@ def test_duplicate_models_are_evaluated_once_and_prefixes_are_shared():
     assert ev.stage_runs[0] == 4 * len(x)
 
 
+def test_suffix_chains_are_stacked_into_one_call_per_stage_with_the_same_results():
+    model, a, b = _pair(StagedCNN)
+    x, y = _data(n=16)
+    groups = default_groups(model, x[:2])
+    paths = make_paths(groups, ["single"], rest_from=["a"])
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    calls: dict[str, list[int]] = {}
+    for name, stack in (("stacked", 2**28), ("one by one", 0)):  # 0: every chain runs on its own
+        ev = Evaluator(model, a, b, stack_bytes=stack)
+        sizes = calls.setdefault(name, [])
+        hook = ev.stages[-1].module.register_forward_hook(lambda _m, inp, _o, sizes=sizes: sizes.append(len(inp[0])))
+        res = sweep(ev, paths, alphas, {"test": (x, y)}, batch_size=16, chunk_size=len(paths))
+        hook.remove()
+        calls[name + " rows"] = [sum(sizes)]
+        for r in res.curves:
+            path = next(p for p in paths if p.group == r["group"])
+            expect = naive_eval(model, naive_state(a, b, set(path.keys), r["alpha"], "a"), x, y)
+            assert r["loss"] == pytest.approx(expect[0], abs=1e-5)
+    # The same rows reach the head either way, in far fewer calls when chains are stacked: the
+    # 4 models of conv1's path (alpha > 0) share A's suffix after conv1, and so on.
+    assert calls["stacked rows"] == calls["one by one rows"]
+    assert len(calls["one by one"]) == calls["one by one rows"][0] // len(x)
+    assert len(calls["stacked"]) < len(calls["one by one"]) / 2
+    assert max(calls["stacked"]) >= 4 * len(x)
+
+
 def test_stages_fall_back_to_whole_model_when_keys_are_not_covered():
     model = PlainMLP()
     st = model_stages(model, list(model.state_dict()))

@@ -490,6 +490,7 @@ def _memory_plan(
         memory.activation_bytes_per_sample(evaluator, example),
         chunk_weights,
     )
+    evaluator.stack_bytes = memory.stack_bytes(chosen, evaluator.stack_bytes)
     if (chosen.batch_size, chosen.chunk_size) != (requested, args.chunk_size):
         print(
             f"memory: batch size {chosen.batch_size} (asked {args.batch_size}), {chosen.chunk_size} paths per chunk "

@@ -8,7 +8,11 @@ tree of shared prefixes: every node of the tree is computed once per batch and i
 feeds all its children. A stage that is a single Linear or Conv layer with one coefficient c for
 weight and bias outputs ``(1 - c) * f(x; a) + c * f(x; b)`` (it is linear in its parameters), so
 its two endpoint outputs are computed once and mixed for every alpha. Duplicate models (equal
-coefficients) are leaves of the same node and cost nothing extra.
+coefficients) are leaves of the same node and cost nothing extra. Subtrees that are one chain
+of stages down to a leaf with the same coefficients (the rest model's suffix after a single
+interpolated layer, at every alpha) are batched: their activations are stacked along the batch
+dimension and run through the chain in one call per stage (in eval mode every sample is
+independent, so stacking changes nothing but the number of calls).
 
 BatchNorm ``reset`` recomputes each model's running statistics on calibration batches (as
 ``torch.optim.swa_utils.update_bn``: train mode, cumulative average) before evaluating. The
@@ -72,6 +76,12 @@ class _Node:
     children: dict[Coefficients, _Node] = field(default_factory=dict)
     models: list[int] = field(default_factory=list)
     stats: dict[str, Tensor] = field(default_factory=dict)
+    chain: tuple[int, tuple[Coefficients, ...]] | None = None  # (depth, tokens below) if deferred
+    leaf: _Node | None = None  # the chain's leaf
+    index: Tensor | None = None  # a leaf's model indices, on the device
+
+
+Leaf = Callable[[list[_Node], Tensor], None]  # scores the stacked logits of leaf nodes
 
 
 @dataclass
@@ -91,6 +101,27 @@ class Metrics:
         return self.correct / self.count if self.count else float("nan")
 
 
+def _tensor_owners(module: nn.Module, names: Sequence[str]) -> list[list[tuple[dict, str]]]:
+    """For each local state name, every ``(_parameters or _buffers dict, key)`` holding its tensor.
+
+    A tied tensor (e.g. a language model's input embedding and output head) is one state-dict
+    entry held by several modules: all of them are listed, so that binding keeps the tie.
+    """
+    holders: dict[int, list[tuple[dict, str]]] = {}
+    for _, sub in module.named_modules(remove_duplicate=False):
+        for store in (sub._parameters, sub._buffers):
+            for attr, tensor in store.items():
+                if tensor is not None:
+                    holders.setdefault(id(tensor), []).append((store, attr))
+    owners = []
+    for name in names:
+        path, _, attr = name.rpartition(".")
+        sub = module.get_submodule(path)
+        tensor = sub._parameters[attr] if attr in sub._parameters else sub._buffers[attr]
+        owners.append(holders[id(tensor)])
+    return owners
+
+
 def _bn_stat_names(module: nn.Module) -> tuple[str, ...]:
     """Local names of the running statistics of every BatchNorm inside ``module``."""
     names = []
@@ -102,7 +133,11 @@ def _bn_stat_names(module: nn.Module) -> tuple[str, ...]:
 
 
 class Evaluator:
-    """Evaluates sets of interpolated models between state dicts ``a`` and ``b`` of ``model``."""
+    """Evaluates sets of interpolated models between state dicts ``a`` and ``b`` of ``model``.
+
+    ``stack_bytes`` bounds the activations held back for batched chains (see the module doc);
+    default 256 MiB on a CPU, 1 GiB on a GPU (where bigger calls keep the device busy).
+    """
 
     def __init__(
         self,
@@ -112,6 +147,7 @@ class Evaluator:
         device: str | torch.device = "cpu",
         bn: str = "keep",
         precision: str = "fp32",
+        stack_bytes: int | None = None,
     ) -> None:
         if bn not in ("keep", "reset"):
             raise LwlcError(f"bn mode must be 'keep' or 'reset', got {bn!r}")
@@ -120,6 +156,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.bn = bn
         self.precision = precision
+        self.stack_bytes = stack_bytes if stack_bytes is not None else 2**30 if self.device.type == "cuda" else 2**28
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.keys = list(a.keys())
         self.float_keys = frozenset(k for k in self.keys if torch.is_floating_point(a[k]))
@@ -129,12 +166,16 @@ class Evaluator:
         index = {k: i for i, k in enumerate(self.keys)}
         self._slots = [tuple(index[k] for k in st.keys) for st in self.stages]
         self._stat_names = [_bn_stat_names(st.module) if bn == "reset" else () for st in self.stages]
+        self._owners = [_tensor_owners(st.module, st.local) for st in self.stages]
         if bn == "reset":
             for m in self.net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.momentum = None
         self._params: dict[tuple[int, Coefficients], dict[str, Tensor]] = {}
-        self._modules: dict[object, nn.Module] = {}
+        self._bound: list[object] = [None] * len(self.stages)
+        self._pending: dict[tuple[int, tuple[Coefficients, ...]], list[tuple[_Node, Tensor]]] = {}
+        self._pending_bytes = 0
+        self._chain_sizes: dict[tuple[int, tuple[Coefficients, ...]], int] = {}
         self.stage_runs = [0] * len(self.stages)  # samples through each stage: the work actually done
 
     def has_batchnorm(self) -> bool:
@@ -162,33 +203,58 @@ class Evaluator:
             node.models.append(m)
         return root
 
-    def _module(self, s: int, child: _Node) -> nn.Module:
-        """A clone of stage ``s`` holding the child's tensors (shared, not copied), cached.
+    def _plan(self, root: _Node) -> None:
+        """Index each leaf's models on the device, and mark the chains worth batching.
 
-        Calling a real module is much cheaper than re-parametrising one per call; stages
-        without state are called as they are.
+        A chain is a node whose descendants form a single line to a leaf, with no per-node
+        BatchNorm statistics; its first node below a branching is deferred when another such
+        node has the same depth and the same tokens below.
         """
+        found: dict[tuple[int, tuple[Coefficients, ...]], list[_Node]] = {}
+
+        def visit(node: _Node, in_chain: bool) -> None:
+            if not node.children:
+                node.index = torch.tensor(node.models, device=self.device)
+                return
+            line, end = [], node
+            while len(end.children) == 1 and not end.stats:
+                end = next(iter(end.children.values()))
+                line.append(end.token)
+            chain = node.depth > 0 and not end.children and not end.stats
+            if chain and not in_chain:
+                node.leaf = end
+                found.setdefault((node.depth, tuple(line)), []).append(node)
+            for child in node.children.values():
+                visit(child, in_chain or chain)
+
+        visit(root, False)
+        self._chain_sizes = {key: len(nodes) for key, nodes in found.items()}
+        for key, nodes in found.items():
+            for node in nodes:
+                node.chain = key if len(nodes) > 1 else None
+
+    def _bind(self, s: int, child: _Node) -> nn.Module:
+        """Stage ``s``'s module holding the child's tensors (set in place: no copies, no checks)."""
         stage = self.stages[s]
-        if not stage.keys:
-            return stage.module
-        key = id(child) if child.stats else (s, child.token)
-        module = self._modules.get(key)
-        if module is None:
-            module = copy.deepcopy(stage.module)
+        key = id(child) if child.stats else child.token
+        if stage.keys and self._bound[s] != key:
             state = {**self._stage_params(s, child.token), **child.stats}
-            module.load_state_dict(state, assign=True)
-            self._modules[key] = module
-        if module.training != self.net.training:
-            module.train(self.net.training)
-        return module
+            for loc, holders in zip(stage.local, self._owners[s]):
+                for store, attr in holders:
+                    store[attr] = state[loc]
+            self._bound[s] = key
+        return stage.module
 
     def _run(self, s: int, child: _Node, x: Tensor) -> Tensor:
         self.stage_runs[s] += x.shape[0]
-        return self._module(s, child)(x)
+        return self._bind(s, child)(x)
 
-    def _descend(self, node: _Node, x: Tensor, leaf: Callable[[list[int], Tensor], None]) -> None:
+    def _descend(self, node: _Node, x: Tensor, leaf: Leaf) -> None:
+        if node.chain is not None and not self.net.training:
+            self._defer(node, x, leaf)
+            return
         if node.depth == len(self.stages):
-            leaf(node.models, x)
+            leaf([node], x)
             return
         s = node.depth
         stage = self.stages[s]
@@ -207,19 +273,48 @@ class Evaluator:
                 y = self._run(s, child, x)
             self._descend(child, y, leaf)
 
+    def _defer(self, node: _Node, x: Tensor, leaf: Leaf) -> None:
+        """Hold ``x`` back until the other nodes of its chain arrive or the stack is full."""
+        assert node.chain is not None
+        waiting = self._pending.setdefault(node.chain, [])
+        waiting.append((node, x))
+        self._pending_bytes += x.numel() * x.element_size()
+        if self._pending_bytes >= self.stack_bytes or len(waiting) == self._chain_sizes[node.chain]:
+            self._flush(node.chain, leaf)
+
+    def _flush(self, chain: tuple[int, tuple[Coefficients, ...]], leaf: Leaf) -> None:
+        """Run the held-back activations of one chain through it as one stacked batch."""
+        waiting = self._pending.pop(chain)
+        leaves = [node.leaf for node, _ in waiting if node.leaf is not None]
+        x = torch.cat([held for _, held in waiting]) if len(waiting) > 1 else waiting[0][1]
+        del waiting  # the held activations are in x now
+        self._pending_bytes -= x.numel() * x.element_size()
+        depth, tokens = chain
+        for s, token in enumerate(tokens, start=depth):
+            x = self._run(s, _Node(s + 1, token), x)
+        leaf(leaves, x)
+
+    def _flush_all(self, leaf: Leaf) -> None:
+        for chain in list(self._pending):
+            self._flush(chain, leaf)
+
     @contextlib.contextmanager
     def _fast_math(self) -> Iterator[None]:
-        """The requested precision for the evaluation pass (fp32 leaves everything as it is)."""
+        """The requested precision for the evaluation pass.
+
+        On CUDA, fp32 turns TF32 off for the pass (PyTorch lets cuDNN use TF32 by default, which
+        would be ~1e-3 off the exact result) and tf32 turns it on; bf16 runs under autocast.
+        """
         if self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 yield
-        elif self.precision == "tf32" and self.device.type == "cuda":
-            matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        elif self.device.type == "cuda":
+            saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
             try:
                 yield
             finally:
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         else:
             yield
 
@@ -257,29 +352,39 @@ class Evaluator:
     ) -> list[Metrics]:
         """Loss and accuracy of every model on (inputs, targets); ``calibration`` inputs for bn=reset."""
         root = self._build(models)
+        self._bound = [None] * len(self.stages)
         if self.bn == "reset" and any(self._stat_names):
             if calibration is None or len(calibration) == 0:
                 raise LwlcError("bn mode 'reset' needs training data to recompute BatchNorm statistics")
-            self._calibrate(root, calibration, batch_size)
-        results = [Metrics() for _ in models]
+            with self._fast_math():
+                self._calibrate(root, calibration, batch_size)
+        self._plan(root)
+        # Sums stay on the device until the end: reading one per leaf would stall a GPU each time.
+        loss_sums = torch.zeros(len(models), dtype=torch.float64, device=self.device)
+        correct = torch.zeros(len(models), dtype=torch.int64, device=self.device)
+        counts = [0] * len(models)
 
         for i in range(0, len(inputs), batch_size):
             x = inputs[i : i + batch_size].to(self.device)
             y = targets[i : i + batch_size].to(self.device)
 
-            def leaf(ms: list[int], logits: Tensor, y: Tensor = y) -> None:
-                logits, target = logits.float().flatten(0, -2), y.flatten()  # sequences: per token
-                loss = F.cross_entropy(logits, target, reduction="sum").item()
-                correct = int((logits.argmax(dim=1) == target).sum().item())
-                for m in ms:
-                    results[m].loss_sum += loss
-                    results[m].correct += correct
-                    results[m].count += target.numel()
+            def leaf(nodes: list[_Node], logits: Tensor, y: Tensor = y) -> None:
+                logits, target = logits.float().flatten(0, -2), y.flatten().repeat(len(nodes))  # per token
+                losses = F.cross_entropy(logits, target, reduction="none").view(len(nodes), -1)
+                hits = (logits.argmax(dim=1) == target).view(len(nodes), -1).sum(1)
+                losses = losses.sum(1, dtype=torch.float64)
+                for j, node in enumerate(nodes):
+                    assert node.index is not None
+                    loss_sums.index_add_(0, node.index, losses[j].expand(len(node.index)))
+                    correct.index_add_(0, node.index, hits[j].expand(len(node.index)))
+                    for m in node.models:
+                        counts[m] += y.numel()
 
             with self._fast_math():
                 self._descend(root, x, leaf)
+                self._flush_all(leaf)
             if progress is not None:
                 progress(len(x))
         self._params.clear()
-        self._modules.clear()
-        return results
+        self._bound = [None] * len(self.stages)
+        return [Metrics(s, c, n) for s, c, n in zip(loss_sums.tolist(), correct.tolist(), counts)]

@@ -6,7 +6,8 @@ kept for mixing; the stage being run also holds its internal activations. On top
 the interpolated tensors it caches for one call (one set per distinct (stage, coefficients) with
 a coefficient strictly between 0 and 1; endpoints are shared, not copied), and the fixed cost of
 the endpoint models and the data. ``plan`` turns these into a batch size and a chunk size (paths
-evaluated per call) that fit a budget, or a clear error when even one sample of one path does not.
+evaluated per call) that fit a budget, or a clear error when even one sample of one path does not;
+``stack_bytes`` gives the engine's batching of suffix chains what is left.
 """
 
 from __future__ import annotations
@@ -119,6 +120,17 @@ class MemoryPlan:
             "weights_bytes": self.weights,
             "activation_bytes_per_sample": self.activations_per_sample,
         }
+
+
+# A flush of stacked chains holds the held-back activations, their concatenation and the
+# stacked stage outputs and temporaries (as for one batch, ~4x): reserve 6x the stack limit.
+STACK_FACTOR = 6
+
+
+def stack_bytes(chosen: MemoryPlan, requested: int) -> int:
+    """The engine's stack limit that fits what the plan leaves free (0: no stacking)."""
+    free = int(TENSOR_SHARE * chosen.budget) - chosen.estimate
+    return max(0, min(requested, free // STACK_FACTOR))
 
 
 def _gib(n: float) -> str:
