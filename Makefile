@@ -11,7 +11,7 @@ DEMO_DIR := runs/digits_mlp
 DEMO_CKPT := $(DEMO_DIR)/checkpoints/last.ckpt
 DEMO_ANALYZE = $(LWLC) analyze --ckpt $(DEMO_CKPT) --out $(DEMO_DIR)/analysis --overwrite
 
-.PHONY: setup demo test test-slow bench lint clean experiment
+.PHONY: setup demo test test-slow test-gpu bench lint clean experiment
 
 setup: $(STAMP)
 
@@ -29,10 +29,14 @@ demo: setup
 	$(DEMO_ANALYZE)
 
 test: setup
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow and not gpu" -q
 
 test-slow: setup
-	$(BIN)/pytest -m slow -q
+	$(BIN)/pytest -m "slow and not gpu" -q
+
+# The CUDA path (engine, fit in bf16-mixed, analyze on the GPU): on a machine with a GPU.
+test-gpu: setup
+	$(BIN)/pytest -m gpu -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_pair.py

@@ -8,10 +8,16 @@ full model; 11 alphas; one split) on random CIFAR-shaped data, three ways, in on
   (c) lwlc's engine (prefix sharing + output mixing).
 All three must agree to 1e-5. Multiply-adds of Linear/Conv layers are counted per method (the
 ratio (b)/(c) is the work-saving bound); GFLOP/s and the machine's float32 matmul peak put the
-times in context. Results are appended to benchmarks/RESULTS.md.
+times in context. ``--precisions tf32,bf16`` also times (c) in those fast modes and reports their
+largest deviation from its float32 result. Each method is warmed up first (kernel selection,
+allocator), so the first timed method pays no start-up cost. On a GPU (``--device cuda``) every
+method runs in true float32 (TF32 off), (b) and (c) with the data already on the device and (a)
+through a DataLoader of CPU tensors, as the authors' scripts do. Results are appended to
+benchmarks/RESULTS.md.
 
     python benchmarks/bench_analyze.py --samples 2048            # the issue's setting
     python benchmarks/bench_analyze.py --samples 128 --width 32  # what fits a 2-core CPU quickly
+    python benchmarks/bench_analyze.py --device cuda --samples 10000 --precisions tf32,bf16
 """
 
 from __future__ import annotations
@@ -69,10 +75,11 @@ def state_at(a, b, coeffs, keys) -> dict:
     return out
 
 
-def eval_loader(net: nn.Module, loader) -> float:
+def eval_loader(net: nn.Module, loader, device: torch.device) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             total += F.cross_entropy(net(x), y, reduction="sum").item()
             n += len(y)
     return total / n
@@ -82,17 +89,19 @@ def authors(model, a, b, paths, alphas, x, y, batch) -> tuple[dict, int]:
     """(a): for every path, endpoints then each alpha, each model rebuilt, loaded, run through a DataLoader."""
     keys = list(a)
     floats = frozenset(k for k in keys if a[k].is_floating_point())
-    net = copy.deepcopy(model).eval()
+    device = next(iter(a.values())).device
+    x, y = x.cpu(), y.cpu()
+    net = copy.deepcopy(model).to(device).eval()
     out, evals = {}, 0
     for p in paths:
         for sd in (a, b):  # endpoints for the path's reference
             net.load_state_dict(sd)
-            eval_loader(net, DataLoader(TensorDataset(x, y), batch_size=batch))
+            eval_loader(net, DataLoader(TensorDataset(x, y), batch_size=batch), device)
             evals += 1
         for t in alphas:
             c = coefficients(p, t, keys, floats)
             net.load_state_dict(state_at(a, b, c, keys))
-            out[(p, t)] = eval_loader(net, DataLoader(TensorDataset(x, y), batch_size=batch))
+            out[(p, t)] = eval_loader(net, DataLoader(TensorDataset(x, y), batch_size=batch), device)
             evals += 1
     return out, evals
 
@@ -101,7 +110,7 @@ def tight(model, a, b, paths, alphas, x, y, batch) -> tuple[dict, int]:
     """(b): every distinct model once, batches pre-cut in memory, functional weights."""
     keys = list(a)
     floats = frozenset(k for k in keys if a[k].is_floating_point())
-    net = copy.deepcopy(model).eval()
+    net = copy.deepcopy(model).to(x.device).eval()
     batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
     seen: dict[tuple, float] = {}
     out = {}
@@ -117,13 +126,28 @@ def tight(model, a, b, paths, alphas, x, y, batch) -> tuple[dict, int]:
     return out, len(seen)
 
 
-def matmul_peak() -> float:
-    m = torch.randn(2048, 2048)
-    m @ m
-    t = time.perf_counter()
-    for _ in range(5):
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """Measured GFLOP/s of an n x n matmul (the best of 5 after a warm-up)."""
+    m = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(6):
+        sync(device)
+        t = time.perf_counter()
         m @ m
-    return 5 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, CPU"
 
 
 def cpu_name() -> str:
@@ -136,7 +160,22 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run(name: str, args) -> str:
+def curves(res, paths) -> dict:
+    """{(path, alpha): loss} from a sweep result."""
+    by_path = {(p.plan, p.group, p.rest_from): p for p in paths}
+    return {(by_path[(r["plan"], r["group"], r["rest_from"])], r["alpha"]): r["loss"] for r in res.curves}
+
+
+def timed(fn, device: torch.device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def run(name: str, args) -> tuple[str, list[str]]:
+    device = torch.device(args.device)
     torch.manual_seed(0)
     model = build(name, args.width)
     torch.manual_seed(1)
@@ -154,25 +193,36 @@ def run(name: str, args) -> str:
     alphas = default_alphas(args.alphas)
     groups = default_groups(model, x[:2])
     paths = make_paths(groups, PLANS)
+    a, b = {k: v.to(device) for k, v in a.items()}, {k: v.to(device) for k, v in b.items()}
+    x, y = x.to(device), y.to(device)
 
-    t0 = time.perf_counter()
-    ev = Evaluator(model, a, b)
-    res = sweep(ev, paths, alphas, {"test": (x, y)}, batch_size=args.batch, chunk_size=len(paths))
-    t_ours = time.perf_counter() - t0
-    ours = {}
-    for p in paths:
-        rows = [r for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
-        ours.update({(p, r["alpha"]): r["loss"] for r in rows})
+    def engine(precision: str = "fp32", subset: int | None = None):
+        ev = Evaluator(model, a, b, device=device, precision=precision)
+        data = {"test": (x[:subset], y[:subset])}
+        use = paths[:3] if subset else paths
+        return ev, sweep(ev, use, alphas, data, batch_size=args.batch, chunk_size=len(use))
 
-    t0 = time.perf_counter()
-    loop, distinct = tight(model, a, b, paths, alphas, x, y, args.batch)
-    t_tight = time.perf_counter() - t0
+    # warm-up: every method once on a few paths and one batch (kernels, cuDNN plans, allocator)
+    engine(subset=args.batch)
+    tight(model, a, b, paths[:3], alphas[:2], x[: args.batch], y[: args.batch], args.batch)
+    authors(model, a, b, paths[:1], alphas[:1], x[: args.batch], y[: args.batch], args.batch)
+
+    (ev, res), t_ours = timed(engine, device)
+    ours = curves(res, paths)
+    fast = []
+    for precision in args.precisions:
+        (_, res_fast), t_fast = timed(lambda p=precision: engine(p), device)
+        dev_fast = max(abs(v - ours[k]) for k, v in curves(res_fast, paths).items())
+        fast.append(f"{precision} {t_fast:.1f} s ({t_ours / t_fast:.2f}x fp32 (c), max dev {dev_fast:.1e})")
+
+    if args.skip_tight:
+        loop, distinct, t_tight = ours, len({coefficients(p, t, ev.keys, ev.float_keys) for p in paths for t in alphas}), float("nan")
+    else:
+        (loop, distinct), t_tight = timed(lambda: tight(model, a, b, paths, alphas, x, y, args.batch), device)
     if args.skip_authors:
         auth, evals, t_auth = loop, 0, float("nan")
     else:
-        t0 = time.perf_counter()
-        auth, evals = authors(model, a, b, paths, alphas, x, y, args.batch)
-        t_auth = time.perf_counter() - t0
+        (auth, evals), t_auth = timed(lambda: authors(model, a, b, paths, alphas, x, y, args.batch), device)
 
     dev = max(max(abs(ours[k] - loop[k]), abs(ours[k] - auth[k])) for k in ours)
     per_stage = macs_per_stage(ev.net, ev.stages, x)
@@ -182,16 +232,19 @@ def run(name: str, args) -> str:
     macs_auth = evals * full * args.samples
     bound = macs_tight / macs_ours
     speed_b = t_tight / t_ours
-    lines = [
+    row = (
         f"| {name} (width {args.width}) | {len(groups)} | {len(paths)} | {args.samples} | "
         f"{t_auth:.1f} | {t_tight:.1f} | {t_ours:.1f} | {t_auth / t_ours:.2f}x | {speed_b:.2f}x | {bound:.2f}x | "
         f"{100 * speed_b / bound:.0f}% | {macs_auth / 1e9:.0f} / {macs_tight / 1e9:.0f} / {macs_ours / 1e9:.0f} | "
         f"{2 * macs_tight / t_tight / 1e9:.0f} / {2 * macs_ours / t_ours / 1e9:.0f} | {dev:.1e} |"
-    ]
-    print(lines[0], flush=True)
+    )
+    print(row, flush=True)
+    notes = [f"- {name}: fast modes of (c): " + "; ".join(fast)] if fast else []
+    for line in notes:
+        print(line, flush=True)
     if dev > 1e-5:
         raise SystemExit(f"methods disagree by {dev:.2e} > 1e-5")
-    return lines[0]
+    return row, notes
 
 
 def main() -> None:
@@ -202,16 +255,31 @@ def main() -> None:
     p.add_argument("--alphas", type=int, default=11)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--skip-authors", action="store_true", help="skip baseline (a), the slowest")
+    p.add_argument("--skip-tight", action="store_true", help="skip baseline (b) too: time lwlc alone")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precisions", default="", help="fast modes of (c) to time too, e.g. tf32,bf16")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     args = p.parse_args()
-    peak = matmul_peak()
-    rows = [run(name, args) for name in args.models.split(",")]
+    args.precisions = [q for q in args.precisions.split(",") if q]
+    device = torch.device(args.device)
+    if device.type == "cuda":  # baselines and (c) in true float32; the fast modes are asked for
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    peak = matmul_peak(device, n=8192 if device.type == "cuda" else 2048)
+    peaks = f"float32 matmul peak {peak:.0f} GFLOP/s"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        tf32 = matmul_peak(device, n=8192)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        peaks += f", TF32 {tf32:.0f}, bf16 {matmul_peak(device, torch.bfloat16, 8192):.0f}"
+    results = [run(name, args) for name in args.models.split(",")]
+    rows = [row for row, _ in results]
+    notes = [line for _, lines in results for line in lines]
     header = [
         "",
         f"## bench_analyze: sweep speed ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU; "
-        f"float32 matmul peak {peak:.0f} GFLOP/s (2048x2048). Full default sweep ({', '.join(PLANS)}; "
+        f"Machine: {device_name(device)}, torch {torch.__version__}; "
+        f"{peaks}. Full default sweep ({', '.join(PLANS)}; "
         f"rest from A and B), {args.alphas} alphas, batch {args.batch}, random CIFAR-shaped data.",
         "Times in seconds: (a) authors' procedure, (b) tight loop over distinct models, (c) lwlc. "
         "Bound = multiply-adds (b) / (c), the speed-up that doing less work allows; 'of bound' = achieved (b)/(c) over bound. "
@@ -221,7 +289,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with open(args.results, "a") as f:
-        f.write("\n".join(header + rows) + "\n")
+        f.write("\n".join(header + rows + ([""] + notes if notes else [])) + "\n")
 
 
 if __name__ == "__main__":

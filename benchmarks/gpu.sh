@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every GPU check of lwlc in one short script, for a lent GPU machine (run from the repo root).
+#   bash benchmarks/gpu.sh check   # environment + the CUDA tests (make test-gpu), ~1-2 min
+#   bash benchmarks/gpu.sh bench   # the GPU benchmarks, ~6 min; results under $OUT
+# The machine's own python3 holds torch; lwlc runs from src/ (no install), and Python packages the
+# machine lacks travel as wheels in .whl/ (see benchmarks/RESULTS.md for how they were fetched).
+set -u
+OUT=${OUT:-/tmp/lwlc_gpu}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+export WANDB_MODE=offline WANDB_SILENT=true PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+step() {  # step SECONDS LOG COMMAND...: run with a time limit, keep going on failure
+  local limit=$1 log=$2; shift 2
+  echo "=== $(date +%T) $* (limit ${limit}s)" | tee -a "$OUT/$log"
+  timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$log" | tail -n 30
+  echo "=== exit ${PIPESTATUS[0]}" | tee -a "$OUT/$log"
+}
+case "${1:-check}" in
+check)
+  { nvidia-smi; python3 -c "import torch, lightning, torchvision, jsonargparse, wandb, lwlc; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), '| lightning', lightning.__version__, '| jsonargparse', jsonargparse.__version__, '| wandb', wandb.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+  step 240 test_gpu.log python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+  ;;
+bench)
+  R=$OUT/bench_analyze.md
+  step 150 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 2048 --precisions tf32,bf16 --results "$R"
+  step 170 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 256 --precisions tf32,bf16 --results "$R"
+  step 130 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --results "$OUT/callback_gpu.md"
+  step 70 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 10000 --skip-tight --skip-authors --precisions tf32,bf16 --results "$R"
+  step 60 bench.log python3 benchmarks/bench_pair.py --epochs 2
+  cp benchmarks/RESULTS.md "$OUT/RESULTS_device.md"
+  ;;
+esac
