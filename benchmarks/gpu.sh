@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of lwlc in one short script, for a lent GPU machine (run from the repo root).
-#   bash benchmarks/gpu.sh check   # environment + the CUDA tests (make test-gpu), ~1-2 min
-#   bash benchmarks/gpu.sh bench   # the GPU benchmarks, ~6 min; results under $OUT
+#   bash benchmarks/gpu.sh check vgg                   # environment, CUDA tests, VGG-11 sweep timing
+#   bash benchmarks/gpu.sh resnet callback vgg10k pair # the other benchmarks; results under $OUT
 # The machine's own python3 holds torch; lwlc runs from src/ (no install), and Python packages the
 # machine lacks travel as wheels in .whl/ (see benchmarks/RESULTS.md for how they were fetched).
 set -u
@@ -19,18 +19,18 @@ step() {  # step SECONDS LOG COMMAND...: run with a time limit, keep going on fa
   timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$log" | tail -n 30
   echo "=== exit ${PIPESTATUS[0]}" | tee -a "$OUT/$log"
 }
-case "${1:-check}" in
-check)
-  { nvidia-smi; python3 -c "import torch, lightning, torchvision, jsonargparse, wandb, lwlc; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), '| lightning', lightning.__version__, '| jsonargparse', jsonargparse.__version__, '| wandb', wandb.__version__)"; } 2>&1 | tee "$OUT/env.txt"
-  step 240 test_gpu.log python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
-  ;;
-bench)
-  R=$OUT/bench_analyze.md
-  step 150 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 2048 --precisions tf32,bf16 --results "$R"
-  step 170 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 256 --precisions tf32,bf16 --results "$R"
-  step 130 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --results "$OUT/callback_gpu.md"
-  step 70 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 10000 --skip-tight --skip-authors --precisions tf32,bf16 --results "$R"
-  step 60 bench.log python3 benchmarks/bench_pair.py --epochs 2
-  cp benchmarks/RESULTS.md "$OUT/RESULTS_device.md"
-  ;;
-esac
+R=$OUT/bench_analyze.md
+for part in "${@:-check}"; do
+  case "$part" in
+  check)
+    { nvidia-smi; python3 -c "import torch, lightning, torchvision, jsonargparse, wandb, lwlc; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), '| lightning', lightning.__version__, '| jsonargparse', jsonargparse.__version__, '| wandb', wandb.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+    step 150 test_gpu.log python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py ;;
+  vgg) step 150 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 2048 --precisions tf32,bf16 --results "$R" ;;
+  resnet) step 160 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 256 --precisions tf32,bf16 --results "$R" ;;
+  callback) step 130 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --results "$OUT/callback_gpu.md" ;;
+  vgg10k) step 70 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 10000 --skip-tight --skip-authors --precisions tf32,bf16 --results "$R" ;;
+  pair) step 60 bench.log python3 benchmarks/bench_pair.py --epochs 2
+        cp benchmarks/RESULTS.md "$OUT/RESULTS_device.md" ;;
+  *) echo "unknown part $part (check vgg resnet callback vgg10k pair)"; exit 2 ;;
+  esac
+done
