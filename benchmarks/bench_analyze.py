@@ -203,22 +203,26 @@ def run(name: str, args) -> tuple[str, list[str]]:
         return ev, sweep(ev, use, alphas, data, batch_size=args.batch, chunk_size=len(use))
 
     # warm-up: every method once on a few paths and one batch (kernels, cuDNN plans, allocator)
-    engine(subset=args.batch)
+    _, t_warm = timed(lambda: engine(subset=args.batch), device)
     tight(model, a, b, paths[:3], alphas[:2], x[: args.batch], y[: args.batch], args.batch)
     authors(model, a, b, paths[:1], alphas[:1], x[: args.batch], y[: args.batch], args.batch)
+    print(f"{name}: warm-up done, (c) on 3 paths took {t_warm:.1f} s", flush=True)
 
     (ev, res), t_ours = timed(engine, device)
+    print(f"{name}: (c) {t_ours:.1f} s", flush=True)
     ours = curves(res, paths)
     fast = []
     for precision in args.precisions:
         (_, res_fast), t_fast = timed(lambda p=precision: engine(p), device)
         dev_fast = max(abs(v - ours[k]) for k, v in curves(res_fast, paths).items())
         fast.append(f"{precision} {t_fast:.1f} s ({t_ours / t_fast:.2f}x fp32 (c), max dev {dev_fast:.1e})")
+        print(f"{name}: (c) {fast[-1]}", flush=True)
 
     if args.skip_tight:
         loop, distinct, t_tight = ours, len({coefficients(p, t, ev.keys, ev.float_keys) for p in paths for t in alphas}), float("nan")
     else:
         (loop, distinct), t_tight = timed(lambda: tight(model, a, b, paths, alphas, x, y, args.batch), device)
+        print(f"{name}: (b) {t_tight:.1f} s", flush=True)
     if args.skip_authors:
         auth, evals, t_auth = loop, 0, float("nan")
     else:

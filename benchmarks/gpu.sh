@@ -25,8 +25,8 @@ for part in "${@:-check}"; do
   check)
     { nvidia-smi; python3 -c "import torch, lightning, torchvision, jsonargparse, wandb, lwlc; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), '| lightning', lightning.__version__, '| jsonargparse', jsonargparse.__version__, '| wandb', wandb.__version__)"; } 2>&1 | tee "$OUT/env.txt"
     step 150 test_gpu.log python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py ;;
-  vgg) step 150 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 2048 --precisions tf32,bf16 --results "$R" ;;
-  resnet) step 160 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 256 --precisions tf32,bf16 --results "$R" ;;
+  vgg) step 120 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 1024 --precisions tf32,bf16 --results "$R" ;;
+  resnet) step 120 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 128 --precisions tf32,bf16 --results "$R" ;;
   callback) step 130 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --results "$OUT/callback_gpu.md" ;;
   vgg10k) step 70 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 10000 --skip-tight --skip-authors --precisions tf32,bf16 --results "$R" ;;
   pair) step 60 bench.log python3 benchmarks/bench_pair.py --epochs 2
