@@ -27,7 +27,7 @@ for part in "${@:-check}"; do
     step 150 test_gpu.log python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py ;;
   vgg) step 120 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 1024 --precisions tf32,bf16 --results "$R" ;;
   resnet) step 120 bench.log python3 benchmarks/bench_analyze.py --device cuda --models resnet18 --samples 128 --precisions tf32,bf16 --results "$R" ;;
-  callback) step 130 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --results "$OUT/callback_gpu.md" ;;
+  callback) step 200 bench.log python3 benchmarks/bench_callback_gpu.py --epochs 1 --per-batch 5000 --results "$OUT/callback_gpu.md" ;;
   vgg10k) step 70 bench.log python3 benchmarks/bench_analyze.py --device cuda --models vgg11_bn --samples 10000 --skip-tight --skip-authors --precisions tf32,bf16 --results "$R" ;;
   pair) step 60 bench.log python3 benchmarks/bench_pair.py --epochs 2
         cp benchmarks/RESULTS.md "$OUT/RESULTS_device.md" ;;

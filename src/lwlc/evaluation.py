@@ -305,7 +305,16 @@ class Evaluator:
         On CUDA, fp32 turns TF32 off for the pass (PyTorch lets cuDNN use TF32 by default, which
         would be ~1e-3 off the exact result) and tf32 turns it on; bf16 runs under autocast.
         """
-        if self.precision == "bf16":
+        if self.device.type == "cuda" and torch.backends.cudnn.benchmark:
+            # Stacked chains give many one-off batch sizes: autotuning each (a Trainer with
+            # benchmark=true turns it on) costs far more than it saves.
+            torch.backends.cudnn.benchmark = False
+            try:
+                with self._fast_math():
+                    yield
+            finally:
+                torch.backends.cudnn.benchmark = True
+        elif self.precision == "bf16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 yield
         elif self.device.type == "cuda":
