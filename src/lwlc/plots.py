@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pandas as pd
 import seaborn as sns
@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
+from matplotlib.layout_engine import LayoutEngine
 
 from lwlc.errors import LwlcError
 from lwlc.io import atomic_file
@@ -37,6 +38,7 @@ LAYER_AXIS = {
 }
 _NUMERIC = ("alpha", "loss", "accuracy", "loss_barrier", "error_barrier", "epoch", "step")
 _MAX_ANNOTATED_CELLS = 120
+_PAD = 3 / 72  # inches between the figure's edge and its contents, as constrained layout's
 
 
 @contextmanager
@@ -98,7 +100,49 @@ def _barrier_label(metric: str) -> str:
     return "loss barrier (nats)" if metric == "loss" else "error barrier (pp)"
 
 
-def _heatmap(ax: Axes, table: pd.DataFrame, metric: str, annotate: bool, **limits: float) -> None:
+class _HeatmapLayout(LayoutEngine):
+    """Lays out a figure of one heatmap and its colorbar, measuring each label once.
+
+    Constrained layout measures every label twice per draw, most of the time a small heatmap
+    takes to draw (the Callback draws two at the end of a fit). This places the cells to fill the
+    figure less its labels, and the colorbar to their right: as tall as the cells, 1/20 as wide,
+    5% of their width away (the defaults of a colorbar under constrained layout).
+    """
+
+    _adjust_compatible = False
+    _colorbar_gridspec = False
+
+    def execute(self, fig: Figure) -> None:
+        if len(fig.axes) != 2:  # something was added to the figure: leave it as drawn
+            return
+        ax, cax = fig.axes
+        renderer = fig._get_renderer()  # as matplotlib's own layout engines get it
+        width, height, pad = fig.bbox.width, fig.bbox.height, _PAD * fig.dpi
+
+        def overhang(axes: Axes) -> tuple[float, float, float, float]:
+            """How far the labels of ``axes`` reach out of it: left, right, bottom, top (px)."""
+            box, inner = axes.get_tightbbox(renderer), axes.bbox
+            return inner.x0 - box.x0, box.x1 - inner.x1, inner.y0 - box.y0, box.y1 - inner.y1
+
+        left, _, bottom, top = overhang(ax)
+        y0, cells_height = pad + bottom, height - 2 * pad - bottom - top
+        bar = cells_height / 20
+        if cells_height <= 0:  # labels larger than the figure: leave it as drawn
+            return
+        # The colorbar's ticks, hence its labels' width, depend on its height: set that first.
+        cax.set_position((0, y0 / height, bar / width, cells_height / height))
+        right = overhang(cax)[1]
+        x0 = pad + left
+        cells_width = (width - x0 - pad - right - bar) / 1.05
+        if cells_width <= 0:
+            return
+        ax.set_position((x0 / width, y0 / height, cells_width / width, cells_height / height))
+        cax.set_position(
+            ((width - pad - right - bar) / width, y0 / height, bar / width, cells_height / height)
+        )
+
+
+def _heatmap(ax: Axes, table: pd.DataFrame, metric: str, annotate: bool, **options: Any) -> None:
     """One barrier heatmap in lwlc's look: diverging around 0, values written in small cells."""
     sns.heatmap(
         table,
@@ -110,7 +154,7 @@ def _heatmap(ax: Axes, table: pd.DataFrame, metric: str, annotate: bool, **limit
         annot_kws={"size": 6},
         linewidths=0.4,
         cbar_kws={"label": _barrier_label(metric)},
-        **limits,
+        **options,
     )
     # The cell values sit inside the axes: leaving them out of the layout gives the same figure
     # and spares the layout engine measuring every one of them.
@@ -247,11 +291,10 @@ def barrier_heatmap(
     table.columns = pd.Index([int(c) for c in table.columns], name=x_name)
     annotate = table.size <= _MAX_ANNOTATED_CELLS
     with _look():
-        fig, axes = _axes(
-            1, 1, max(4.0, 0.45 * table.shape[1] + 2.5), max(2.0, 0.32 * table.shape[0] + 1.2)
-        )
-        ax = axes[0][0]
-        _heatmap(ax, table, metric, annotate)
+        size = (max(4.0, 0.45 * table.shape[1] + 2.5), max(2.0, 0.32 * table.shape[0] + 1.2))
+        fig = Figure(figsize=size, layout=_HeatmapLayout())
+        ax, cax = fig.add_subplot(), fig.add_axes((0.9, 0.1, 0.02, 0.8))
+        _heatmap(ax, table, metric, annotate, cbar_ax=cax)
         ax.set_xlabel(x_name)
         ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
         ax.set_title(f"{metric} barrier by {LAYER_AXIS.get(plan, plan)} ({reference} reference)")
