@@ -2,8 +2,8 @@
 
 The config as shipped (bf16-mixed, the Callback's paper schedule: after epochs 0-9, then every 20,
 and at the end; full model and single layers on 1,000 validation samples), shortened to
-``--epochs`` epochs, on CIFAR-10 files fabricated in the real format (60,000 random images: this
-machine is offline, and the timing does not depend on the pixels). Each variant is one ``lwlc fit``
+``--epochs`` epochs, on CIFAR-10 files fabricated in the real format (random images, 50,000 for
+training by default: this machine is offline, and the timing does not depend on the pixels). Each variant is one ``lwlc fit``
 in a fresh process (see bench_callback.py, whose child mode it uses; W&B offline). A 200-epoch
 run cannot be timed in a short GPU lease, so the overhead of the full schedule is also projected
 from the measured parts: 20 evaluations (epochs 0-9, 20, 40, ..., 200) of the measured cost each,
@@ -90,7 +90,8 @@ def main() -> None:
         f"\n## bench_callback_gpu, {datetime.date.today()}: cifar10_resnet18 with and without the "
         f"barrier Callback\n\nMachine: {device}, torch {torch.__version__}. `lwlc fit --config "
         f"configs/cifar10_resnet18.yaml --trainer.max_epochs {args.epochs}` (bf16-mixed, batch 64, "
-        "fabricated CIFAR-10 of the real size), each variant once in a fresh process, W&B offline."
+        f"CIFAR-10 fabricated in the real format, {5 * args.per_batch:,} training images), each "
+        "variant once in a fresh process, W&B offline."
         + (f" Extra arguments: `{args.extra}`." if args.extra else "")
         + "\n\n"
         "| epochs | fit s without | fit s with | overhead (measured) | evaluations | s per evaluation "
