@@ -330,3 +330,14 @@ def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
     assert max(dev) < 0.05 and max(dev) > 0.0
     with pytest.raises(LwlcError, match="precision must be one of fp32, tf32, bf16"):
         Evaluator(model, a, b, precision="fp16")
+
+
+def test_stack_limit_takes_a_share_of_what_the_memory_plan_leaves():
+    from lwlc import memory
+
+    chosen = memory.MemoryPlan(batch_size=10, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10)
+    # estimate 100 + 100 + 10 * 10 = 300 of 0.7 * 1000 = 700 usable: 400 free, a sixth of it
+    assert memory.stack_bytes(chosen, 10_000) == 400 // memory.STACK_FACTOR
+    assert memory.stack_bytes(chosen, 10) == 10
+    full = memory.MemoryPlan(batch_size=50, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10)
+    assert memory.stack_bytes(full, 10_000) == 0  # estimate 700: nothing left, no stacking
