@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import platform
 import signal
 import sys
@@ -25,14 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lwlc import layers, memory
+from lwlc import inputs, layers, memory
 from lwlc.alignment import ALIGN_METHODS, align
-from lwlc.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
+from lwlc.checkpoints import Checkpoint
 from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
-from lwlc.interpolation import PLANS, Path, check_alphas, coefficients, default_alphas, make_paths
-from lwlc.io import as_json, read_csv, unpickling_error, write_csv, write_json
+from lwlc.interpolation import PLANS, Path, check_alphas, default_alphas, make_paths
+from lwlc.io import as_json, read_csv, write_csv, write_json
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
@@ -44,7 +43,6 @@ PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 def build_parser() -> Any:
     """The analyze argument parser (jsonargparse, like the rest of lwlc's CLI)."""
     from jsonargparse import ActionYesNo, ArgumentParser
-    from lightning.pytorch import LightningDataModule
 
     p = ArgumentParser(
         prog="lwlc analyze",
@@ -60,30 +58,7 @@ def build_parser() -> Any:
         help="a paired checkpoint from lwlc fit (compares its members A and B), or several "
         "single-network checkpoints (compares every pair; needs --out)",
     )
-    p.add_argument(
-        "--ckpt-a",
-        type=str | None,
-        default=None,
-        help="checkpoint (or state dict / .safetensors) of model A",
-    )
-    p.add_argument(
-        "--ckpt-b",
-        type=str | None,
-        default=None,
-        help="checkpoint (or state dict / .safetensors) of model B",
-    )
-    p.add_subclass_arguments(
-        nn.Module,
-        "model",
-        required=False,
-        help="model class (default: from the checkpoint's config)",
-    )
-    p.add_subclass_arguments(
-        LightningDataModule,
-        "data",
-        required=False,
-        help="data module (default: from the checkpoint's config)",
-    )
+    inputs.add_network_arguments(p)
     p.add_argument(
         "--plans",
         type=str,
@@ -151,7 +126,8 @@ def build_parser() -> Any:
         "--memory-budget",
         type=float | None,
         default=None,
-        help="GiB the evaluation may use; batch and chunk sizes shrink to fit (default: 80 percent of the free memory)",
+        help="GiB the evaluation may use; batch and chunk sizes shrink to fit "
+        "(default: 80 percent of the free memory)",
     )
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
@@ -194,17 +170,7 @@ def build_parser() -> Any:
     p.add_argument(
         "--plots", action=ActionYesNo, default=True, help="draw PNG figures of the results"
     )
-    p.add_argument(
-        "--trust-class-paths",
-        action=ActionYesNo,
-        default=False,
-        help="allow model/data classes outside lwlc/torch/torchvision",
-    )
     return p
-
-
-def _csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 @dataclass
@@ -237,17 +203,12 @@ def _positive(args: Any) -> None:
 def _options(args: Any) -> Options:
     """Check every option that needs no file, so mistakes are reported before slow work."""
     _positive(args)
-    if args.ckpt and (args.ckpt_a or args.ckpt_b):
-        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
-    if not args.ckpt and not (args.ckpt_a and args.ckpt_b):
-        raise LwlcError(
-            "nothing to compare: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt"
-        )
+    inputs.check_sources(args, "compare")
     if args.bn not in ("keep", "reset"):
         raise LwlcError(f"unknown --bn {args.bn!r}: choose keep or reset")
     if args.align not in ALIGN_METHODS:
         raise LwlcError(f"unknown --align {args.align!r}: choose {' or '.join(ALIGN_METHODS)}")
-    splits = _csv_list(args.splits)
+    splits = inputs.csv_list(args.splits)
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise LwlcError(
@@ -259,7 +220,7 @@ def _options(args: Any) -> Options:
         )
     try:
         raw = (
-            [float(t) for t in _csv_list(args.alphas)]
+            [float(t) for t in inputs.csv_list(args.alphas)]
             if args.alphas
             else default_alphas(args.num_alphas)
         )
@@ -267,10 +228,10 @@ def _options(args: Any) -> Options:
         raise LwlcError(
             f"--alphas {args.alphas!r} must be comma-separated numbers in [0, 1], e.g. 0,0.5,1"
         ) from None
-    plans = _csv_list(args.plans)
+    plans = inputs.csv_list(args.plans)
     if args.custom and "custom" not in plans:
         plans.append("custom")
-    rest_from = _csv_list(args.rest_from)
+    rest_from = inputs.csv_list(args.rest_from)
     make_paths(
         [], plans, rest_from, dict.fromkeys(args.custom, [])
     )  # checks the names before any file is read
@@ -290,71 +251,6 @@ def _device(name: str) -> torch.device:
         raise LwlcError(f"unknown --device {name!r}: use cpu, cuda, cuda:N or auto") from None
 
 
-def _read(path: str) -> Checkpoint:
-    """A checkpoint file, or a local Hugging Face model directory (the ``lm`` extra)."""
-    if FsPath(path).is_dir() and (FsPath(path) / "config.json").is_file():
-        from lwlc.hf import read_hf_checkpoint
-
-        try:
-            return read_hf_checkpoint(path)
-        except pickle.UnpicklingError as err:  # transformers reads *.bin with weights_only=True
-            raise unpickling_error(path, err) from None
-    return read_checkpoint(path)
-
-
-def _members(args: Any) -> tuple[dict, dict, list[Checkpoint], dict[str, Any] | None]:
-    """(state A, state B, the checkpoints read, the model config found in them)."""
-    if args.ckpt:
-        ck = _read(args.ckpt)
-        if not ck.paired:
-            raise LwlcError(
-                f"{args.ckpt} holds a single network, not a pair: use --ckpt-a {args.ckpt} --ckpt-b OTHER"
-            )
-        return ck.members["a"], ck.members["b"], [ck], ck.model_config
-    cks = [_read(args.ckpt_a), _read(args.ckpt_b)]
-    for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b"), strict=True):
-        if ck.paired:
-            raise LwlcError(
-                f"{flag} {ck.path} is a paired checkpoint (two networks): use --ckpt {ck.path} to compare its members"
-            )
-    return (
-        cks[0].members["model"],
-        cks[1].members["model"],
-        cks,
-        cks[0].model_config or cks[1].model_config,
-    )
-
-
-def _config(value: Any) -> dict[str, Any] | None:
-    """A jsonargparse subclass value (Namespace) as a plain ``{class_path, init_args}`` dict."""
-    if value is None:
-        return None
-    d = value.as_dict() if hasattr(value, "as_dict") else dict(value)
-    return d if d.get("class_path") else None
-
-
-def _check_model(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Raise naming the first key or shape where the built model and the checkpoint differ."""
-    expected = model.state_dict()
-    only_model = sorted(set(expected) - set(state))
-    only_ckpt = sorted(set(state) - set(expected))
-    if only_model or only_ckpt:
-        which = (
-            f"{only_model[0]!r} is only in the model"
-            if only_model
-            else f"{only_ckpt[0]!r} is only in the checkpoint"
-        )
-        raise LwlcError(
-            f"the model config does not match the checkpoint ({which}): pass the right --model"
-        )
-    for k, v in expected.items():
-        if v.shape != state[k].shape:
-            raise LwlcError(
-                f"the model config does not match the checkpoint: {k!r} is {tuple(v.shape)} in the model, "
-                f"{tuple(state[k].shape)} in the checkpoint; pass the right --model (e.g. its width)"
-            )
-
-
 def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
     """The results directory, refused (before any work) if it would overwrite results unasked."""
     if args.out:
@@ -366,7 +262,8 @@ def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
         raise LwlcError(f"--out {out} is a file, not a directory: choose another path")
     if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
         raise LwlcError(
-            f"--out {out} exists and is not empty: pass --overwrite to replace it or --resume to continue it"
+            f"--out {out} exists and is not empty: pass --overwrite to replace it "
+            "or --resume to continue it"
         )
     return out
 
@@ -400,7 +297,7 @@ def _groups(
         name, _, patterns = spec.partition("=")
         if not patterns:
             raise LwlcError(f"--custom {spec!r} must look like 'name=pattern,pattern'")
-        custom[name.strip()] = layers.select(groups, _csv_list(patterns))
+        custom[name.strip()] = layers.select(groups, inputs.csv_list(patterns))
     return groups, custom
 
 
@@ -423,81 +320,24 @@ def print_table(barriers: Rows, split: str) -> None:
     width = max(len(str(r["group"])) for r in rows)
     print(f"\nBarriers on {split} (path reference; 'vs models' = against the line between A and B)")
     print(
-        f"{'plan':<17} {'group':<{width}} {'rest':<4} {'loss':>9} {'error pp':>9} {'loss vs models':>15}"
+        f"{'plan':<17} {'group':<{width}} {'rest':<4} {'loss':>9} {'error pp':>9} "
+        f"{'loss vs models':>15}"
     )
     for r in rows:
         m = models.get(path_key(r), {})
+        loss, error = float(r["loss_barrier"]), 100 * float(r["error_barrier"])
         print(
-            f"{r['plan']:<17} {r['group']:<{width}} {r['rest_from']:<4} {float(r['loss_barrier']):>9.4f} "
-            f"{100 * float(r['error_barrier']):>9.2f} {float(m.get('loss_barrier', float('nan'))):>15.4f}"
+            f"{r['plan']:<17} {r['group']:<{width}} {r['rest_from']:<4} {loss:>9.4f} {error:>9.2f} "
+            f"{float(m.get('loss_barrier', float('nan'))):>15.4f}"
         )
 
 
 def describe_pairing(cks: Sequence[Checkpoint]) -> str:
-    """How the two networks were made, as recorded by ``lwlc fit`` (or 'unknown' for other files)."""
+    """How the two networks were made, as recorded by ``lwlc fit`` (or that it is unknown)."""
     if len(cks) == 1 and cks[0].pairing:
         p = cks[0].pairing
         return ", ".join(f"{k}: {v}" for k, v in p.items())
     return "two separate checkpoints (how they were trained is not recorded in them)"
-
-
-def _memory_plan(
-    args: Any,
-    evaluator: Evaluator,
-    model: nn.Module,
-    paths: Sequence[Path],
-    alphas: Sequence[float],
-    data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    calibration: torch.Tensor | None,
-) -> memory.MemoryPlan:
-    """Batch and chunk sizes that keep the estimated peak memory within --memory-budget."""
-    budget = (
-        int(args.memory_budget * memory.GIB)
-        if args.memory_budget
-        else int(0.8 * memory.available_bytes(evaluator.device))
-    )
-    example = next(iter(data.values()))[0][:2]
-    tensors = [t for pair in data.values() for t in pair] + (
-        [calibration] if calibration is not None else []
-    )
-    fixed = memory.fixed_bytes(evaluator, model, tensors)
-    keys, float_keys = evaluator.keys, evaluator.float_keys
-
-    def chunk_weights(size: int) -> int:
-        return max(
-            (
-                memory.weight_bytes(
-                    evaluator,
-                    [
-                        coefficients(p, t, keys, float_keys)
-                        for p in paths[i : i + size]
-                        for t in alphas
-                    ],
-                )
-                for i in range(0, len(paths), size)
-            ),
-            default=0,
-        )
-
-    # a batch never holds more samples than the largest split (or calibration set) has
-    largest = max(len(t) for t in tensors)
-    requested = min(args.batch_size, largest)
-    chosen = memory.plan(
-        budget,
-        requested,
-        args.chunk_size,
-        fixed,
-        memory.activation_bytes_per_sample(evaluator, example),
-        chunk_weights,
-    )
-    evaluator.stack_bytes = memory.stack_bytes(chosen, evaluator.stack_bytes)
-    if (chosen.batch_size, chosen.chunk_size) != (requested, args.chunk_size):
-        print(
-            f"memory: batch size {chosen.batch_size} (asked {args.batch_size}), {chosen.chunk_size} paths per chunk "
-            f"(asked {args.chunk_size}) to fit the budget of {chosen.budget / memory.GIB:.2f} GiB",
-            file=sys.stderr,
-        )
-    return chosen
 
 
 def _identity(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -528,7 +368,8 @@ def _resume(
         return [], [], list(paths)
     if not files[2].exists():
         raise LwlcError(
-            f"--resume: {out} has results but no summary.json to check them against: use --overwrite or another --out"
+            f"--resume: {out} has results but no summary.json to check them against: "
+            "use --overwrite or another --out"
         )
     try:
         previous = json.loads(files[2].read_text())
@@ -540,8 +381,8 @@ def _resume(
     differ = [k for k in new if old.get(k) != new[k]]
     if differ:
         raise LwlcError(
-            f"--resume: the results in {out} were made with different {', '.join(differ)}: rerun with the original "
-            "options, or use --overwrite or another --out"
+            f"--resume: the results in {out} were made with different {', '.join(differ)}: "
+            "rerun with the original options, or use --overwrite or another --out"
         )
     curves = read_csv(files[0]) if files[0].exists() else []
     barriers = read_csv(files[1]) if files[1].exists() else []
@@ -619,7 +460,11 @@ def _in_order(rows: Rows, paths: Sequence[Path], splits: Sequence[str]) -> Rows:
     position = {(p.plan, p.group, p.rest_from): i for i, p in enumerate(paths)}
     split_position = {s: i for i, s in enumerate(splits)}
     return sorted(
-        rows, key=lambda r: (position.get(path_key(r), len(paths)), split_position.get(str(r["split"]), 0))
+        rows,
+        key=lambda r: (
+            position.get(path_key(r), len(paths)),
+            split_position.get(str(r["split"]), 0),
+        ),
     )
 
 
@@ -628,8 +473,9 @@ def _warn_nonfinite(curves: Rows) -> int:
     bad = sum(not math.isfinite(float(r["loss"])) for r in curves)
     if bad:
         print(
-            f"lwlc: warning: {bad} of {len(curves)} evaluated points have a NaN/Inf loss (kept as nan in curves.csv; "
-            "the barriers of their paths are nan): those interpolated models diverge",
+            f"lwlc: warning: {bad} of {len(curves)} evaluated points have a NaN/Inf loss "
+            "(kept as nan in curves.csv; the barriers of their paths are nan): "
+            "those interpolated models diverge",
             file=sys.stderr,
         )
     return bad
@@ -652,33 +498,22 @@ def _run_pair(args: Any) -> int:
     """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most)."""
     started = time.time()
     opts = _options(args)
-    state_a, state_b, cks, ck_model = _members(args)
+    state_a, state_b, cks, found = inputs.read_members(args)
     out = None if args.list_layers else _out_path(args, cks)
-    model_cfg = _config(args.model) or ck_model
-    if model_cfg is None:
-        raise LwlcError(
-            "the checkpoint records no model config (plain state dict?): pass --model CLASS, e.g. --model lwlc.models.MLP"
-        )
+    model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
     layers.check_finite(state_a, "A")
     layers.check_finite(state_b, "B")
-    model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
-    _check_model(model, state_a)
+    model = inputs.build_network(args, model_cfg, state_a)
     model.load_state_dict(state_a)
 
-    data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+    data_cfg = inputs.data_config(args, cks)
     if data_cfg is None:
         raise LwlcError(
-            "the checkpoint records no data config: pass --data CLASS, e.g. --data lwlc.data.DigitsDataModule"
+            "the checkpoint records no data config: pass --data CLASS, "
+            "e.g. --data lwlc.data.DigitsDataModule"
         )
-    from lightning.pytorch import LightningDataModule
-
-    datamodule = instantiate(
-        data_cfg,
-        LightningDataModule,
-        "data",
-        trust=args.trust_class_paths or _config(args.data) is not None,
-    )
+    datamodule = inputs.build_data(args, data_cfg)
     data = {s: datamodule.tensors(s, args.max_samples) for s in opts.splits}
     empty = [s for s, (_, y) in data.items() if len(y) == 0]
     if empty:
@@ -705,7 +540,10 @@ def _run_pair(args: Any) -> int:
     calibration = None
     if args.bn == "reset" and evaluator.has_batchnorm():
         calibration = datamodule.tensors("train", args.bn_samples)[0]
-    sizes = _memory_plan(args, evaluator, model, paths, alphas, data, calibration)
+    sizes = memory.plan_sweep(
+        evaluator, model, paths, alphas, data, calibration,
+        args.memory_budget, args.batch_size, args.chunk_size,
+    )  # fmt: skip
     _prepare_out(out, args)
 
     summary: dict[str, Any] = {

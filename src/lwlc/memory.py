@@ -13,7 +13,8 @@ evaluated per call) that fit a budget, or a clear error when even one sample of 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Coefficients, Evaluator
+from lwlc.interpolation import Path, coefficients
 
 GIB = 1 << 30
 # The share of a budget planned for tensors. The rest is left to the allocator, which keeps freed
@@ -203,3 +205,62 @@ def fixed_bytes(evaluator: Evaluator, model: nn.Module, data: Iterable[Tensor]) 
         + stage
         + 2 * max(sizes.values(), default=0)
     )
+
+
+def plan_sweep(
+    evaluator: Evaluator,
+    model: nn.Module,
+    paths: Sequence[Path],
+    alphas: Sequence[float],
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    calibration: Tensor | None,
+    budget_gib: float | None,
+    batch_size: int,
+    chunk_size: int,
+) -> MemoryPlan:
+    """Batch and chunk sizes that keep a sweep's estimated peak within ``budget_gib`` (default:
+    80 percent of the free memory); gives the evaluator's chain stacking what is left."""
+    budget = int(budget_gib * GIB) if budget_gib else int(0.8 * available_bytes(evaluator.device))
+    example = next(iter(data.values()))[0][:2]
+    tensors = [t for pair in data.values() for t in pair] + (
+        [calibration] if calibration is not None else []
+    )
+    fixed = fixed_bytes(evaluator, model, tensors)
+    keys, float_keys = evaluator.keys, evaluator.float_keys
+
+    def chunk_weights(size: int) -> int:
+        return max(
+            (
+                weight_bytes(
+                    evaluator,
+                    [
+                        coefficients(p, t, keys, float_keys)
+                        for p in paths[i : i + size]
+                        for t in alphas
+                    ],
+                )
+                for i in range(0, len(paths), size)
+            ),
+            default=0,
+        )
+
+    # a batch never holds more samples than the largest split (or calibration set) has
+    largest = max(len(t) for t in tensors)
+    requested = min(batch_size, largest)
+    chosen = plan(
+        budget,
+        requested,
+        chunk_size,
+        fixed,
+        activation_bytes_per_sample(evaluator, example),
+        chunk_weights,
+    )
+    evaluator.stack_bytes = stack_bytes(chosen, evaluator.stack_bytes)
+    if (chosen.batch_size, chosen.chunk_size) != (requested, chunk_size):
+        print(
+            f"memory: batch size {chosen.batch_size} (asked {batch_size}), {chosen.chunk_size} "
+            f"paths per chunk (asked {chunk_size}) to fit the budget of "
+            f"{chosen.budget / GIB:.2f} GiB",
+            file=sys.stderr,
+        )
+    return chosen

@@ -18,10 +18,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lwlc import layers
+from lwlc import inputs, layers
 from lwlc.alignment import ALIGN_METHODS, align
-from lwlc.analyze import _check_model, _config, _csv_list, _members
-from lwlc.checkpoints import Checkpoint, build_model, instantiate
 from lwlc.errors import LwlcError
 from lwlc.interpolation import Path, interpolate
 from lwlc.io import save_state_dict
@@ -34,8 +32,7 @@ INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 def build_parser() -> Any:
     """The merge argument parser (jsonargparse, like the rest of lwlc's CLI)."""
-    from jsonargparse import ActionYesNo, ArgumentParser
-    from lightning.pytorch import LightningDataModule
+    from jsonargparse import ArgumentParser
 
     p = ArgumentParser(
         prog="lwlc merge",
@@ -48,27 +45,7 @@ def build_parser() -> Any:
         default=None,
         help="a paired checkpoint: merges its members A and B",
     )
-    p.add_argument(
-        "--ckpt-a",
-        type=str | None,
-        default=None,
-        help="checkpoint (or state dict / .safetensors) of A",
-    )
-    p.add_argument(
-        "--ckpt-b",
-        type=str | None,
-        default=None,
-        help="checkpoint (or state dict / .safetensors) of B",
-    )
-    p.add_subclass_arguments(
-        nn.Module, "model", required=False, help="model class (default: from the checkpoint)"
-    )
-    p.add_subclass_arguments(
-        LightningDataModule,
-        "data",
-        required=False,
-        help="data for --bn reset (default: from the checkpoint)",
-    )
+    inputs.add_network_arguments(p, data_help="data for --bn reset (default: from the checkpoint)")
     p.add_argument(
         "--groups",
         type=str,
@@ -105,12 +82,6 @@ def build_parser() -> Any:
         type=str,
         required=True,
         help="merged.ckpt, merged.pt or merged.safetensors (never overwritten)",
-    )
-    p.add_argument(
-        "--trust-class-paths",
-        action=ActionYesNo,
-        default=False,
-        help="allow model/data classes outside lwlc/torch/torchvision",
     )
     return p
 
@@ -177,12 +148,7 @@ def lightning_checkpoint(
 
 def _check_args(args: Any) -> None:
     """Every option that needs no file, checked before slow work."""
-    if args.ckpt and (args.ckpt_a or args.ckpt_b):
-        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
-    if not args.ckpt and not (args.ckpt_a and args.ckpt_b):
-        raise LwlcError(
-            "nothing to merge: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt"
-        )
+    inputs.check_sources(args, "merge")
     if not 0.0 <= args.alpha <= 1.0:
         raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
     choices = {"rest_from": ("a", "b"), "align": ALIGN_METHODS, "bn": ("keep", "reset")}
@@ -203,18 +169,13 @@ def _check_args(args: Any) -> None:
         )
 
 
-def _calibration(args: Any, cks: Sequence[Checkpoint]) -> tuple[Tensor, dict[str, Any] | None]:
-    """Training inputs for --bn reset, and the data config they came from."""
-    from lightning.pytorch import LightningDataModule
-
-    data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+def _calibration(args: Any, data_cfg: dict[str, Any] | None) -> Tensor:
+    """Training inputs for --bn reset."""
     if data_cfg is None:
         raise LwlcError(
             "--bn reset needs training data and the checkpoint records none: pass --data CLASS"
         )
-    trust = args.trust_class_paths or _config(args.data) is not None
-    datamodule = instantiate(data_cfg, LightningDataModule, "data", trust=trust)
-    return datamodule.tensors("train", args.bn_samples)[0], data_cfg
+    return inputs.build_data(args, data_cfg).tensors("train", args.bn_samples)[0]
 
 
 def run(argv: Sequence[str]) -> FsPath:
@@ -224,22 +185,16 @@ def run(argv: Sequence[str]) -> FsPath:
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc merge --help)") from None
     _check_args(args)
-    state_a, state_b, cks, ck_model = _members(args)
-    model_cfg = _config(args.model) or ck_model
-    if model_cfg is None:
-        raise LwlcError(
-            "the checkpoint records no model config (plain state dict?): pass --model CLASS"
-        )
+    state_a, state_b, cks, found = inputs.read_members(args)
+    model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
-    model = build_model(model_cfg, trust=args.trust_class_paths or _config(args.model) is not None)
-    _check_model(model, state_a)
-    groups = layers.select(layers.default_groups(model), _csv_list(args.groups))
+    model = inputs.build_network(args, model_cfg, state_a)
+    groups = layers.select(layers.default_groups(model), inputs.csv_list(args.groups))
     state_b = align(args.align, model, state_a, state_b)
     state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
-    data_cfg = _config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+    data_cfg = inputs.data_config(args, cks)
     if args.bn == "reset" and has_batchnorm(model):
-        inputs, data_cfg = _calibration(args, cks)
-        state = reset_batchnorm(model, state, inputs, args.batch_size)
+        state = reset_batchnorm(model, state, _calibration(args, data_cfg), args.batch_size)
     provenance = {
         "sources": [{"path": ck.path, "sha256": ck.sha256} for ck in cks],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",

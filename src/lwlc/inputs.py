@@ -1,0 +1,177 @@
+"""The two networks a command works on (``lwlc analyze``, ``lwlc merge``): flags, files, configs.
+
+A command takes either one paired checkpoint (``--ckpt``, its members A and B) or two
+single-network files (``--ckpt-a``, ``--ckpt-b``); model and data classes come from the command
+line or, failing that, from the configs recorded in the checkpoints.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from torch import Tensor, nn
+
+from lwlc.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
+from lwlc.errors import LwlcError
+from lwlc.io import unpickling_error
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+
+def add_network_arguments(
+    parser: ArgumentParser, data_help: str = "data module (default: from the checkpoint's config)"
+) -> None:
+    """Add --ckpt-a, --ckpt-b, --model, --data and --trust-class-paths (each command adds its
+    own --ckpt: one pair, or several files)."""
+    from jsonargparse import ActionYesNo
+    from lightning.pytorch import LightningDataModule
+
+    for member in ("a", "b"):
+        parser.add_argument(
+            f"--ckpt-{member}",
+            type=str | None,
+            default=None,
+            help=f"checkpoint (or state dict / .safetensors) of model {member.upper()}",
+        )
+    parser.add_subclass_arguments(
+        nn.Module,
+        "model",
+        required=False,
+        help="model class (default: from the checkpoint's config)",
+    )
+    parser.add_subclass_arguments(LightningDataModule, "data", required=False, help=data_help)
+    parser.add_argument(
+        "--trust-class-paths",
+        action=ActionYesNo,
+        default=False,
+        help="allow model/data classes outside lwlc/torch/torchvision",
+    )
+
+
+def check_sources(args: Any, verb: str) -> None:
+    """Refuse both input forms at once, or neither (``verb`` says what the command would do)."""
+    if args.ckpt and (args.ckpt_a or args.ckpt_b):
+        raise LwlcError("give either --ckpt PAIR or --ckpt-a A --ckpt-b B, not both")
+    if not args.ckpt and not (args.ckpt_a and args.ckpt_b):
+        raise LwlcError(
+            f"nothing to {verb}: give --ckpt PAIR.ckpt or both --ckpt-a A.ckpt and --ckpt-b B.ckpt"
+        )
+
+
+def csv_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def read_network(path: str) -> Checkpoint:
+    """A checkpoint file, or a local Hugging Face model directory (the ``lm`` extra)."""
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        from lwlc.hf import read_hf_checkpoint
+
+        try:
+            return read_hf_checkpoint(path)
+        except pickle.UnpicklingError as err:  # transformers reads *.bin with weights_only=True
+            raise unpickling_error(path, err) from None
+    return read_checkpoint(path)
+
+
+class Members(NamedTuple):
+    """The two networks' state dicts, the checkpoints read, and the model config found in them."""
+
+    a: dict[str, Tensor]
+    b: dict[str, Tensor]
+    checkpoints: list[Checkpoint]
+    model_config: dict[str, Any] | None
+
+
+def read_members(args: Any) -> Members:
+    """A and B from ``--ckpt PAIR`` or from ``--ckpt-a A --ckpt-b B``."""
+    if args.ckpt:
+        ck = read_network(args.ckpt)
+        if not ck.paired:
+            raise LwlcError(
+                f"{args.ckpt} holds a single network, not a pair: "
+                f"use --ckpt-a {args.ckpt} --ckpt-b OTHER"
+            )
+        return Members(ck.members["a"], ck.members["b"], [ck], ck.model_config)
+    cks = [read_network(args.ckpt_a), read_network(args.ckpt_b)]
+    for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b"), strict=True):
+        if ck.paired:
+            raise LwlcError(
+                f"{flag} {ck.path} is a paired checkpoint (two networks): "
+                f"use --ckpt {ck.path} to compare its members"
+            )
+    return Members(
+        cks[0].members["model"],
+        cks[1].members["model"],
+        cks,
+        cks[0].model_config or cks[1].model_config,
+    )
+
+
+def class_config(value: Any) -> dict[str, Any] | None:
+    """A jsonargparse subclass value (Namespace) as a plain ``{class_path, init_args}`` dict."""
+    if value is None:
+        return None
+    d = value.as_dict() if hasattr(value, "as_dict") else dict(value)
+    return d if d.get("class_path") else None
+
+
+def model_config(args: Any, found: dict[str, Any] | None) -> dict[str, Any]:
+    """--model if given, else the config ``found`` in the checkpoints; refused when neither."""
+    config = class_config(args.model) or found
+    if config is None:
+        raise LwlcError(
+            "the checkpoint records no model config (plain state dict?): pass --model CLASS, "
+            "e.g. --model lwlc.models.MLP"
+        )
+    return config
+
+
+def data_config(args: Any, cks: list[Checkpoint]) -> dict[str, Any] | None:
+    """--data if given, else the first data config recorded in the checkpoints (or None)."""
+    return class_config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+
+
+def build_network(args: Any, config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
+    """The model of ``config``, checked to fit ``state`` (a class named by --model is trusted)."""
+    model = build_model(
+        config, trust=args.trust_class_paths or class_config(args.model) is not None
+    )
+    check_model(model, state)
+    return model
+
+
+def build_data(args: Any, config: dict[str, Any]) -> LightningDataModule:
+    """The data module of ``config`` (a class named by --data is trusted)."""
+    from lightning.pytorch import LightningDataModule
+
+    trust = args.trust_class_paths or class_config(args.data) is not None
+    return instantiate(config, LightningDataModule, "data", trust=trust)
+
+
+def check_model(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Raise naming the first key or shape where the built model and the checkpoint differ."""
+    expected = model.state_dict()
+    only_model = sorted(set(expected) - set(state))
+    only_ckpt = sorted(set(state) - set(expected))
+    if only_model or only_ckpt:
+        which = (
+            f"{only_model[0]!r} is only in the model"
+            if only_model
+            else f"{only_ckpt[0]!r} is only in the checkpoint"
+        )
+        raise LwlcError(
+            f"the model config does not match the checkpoint ({which}): pass the right --model"
+        )
+    for k, v in expected.items():
+        if v.shape != state[k].shape:
+            raise LwlcError(
+                f"the model config does not match the checkpoint: {k!r} is {tuple(v.shape)} in "
+                f"the model, {tuple(state[k].shape)} in the checkpoint; pass the right --model "
+                "(e.g. its width)"
+            )
