@@ -88,8 +88,8 @@ class Members(NamedTuple):
     model_config: dict[str, Any] | None
 
 
-def read_members(args: Any) -> Members:
-    """A and B from ``--ckpt PAIR`` or from ``--ckpt-a A --ckpt-b B``."""
+def read_members(args: Any, verb: str = "compare") -> Members:
+    """A and B from ``--ckpt PAIR`` or from ``--ckpt-a A --ckpt-b B`` (``verb``: the command's)."""
     if args.ckpt:
         ck = read_network(args.ckpt)
         if not ck.paired:
@@ -103,7 +103,7 @@ def read_members(args: Any) -> Members:
         if ck.paired:
             raise LwlcError(
                 f"{flag} {ck.path} is a paired checkpoint (two networks): "
-                f"use --ckpt {ck.path} to compare its members"
+                f"use --ckpt {ck.path} to {verb} its members"
             )
     return Members(
         cks[0].members["model"],

@@ -185,7 +185,7 @@ def run(argv: Sequence[str]) -> FsPath:
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc merge --help)") from None
     _check_args(args)
-    state_a, state_b, cks, found = inputs.read_members(args)
+    state_a, state_b, cks, found = inputs.read_members(args, "merge")
     model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
     model = inputs.build_network(args, model_cfg, state_a)
