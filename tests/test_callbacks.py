@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -160,7 +161,8 @@ def test_resumed_run_continues_the_history_without_gaps_or_duplicates(
         if k.startswith("Layerwise")
     )
     # Saved after validation, the checkpoint misses the epoch-2 evaluation: the resumed run adds it.
-    assert max(r["epoch"] for r in saved["barriers"]) == (2 if save_on_train_epoch_end else 1)
+    saved_barriers = json.loads(saved["barriers"])
+    assert max(r["epoch"] for r in saved_barriers) == (2 if save_on_train_epoch_end else 1)
     _cli_fit(
         tmp_path / "resumed",
         {"figures": False},
@@ -223,6 +225,28 @@ def test_run_info_holds_the_config_lightning_saved(tmp_path):
     saved = yaml.safe_load((log_dir / "config.yaml").read_text())
     assert recorded["config"] == saved
     assert recorded["config"]["trainer"]["max_epochs"] == 1
+
+
+def test_history_survives_a_checkpoint_exactly_and_earlier_checkpoints_still_load(tmp_path):
+    rows = [
+        {"epoch": 0, "step": 0, "plan": "full", "group": "all", "loss_barrier": 1 / 3},
+        {"epoch": 1, "step": 5, "plan": "single", "group": "0", "loss_barrier": float("nan")},
+        {"epoch": 2, "step": 10, "plan": "single", "group": "1", "loss_barrier": -1e-300},
+    ]
+    saved = LayerwiseBarrierCallback()
+    saved.barriers, saved.curves = [dict(r) for r in rows], [dict(r) for r in rows[:1]]
+    saved._done_epochs = {0, 1, 2}
+    torch.save({"callbacks": {"barrier": saved.state_dict()}}, tmp_path / "ckpt")
+    state = torch.load(tmp_path / "ckpt", weights_only=True)["callbacks"]["barrier"]
+    earlier = {"curves": rows[:1], "barriers": rows, "done_epochs": [0, 1, 2]}
+    for checkpoint in (state, earlier):
+        loaded = LayerwiseBarrierCallback()
+        loaded.load_state_dict(checkpoint)
+        assert loaded.curves == rows[:1] and loaded._done_epochs == {0, 1, 2}
+        assert [r["group"] for r in loaded.barriers] == ["all", "0", "1"]
+        values = [r["loss_barrier"] for r in loaded.barriers]
+        assert values[0] == 1 / 3 and math.isnan(values[1]) and values[2] == -1e-300
+        assert [type(r["step"]) for r in loaded.barriers] == [int] * 3
 
 
 def test_appended_csv_rows_read_as_one_written_file(tmp_path):

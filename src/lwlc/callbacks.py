@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -614,14 +615,24 @@ class LayerwiseBarrierCallback(Callback):
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
+        """The history (as JSON text) and the epochs done, for the checkpoint.
+
+        As text because torch.save inspects every object it pickles: row by row, every number of
+        the history made each checkpoint slower to write.
+        """
         return {
-            "curves": self.curves,
-            "barriers": self.barriers,
+            "curves": json.dumps(self.curves, default=float),
+            "barriers": json.dumps(self.barriers, default=float),
             "done_epochs": sorted(self._done_epochs),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.curves = [dict(r) for r in state_dict.get("curves", [])]
-        self.barriers = [dict(r) for r in state_dict.get("barriers", [])]
+        self.curves = _saved_rows(state_dict.get("curves", []))
+        self.barriers = _saved_rows(state_dict.get("barriers", []))
         self._done_epochs = set(state_dict.get("done_epochs", []))
         self._changed(rewrite=True)
+
+
+def _saved_rows(saved: str | Rows) -> Rows:
+    """History rows from a checkpoint: JSON text, or a list of rows (earlier checkpoints)."""
+    return [dict(r) for r in (json.loads(saved) if isinstance(saved, str) else saved)]
