@@ -208,7 +208,10 @@ def test_schedule_evaluates_at_the_requested_epochs_and_steps(tmp_path, schedule
         assert on_disk == [{k: r[k] for k in on_disk[0]} for r in history]
 
 
-def test_run_info_holds_the_config_lightning_saved(tmp_path):
+@pytest.mark.parametrize("read_back", [True, False], ids=["file_read_back", "dumped_again"])
+def test_run_info_holds_the_config_lightning_saved(tmp_path, monkeypatch, read_back):
+    if not read_back:  # as on a node without the config file
+        monkeypatch.setattr("lwlc.loggers._saved_config", lambda trainer, callback: None)
     run = tmp_path / "run"
     _cli_fit(
         run,

@@ -310,18 +310,36 @@ def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
 
     for callback in trainer.callbacks:
         if isinstance(callback, SaveConfigCallback):
-            dump = callback.parser.dump
-            accepted = inspect.signature(dump).parameters
-            # Every option, None included; as JSON, which reads back faster than YAML; and not
-            # validated again (jsonargparse >= 4.35): the config was validated when parsed.
-            options = {"skip_unset" if "skip_unset" in accepted else "skip_none": False}
-            if "skip_validation" in accepted:
-                options["skip_validation"] = True
             try:
-                return json.loads(dump(callback.config, format="json", **options))
+                return _saved_config(trainer, callback) or _dumped_config(callback)
             except Exception:  # an undumpable config is not worth failing a run over
                 return None
     return None
+
+
+def _saved_config(trainer: pl.Trainer, callback: Any) -> dict[str, Any] | None:
+    """The config file the callback wrote in the log directory at setup, read back (a second
+    dump takes 20 times longer); None when there is none (no log directory, another node)."""
+    if not callback.save_to_log_dir or callback.multifile or not trainer.log_dir:
+        return None
+    path = os.path.join(trainer.log_dir, callback.config_filename)
+    if not os.path.isfile(path):
+        return None
+    import yaml
+
+    with open(path) as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _dumped_config(callback: Any) -> dict[str, Any]:
+    """The config dumped from the parser: every option, None included, as JSON (which reads back
+    faster than YAML), not validated again (jsonargparse >= 4.35): it was when parsed."""
+    dump = callback.parser.dump
+    accepted = inspect.signature(dump).parameters
+    options = {"skip_unset" if "skip_unset" in accepted else "skip_none": False}
+    if "skip_validation" in accepted:
+        options["skip_validation"] = True
+    return json.loads(dump(callback.config, format="json", **options))
 
 
 def environment(trainer: pl.Trainer) -> dict[str, Any]:
