@@ -136,7 +136,8 @@ class Evaluator:
     """Evaluates sets of interpolated models between state dicts ``a`` and ``b`` of ``model``.
 
     ``stack_bytes`` bounds the activations held back for batched chains (see the module doc);
-    default 256 MiB on a CPU, 1 GiB on a GPU (where bigger calls keep the device busy).
+    default 16 MiB on a CPU (measured: as fast as 256 MiB, and far less memory), 1 GiB on a GPU
+    (where bigger calls keep the device busy).
     """
 
     def __init__(
@@ -156,7 +157,7 @@ class Evaluator:
         self.device = torch.device(device)
         self.bn = bn
         self.precision = precision
-        self.stack_bytes = stack_bytes if stack_bytes is not None else 2**30 if self.device.type == "cuda" else 2**28
+        self.stack_bytes = stack_bytes if stack_bytes is not None else 2**30 if self.device.type == "cuda" else 2**24
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.keys = list(a.keys())
         self.float_keys = frozenset(k for k in self.keys if torch.is_floating_point(a[k]))
