@@ -44,8 +44,8 @@ SETUPS = {
     ],
 }  # fmt: skip
 WITHOUT = ["--trainer.callbacks=[]"]
-HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end")
-HOOKS += ("on_train_end",)
+START = ("setup", "on_fit_start")
+HOOKS = (*START, "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_train_end")
 
 
 def child(config: str, args: list[str], out: str) -> None:
@@ -55,7 +55,7 @@ def child(config: str, args: list[str], out: str) -> None:
     from lwlc.callbacks import LayerwiseBarrierCallback
     from lwlc.cli import main
 
-    timing = {"fit_s": 0.0, "callback_s": 0.0, "end_s": 0.0}
+    timing = {"fit_s": 0.0, "callback_s": 0.0, "start_s": 0.0, "end_s": 0.0}
 
     def timed(method: Any, key: str) -> Any:
         def run(*call_args: object, **kwargs: object) -> Any:
@@ -70,6 +70,8 @@ def child(config: str, args: list[str], out: str) -> None:
     Trainer.fit = timed(Trainer.fit, "fit_s")
     callback = LayerwiseBarrierCallback
     callback.on_train_end = timed(callback.on_train_end, "end_s")
+    for hook in START:
+        setattr(callback, hook, timed(getattr(callback, hook), "start_s"))
     for hook in HOOKS:
         setattr(callback, hook, timed(getattr(callback, hook), "callback_s"))
     main(["fit", "--config", config, "--trainer.enable_progress_bar", "false", *args])
@@ -100,12 +102,16 @@ def run(config: str, args: list[str], threads: int | None) -> dict[str, float]:
 
 
 def measure(config: str, setup: list[str], repeats: int, threads: int | None) -> dict[str, dict]:
-    """Fastest run of each variant, alternating so both see the same machine load."""
+    """Fastest run of each variant, alternating so both see the same machine load, and the
+    spread (slowest - fastest) of the runs without the Callback: the noise of the difference."""
     runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     for _ in range(repeats):
         runs["without"].append(run(config, setup + WITHOUT, threads))
         runs["with"].append(run(config, setup, threads))
-    return {variant: min(found, key=lambda r: r["fit_s"]) for variant, found in runs.items()}
+    fastest = {variant: min(found, key=lambda r: r["fit_s"]) for variant, found in runs.items()}
+    fits = [r["fit_s"] for r in runs["without"]]
+    fastest["without"]["spread_s"] = max(fits) - min(fits)
+    return fastest
 
 
 def main() -> None:
@@ -133,8 +139,9 @@ def main() -> None:
         without, with_ = r["without"]["fit_s"], r["with"]["fit_s"]
         w = r["with"]
         rows.append(
-            f"| {setup} | {without:.1f} | {with_:.1f} | {100 * (with_ - without) / without:+.1f}% "
-            f"| {w['callback_s']:.2f} | {100 * w['callback_s'] / without:.1f}% "
+            f"| {setup} | {without:.1f} | {with_:.1f} | {r['without']['spread_s']:.1f} "
+            f"| {100 * (with_ - without) / without:+.1f}% | {w['callback_s']:.2f} "
+            f"| {100 * w['callback_s'] / without:.1f}% | {w['start_s']:.2f} "
             f"| {w['evaluations']} | {w['sweep_s']:.2f} | {w['end_s']:.2f} |\n"
         )
         print(rows[-1], end="", flush=True)
@@ -144,11 +151,12 @@ def main() -> None:
         f"schedule; fastest of {args.repeats} run(s) each, alternating, in fresh processes; load "
         f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other jobs "
         "share the machine when above 0). 'overhead': (with - without) / without, noisy for short "
-        "fits; 's in Callback': time spent in the Callback's hooks, and its share of the fit "
-        "without it; 'at end': its fit-end work (last heatmaps for W&B).\n\n"
-        "| setup | fit s without | fit s with | overhead | s in Callback | share | evaluations "
-        "| s in sweeps | s at end |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "fits ('spread': slowest - fastest fit without the Callback); 's in Callback': time spent "
+        "in the Callback's hooks, and its share of the fit without it; 'at start': its setup and "
+        "on_fit_start (run info); 'at end': its fit-end work (last heatmaps for W&B).\n\n"
+        "| setup | fit s without | fit s with | spread s | overhead | s in Callback | share "
+        "| s at start | evaluations | s in sweeps | s at end |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n")
