@@ -264,11 +264,14 @@ def main() -> None:
     p.add_argument("--skip-authors", action="store_true", help="skip baseline (a), the slowest")
     p.add_argument("--skip-tight", action="store_true", help="skip baseline (b) too: time lwlc alone")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1: steadier on a shared machine)")
     p.add_argument("--warm-up", choices=["full", "short"], default="full", help="(c)'s untimed warm-up sweep")
     p.add_argument("--precisions", default="", help="fast modes of (c) to time too, e.g. tf32,bf16")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     args = p.parse_args()
     args.precisions = [q for q in args.precisions.split(",") if q]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":  # baselines and (c) in true float32; the fast modes are asked for
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
