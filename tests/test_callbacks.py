@@ -16,13 +16,13 @@ from PIL import Image
 
 from engine_reference import naive_curve
 from lwlc import analyze, cli
-from lwlc.callbacks import LayerwiseBarrierCallback, append_csv
+from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import default_alphas, make_paths
-from lwlc.io import read_csv, write_csv
+from lwlc.io import append_csv, read_csv, write_csv
 from lwlc.layers import default_groups
 from lwlc.models import MLP
 from lwlc.sweep import sweep
@@ -360,7 +360,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lwlc.callbacks import LayerwiseBarrierCallback, append_csv
+from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP

@@ -15,7 +15,6 @@ epoch 1 the end of the first epoch, and so on, which is how the paper's heatmaps
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import time
@@ -36,7 +35,7 @@ from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
 from lwlc.interpolation import Path as InterpolationPath
-from lwlc.io import write_csv, write_json
+from lwlc.io import append_csv, write_csv, write_json
 from lwlc.loggers import has_wandb, log_to_wandb, record_run_info, warn
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
@@ -90,19 +89,6 @@ def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
     """``barrier/full/loss``, ``barrier/single/<layer>/error``, ``barrier/<split>/...``."""
     split = f"{row['split']}/" if with_split else ""
     return f"barrier/{split}{path_label(row)}/{metric}"
-
-
-def append_csv(path: Path, rows: Rows, columns: Sequence[str]) -> None:
-    """Append ``rows`` to a CSV written by :func:`lwlc.io.write_csv`, in the same format.
-
-    Appending keeps a growing history's cost per evaluation constant (a rewrite grows with it);
-    csv writes floats with ``repr`` (NaN as ``nan``), as ``write_csv`` does.
-    """
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(
-            f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writerows(rows)
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:

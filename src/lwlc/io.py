@@ -34,9 +34,15 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise LwlcError(f"checkpoint {p} does not exist: check the path")
     if p.is_dir():
-        raise LwlcError(f"checkpoint {p} is a directory, not a file: give the .ckpt/.pt/.safetensors file inside it")
+        raise LwlcError(
+            f"checkpoint {p} is a directory, not a file: "
+            "give the .ckpt/.pt/.safetensors file inside it"
+        )
     if p.stat().st_size == 0:
-        raise LwlcError(f"checkpoint {p} is empty (0 bytes): the run that wrote it probably failed; use another one")
+        raise LwlcError(
+            f"checkpoint {p} is empty (0 bytes): "
+            "the run that wrote it probably failed; use another one"
+        )
     return p
 
 
@@ -72,7 +78,9 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             return load_safetensors(str(p))
         except Exception as err:  # safetensors' own error types, OSError, ValueError, ...
-            raise LwlcError(f"{p} is not a readable safetensors file ({err}): re-export it") from None
+            raise LwlcError(
+                f"{p} is not a readable safetensors file ({err}): re-export it"
+            ) from None
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -129,14 +137,33 @@ def _format(value: object) -> object:
     return value
 
 
-def write_csv(path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]) -> None:
+def write_csv(
+    path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]
+) -> None:
     """Write rows (floats at full precision, NaN as ``nan``) atomically."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _format(row.get(k)) for k in columns})
     _atomic_write(Path(path), buf.getvalue())
+
+
+def append_csv(
+    path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]
+) -> None:
+    """Append rows to a CSV that :func:`write_csv` wrote, in the same format.
+
+    A growing history then costs the same per evaluation (a rewrite grows with it).
+    """
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+        )
+        for row in rows:
+            writer.writerow({k: _format(row.get(k)) for k in columns})
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
@@ -162,7 +189,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
 
 
 def as_json(data: Any) -> Any:
-    """``data`` exactly as it reads back from a JSON file (NaN as null, tuples as lists, str keys)."""
+    """``data`` as it reads back from a JSON file (NaN as null, tuples as lists, str keys)."""
 
     def clean(o: Any) -> Any:
         if isinstance(o, float) and math.isnan(o):
@@ -181,17 +208,25 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
     _atomic_write(Path(path), json.dumps(as_json(data), indent=2) + "\n")
 
 
-def save_state_dict(path: str | os.PathLike[str], state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
-    """Save tensors (``.safetensors`` or a torch file loadable with weights_only), refusing to overwrite."""
+def save_state_dict(
+    path: str | os.PathLike[str], state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None
+) -> None:
+    """Save tensors (``.safetensors``, or torch's format for weights_only); never overwrites."""
     p = Path(path)
     if p.exists():
-        raise LwlcError(f"{p} already exists: choose another --out (lwlc never overwrites a checkpoint)")
+        raise LwlcError(
+            f"{p} already exists: choose another --out (lwlc never overwrites a checkpoint)"
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
     if p.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={k: json.dumps(v) for k, v in (meta or {}).items()})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(tmp),
+            metadata={k: json.dumps(v) for k, v in (meta or {}).items()},
+        )
     else:
         torch.save({"state_dict": dict(state), **(meta or {})}, tmp)
     os.replace(tmp, p)
