@@ -27,9 +27,14 @@ def naive_state(a: dict, b: dict, keys: set[str], alpha: float, rest: str) -> di
 
 
 def naive_eval(
-    model: nn.Module, state: dict, x: Tensor, y: Tensor, calibration: Tensor | None = None, batch_size: int = 64
+    model: nn.Module,
+    state: dict,
+    x: Tensor,
+    y: Tensor,
+    calibration: Tensor | None = None,
+    batch_size: int = 64,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` loaded with ``state`` (BN reset when calibration given)."""
+    """Mean cross-entropy and accuracy of ``model`` with ``state`` (BN reset if calibrating)."""
     net = copy.deepcopy(model)
     net.load_state_dict(state)
     if calibration is not None:
@@ -43,5 +48,8 @@ def naive_eval(
 
 def naive_curve(model, a, b, keys, alphas, rest, x, y, calibration=None, batch_size=64):
     """(losses, accuracies) along one path."""
-    pts = [naive_eval(model, naive_state(a, b, keys, t, rest), x, y, calibration, batch_size) for t in alphas]
+    pts = [
+        naive_eval(model, naive_state(a, b, keys, t, rest), x, y, calibration, batch_size)
+        for t in alphas
+    ]
     return [p[0] for p in pts], [p[1] for p in pts]

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from engine_reference import naive_curve, naive_eval, naive_state
+from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator, model_stages
 from lwlc.interpolation import default_alphas, make_paths
 from lwlc.layers import default_groups, group_by_depth, regroup
 from lwlc.sweep import sweep
-from lwlc.errors import LwlcError
 
 
 class StagedCNN(nn.Module):
@@ -30,7 +30,10 @@ class StagedCNN(nn.Module):
         self.fc = nn.Linear(24, 4)
 
     def stages(self):
-        return [(n, getattr(self, n)) for n in ("conv1", "bn1", "relu", "block", "pool", "flatten", "fc")]
+        return [
+            (n, getattr(self, n))
+            for n in ("conv1", "bn1", "relu", "block", "pool", "flatten", "fc")
+        ]
 
     def forward(self, x):
         for _, m in self.stages():
@@ -97,10 +100,16 @@ def test_sweep_matches_naive_loop_every_plan_and_rest(make, bn):
     res = sweep(ev, paths, alphas, {"test": (x, y)}, calibration=calib, batch_size=32, chunk_size=3)
     assert len(res.curves) == len(paths) * len(alphas)
     for p in paths:
-        rows = [r for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
-        losses, accs = naive_curve(model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=32)
+        rows = [
+            r
+            for r in res.curves
+            if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
+        ]
+        losses, accs = naive_curve(
+            model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=32
+        )
         assert [r["alpha"] for r in rows] == alphas
-        for r, loss, acc in zip(rows, losses, accs):
+        for r, loss, acc in zip(rows, losses, accs, strict=False):
             assert r["loss"] == pytest.approx(loss, abs=1e-5), (p, r["alpha"])
             assert r["accuracy"] == pytest.approx(acc, abs=1e-6), (p, r["alpha"])
 
@@ -112,8 +121,16 @@ def test_cumulative_with_every_layer_equals_full_plan():
     paths = make_paths(groups, ["full", "cumulative_front", "cumulative_back"], rest_from=["a"])
     res = sweep(Evaluator(model, a, b), paths, default_alphas(5), {"test": (x, y)})
     full = [r["loss"] for r in res.curves if r["plan"] == "full"]
-    front = [r["loss"] for r in res.curves if r["plan"] == "cumulative_front" and r["group"] == groups[-1].name]
-    back = [r["loss"] for r in res.curves if r["plan"] == "cumulative_back" and r["group"] == groups[0].name]
+    front = [
+        r["loss"]
+        for r in res.curves
+        if r["plan"] == "cumulative_front" and r["group"] == groups[-1].name
+    ]
+    back = [
+        r["loss"]
+        for r in res.curves
+        if r["plan"] == "cumulative_back" and r["group"] == groups[0].name
+    ]
     assert front == pytest.approx(full, abs=1e-6)
     assert back == pytest.approx(full, abs=1e-6)
 
@@ -122,7 +139,9 @@ def test_single_layer_rest_a_starts_at_model_a_and_rest_b_ends_at_model_b():
     model, a, b = _pair(StagedCNN)
     x, y = _data()
     groups = default_groups(model, x[:2])
-    res = sweep(Evaluator(model, a, b), make_paths(groups, ["single"]), [0.0, 0.5, 1.0], {"test": (x, y)})
+    res = sweep(
+        Evaluator(model, a, b), make_paths(groups, ["single"]), [0.0, 0.5, 1.0], {"test": (x, y)}
+    )
     loss_a = naive_eval(model, a, x, y)[0]
     loss_b = naive_eval(model, b, x, y)[0]
     for r in res.curves:
@@ -139,14 +158,22 @@ def test_barriers_equal_hand_computed_values_from_the_curve():
     x, y = _data()
     groups = default_groups(model, x[:2])
     alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
-    res = sweep(Evaluator(model, a, b), make_paths(groups, ["full", "single"]), alphas, {"test": (x, y)})
+    res = sweep(
+        Evaluator(model, a, b), make_paths(groups, ["full", "single"]), alphas, {"test": (x, y)}
+    )
     la, lb = naive_eval(model, a, x, y)[0], naive_eval(model, b, x, y)[0]
     for row in res.barriers:
-        curve = [r["loss"] for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (row["plan"], row["group"], row["rest_from"])]
+        curve = [
+            r["loss"]
+            for r in res.curves
+            if (r["plan"], r["group"], r["rest_from"])
+            == (row["plan"], row["group"], row["rest_from"])
+        ]
         if row["reference"] == "path":
-            expect = max(f - ((1 - t) * curve[0] + t * curve[-1]) for f, t in zip(curve, alphas))
+            line = [(1 - t) * curve[0] + t * curve[-1] for t in alphas]
+            expect = max(f - g for f, g in zip(curve, line, strict=True))
         elif row["reference"] == "models":
-            expect = max(f - ((1 - t) * la + t * lb) for f, t in zip(curve, alphas))
+            expect = max(f - ((1 - t) * la + t * lb) for f, t in zip(curve, alphas, strict=False))
         else:
             expect = curve[2] - (la + lb) / 2
         assert row["loss_barrier"] == pytest.approx(expect, abs=1e-6)
@@ -172,7 +199,7 @@ def test_deep_linear_network_curves_match_closed_form():
     alphas = default_alphas(7)
     groups = default_groups(model, x[:2])
     res = sweep(Evaluator(model, a, b), make_paths(groups, ["full"]), alphas, {"test": (x, y)})
-    for r, t in zip(res.curves, alphas):
+    for r, t in zip(res.curves, alphas, strict=False):
         w1 = (1 - t) * a["w1.weight"] + t * b["w1.weight"]
         w2 = (1 - t) * a["w2.weight"] + t * b["w2.weight"]
         logits = x @ w1.T @ w2.T
@@ -186,8 +213,15 @@ def test_duplicate_models_are_evaluated_once_and_prefixes_are_shared():
     groups = default_groups(model, x[:2])
     ev = Evaluator(model, a, b)
     paths = make_paths(groups, ["single"], rest_from=["a"])
-    sweep(ev, paths, [0.0, 0.25, 0.5, 0.75, 1.0], {"test": (x, y)}, batch_size=32, chunk_size=len(paths))
-    # Distinct models: A, B, and for each of the 5 groups its 4 models with alpha > 0 (alpha=0 is A).
+    sweep(
+        ev,
+        paths,
+        [0.0, 0.25, 0.5, 0.75, 1.0],
+        {"test": (x, y)},
+        batch_size=32,
+        chunk_size=len(paths),
+    )
+    # Distinct models: A, B, and for each of the 5 groups its 4 models with alpha > 0 (0 is A).
     # The final Linear stage is reached at most once per distinct model.
     distinct = 2 + 4 * len(groups)
     assert ev.stage_runs[-1] <= distinct * len(x)
@@ -206,7 +240,9 @@ def test_suffix_chains_are_stacked_into_one_call_per_stage_with_the_same_results
     for name, stack in (("stacked", 2**28), ("one by one", 0)):  # 0: every chain runs on its own
         ev = Evaluator(model, a, b, stack_bytes=stack)
         sizes = calls.setdefault(name, [])
-        hook = ev.stages[-1].module.register_forward_hook(lambda _m, inp, _o, sizes=sizes: sizes.append(len(inp[0])))
+        hook = ev.stages[-1].module.register_forward_hook(
+            lambda _m, inp, _o, sizes=sizes: sizes.append(len(inp[0]))
+        )
         res = sweep(ev, paths, alphas, {"test": (x, y)}, batch_size=16, chunk_size=len(paths))
         hook.remove()
         calls[name + " rows"] = [sum(sizes)]
@@ -234,7 +270,9 @@ def test_nan_loss_is_recorded_not_dropped():
     b["l2.bias"] = torch.full_like(b["l2.bias"], float("nan"))
     x, y = _data(n=16, shape=(16,))
     groups = default_groups(model, x[:2])
-    res = sweep(Evaluator(model, a, b), make_paths(groups, ["full"]), [0.0, 0.5, 1.0], {"test": (x, y)})
+    res = sweep(
+        Evaluator(model, a, b), make_paths(groups, ["full"]), [0.0, 0.5, 1.0], {"test": (x, y)}
+    )
     assert not math.isnan(res.curves[0]["loss"])
     assert math.isnan(res.curves[1]["loss"]) and math.isnan(res.curves[2]["loss"])
     assert all(math.isnan(r["loss_barrier"]) for r in res.barriers)
@@ -244,7 +282,13 @@ def test_groups_are_in_forward_order_and_regroup_by_pattern_and_depth():
     model = StagedCNN()
     groups = default_groups(model, torch.zeros(1, 1, 4, 4))
     assert [g.name for g in groups] == ["conv1", "bn1", "block.conv", "block.bn", "fc"]
-    assert set(groups[1].keys) == {"bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"}
+    assert set(groups[1].keys) == {
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+    }
     merged = regroup(groups, ["block.*"])
     assert [g.name for g in merged] == ["conv1", "bn1", "block.*", "fc"]
     assert set(merged[2].keys) == set(groups[2].keys) | set(groups[3].keys)
@@ -266,10 +310,18 @@ def test_integer_buffers_come_from_the_rest_model():
 
 
 ZOO = {
-    "mlp": lambda: __import__("lwlc.models", fromlist=["MLP"]).MLP(in_features=16, width=12, depth=3, num_classes=4),
-    "vgg_bn": lambda: __import__("lwlc.models", fromlist=["VGG"]).VGG(batch_norm=True, width=8, num_classes=4),
-    "resnet_bn": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(width=4, num_classes=4),
-    "resnet_none": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(width=4, norm="none", num_classes=4),
+    "mlp": lambda: __import__("lwlc.models", fromlist=["MLP"]).MLP(
+        in_features=16, width=12, depth=3, num_classes=4
+    ),
+    "vgg_bn": lambda: __import__("lwlc.models", fromlist=["VGG"]).VGG(
+        batch_norm=True, width=8, num_classes=4
+    ),
+    "resnet_bn": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(
+        width=4, num_classes=4
+    ),
+    "resnet_none": lambda: __import__("lwlc.models", fromlist=["ResNet18"]).ResNet18(
+        width=4, norm="none", num_classes=4
+    ),
 }
 
 
@@ -283,14 +335,27 @@ def test_engine_matches_naive_loop_on_the_model_zoo(name, bn):
     groups = default_groups(model, x[:2])
     plans = ["full", "single", "cumulative_front", "cumulative_back"]
     paths = make_paths(groups, plans)
-    # a spread of paths keeps the test fast on big zoos: every plan, both rests, first/middle/last groups
+    # a spread of paths keeps the test fast on big zoos: every plan, both rests, some groups
     names = {groups[0].name, groups[len(groups) // 2].name, groups[-1].name, "all"}
     paths = [p for p in paths if p.group in names]
     alphas = [0.0, 0.3, 1.0]
-    res = sweep(Evaluator(model, a, b, bn=bn), paths, alphas, {"test": (x, y)}, calibration=calib, batch_size=12)
+    res = sweep(
+        Evaluator(model, a, b, bn=bn),
+        paths,
+        alphas,
+        {"test": (x, y)},
+        calibration=calib,
+        batch_size=12,
+    )
     for p in paths:
-        got = [r["loss"] for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
-        want, _ = naive_curve(model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=12)
+        got = [
+            r["loss"]
+            for r in res.curves
+            if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
+        ]
+        want, _ = naive_curve(
+            model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=12
+        )
         assert got == pytest.approx(want, abs=1e-5), p
 
 
@@ -311,13 +376,23 @@ def test_sequence_logits_are_scored_per_token():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 7, (6, 4), generator=g), torch.randint(0, 7, (6, 4), generator=g)
     groups = default_groups(model, x[:2])
-    res = sweep(Evaluator(model, a, b), make_paths(groups, ["full"]), [0.0, 0.5, 1.0], {"test": (x, y)}, batch_size=4)
-    for r, t in zip(res.curves, [0.0, 0.5, 1.0]):
+    res = sweep(
+        Evaluator(model, a, b),
+        make_paths(groups, ["full"]),
+        [0.0, 0.5, 1.0],
+        {"test": (x, y)},
+        batch_size=4,
+    )
+    for r, t in zip(res.curves, [0.0, 0.5, 1.0], strict=False):
         net = TinyLM()
         net.load_state_dict(naive_state(a, b, set(a), t, "a"))
         logits = net(x).reshape(-1, 7)
-        assert r["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y.reshape(-1)).item(), abs=1e-6)
-        assert r["accuracy"] == pytest.approx((logits.argmax(1) == y.reshape(-1)).float().mean().item())
+        assert r["loss"] == pytest.approx(
+            torch.nn.functional.cross_entropy(logits, y.reshape(-1)).item(), abs=1e-6
+        )
+        assert r["accuracy"] == pytest.approx(
+            (logits.argmax(1) == y.reshape(-1)).float().mean().item()
+        )
 
 
 def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
@@ -326,7 +401,7 @@ def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
     paths = make_paths(default_groups(model, x[:2]), ["full"])
     exact = sweep(Evaluator(model, a, b), paths, [0.0, 0.5, 1.0], {"test": (x, y)})
     fast = sweep(Evaluator(model, a, b, precision="bf16"), paths, [0.0, 0.5, 1.0], {"test": (x, y)})
-    dev = [abs(e["loss"] - f["loss"]) for e, f in zip(exact.curves, fast.curves)]
+    dev = [abs(e["loss"] - f["loss"]) for e, f in zip(exact.curves, fast.curves, strict=False)]
     assert max(dev) < 0.05 and max(dev) > 0.0
     with pytest.raises(LwlcError, match="precision must be one of fp32, tf32, bf16"):
         Evaluator(model, a, b, precision="fp16")
@@ -335,9 +410,13 @@ def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
 def test_stack_limit_takes_a_share_of_what_the_memory_plan_leaves():
     from lwlc import memory
 
-    chosen = memory.MemoryPlan(batch_size=10, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10)
+    chosen = memory.MemoryPlan(
+        batch_size=10, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10
+    )
     # estimate 100 + 100 + 10 * 10 = 300 of 0.7 * 1000 = 700 usable: 400 free, a sixth of it
     assert memory.stack_bytes(chosen, 10_000) == 400 // memory.STACK_FACTOR
     assert memory.stack_bytes(chosen, 10) == 10
-    full = memory.MemoryPlan(batch_size=50, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10)
+    full = memory.MemoryPlan(
+        batch_size=50, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10
+    )
     assert memory.stack_bytes(full, 10_000) == 0  # estimate 700: nothing left, no stacking

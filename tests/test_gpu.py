@@ -29,7 +29,9 @@ ALPHAS = [0.0, 0.3, 0.5, 1.0]
 @pytest.fixture(scope="module")
 def cuda() -> torch.device:
     if not torch.cuda.is_available():
-        pytest.fail("the gpu tests need CUDA: run them with `make test-gpu` on a machine with a GPU")
+        pytest.fail(
+            "the gpu tests need CUDA: run them with `make test-gpu` on a machine with a GPU"
+        )
     return torch.device("cuda")
 
 
@@ -60,8 +62,14 @@ def test_engine_on_cuda_equals_the_naive_cpu_loop(cuda: torch.device, bn: str) -
     res = sweep(Evaluator(model, a, b, device=cuda, bn=bn), paths, ALPHAS, {"test": (x, y)},
                 calibration=calibration, batch_size=32, chunk_size=len(paths))  # fmt: skip
     for p in paths:
-        losses, accs = naive_curve(model, a, b, set(p.keys), ALPHAS, p.rest_from, x, y, calibration, 32)
-        rows = [r for r in res.curves if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)]
+        losses, accs = naive_curve(
+            model, a, b, set(p.keys), ALPHAS, p.rest_from, x, y, calibration, 32
+        )
+        rows = [
+            r
+            for r in res.curves
+            if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
+        ]
         assert [r["loss"] for r in rows] == pytest.approx(losses, abs=1e-5)
         assert [r["accuracy"] for r in rows] == pytest.approx(accs, abs=1e-6)
 
@@ -79,7 +87,7 @@ def test_fast_modes_on_cuda_deviate_a_little_and_fp32_is_deterministic(cuda: tor
     exact = losses("fp32")
     assert losses("fp32") == exact
     for precision, bound in (("tf32", 1e-2), ("bf16", 5e-2)):
-        deviation = max(abs(u - v) for u, v in zip(losses(precision), exact))
+        deviation = max(abs(u - v) for u, v in zip(losses(precision), exact, strict=False))
         assert 0 < deviation < bound, (precision, deviation)
 
 
@@ -88,10 +96,12 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_fit_on_gpu_then_analyze_on_cuda_equals_analyze_on_cpu(cuda: torch.device, tmp_path: Path) -> None:
-    """``lwlc fit`` on the GPU in bf16-mixed with the barrier Callback, then ``lwlc analyze`` both ways."""
-    ckpt = fit_pair(tmp_path / "run", "--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed",
-                    batches=20)  # fmt: skip
+def test_fit_on_gpu_then_analyze_on_cuda_equals_analyze_on_cpu(
+    cuda: torch.device, tmp_path: Path
+) -> None:
+    """``lwlc fit`` on the GPU in bf16-mixed with the Callback, then ``lwlc analyze`` both ways."""
+    gpu = ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]
+    ckpt = fit_pair(tmp_path / "run", *gpu, batches=20)
     assert _rows(tmp_path / "run" / "barriers" / "barriers.csv")  # the Callback ran on the GPU
     out = {}
     for device in ("cuda", "cpu"):
@@ -99,6 +109,6 @@ def test_fit_on_gpu_then_analyze_on_cuda_equals_analyze_on_cpu(cuda: torch.devic
               "--out", str(tmp_path / device)])  # fmt: skip
         out[device] = _rows(tmp_path / device / "curves.csv")
     assert len(out["cuda"]) == len(out["cpu"]) > 0
-    for g, c in zip(out["cuda"], out["cpu"]):
+    for g, c in zip(out["cuda"], out["cpu"], strict=False):
         assert (g["plan"], g["group"], g["alpha"]) == (c["plan"], c["group"], c["alpha"])
         assert float(g["loss"]) == pytest.approx(float(c["loss"]), abs=1e-5)

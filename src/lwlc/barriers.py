@@ -18,8 +18,10 @@ REFERENCES = ("path", "models", "midpoint")
 def barrier(values: Sequence[float], alphas: Sequence[float], start: float, end: float) -> float:
     """Max over the grid of ``values[i] - ((1 - alphas[i]) * start + alphas[i] * end)``."""
     if len(values) != len(alphas) or not values:
-        raise ValueError(f"need one value per alpha, got {len(values)} values, {len(alphas)} alphas")
-    excess = [v - ((1.0 - t) * start + t * end) for v, t in zip(values, alphas)]
+        raise ValueError(
+            f"need one value per alpha, got {len(values)} values, {len(alphas)} alphas"
+        )
+    excess = [v - ((1.0 - t) * start + t * end) for v, t in zip(values, alphas, strict=True)]
     if any(math.isnan(e) for e in excess):
         return math.nan
     return max(excess)
@@ -30,9 +32,11 @@ def path_barrier(values: Sequence[float], alphas: Sequence[float]) -> float:
     return barrier(values, alphas, values[0], values[-1])
 
 
-def midpoint_barrier(values: Sequence[float], alphas: Sequence[float], start: float, end: float) -> float:
+def midpoint_barrier(
+    values: Sequence[float], alphas: Sequence[float], start: float, end: float
+) -> float:
     """The paper's heatmap value ``f(0.5) - (start + end) / 2``; NaN when 0.5 is not on the grid."""
-    for v, t in zip(values, alphas):
+    for v, t in zip(values, alphas, strict=True):
         if abs(t - 0.5) < 1e-12:
             return v - 0.5 * (start + end)
     return math.nan

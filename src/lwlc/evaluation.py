@@ -53,7 +53,9 @@ class Stage:
 
 def model_stages(model: nn.Module, keys: Sequence[str]) -> list[Stage]:
     """The model's stages with their keys; the whole model as one stage if it defines none."""
-    pairs: list[tuple[str, nn.Module]] = list(model.stages()) if hasattr(model, "stages") else [("", model)]
+    pairs: list[tuple[str, nn.Module]] = (
+        list(model.stages()) if hasattr(model, "stages") else [("", model)]
+    )
     stages: list[Stage] = []
     claimed: set[str] = set()
     for name, module in pairs:
@@ -61,7 +63,7 @@ def model_stages(model: nn.Module, keys: Sequence[str]) -> list[Stage]:
         own = tuple(k for k in keys if k.startswith(prefix) and k not in claimed)
         claimed.update(own)
         mixable = isinstance(module, _MIXABLE) and not any(True for _ in module.named_buffers())
-        stages.append(Stage(name, module, own, tuple(k[len(prefix):] for k in own), mixable))
+        stages.append(Stage(name, module, own, tuple(k[len(prefix) :] for k in own), mixable))
     if claimed != set(keys):
         return [Stage("", model, tuple(keys), tuple(keys), False)]
     return stages
@@ -86,7 +88,7 @@ Leaf = Callable[[list[_Node], Tensor], None]  # scores the stacked logits of lea
 
 @dataclass
 class Metrics:
-    """Summed cross-entropy and correct predictions of one model on one split (per token for sequences)."""
+    """Summed cross-entropy and correct predictions of one model on one split (per token)."""
 
     loss_sum: float = 0.0
     correct: int = 0
@@ -157,7 +159,13 @@ class Evaluator:
         self.device = torch.device(device)
         self.bn = bn
         self.precision = precision
-        self.stack_bytes = stack_bytes if stack_bytes is not None else 2**30 if self.device.type == "cuda" else 2**24
+        self.stack_bytes = (
+            stack_bytes
+            if stack_bytes is not None
+            else 2**30
+            if self.device.type == "cuda"
+            else 2**24
+        )
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.keys = list(a.keys())
         self.float_keys = frozenset(k for k in self.keys if torch.is_floating_point(a[k]))
@@ -166,7 +174,9 @@ class Evaluator:
         self.stages = model_stages(self.net, self.keys)
         index = {k: i for i, k in enumerate(self.keys)}
         self._slots = [tuple(index[k] for k in st.keys) for st in self.stages]
-        self._stat_names = [_bn_stat_names(st.module) if bn == "reset" else () for st in self.stages]
+        self._stat_names = [
+            _bn_stat_names(st.module) if bn == "reset" else () for st in self.stages
+        ]
         self._owners = [_tensor_owners(st.module, st.local) for st in self.stages]
         if bn == "reset":
             for m in self.net.modules():
@@ -177,7 +187,9 @@ class Evaluator:
         self._pending: dict[tuple[int, tuple[Coefficients, ...]], list[tuple[_Node, Tensor]]] = {}
         self._pending_bytes = 0
         self._chain_sizes: dict[tuple[int, tuple[Coefficients, ...]], int] = {}
-        self.stage_runs = [0] * len(self.stages)  # samples through each stage: the work actually done
+        self.stage_runs = [0] * len(
+            self.stages
+        )  # samples through each stage: the work actually done
 
     def has_batchnorm(self) -> bool:
         """Whether any stage holds BatchNorm running statistics."""
@@ -188,7 +200,10 @@ class Evaluator:
         cached = self._params.get((s, token))
         if cached is None:
             st = self.stages[s]
-            cached = {loc: mix(self.a[k], self.b[k], c) for loc, k, c in zip(st.local, st.keys, token)}
+            cached = {
+                loc: mix(self.a[k], self.b[k], c)
+                for loc, k, c in zip(st.local, st.keys, token, strict=True)
+            }
             self._params[(s, token)] = cached
         return cached
 
@@ -196,7 +211,9 @@ class Evaluator:
         root = _Node(0, ())
         for m, coeffs in enumerate(models):
             if len(coeffs) != len(self.keys):
-                raise ValueError(f"model {m} has {len(coeffs)} coefficients, expected {len(self.keys)}")
+                raise ValueError(
+                    f"model {m} has {len(coeffs)} coefficients, expected {len(self.keys)}"
+                )
             node = root
             for s, slots in enumerate(self._slots):
                 token = tuple(coeffs[i] for i in slots)
@@ -240,7 +257,7 @@ class Evaluator:
         key = id(child) if child.stats else child.token
         if stage.keys and self._bound[s] != key:
             state = {**self._stage_params(s, child.token), **child.stats}
-            for loc, holders in zip(stage.local, self._owners[s]):
+            for loc, holders in zip(stage.local, self._owners[s], strict=True):
                 for store, attr in holders:
                     store[attr] = state[loc]
             self._bound[s] = key
@@ -259,8 +276,14 @@ class Evaluator:
             return
         s = node.depth
         stage = self.stages[s]
-        uniform = [c.token[0] for c in node.children.values() if stage.mixable and c.token and len(set(c.token)) == 1]
-        mixing = sum(0.0 < c < 1.0 for c in uniform) >= 2  # mixing costs two runs: only worth it for 2+ alphas
+        uniform = [
+            c.token[0]
+            for c in node.children.values()
+            if stage.mixable and c.token and len(set(c.token)) == 1
+        ]
+        mixing = (
+            sum(0.0 < c < 1.0 for c in uniform) >= 2
+        )  # mixing costs two runs: only worth it for 2+ alphas
         ends: dict[float, Tensor] = {}
         for child in node.children.values():
             token = child.token
@@ -320,7 +343,9 @@ class Evaluator:
                 yield
         elif self.device.type == "cuda":
             saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
+                self.precision == "tf32"
+            )
             try:
                 yield
             finally:
@@ -329,13 +354,15 @@ class Evaluator:
             yield
 
     def _init_stats(self, node: _Node) -> None:
-        """Fresh running statistics (as ``reset_running_stats``) for every node holding BatchNorm."""
+        """Fresh running statistics (as ``reset_running_stats``) for every BatchNorm node."""
         for child in node.children.values():
             names = self._stat_names[child.depth - 1]
             if names:
                 params = dict(self.stages[child.depth - 1].module.named_buffers())
                 child.stats = {
-                    n: torch.zeros_like(params[n]) if not n.endswith("running_var") else torch.ones_like(params[n])
+                    n: torch.zeros_like(params[n])
+                    if not n.endswith("running_var")
+                    else torch.ones_like(params[n])
                     for n in names
                 }
             self._init_stats(child)
@@ -360,12 +387,14 @@ class Evaluator:
         calibration: Tensor | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[Metrics]:
-        """Loss and accuracy of every model on (inputs, targets); ``calibration`` inputs for bn=reset."""
+        """Loss and accuracy of every model on (inputs, targets); ``calibration``: for bn=reset."""
         root = self._build(models)
         self._bound = [None] * len(self.stages)
         if self.bn == "reset" and any(self._stat_names):
             if calibration is None or len(calibration) == 0:
-                raise LwlcError("bn mode 'reset' needs training data to recompute BatchNorm statistics")
+                raise LwlcError(
+                    "bn mode 'reset' needs training data to recompute BatchNorm statistics"
+                )
             with self._fast_math():
                 self._calibrate(root, calibration, batch_size)
         self._plan(root)
@@ -379,7 +408,10 @@ class Evaluator:
             y = targets[i : i + batch_size].to(self.device)
 
             def leaf(nodes: list[_Node], logits: Tensor, y: Tensor = y) -> None:
-                logits, target = logits.float().flatten(0, -2), y.flatten().repeat(len(nodes))  # per token
+                logits, target = (
+                    logits.float().flatten(0, -2),
+                    y.flatten().repeat(len(nodes)),
+                )  # per token
                 losses = F.cross_entropy(logits, target, reduction="none").view(len(nodes), -1)
                 hits = (logits.argmax(dim=1) == target).view(len(nodes), -1).sum(1)
                 losses = losses.sum(1, dtype=torch.float64)
@@ -397,4 +429,7 @@ class Evaluator:
                 progress(len(x))
         self._params.clear()
         self._bound = [None] * len(self.stages)
-        return [Metrics(s, c, n) for s, c, n in zip(loss_sums.tolist(), correct.tolist(), counts)]
+        return [
+            Metrics(s, c, n)
+            for s, c, n in zip(loss_sums.tolist(), correct.tolist(), counts, strict=True)
+        ]

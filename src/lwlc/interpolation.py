@@ -64,7 +64,9 @@ def make_paths(
     if bad_rest:
         raise LwlcError(f"rest_from must be 'a' or 'b', got {bad_rest[0]!r}")
     if "custom" in plans and not custom:
-        raise LwlcError("plan 'custom' needs at least one set of groups (--custom 'name=pattern,...')")
+        raise LwlcError(
+            "plan 'custom' needs at least one set of groups (--custom 'name=pattern,...')"
+        )
     all_keys = frozenset(k for g in groups for k in g.keys)
     paths: list[Path] = []
     for plan in plans:
@@ -87,7 +89,9 @@ def make_paths(
     return paths
 
 
-def coefficients(path: Path, alpha: float, keys: Sequence[str], float_keys: frozenset[str]) -> tuple[float, ...]:
+def coefficients(
+    path: Path, alpha: float, keys: Sequence[str], float_keys: frozenset[str]
+) -> tuple[float, ...]:
     """The coefficient c of every key (in ``keys`` order) for the model at ``alpha`` on ``path``."""
     rest = 0.0 if path.rest_from == "a" else 1.0
     return tuple(alpha if (k in path.keys and k in float_keys) else rest for k in keys)
@@ -105,8 +109,8 @@ def mix(a: Tensor, b: Tensor, c: float) -> Tensor:
 def interpolate(
     a: Mapping[str, Tensor], b: Mapping[str, Tensor], path: Path, alpha: float
 ) -> dict[str, Tensor]:
-    """The state dict of the model at ``alpha`` on ``path`` (used by merge and the Callback's exports)."""
+    """The state dict of the model at ``alpha`` on ``path`` (merge and the Callback's exports)."""
     keys = list(a.keys())
     float_keys = frozenset(k for k in keys if torch.is_floating_point(a[k]))
     coeffs = coefficients(path, alpha, keys, float_keys)
-    return {k: mix(a[k], b[k], c) for k, c in zip(keys, coeffs)}
+    return {k: mix(a[k], b[k], c) for k, c in zip(keys, coeffs, strict=True)}

@@ -41,16 +41,18 @@ def _owned_keys(model: nn.Module) -> dict[str, list[str]]:
 
 
 def forward_order(model: nn.Module, example_input: Tensor | None) -> list[str]:
-    """Module paths in order of first call during a forward pass (registration order without input)."""
+    """Module paths in order of first call in a forward pass (registration order without input)."""
     paths = [p for p, _ in model.named_modules()]
     if example_input is None:
         return paths
     seen: list[str] = []
     handles = []
     for path, module in model.named_modules():
+
         def hook(_m: nn.Module, _inp: object, path: str = path) -> None:
             if path not in seen:
                 seen.append(path)
+
         handles.append(module.register_forward_pre_hook(hook))
     was_training = model.training
     try:
@@ -139,9 +141,14 @@ def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:
     missing_b = [k for k in a if k not in b]
     missing_a = [k for k in b if k not in a]
     if missing_a or missing_b:
-        which = f"{missing_b[0]!r} is in A but not in B" if missing_b else f"{missing_a[0]!r} is in B but not in A"
+        which = (
+            f"{missing_b[0]!r} is in A but not in B"
+            if missing_b
+            else f"{missing_a[0]!r} is in B but not in A"
+        )
         raise LwlcError(
-            f"the two models have different layers ({which}): compare checkpoints of the same architecture"
+            f"the two models have different layers ({which}): "
+            "compare checkpoints of the same architecture"
         )
     for k in a:
         if a[k].shape != b[k].shape:
@@ -152,7 +159,10 @@ def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:
 
 
 def check_finite(state: Mapping[str, Tensor], label: str) -> None:
-    """Raise naming every tensor holding NaN or Inf (a broken checkpoint gives meaningless barriers)."""
+    """Raise naming every tensor holding NaN or Inf (broken checkpoints: meaningless barriers)."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise LwlcError(f"model {label} has NaN/Inf weights in: {', '.join(bad)}; use a checkpoint from before training diverged")
+        raise LwlcError(
+            f"model {label} has NaN/Inf weights in: {', '.join(bad)}; "
+            "use a checkpoint from before training diverged"
+        )

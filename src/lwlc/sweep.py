@@ -19,7 +19,15 @@ from lwlc.evaluation import Coefficients, Evaluator, Metrics
 from lwlc.interpolation import Path, check_alphas, coefficients
 
 CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
-BARRIER_COLUMNS = ("plan", "group", "rest_from", "split", "reference", "loss_barrier", "error_barrier")
+BARRIER_COLUMNS = (
+    "plan",
+    "group",
+    "rest_from",
+    "split",
+    "reference",
+    "loss_barrier",
+    "error_barrier",
+)
 
 Rows = list[dict[str, object]]
 Data = Mapping[str, tuple[Tensor, Tensor]]
@@ -40,11 +48,18 @@ def path_key(row: Mapping[str, object]) -> tuple[str, str, str]:
 
 
 def curve_barrier_rows(
-    path: Path, split: str, alphas: Sequence[float], metrics: Sequence[Metrics], ends: tuple[Metrics, Metrics]
+    path: Path,
+    split: str,
+    alphas: Sequence[float],
+    metrics: Sequence[Metrics],
+    ends: tuple[Metrics, Metrics],
 ) -> tuple[Rows, Rows]:
     """Curve rows and barrier rows (every reference) of one path on one split."""
     base = {"plan": path.plan, "group": path.group, "rest_from": path.rest_from, "split": split}
-    curves = [{**base, "alpha": t, "loss": m.loss, "accuracy": m.accuracy} for t, m in zip(alphas, metrics)]
+    curves = [
+        {**base, "alpha": t, "loss": m.loss, "accuracy": m.accuracy}
+        for t, m in zip(alphas, metrics, strict=True)
+    ]
     losses = [m.loss for m in metrics]
     errors = [1.0 - m.accuracy for m in metrics]
     loss_b = barriers_of_curve(losses, alphas, ends[0].loss, ends[1].loss)
@@ -83,24 +98,35 @@ def sweep(
         todo = list(dict.fromkeys(m for m in models if m not in cache[split]))
         if todo:
             inputs, targets = data[split]
-            found = evaluator.evaluate(todo, inputs, targets, batch_size=batch_size, calibration=calibration)
-            cache[split].update(zip(todo, found))
+            found = evaluator.evaluate(
+                todo, inputs, targets, batch_size=batch_size, calibration=calibration
+            )
+            cache[split].update(zip(todo, found, strict=True))
         return [cache[split][m] for m in models]
 
     result = SweepResult()
     ends = {split: tuple(measure(split, [zeros, ones])) for split in data}
     for split, (ma, mb) in ends.items():
-        result.endpoints[split] = {"loss_a": ma.loss, "acc_a": ma.accuracy, "loss_b": mb.loss, "acc_b": mb.accuracy}
+        result.endpoints[split] = {
+            "loss_a": ma.loss,
+            "acc_a": ma.accuracy,
+            "loss_b": mb.loss,
+            "acc_b": mb.accuracy,
+        }
 
     for start in range(0, len(paths), chunk_size):
         chunk = paths[start : start + chunk_size]
-        models = {p: [coefficients(p, t, keys, evaluator.float_keys) for t in alphas] for p in chunk}
+        models = {
+            p: [coefficients(p, t, keys, evaluator.float_keys) for t in alphas] for p in chunk
+        }
         curves: Rows = []
         barriers: Rows = []
         for split in data:
             found = measure(split, [m for ms in models.values() for m in ms])
             for i, p in enumerate(chunk):
-                c, b = curve_barrier_rows(p, split, alphas, found[i * len(alphas) : (i + 1) * len(alphas)], ends[split])
+                c, b = curve_barrier_rows(
+                    p, split, alphas, found[i * len(alphas) : (i + 1) * len(alphas)], ends[split]
+                )
                 curves += c
                 barriers += b
         result.curves += curves
