@@ -312,6 +312,24 @@ def test_heatmaps_are_drawn_at_fit_end_without_wandb_when_asked(tmp_path, figure
     assert all(min(_png_size(tmp_path / "barriers" / name)) > 100 for name in drawn)
 
 
+def test_max_batches_evaluates_the_same_samples_as_the_equal_max_samples(tmp_path):
+    curves = {}
+    for name, budget in (
+        ("batches", dict(max_batches=2, batch_size=16)),
+        ("samples", dict(max_samples=32)),
+    ):
+        callback = LayerwiseBarrierCallback(every_n_epochs=None, figures=False, **budget)
+        _trainer(tmp_path / name, [callback], max_epochs=1).fit(
+            _Pair(_mlp(), init_seed_b=1), datamodule=_data()
+        )
+        summary = json.loads((tmp_path / name / "barriers" / "summary.json").read_text())
+        assert summary["samples"] == {"val": 32}  # 2 batches of 16, below max_samples' default 1000
+        curves[name] = read_csv(tmp_path / name / "barriers" / "curves.csv")
+    assert [r["loss"] for r in curves["batches"]] == pytest.approx(
+        [r["loss"] for r in curves["samples"]], abs=1e-6
+    )
+
+
 def test_callback_does_not_change_training(tmp_path):
     states = []
     for callbacks in ([], [LayerwiseBarrierCallback(every_n_steps=2, figures=False)]):
@@ -335,6 +353,7 @@ def test_callback_does_not_change_training(tmp_path):
         (dict(at_epochs=[-1]), "at_epochs holds -1"),
         (dict(every_n_epochs=None, at_fit_end=False), "nothing scheduled"),
         (dict(max_samples=0), "max_samples=0"),
+        (dict(max_batches=0), "max_batches=0"),
         (dict(bn="recompute"), "'recompute'; choose from keep, reset"),
         (dict(media_interval_s=-1), "media_interval_s=-1 must be >= 0"),
     ],

@@ -141,6 +141,8 @@ class LayerwiseBarrierCallback(Callback):
             (recomputed).
         bn_samples: training samples used to recompute BatchNorm statistics for ``bn="reset"``.
         max_samples: evaluate on the first N samples of each split (None: the whole split).
+        max_batches: or on the first N evaluation batches (``batch_size`` samples each); with
+            both, the smaller budget wins.
         batch_size: evaluation batch size.
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
@@ -176,6 +178,7 @@ class LayerwiseBarrierCallback(Callback):
         bn: str = "keep",
         bn_samples: int = 2048,
         max_samples: int | None = 1000,
+        max_batches: int | None = None,
         batch_size: int = 512,
         reference_ckpt: str | None = None,
         reference_member: str = "a",
@@ -189,6 +192,7 @@ class LayerwiseBarrierCallback(Callback):
             ("every_n_steps", every_n_steps),
             ("group_depth", group_depth),
             ("max_samples", max_samples),
+            ("max_batches", max_batches),
         ):
             _check_positive(name, value)
         for name, value in (
@@ -232,6 +236,7 @@ class LayerwiseBarrierCallback(Callback):
         self.bn = _check_choices("bn", [bn], ("keep", "reset"))[0]
         self.bn_samples = bn_samples
         self.max_samples = max_samples
+        self.max_batches = max_batches
         self.batch_size = batch_size
         self.reference_ckpt = reference_ckpt
         self.reference_member = _check_choices("reference_member", [reference_member], REST_FROM)[0]
@@ -261,6 +266,13 @@ class LayerwiseBarrierCallback(Callback):
         self._revision = 0
         self._media_revision: int | None = None
         self._drawn: dict[str, int] = {}
+
+    @property
+    def sample_budget(self) -> int | None:
+        """Samples evaluated per split: ``max_samples`` or ``max_batches`` batches, the smaller."""
+        batches = self.max_batches * self.batch_size if self.max_batches else None
+        budgets = [n for n in (self.max_samples, batches) if n]
+        return min(budgets) if budgets else None
 
     @property
     def state_key(self) -> str:
@@ -310,7 +322,7 @@ class LayerwiseBarrierCallback(Callback):
                 "LayerwiseBarrierCallback needs a data module with tensors(split, max_samples) "
                 f"(lwlc's data modules have it), got {type(datamodule).__name__}"
             )
-        self._data = {s: datamodule.tensors(s, self.max_samples) for s in self.splits}
+        self._data = {s: datamodule.tensors(s, self.sample_budget) for s in self.splits}
         empty = [s for s, (_, y) in self._data.items() if len(y) == 0]
         if empty:
             raise LwlcError(
@@ -350,6 +362,7 @@ class LayerwiseBarrierCallback(Callback):
                 "reference": self.reference,
                 "bn": self.bn,
                 "max_samples": self.max_samples,
+                "max_batches": self.max_batches,
                 "every_n_epochs": self.every_n_epochs,
                 "every_n_steps": self.every_n_steps,
                 "at_epochs": self.at_epochs,
