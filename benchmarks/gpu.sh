@@ -3,7 +3,15 @@
 #   bash benchmarks/gpu.sh check vgg                   # environment, CUDA tests, VGG-11 sweep timing
 #   bash benchmarks/gpu.sh resnet callback vgg10k pair # the other benchmarks; results under $OUT
 # The machine's own python3 holds torch; lwlc runs from src/ (no install), and Python packages the
-# machine lacks travel as wheels in .whl/ (see benchmarks/RESULTS.md for how they were fetched).
+# machine lacks travel as wheels in .whl/ (git-ignored), fetched on a machine with pip access:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
+#     jsonargparse docstring_parser typeshed_client wandb platformdirs pydantic pydantic_core \
+#     annotated-types typing-inspection cwevals distro sniffio googleapis-common-protos \
+#     opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions \
+#     opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-common \
+#     opentelemetry-exporter-otlp-common opentelemetry-exporter-http-transport
+# (versions as in this project's .venv; the H200 image of 2026-11 lacked these).
 set -u
 OUT=${OUT:-/tmp/lwlc_gpu}
 mkdir -p "$OUT"
