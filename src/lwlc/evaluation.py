@@ -281,9 +281,8 @@ class Evaluator:
             for c in node.children.values()
             if stage.mixable and c.token and len(set(c.token)) == 1
         ]
-        mixing = (
-            sum(0.0 < c < 1.0 for c in uniform) >= 2
-        )  # mixing costs two runs: only worth it for 2+ alphas
+        # mixing costs two runs (A's and B's layer): only worth it for two or more alphas
+        mixing = sum(0.0 < c < 1.0 for c in uniform) >= 2
         ends: dict[float, Tensor] = {}
         for child in node.children.values():
             token = child.token
