@@ -27,6 +27,7 @@ from lwlc.layers import default_groups
 from lwlc.models import MLP
 from lwlc.sweep import sweep
 from lwlc.training import ClassifierModule, PairedModule, reinitialize
+from lwlc_runs import QUIET
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "digits_mlp.yaml"
@@ -84,12 +85,7 @@ def _cli_fit(root: Path, callback: dict, *args: str) -> None:
             str(extra),
             "--trainer.default_root_dir",
             str(root),
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
+            *QUIET,
             "--trainer.limit_train_batches",
             "5",
             *args,
