@@ -96,7 +96,9 @@ def test_sweep_matches_naive_loop_every_plan_and_rest(make, bn):
     groups = default_groups(model, x[:2])
     paths = make_paths(groups, ["full", "single", "cumulative_front", "cumulative_back"])
     alphas = default_alphas(5)
-    ev = Evaluator(model, a, b, bn=bn)
+    # calibration in 5 equal batches of 16 (update_bn, the reference, weighs batches equally),
+    # evaluation in batches of 32
+    ev = Evaluator(model, a, b, bn=bn, bn_batch_size=16)
     res = sweep(ev, paths, alphas, {"test": (x, y)}, calibration=calib, batch_size=32, chunk_size=3)
     assert len(res.curves) == len(paths) * len(alphas)
     for p in paths:
@@ -106,7 +108,7 @@ def test_sweep_matches_naive_loop_every_plan_and_rest(make, bn):
             if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
         ]
         losses, accs = naive_curve(
-            model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=32
+            model, a, b, set(p.keys), alphas, p.rest_from, x, y, calib, batch_size=16
         )
         assert [r["alpha"] for r in rows] == alphas
         for r, loss, acc in zip(rows, losses, accs, strict=False):
@@ -340,7 +342,7 @@ def test_engine_matches_naive_loop_on_the_model_zoo(name, bn):
     paths = [p for p in paths if p.group in names]
     alphas = [0.0, 0.3, 1.0]
     res = sweep(
-        Evaluator(model, a, b, bn=bn),
+        Evaluator(model, a, b, bn=bn, bn_batch_size=12),
         paths,
         alphas,
         {"test": (x, y)},

@@ -113,9 +113,16 @@ def build_parser() -> Any:
         "--bn-samples",
         type=int,
         default=2048,
-        help="training samples used to recompute BatchNorm statistics",
+        help="the first N training samples, in order, recompute BatchNorm statistics",
     )
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--bn-batch-size",
+        type=int,
+        default=256,
+        help="batch size of the BatchNorm recomputation (part of its definition: it sets the "
+        "statistics; --batch-size and --memory-budget never change it)",
+    )
+    p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     p.add_argument(
         "--chunk-size",
         type=int,
@@ -189,6 +196,7 @@ def _positive(args: Any) -> None:
         "batch_size",
         "chunk_size",
         "bn_samples",
+        "bn_batch_size",
         "num_alphas",
         "max_samples",
         "group_depth",
@@ -351,6 +359,10 @@ def _identity(summary: Mapping[str, Any]) -> dict[str, Any]:
                 for k in ("model", "data", "layers", "alphas", "samples", "bn_calibration_samples")
             },
             **{k: options.get(k) for k in ("bn", "splits")},
+            # the calibration batch size sets the statistics only where there are any
+            "bn_batch_size": options.get("bn_batch_size")
+            if summary.get("bn_calibration_samples")
+            else None,
         }
     )
 
@@ -527,13 +539,15 @@ def _run_pair(args: Any) -> int:
     alphas = opts.alphas
     paths = all_paths = make_paths(groups, opts.plans, opts.rest_from, custom)
     evaluator = Evaluator(
-        model, state_a, state_b, device=opts.device, bn=args.bn, precision=args.precision
-    )
+        model, state_a, state_b, device=opts.device, bn=args.bn, precision=args.precision,
+        bn_batch_size=args.bn_batch_size,
+    )  # fmt: skip
     sweeps = [(evaluator, paths)]
     if args.align != "none":
         aligned = Evaluator(
             model, state_a, align(args.align, model, state_a, state_b),
             device=opts.device, bn=args.bn, precision=args.precision,
+            bn_batch_size=args.bn_batch_size,
         )  # fmt: skip
         sweeps.append((aligned, [replace(p, plan=ALIGNED + p.plan) for p in paths]))
         paths = all_paths = [p for _, own in sweeps for p in own]

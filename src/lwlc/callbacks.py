@@ -59,11 +59,14 @@ def measure(
     *,
     bn: str = "keep",
     calibration: Tensor | None = None,
+    bn_batch_size: int = 256,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
 ) -> tuple[Rows, Rows]:
     """Curve rows and barrier rows of ``paths`` between two states of ``model`` (the sweep)."""
-    evaluator = Evaluator(model, state_a, state_b, device=device, bn=bn)
+    evaluator = Evaluator(
+        model, state_a, state_b, device=device, bn=bn, bn_batch_size=bn_batch_size
+    )
     result = sweep(
         evaluator,
         paths,
@@ -139,7 +142,10 @@ class LayerwiseBarrierCallback(Callback):
             needs 0.5 among the alphas), ``path`` or ``models``; the CSVs hold all of them.
         bn: BatchNorm statistics of interpolated models: ``keep`` (interpolated) or ``reset``
             (recomputed).
-        bn_samples: training samples used to recompute BatchNorm statistics for ``bn="reset"``.
+        bn_samples: the first N training samples, in order, recompute BatchNorm statistics for
+            ``bn="reset"``.
+        bn_batch_size: their batch size (it sets the statistics, as ``lwlc analyze
+            --bn-batch-size``; ``batch_size`` does not).
         max_samples: evaluate on the first N samples of each split (None: the whole split).
         max_batches: or on the first N evaluation batches (``batch_size`` samples each); with
             both, the smaller budget wins.
@@ -177,6 +183,7 @@ class LayerwiseBarrierCallback(Callback):
         reference: str = "midpoint",
         bn: str = "keep",
         bn_samples: int = 2048,
+        bn_batch_size: int = 256,
         max_samples: int | None = 1000,
         max_batches: int | None = None,
         batch_size: int = 512,
@@ -198,6 +205,7 @@ class LayerwiseBarrierCallback(Callback):
         for name, value in (
             ("batch_size", batch_size),
             ("bn_samples", bn_samples),
+            ("bn_batch_size", bn_batch_size),
         ):
             _check_positive(name, value, allow_none=False)
         bad_epochs = [
@@ -235,6 +243,7 @@ class LayerwiseBarrierCallback(Callback):
             )
         self.bn = _check_choices("bn", [bn], ("keep", "reset"))[0]
         self.bn_samples = bn_samples
+        self.bn_batch_size = bn_batch_size
         self.max_samples = max_samples
         self.max_batches = max_batches
         self.batch_size = batch_size
@@ -361,6 +370,8 @@ class LayerwiseBarrierCallback(Callback):
                 "rest_from": self.rest_from,
                 "reference": self.reference,
                 "bn": self.bn,
+                "bn_samples": self.bn_samples,
+                "bn_batch_size": self.bn_batch_size,
                 "max_samples": self.max_samples,
                 "max_batches": self.max_batches,
                 "every_n_epochs": self.every_n_epochs,
@@ -478,6 +489,7 @@ class LayerwiseBarrierCallback(Callback):
             self._data,
             bn=self.bn,
             calibration=self._calibration,
+            bn_batch_size=self.bn_batch_size,
             batch_size=self.batch_size,
             device=pl_module.device,
         )

@@ -14,10 +14,12 @@ interpolated layer, at every alpha) are batched: their activations are stacked a
 dimension and run through the chain in one call per stage (in eval mode every sample is
 independent, so stacking changes nothing but the number of calls).
 
-BatchNorm ``reset`` recomputes each model's running statistics on calibration batches (as
-``torch.optim.swa_utils.update_bn``: train mode, cumulative average) before evaluating. The
-statistics of a stage depend only on the coefficients up to that stage, i.e. on the tree node,
-so calibration runs through the same tree and stores statistics per node.
+BatchNorm ``reset`` recomputes each model's running statistics before evaluating, by the fixed
+procedure of ``lwlc.calibration`` (its own batch size, the calibration inputs in order, a
+cumulative average weighted by sample count), so they do not depend on the evaluation batch
+size or on which models are evaluated together. The statistics of a stage depend only on the
+coefficients up to that stage, i.e. on the tree node, so calibration runs the same batches with
+the same momenta through the same tree and stores statistics per node.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lwlc.calibration import calibrating, calibration_batches
 from lwlc.errors import LwlcError
 from lwlc.interpolation import mix
 
@@ -139,7 +142,8 @@ class Evaluator:
 
     ``stack_bytes`` bounds the activations held back for batched chains (see the module doc);
     default 16 MiB on a CPU (measured: as fast as 256 MiB, and far less memory), 1 GiB on a GPU
-    (where bigger calls keep the device busy).
+    (where bigger calls keep the device busy). ``bn_batch_size``: the calibration batch size of
+    ``bn="reset"`` (``lwlc.calibration``).
     """
 
     def __init__(
@@ -151,13 +155,17 @@ class Evaluator:
         bn: str = "keep",
         precision: str = "fp32",
         stack_bytes: int | None = None,
+        bn_batch_size: int = 256,
     ) -> None:
         if bn not in ("keep", "reset"):
             raise LwlcError(f"bn mode must be 'keep' or 'reset', got {bn!r}")
+        if bn_batch_size < 1:
+            raise LwlcError(f"the BatchNorm batch size must be >= 1, got {bn_batch_size}")
         if precision not in PRECISIONS:
             raise LwlcError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         self.bn = bn
+        self.bn_batch_size = bn_batch_size
         self.precision = precision
         self.stack_bytes = (
             stack_bytes
@@ -178,10 +186,6 @@ class Evaluator:
             _bn_stat_names(st.module) if bn == "reset" else () for st in self.stages
         ]
         self._owners = [_tensor_owners(st.module, st.local) for st in self.stages]
-        if bn == "reset":
-            for m in self.net.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.momentum = None
         self._params: dict[tuple[int, Coefficients], dict[str, Tensor]] = {}
         self._bound: list[object] = [None] * len(self.stages)
         self._pending: dict[tuple[int, tuple[Coefficients, ...]], list[tuple[_Node, Tensor]]] = {}
@@ -268,7 +272,7 @@ class Evaluator:
         return self._bind(s, child)(x)
 
     def _descend(self, node: _Node, x: Tensor, leaf: Leaf) -> None:
-        if node.chain is not None and not self.net.training:
+        if node.chain is not None:
             self._defer(node, x, leaf)
             return
         if node.depth == len(self.stages):
@@ -366,15 +370,15 @@ class Evaluator:
                 }
             self._init_stats(child)
 
-    def _calibrate(self, root: _Node, inputs: Tensor, batch_size: int) -> None:
+    def _calibrate(self, root: _Node, inputs: Tensor) -> None:
+        """Every node's BatchNorm statistics by ``lwlc.calibration``'s batches and momenta (nodes
+        are not chained yet, so every model sees every batch through its own nodes)."""
         self._init_stats(root)
-        self.net.train()
-        try:
-            for i in range(0, len(inputs), batch_size):
-                x = inputs[i : i + batch_size].to(self.device)
-                self._descend(root, x, lambda _models, _out: None)
-        finally:
-            self.net.eval()
+        with calibrating(self.net) as norms:
+            for batch, momentum in calibration_batches(inputs, self.bn_batch_size):
+                for m in norms:
+                    m.momentum = momentum
+                self._descend(root, batch.to(self.device), lambda _models, _out: None)
 
     @torch.no_grad()
     def evaluate(
@@ -386,7 +390,9 @@ class Evaluator:
         calibration: Tensor | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[Metrics]:
-        """Loss and accuracy of every model on (inputs, targets); ``calibration``: for bn=reset."""
+        """Loss and accuracy of every model on (inputs, targets) in batches of ``batch_size``;
+        ``calibration``: the inputs of bn=reset (in batches of ``bn_batch_size``, whatever
+        ``batch_size`` is)."""
         root = self._build(models)
         self._bound = [None] * len(self.stages)
         if self.bn == "reset" and any(self._stat_names):
@@ -395,7 +401,7 @@ class Evaluator:
                     "bn mode 'reset' needs training data to recompute BatchNorm statistics"
                 )
             with self._fast_math():
-                self._calibrate(root, calibration, batch_size)
+                self._calibrate(root, calibration)
         self._plan(root)
         # Sums stay on the device until the end: reading one per leaf would stall a GPU each time.
         loss_sums = torch.zeros(len(models), dtype=torch.float64, device=self.device)

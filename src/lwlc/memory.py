@@ -7,7 +7,9 @@ the interpolated tensors it caches for one call (one set per distinct (stage, co
 a coefficient strictly between 0 and 1; endpoints are shared, not copied), and the fixed cost of
 the endpoint models and the data. ``plan`` turns these into a batch size and a chunk size (paths
 evaluated per call) that fit a budget, or a clear error when even one sample of one path does not;
-``stack_bytes`` gives the engine's batching of suffix chains what is left.
+``stack_bytes`` gives the engine's batching of suffix chains what is left. The BatchNorm
+calibration batch (``--bn reset``) is part of the procedure that defines the statistics, so it is
+never shrunk: it must fit as it is, or the error says to lower ``--bn-batch-size``.
 """
 
 from __future__ import annotations
@@ -97,7 +99,10 @@ def weight_bytes(evaluator: Evaluator, models: Iterable[Coefficients]) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Batch and chunk sizes chosen for a budget, with the estimate (bytes) they lead to."""
+    """Batch and chunk sizes chosen for a budget, with the estimate (bytes) they lead to.
+
+    ``calibration_batch``: samples of one BatchNorm calibration batch (0: none), which is not
+    planned but must fit."""
 
     batch_size: int
     chunk_size: int
@@ -105,17 +110,20 @@ class MemoryPlan:
     fixed: int
     weights: int
     activations_per_sample: int
+    calibration_batch: int = 0
 
     @property
     def estimate(self) -> int:
-        """Estimated peak bytes: fixed + cached weights + one batch of activations."""
-        return self.fixed + self.weights + self.batch_size * self.activations_per_sample
+        """Estimated peak bytes: fixed + cached weights + the larger batch of activations."""
+        batch = max(self.batch_size, self.calibration_batch)
+        return self.fixed + self.weights + batch * self.activations_per_sample
 
     def as_dict(self) -> dict[str, int]:
         """Plain data for summary.json (bytes)."""
         return {
             "batch_size": self.batch_size,
             "chunk_size": self.chunk_size,
+            "bn_batch_size": self.calibration_batch,
             "budget_bytes": self.budget,
             "estimate_bytes": self.estimate,
             "fixed_bytes": self.fixed,
@@ -146,26 +154,44 @@ def plan(
     fixed: int,
     activations_per_sample: int,
     chunk_weights: Callable[[int], int],
+    calibration_batch: int = 0,
 ) -> MemoryPlan:
     """The largest sizes up to the requested ones whose estimate fits ``TENSOR_SHARE * budget``.
 
     Paths per chunk are halved first (they only add cached weights), then the batch is shrunk;
-    ``chunk_weights(k)`` is the largest weight cache of any chunk of ``k`` paths.
+    ``chunk_weights(k)`` is the largest weight cache of any chunk of ``k`` paths. A calibration
+    batch of ``calibration_batch`` samples must fit unchanged next to the cached weights.
     """
     usable = int(TENSOR_SHARE * budget)
     chunk = chunk_size
     while True:
         weights = chunk_weights(chunk)
         room = usable - fixed - weights
-        if room >= batch_size * activations_per_sample:
-            return MemoryPlan(batch_size, chunk, budget, fixed, weights, activations_per_sample)
+        if room >= max(batch_size, calibration_batch) * activations_per_sample:
+            return MemoryPlan(
+                batch_size, chunk, budget, fixed, weights, activations_per_sample, calibration_batch
+            )
         if chunk == 1:
             break
         chunk = max(1, chunk // 2)
     fitting = room // activations_per_sample
-    if fitting >= 1:
+    if fitting >= max(1, calibration_batch):
         return MemoryPlan(
-            min(batch_size, int(fitting)), 1, budget, fixed, weights, activations_per_sample
+            min(batch_size, int(fitting)),
+            1,
+            budget,
+            fixed,
+            weights,
+            activations_per_sample,
+            calibration_batch,
+        )
+    if fitting >= 1:
+        raise LwlcError(
+            f"a BatchNorm calibration batch of {calibration_batch} samples needs about "
+            f"{_gib(fixed + weights + calibration_batch * activations_per_sample)} but the memory "
+            f"budget is {_gib(budget)} ({TENSOR_SHARE:.0%} for tensors): lower --bn-batch-size "
+            f"to at most {fitting} (the statistics depend on it, so lwlc does not shrink it) or "
+            "raise --memory-budget"
         )
     need = fixed + weights + activations_per_sample
     raise LwlcError(
@@ -244,8 +270,8 @@ def plan_sweep(
             default=0,
         )
 
-    # a batch never holds more samples than the largest split (or calibration set) has
-    largest = max(len(t) for t in tensors)
+    # a batch never holds more samples than the largest split has
+    largest = max(len(inputs) for inputs, _ in data.values())
     requested = min(batch_size, largest)
     chosen = plan(
         budget,
@@ -254,6 +280,7 @@ def plan_sweep(
         fixed,
         activation_bytes_per_sample(evaluator, example),
         chunk_weights,
+        0 if calibration is None else min(evaluator.bn_batch_size, len(calibration)),
     )
     evaluator.stack_bytes = stack_bytes(chosen, evaluator.stack_bytes)
     if (chosen.batch_size, chosen.chunk_size) != (requested, chunk_size):

@@ -10,16 +10,16 @@ data configs, Lightning's version key), so ``lwlc validate/test --ckpt_path`` an
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from lwlc import inputs, layers
 from lwlc.alignment import ALIGN_METHODS, align
+from lwlc.calibration import batchnorm_layers, recalibrated_state
 from lwlc.errors import LwlcError
 from lwlc.interpolation import Path, interpolate
 from lwlc.io import save_state_dict
@@ -74,9 +74,18 @@ def build_parser() -> Any:
         help="BatchNorm statistics: keep (averaged) or reset (recomputed)",
     )
     p.add_argument(
-        "--bn-samples", type=int, default=2048, help="training samples used by --bn reset"
+        "--bn-samples",
+        type=int,
+        default=2048,
+        help="the first N training samples, in order, recompute BatchNorm statistics",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="batch size of --bn reset")
+    p.add_argument(
+        "--bn-batch-size",
+        "--batch-size",
+        type=int,
+        default=256,
+        help="batch size of --bn reset (as lwlc analyze --bn-batch-size: it sets the statistics)",
+    )
     p.add_argument(
         "--out",
         type=str,
@@ -97,26 +106,6 @@ def merged_state(
     keys = frozenset(k for g in groups for k in g.keys)
     path = Path("custom", ",".join(g.name for g in groups), rest_from, keys)
     return {k: v.clone() for k, v in interpolate(state_a, state_b, path, alpha).items()}
-
-
-def reset_batchnorm(
-    model: nn.Module, state: Mapping[str, Tensor], inputs: Tensor, batch_size: int
-) -> dict[str, Tensor]:
-    """``state`` with BatchNorm running statistics recomputed on ``inputs`` (by ``update_bn``)."""
-    from torch.optim.swa_utils import update_bn
-
-    net = copy.deepcopy(model)
-    net.load_state_dict(state)
-    update_bn([inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)], net)
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether the model keeps BatchNorm running statistics."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        for m in model.modules()
-    )
 
 
 def lightning_checkpoint(
@@ -157,7 +146,7 @@ def _check_args(args: Any) -> None:
         if value not in allowed:
             name = flag.replace("_", "-")
             raise LwlcError(f"unknown --{name} {value!r}: choose {' or '.join(allowed)}")
-    for flag in ("bn_samples", "batch_size"):
+    for flag in ("bn_samples", "bn_batch_size"):
         if getattr(args, flag) < 1:
             raise LwlcError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     out = FsPath(args.out)
@@ -193,8 +182,8 @@ def run(argv: Sequence[str]) -> FsPath:
     state_b = align(args.align, model, state_a, state_b)
     state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
     data_cfg = inputs.data_config(args, cks)
-    if args.bn == "reset" and has_batchnorm(model):
-        state = reset_batchnorm(model, state, _calibration(args, data_cfg), args.batch_size)
+    if args.bn == "reset" and batchnorm_layers(model):
+        state = recalibrated_state(model, state, _calibration(args, data_cfg), args.bn_batch_size)
     provenance = {
         "sources": [{"path": ck.path, "sha256": ck.sha256} for ck in cks],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
@@ -203,6 +192,11 @@ def run(argv: Sequence[str]) -> FsPath:
         "rest_from": args.rest_from,
         "align": args.align,
         "bn": args.bn,
+        **(
+            {"bn_samples": args.bn_samples, "bn_batch_size": args.bn_batch_size}
+            if args.bn == "reset"
+            else {}
+        ),
     }
     out = FsPath(args.out)
     if out.suffix == ".safetensors":
