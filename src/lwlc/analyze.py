@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path as FsPath
@@ -644,6 +644,12 @@ def _run_pair(args: Any) -> int:
                 file=sys.stderr,
             )
             return 128 + stop.signum
+        except Exception as err:  # a full disk, a failing model: summary.json says so
+            bar.close()
+            summary.update(status="failed", error=" ".join(str(err).split()) or repr(err))
+            with suppress(LwlcError, OSError):  # not even it fits: the old summary.json stays
+                write_json(out / "summary.json", summary)
+            raise
     if args.plots:
         _plot(out, curves, barriers)
     print(f"\npair: {describe_pairing(cks)}")

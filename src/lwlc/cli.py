@@ -44,6 +44,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+    from lwlc import checkpoint_io
     from lwlc.checkpoints import check_lightning_run
     from lwlc.training import PairedModule
 
@@ -68,7 +69,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
         Checkpoints go to ``<default_root_dir>/checkpoints/``: ``last.ckpt`` after every epoch
         (``last-v1.ckpt`` ... when an earlier run left one) and ``best-epoch=E-step=S.ckpt`` by
-        ``a/val/acc`` (pairs) or ``val/acc``.
+        ``a/val/acc`` (pairs) or ``val/acc``, each written atomically (``lwlc.checkpoint_io``).
         """
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -113,6 +114,13 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             if config.best_checkpoint.monitor is None:
                 paired = issubclass(_import_class(config.model.class_path), PairedModule)
                 config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
+
+        def instantiate_trainer(self, **kwargs: object) -> Trainer:
+            """Lightning's Trainer, saving its checkpoints atomically beside their target (also
+            with the user's own plugins and under DDP; a CheckpointIO the user chose is kept)."""
+            trainer = super().instantiate_trainer(**kwargs)
+            checkpoint_io.install(trainer.strategy)
+            return trainer
 
     def run(args: list[str]) -> None:
         _silence_upstream_noise()
@@ -207,11 +215,17 @@ def _dispatch(argv: list[str]) -> None:
 
 
 def _user_error(err: BaseException) -> LwlcError | None:
-    """The LwlcError behind ``err`` (itself or a cause), if any."""
+    """The LwlcError behind ``err`` (itself or a cause), if any; a full disk met by a write
+    outside lwlc.io (Lightning's logs, its config file) is one too."""
+    from lwlc.io import disk_full_error
+
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, LwlcError):
             return err
+        full = disk_full_error(err)
+        if full is not None:
+            return full
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

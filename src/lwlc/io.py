@@ -1,14 +1,17 @@
 """Safe checkpoint loading and atomic result files.
 
 Checkpoints may come from strangers: they are read with ``torch.load(weights_only=True)`` or
-safetensors, never with an unrestricted unpickler, so loading one cannot run code. Result
-files are written to a temporary file and renamed, so a crash never leaves half a file.
+safetensors, never with an unrestricted unpickler, so loading one cannot run code. Every file
+lwlc writes goes to a temporary file beside it, is flushed to the disk and renamed over the old
+one, so a crash or a full disk never leaves half a file; a full disk is one line naming the file
+and the space left (:func:`disk_full_error`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -16,6 +19,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -101,29 +105,91 @@ def sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def _size(n: float) -> str:
+    """``n`` bytes for a reader: ``0 B``, ``12.0 KiB``, ``3.4 GiB``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{int(n)} B" if i == 0 else f"{n:.1f} {units[i]}"
+
+
+def _mount_point(path: Path) -> Path:
+    """The existing directory holding ``path``, up to the mount point it lives on."""
+    path = path.absolute()
+    while not path.is_dir():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def disk_full_error(
+    err: BaseException, path: str | os.PathLike[str] | None = None
+) -> LwlcError | None:
+    """The one-line error for a write that found the disk or the quota full (ENOSPC, EDQUOT),
+    naming the file (``path``, else the one the error names) and the space left; else None.
+
+    The one translation of a full disk, used by :func:`atomic_file`, :func:`append_csv` and the
+    command line (for writes outside lwlc, e.g. Lightning's logs).
+    """
+    if not isinstance(err, OSError) or err.errno not in DISK_FULL:
+        return None
+    named = path or err.filename2 or err.filename
+    where = Path(named) if isinstance(named, (str, os.PathLike)) else Path.cwd()
+    mount = _mount_point(where)
+    what = f"writing {named}" if isinstance(named, (str, os.PathLike)) else "while writing"
+    return LwlcError(
+        f"{DISK_FULL[err.errno]} {what} ({_size(shutil.disk_usage(mount).free)} free on {mount}):"
+        " free some space or write elsewhere (--out, trainer.default_root_dir), then rerun"
+    )
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path`` and rename it onto ``path`` once written.
+    """Open a temporary file beside ``path`` and rename it onto ``path`` once written and synced.
 
-    Readers never see half a file and a crash leaves the old one; the file gets the usual
-    permissions (0666 less the umask), not mkstemp's private 0600.
+    Readers never see half a file; a crash or a full disk leaves the old one and no temporary
+    file (a full disk raises :func:`disk_full_error`'s line). The file gets the usual permissions
+    (0666 less the umask), not mkstemp's private 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    tmp = None
     try:
-        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        text = {} if "b" in mode else {"newline": "", "encoding": "utf-8"}
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        full = disk_full_error(err, path)
+        if full is None:
+            raise
+        raise full from err
+
+
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_file`.
+
+    Serialised in memory first: torch's writer turns a failed write into a RuntimeError that no
+    longer says the disk was full.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_file(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -154,16 +220,33 @@ def write_csv(
 def append_csv(
     path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]
 ) -> None:
-    """Append rows to a CSV that :func:`write_csv` wrote, in the same format.
+    """Append rows to a CSV that :func:`write_csv` wrote, in the same format, and sync them.
 
-    A growing history then costs the same per evaluation (a rewrite grows with it).
+    A growing history then costs the same per evaluation (a rewrite grows with it). An append
+    that fails (a full disk) is cut off again, so the file keeps exactly its earlier rows.
     """
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(
-            f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-        )
-        for row in rows:
-            writer.writerow({k: _format(row.get(k)) for k in columns})
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    for row in rows:
+        writer.writerow({k: _format(row.get(k)) for k in columns})
+    data = memoryview(buf.getvalue().encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except BaseException as err:
+            os.ftruncate(fd, size)
+            full = disk_full_error(err, path)
+            if full is None:
+                raise
+            raise full from err
+    finally:
+        os.close(fd)
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, object]]:
@@ -211,22 +294,21 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
 def save_state_dict(
     path: str | os.PathLike[str], state: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None
 ) -> None:
-    """Save tensors (``.safetensors``, or torch's format for weights_only); never overwrites."""
+    """Save tensors (``.safetensors``, or torch's format for weights_only) atomically; never
+    overwrites."""
     p = Path(path)
     if p.exists():
         raise LwlcError(
             f"{p} already exists: choose another --out (lwlc never overwrites a checkpoint)"
         )
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
     if p.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(
+        data = save(
             {k: v.contiguous() for k, v in state.items()},
-            str(tmp),
             metadata={k: json.dumps(v) for k, v in (meta or {}).items()},
         )
+        with atomic_file(p, "wb") as f:
+            f.write(data)
     else:
-        torch.save({"state_dict": dict(state), **(meta or {})}, tmp)
-    os.replace(tmp, p)
+        save_torch({"state_dict": dict(state), **(meta or {})}, p)
