@@ -4,7 +4,12 @@ training that goes on, with one warning, whatever W&B does."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +22,7 @@ from wandb.proto import wandb_internal_pb2
 from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.data import DigitsDataModule
 from lwlc.errors import LwlcError
-from lwlc.loggers import WandbLogger, choose_mode
+from lwlc.loggers import WandbLogger, choose_mode, has_credentials
 from lwlc.models import MLP
 from lwlc.training import PairedModule
 
@@ -97,9 +102,16 @@ class _Pair(PairedModule):
 @pytest.fixture(autouse=True)
 def no_credentials(monkeypatch, tmp_path):
     """No API key, no netrc, no mode from the environment; no run left behind."""
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+    for name in (
+        "WANDB_API_KEY",
+        "WANDB_MODE",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "WANDB_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-wandb-config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     yield
     wandb.finish()
@@ -146,6 +158,92 @@ def test_mode_is_offline_without_credentials_and_online_with_them(monkeypatch, t
         LwlcError, match="unknown W&B mode 'cloud'; choose from online, offline, disabled"
     ):
         choose_mode("cloud")
+
+
+def test_credentials_are_found_where_wandb_looks_and_nowhere_else(monkeypatch, tmp_path):
+    key = "k" * 40
+    assert not has_credentials()
+    # An api_key in the global settings file ($WANDB_CONFIG_DIR/settings).
+    config_dir = tmp_path / "wandb-config"
+    config_dir.mkdir()
+    (config_dir / "settings").write_text(f"[default]\napi_key = {key}\n")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(config_dir))
+    assert has_credentials()
+    # A private server named in the settings: only its own netrc entry (port included) counts.
+    (config_dir / "settings").write_text("[default]\nbase_url = https://wandb.lab.example:8443\n")
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {key}\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert not has_credentials()
+    netrc.write_text(f"machine wandb.lab.example:8443\n  login user\n  password {key}\n")
+    assert has_credentials()
+    # Without $NETRC, ~/_netrc is read when there is no ~/.netrc; an entry without a key is none.
+    monkeypatch.delenv("NETRC")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (config_dir / "settings").unlink()
+    (tmp_path / "_netrc").write_text("machine api.wandb.ai\n  login user\n  password x\n")
+    assert has_credentials()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n")
+    assert not has_credentials()
+
+
+def test_online_without_credentials_is_offline_with_one_warning(tmp_path, capsys):
+    assert choose_mode("online") == "offline"
+    (warning,) = _warnings(capsys)
+    assert "no W&B credentials were found" in warning and "`wandb login`" in warning
+
+
+PROMPT_SCRIPT = """
+import sys
+from lwlc.loggers import WandbLogger
+
+logger = WandbLogger(save_dir=sys.argv[1], name="tty")
+logger.log_metrics({"a/train/loss": 0.25}, step=3)
+logger.finalize("success")
+print("mode", logger.mode)
+"""
+
+
+def test_online_without_credentials_under_a_terminal_never_waits_for_a_login_prompt(tmp_path):
+    """W&B prompts for a login when stdin and stderr are a terminal and waits forever; the run
+    must go offline instead, write its files and say so once."""
+    script, home, root = tmp_path / "start.py", tmp_path / "home", tmp_path / "run"
+    script.write_text(PROMPT_SCRIPT)
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    env.update(HOME=str(home), WANDB_MODE="online", TERM="xterm")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root)],
+        stdin=follower,
+        stderr=follower,
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(follower)
+    terminal, deadline = b"", time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.5)[0]:
+                try:
+                    terminal += os.read(leader, 4096)
+                except OSError:  # every copy of the terminal is closed: the process has ended
+                    break
+            elif process.poll() is not None:
+                break
+        stdout = process.communicate(timeout=max(deadline - time.monotonic(), 1))[0]
+    finally:
+        process.kill()
+        os.close(leader)
+    text = terminal.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    assert stdout.decode().split() == ["mode", "offline"]
+    warnings = [line for line in text.splitlines() if line.startswith("lwlc: warning")]
+    assert len(warnings) == 1 and "`wandb login`" in warnings[0], text[-3000:]
+    (run_file,) = (root / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = history(finished_records(run_file))
+    assert [(r["trainer/global_step"], r["a/train/loss"]) for r in rows] == [(3, 0.25)]
 
 
 def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_path, capsys):

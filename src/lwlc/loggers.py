@@ -9,10 +9,12 @@ continues.
 
 from __future__ import annotations
 
+import configparser
 import inspect
 import json
 import netrc
 import os
+import pathlib
 import platform
 import sys
 from collections.abc import Callable, Mapping
@@ -42,24 +44,70 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
 
 
+def _settings_files() -> list[pathlib.Path]:
+    """W&B's settings files, global then workspace (the later one wins), as ``wandb`` reads them."""
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
+    workspace = pathlib.Path(os.environ.get("WANDB_DIR") or ".", "wandb", "settings")
+    return [pathlib.Path(config_dir, "settings").expanduser(), workspace.expanduser()]
+
+
+def _file_settings() -> dict[str, str]:
+    """The ``[default]`` section of W&B's settings files; unreadable files count as empty."""
+    merged: dict[str, str] = {}
+    for path in _settings_files():
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+            merged.update(parser.items("default"))
+        except (OSError, configparser.Error):
+            continue
+    return merged
+
+
+def _netrc_path() -> pathlib.Path:
+    """The netrc file W&B reads: ``$NETRC``, else ``~/.netrc``, else ``~/_netrc``."""
+    if os.environ.get("NETRC"):
+        return pathlib.Path(os.environ["NETRC"]).expanduser()
+    unix = pathlib.Path("~/.netrc").expanduser()
+    windows = pathlib.Path("~/_netrc").expanduser()
+    return windows if not unix.exists() and windows.exists() else unix
+
+
 def has_credentials() -> bool:
-    """Whether W&B can log in without asking: an API key or token file in the environment, netrc."""
+    """Whether W&B finds credentials without asking, from the sources it reads before it would
+    prompt: ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, an ``api_key`` in its settings
+    files, or the netrc entry of the W&B host (``WANDB_BASE_URL``, the settings' ``base_url`` or
+    api.wandb.ai). Nothing here prompts or touches the network."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)).hostname or ""
+    settings = _file_settings()
+    if settings.get("api_key"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL") or settings.get("base_url") or DEFAULT_HOST
     try:
-        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+        entry = netrc.netrc(_netrc_path()).authenticators(urlparse(host).netloc)
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(entry and entry[2])
 
 
 def choose_mode(mode: str | None) -> str:
-    """``mode``, else ``$WANDB_MODE``, else online with credentials and offline without."""
+    """``mode``, else ``$WANDB_MODE``, else online with credentials and offline without.
+
+    Online without credentials would stop at W&B's login prompt under a terminal (no timeout
+    applies there), so it becomes offline with one warning saying how to log in.
+    """
     chosen = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
     chosen = {"dryrun": "offline", "run": "online"}.get(chosen, chosen)
     if chosen not in MODES:
         raise LwlcError(f"unknown W&B mode {chosen!r}; choose from {', '.join(MODES)}")
+    if chosen == "online" and not has_credentials():
+        warn(
+            "W&B mode is online but no W&B credentials were found (WANDB_API_KEY, ~/.netrc); "
+            "logging offline instead, without waiting for a login prompt: run `wandb login` "
+            "once (or set WANDB_API_KEY), and upload this run later with `wandb sync`"
+        )
+        return "offline"
     return chosen
 
 
@@ -87,7 +135,8 @@ class WandbLogger(Logger):
         save_dir: where the local run files go (``<save_dir>/wandb/<run>/``): the run directory.
         project: W&B project.
         mode: ``online``, ``offline`` or ``disabled``; default ``$WANDB_MODE``, else online when
-            credentials are found and offline otherwise.
+            credentials are found and offline otherwise. Online without credentials is offline
+            (one warning), so that nothing waits at W&B's login prompt.
         init_timeout: seconds to wait for W&B to start before falling back (online) or giving up.
         **kwargs: passed to Lightning's WandbLogger and ``wandb.init`` (``entity``, ``tags``, ...).
     """
