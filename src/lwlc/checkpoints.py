@@ -8,7 +8,10 @@ others, because importing and calling a class chosen by a file is running its co
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +22,11 @@ from lwlc.errors import LwlcError
 from lwlc.io import load_file, sha256
 
 TRUSTED_PREFIXES = ("lwlc.", "torch.nn.", "torchvision.models.")
+# Lightning's own instantiator, which lwlc's checkpoints record for ``load_from_checkpoint``.
+TRUSTED_NAMES = frozenset({"lightning.pytorch.cli.instantiate_module"})
+# keys whose string value is an import path (jsonargparse's and Lightning's)
+IMPORT_KEYS = frozenset({"class_path", "_class_path", "_instantiator"})
+DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # ckpt_path values that Lightning resolves itself (to checkpoints of the run being configured)
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 MEMBER_PREFIXES = {"net_a.": "a", "net_b.": "b"}
@@ -92,12 +100,14 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def instantiate(config: dict[str, Any], base: type, what: str, trust: bool = False) -> Any:
-    """Build ``{class_path, init_args}`` with jsonargparse, refusing untrusted class paths."""
+    """Build ``{class_path, init_args}`` with jsonargparse, refusing (before any import) a config
+    that names a class or function outside lwlc/torch.nn/torchvision.models anywhere in it."""
     class_path = str(config.get("class_path", ""))
-    if not trust and not class_path.startswith(TRUSTED_PREFIXES):
-        raise LwlcError(
-            f"the checkpoint names {what} class {class_path!r} outside lwlc/torch/torchvision; "
-            f"pass --{what} explicitly or --trust-class-paths if you trust it"
+    if not trust:
+        vouch(
+            config,
+            f"the checkpoint's {what} config",
+            f"pass --{what} explicitly, or --trust-class-paths if you trust the file",
         )
     from jsonargparse import ArgumentParser
 
@@ -118,19 +128,54 @@ def build_model(config: dict[str, Any], trust: bool = False) -> nn.Module:
     return instantiate(config, nn.Module, "model", trust)
 
 
-def class_paths(obj: Any) -> list[str]:
-    """Every ``class_path`` (or ``_class_path``) in a nested config or hyper-parameter dict."""
+def _importable_top(name: str) -> bool:
+    """Whether ``name``'s top-level package exists (found without importing anything)."""
+    top = name.split(".", 1)[0]
+    try:
+        return top in sys.modules or importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def named_imports(obj: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every import path a config or hyper-parameter dict names, with where it stands.
+
+    That is each ``class_path``/``_class_path``/``_instantiator`` value at any depth, and each bare
+    string that jsonargparse (or Lightning) could resolve to a class or function: a dotted name
+    whose top-level package is installed (``"package.Class"``; ``"wiki.txt"`` is not one).
+    """
     if isinstance(obj, dict):
         found = []
         for key, value in obj.items():
-            if key in ("class_path", "_class_path") and isinstance(value, str):
-                found.append(value)
+            at = f"{where}.{key}" if where else str(key)
+            if key in IMPORT_KEYS and isinstance(value, str):
+                found.append((value, at))
             else:
-                found += class_paths(value)
+                found += named_imports(value, at)
         return found
     if isinstance(obj, (list, tuple)):
-        return [c for value in obj for c in class_paths(value)]
+        return [f for i, value in enumerate(obj) for f in named_imports(value, f"{where}[{i}]")]
+    if isinstance(obj, str) and DOTTED_NAME.fullmatch(obj) and _importable_top(obj):
+        return [(obj, where)]
     return []
+
+
+def class_paths(obj: Any) -> list[str]:
+    """Every import path named in a nested config (see :func:`named_imports`)."""
+    return [name for name, _ in named_imports(obj)]
+
+
+def vouch(config: Any, source: str, remedy: str, allowed: Iterable[str] = ()) -> None:
+    """Refuse ``config`` (from ``source``) in one line if it names any import path that is neither
+    lwlc's, torch.nn's, torchvision.models' nor in ``allowed``; checked before anything is
+    imported, since importing a module runs its code."""
+    allowed = set(allowed)
+    for name, where in named_imports(config):
+        if not (name.startswith(TRUSTED_PREFIXES) or name in TRUSTED_NAMES or name in allowed):
+            raise LwlcError(
+                f"{source} names {name!r} (at {where}), outside lwlc/torch.nn/torchvision.models; "
+                f"lwlc imports nothing a checkpoint chooses: {remedy}"
+            )
 
 
 def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[str] = ()) -> None:
@@ -146,18 +191,8 @@ def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[s
             f"{path} is not a Lightning checkpoint (it has no 'state_dict'): give a .ckpt "
             "written by lwlc fit"
         )
-    allowed = set(allowed)
-    foreign = [
-        c
-        for c in class_paths(obj.get("hyper_parameters") or {})
-        if not c.startswith(TRUSTED_PREFIXES) and c not in allowed
-    ]
-    if foreign:
-        raise LwlcError(
-            f"{path} names class {foreign[0]!r}, outside lwlc/torch/torchvision and not in your "
-            "config; lwlc does not import classes chosen by a checkpoint: put that class in your "
-            "config if you trust it"
-        )
+    saved = {k: obj.get(k) for k in ("hyper_parameters", "datamodule_hyper_parameters")}
+    vouch(saved, str(path), "name that class in your own config if you trust the file", allowed)
 
 
 def check_lightning_run(config: Any) -> None:

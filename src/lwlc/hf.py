@@ -10,6 +10,7 @@ once (an input embedding shared with the output layer is one layer, interpolated
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +41,24 @@ def transformers() -> ModuleType:
     return tf
 
 
+def _refuse_remote_code(folder: Path) -> None:
+    """Refuse a folder whose configs name Python code of their own (``auto_map``): transformers
+    would import it (or ask whether to), and lwlc runs no code a downloaded folder chooses."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise LwlcError(f"{file} is not valid JSON ({err}): re-save the model") from None
+        if isinstance(config, dict) and config.get("auto_map"):
+            raise LwlcError(
+                f"{file} names its own Python code (auto_map: {config['auto_map']}); lwlc runs "
+                "no code from a model folder: use a model whose architecture transformers ships"
+            )
+
+
 def _model_dir(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not (p / "config.json").is_file():
@@ -47,6 +66,7 @@ def _model_dir(path: str | os.PathLike[str]) -> Path:
             f"{p} is not a Hugging Face model directory (no config.json): "
             "give the folder that save_pretrained wrote"
         )
+    _refuse_remote_code(p)
     return p
 
 
@@ -74,10 +94,12 @@ class CausalLM(nn.Module):
         folder = _model_dir(path)
         if weights:
             self.lm = tf.AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, dtype=torch.float32
+                folder, local_files_only=True, trust_remote_code=False, dtype=torch.float32
             )
         else:
-            config = tf.AutoConfig.from_pretrained(folder, local_files_only=True)
+            config = tf.AutoConfig.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=False
+            )
             self.lm = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         self.lm.eval()
         first: dict[int, str] = {}
@@ -160,7 +182,12 @@ class TextDataModule(L.LightningDataModule):
         text = file.read_text(encoding="utf-8")
         if self.tokenizer == "bytes":
             return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
-        tok = transformers().AutoTokenizer.from_pretrained(self.tokenizer, local_files_only=True)
+        folder = Path(self.tokenizer)
+        if folder.is_dir():
+            _refuse_remote_code(folder)
+        tok = transformers().AutoTokenizer.from_pretrained(
+            self.tokenizer, local_files_only=True, trust_remote_code=False
+        )
         return torch.tensor(tok(text)["input_ids"], dtype=torch.long)
 
     def setup(self, stage: str | None = None) -> None:
