@@ -7,7 +7,6 @@ its finished paths and ``--resume`` continues without recomputing them.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import signal
@@ -24,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lwlc import inputs, layers, memory
+from lwlc import inputs, layers, memory, results
 from lwlc.alignment import ALIGN_METHODS, align
+from lwlc.barriers import REFERENCES
 from lwlc.checkpoints import Checkpoint
 from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
@@ -290,6 +290,8 @@ def _prepare_out(out: FsPath, args: Any) -> None:
     if args.overwrite and not args.resume:
         for name in RESULT_FILES:
             (out / name).unlink(missing_ok=True)
+    for stray in results.remove_temporaries(out, RESULT_FILES):
+        print(f"removed {stray}, left by an earlier run that was stopped", file=sys.stderr)
 
 
 def _groups(
@@ -383,12 +385,7 @@ def _resume(
             f"--resume: {out} has results but no summary.json to check them against: "
             "use --overwrite or another --out"
         )
-    try:
-        previous = json.loads(files[2].read_text())
-    except (OSError, ValueError) as err:
-        raise LwlcError(
-            f"--resume: cannot read {files[2]} ({err}): use --overwrite or another --out"
-        ) from None
+    previous = results.read_summary(files[2])
     old, new = _identity(previous), _identity(summary)
     differ = [k for k in new if old.get(k) != new[k]]
     if differ:
@@ -396,18 +393,20 @@ def _resume(
             f"--resume: the results in {out} were made with different {', '.join(differ)}: "
             "rerun with the original options, or use --overwrite or another --out"
         )
-    curves = read_csv(files[0]) if files[0].exists() else []
-    barriers = read_csv(files[1]) if files[1].exists() else []
-    points: dict[tuple[str, str, str], int] = {}
+    curves = results.read_rows(files[0], CURVE_COLUMNS) if files[0].exists() else []
+    barriers = results.read_rows(files[1], BARRIER_COLUMNS) if files[1].exists() else []
+    # a path is finished when every split has every alpha and every reference
+    points: dict[tuple[str, str, str], set[tuple[str, float]]] = {}
     for r in curves:
-        points[path_key(r)] = points.get(path_key(r), 0) + 1
-    by_split: dict[tuple[str, str, str], set[str]] = {}
+        points.setdefault(path_key(r), set()).add((str(r["split"]), float(r["alpha"])))
+    refs: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
     for r in barriers:
-        by_split.setdefault(path_key(r), set()).add(str(r["split"]))
+        refs.setdefault(path_key(r), set()).add((str(r["split"]), str(r["reference"])))
+    references = [r for r in REFERENCES if r != "midpoint" or 0.5 in alphas]
+    wanted_points = {(s, float(a)) for s in splits for a in alphas}
+    wanted_refs = {(s, r) for s in splits for r in references}
     done = {
-        k
-        for k, s in by_split.items()
-        if s >= set(splits) and points.get(k) == len(splits) * len(alphas)
+        k for k in refs if refs[k] >= wanted_refs and points.get(k, set()) >= wanted_points
     }
     todo = [p for p in paths if (p.plan, p.group, p.rest_from) not in done]
     print(
