@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lwlc import inputs, layers, memory, results
+from lwlc import inputs, layers, memory, outputs, results
 from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.barriers import REFERENCES
 from lwlc.checkpoints import Checkpoint
@@ -266,8 +266,7 @@ def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
     else:
         src = FsPath(cks[0].path).resolve().parent
         out = (src.parent if src.name == "checkpoints" else src) / "analysis"
-    if out.exists() and not out.is_dir():
-        raise LwlcError(f"--out {out} is a file, not a directory: choose another path")
+    outputs.check_out(out)
     if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
         raise LwlcError(
             f"--out {out} exists and is not empty: pass --overwrite to replace it "

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lwlc import outputs
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv, write_json
 
@@ -103,10 +104,11 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     """Make ``out`` an empty, marked folder; replace an earlier run's only with ``overwrite``.
 
     The mark (``.lwlc-experiment``) keeps ``--overwrite`` from deleting a folder that some
-    other program filled.
+    other program filled. ``out`` may be a symbolic link to a folder: the run goes there, and
+    ``--overwrite`` empties that folder but keeps the link, and removes links inside it as
+    links, never what they point to.
     """
-    if out.exists() and not out.is_dir():
-        raise LwlcError(f"--out {out} is a file, not a folder: choose another path")
+    outputs.check_out(out)
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARK).exists():
             raise LwlcError(
@@ -114,7 +116,11 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             )
         if not overwrite:
             raise LwlcError(f"--out {out} holds an earlier run: pass --overwrite to replace it")
-        shutil.rmtree(out)
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / MARK).touch()
 

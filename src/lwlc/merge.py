@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lwlc import inputs, layers
+from lwlc import inputs, layers, outputs
 from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.calibration import batchnorm_layers, recalibrated_state
 from lwlc.errors import LwlcError
@@ -152,6 +152,7 @@ def _check_args(args: Any) -> None:
     out = FsPath(args.out)
     if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
         raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")
+    outputs.check_out(out, is_file=True)
     if out.exists():
         raise LwlcError(
             f"{out} already exists: choose another --out (lwlc never overwrites a checkpoint)"

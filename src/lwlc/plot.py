@@ -7,6 +7,7 @@ also get the layers x epochs heatmaps.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -15,8 +16,13 @@ from typing import Any
 
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv
+from lwlc.outputs import check_out
+from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
 RESULT_FILES = ("curves.csv", "barriers.csv")
+NEEDED_COLUMNS = {"curves.csv": CURVE_COLUMNS, "barriers.csv": BARRIER_COLUMNS}
+# The barrier Callback's columns saying when each row was measured (training-time results).
+TIME_COLUMNS = ("epoch", "step")
 
 
 def build_parser() -> Any:
@@ -55,6 +61,39 @@ def find_results(run_dir: Path) -> Path:
     )
 
 
+def read_results(path: Path) -> list[dict[str, object]]:
+    """The rows of ``curves.csv`` or ``barriers.csv``, refused with one line unless every row
+    has the columns the figures need (with ``epoch`` and ``step`` if either is there).
+
+    Checked before anything is drawn, so a foreign, damaged or empty file writes no figure.
+    """
+    what = "give the curves.csv and barriers.csv that lwlc analyze or the barrier Callback wrote"
+    try:
+        rows = read_csv(path)
+    except UnicodeDecodeError as err:
+        raise LwlcError(
+            f"{path} is not UTF-8 text (it holds the byte 0x{err.object[err.start]:02x}): {what}"
+        ) from None
+    except OSError as err:
+        raise LwlcError(f"cannot read {path} ({err.strerror}): check that it is readable") from None
+    except csv.Error as err:
+        raise LwlcError(f"{path} is not a readable CSV file ({err}): {what}") from None
+    if not rows:
+        raise LwlcError(f"{path} holds no results yet: nothing to draw")
+    timed = any(c in rows[0] for c in TIME_COLUMNS)
+    columns = (*NEEDED_COLUMNS[path.name], *(TIME_COLUMNS if timed else ()))
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise LwlcError(f"{path} lacks the column(s) {', '.join(missing)}: {what}")
+    for number, row in enumerate(rows, start=1):
+        if None in row or None in row.values():
+            raise LwlcError(
+                f"{path} row {number} has another number of fields than the header (damaged or cut "
+                f"short): {what}"
+            )
+    return rows
+
+
 def _logged_reference(results: Path) -> str | None:
     """The reference the Callback logged with (recorded in its summary.json), if any."""
     try:
@@ -70,16 +109,24 @@ def run(argv: Sequence[str]) -> list[Path]:
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc plot --help)") from None
     results = find_results(Path(args.run_dir))
-    out = Path(args.out) if args.out else results
-    curves, barriers = (read_csv(results / name) for name in RESULT_FILES)
-    if not barriers:
-        raise LwlcError(f"{results}/barriers.csv holds no results yet: nothing to draw")
+    out = check_out(args.out or results)
+    curves, barriers = (read_results(results / name) for name in RESULT_FILES)
+    training = "step" in barriers[0]
+    if training:
+        reference = args.reference or _logged_reference(results) or "midpoint"
+    else:
+        reference = args.reference or "path"
+    present = list(dict.fromkeys(str(r["reference"]) for r in barriers))
+    if reference not in present:
+        raise LwlcError(
+            f"no barriers with --reference {reference} in {results}/barriers.csv: "
+            f"choose {' or '.join(present)}"
+        )
     from lwlc import plots
 
-    if "step" in barriers[0]:
-        reference = args.reference or _logged_reference(results) or "midpoint"
+    if training:
         return plots.save_training_figures(out, curves, barriers, reference)
-    return plots.save_analysis_figures(out, curves, barriers, args.reference or "path")
+    return plots.save_analysis_figures(out, curves, barriers, reference)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
