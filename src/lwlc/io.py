@@ -21,6 +21,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -139,14 +140,25 @@ def disk_full_error(
     """
     if not isinstance(err, OSError) or err.errno not in DISK_FULL:
         return None
-    named = path or err.filename2 or err.filename
-    where = Path(named) if isinstance(named, (str, os.PathLike)) else Path.cwd()
-    mount = _mount_point(where)
-    what = f"writing {named}" if isinstance(named, (str, os.PathLike)) else "while writing"
-    return LwlcError(
-        f"{DISK_FULL[err.errno]} {what} ({_size(shutil.disk_usage(mount).free)} free on {mount}):"
-        " free some space or write elsewhere (--out, trainer.default_root_dir), then rerun"
-    )
+    named = path or err.filename2 or err.filename or _file_written(err)
+    advice = "free some space or write elsewhere (--out, trainer.default_root_dir), then rerun"
+    if not isinstance(named, (str, os.PathLike)):
+        return LwlcError(f"{DISK_FULL[err.errno]} while writing an unnamed file: {advice}")
+    mount = _mount_point(Path(named))
+    free = _size(shutil.disk_usage(mount).free)
+    return LwlcError(f"{DISK_FULL[err.errno]} writing {named} ({free} free on {mount}): {advice}")
+
+
+def _file_written(err: OSError) -> str | None:
+    """The file open for writing nearest to where ``err`` was raised: a failed ``f.write`` does
+    not name its file (Lightning's logs, jsonargparse's config), the frame holding ``f`` does."""
+    for frame, _ in reversed(list(traceback.walk_tb(err.__traceback__))):
+        for value in frame.f_locals.values():
+            name, mode = getattr(value, "name", None), getattr(value, "mode", "")
+            if isinstance(value, io.IOBase) and isinstance(name, str) and isinstance(mode, str):
+                if any(c in mode for c in "wax+"):
+                    return name
+    return None
 
 
 @contextlib.contextmanager
