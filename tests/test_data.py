@@ -1,5 +1,6 @@
 """The data modules: real loaders on fabricated files, splits, data order, normalisation, errors."""
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from lwlc.data import (
     FashionMNISTDataModule,
     MNISTDataModule,
 )
+from lwlc.data.base import PAD_LABEL, TensorBatches
 from lwlc.errors import LwlcError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -279,21 +281,65 @@ def test_sampler_order_depends_only_on_seed_and_epoch() -> None:
     assert seen[3] == _epoch_order(n, 3, 3)  # a fresh sampler resumed at epoch 3
 
 
-def test_sampler_shards_by_rank_under_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
-    n, world = 10, 3
+def _shards(monkeypatch: pytest.MonkeyPatch, n: int, world: int, seed: int, epoch: int):
+    """Every rank's list of the sampler under a faked torch.distributed of ``world`` processes."""
     monkeypatch.setattr(lwlc.data.base.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(lwlc.data.base.dist, "get_world_size", lambda: world)
     shards = []
     for rank in range(world):
         monkeypatch.setattr(lwlc.data.base.dist, "get_rank", lambda rank=rank: rank)
-        sampler = EpochSeededSampler(n, 5)
-        sampler.set_epoch(2)
+        sampler = EpochSeededSampler(n, seed)
+        sampler.set_epoch(epoch)
         shards.append(list(sampler))
     monkeypatch.setattr(lwlc.data.base.dist, "is_initialized", lambda: False)
+    return shards
+
+
+@pytest.mark.parametrize(
+    ("n", "world", "batch"),
+    [(10, 3, 2), (13, 2, 4), (17, 2, 8), (33, 4, 4), (8, 4, 2), (3, 4, 1)],
+    ids=["uneven", "short-last", "one-left", "three-left", "even", "fewer-than-processes"],
+)
+def test_sampler_splits_every_global_batch_once_among_the_processes(
+    monkeypatch: pytest.MonkeyPatch, n: int, world: int, batch: int
+) -> None:
+    shards = _shards(monkeypatch, n, world, 5, 2)
     full = _epoch_order(n, 5, 2)
-    padded = full + full[: 12 - n]
-    assert [len(s) for s in shards] == [4, 4, 4]
-    assert shards == [padded[r::world] for r in range(world)]
+    # As many entries on every process (else one would run out of batches and the others wait).
+    assert len({len(s) for s in shards}) == 1
+    # Padding (negative, pointing at a real sample) only at a process's end, at most one entry.
+    for shard in shards:
+        real = [i for i in shard if i >= 0]
+        assert shard[: len(real)] == real and len(shard) - len(real) <= 1
+        assert all(0 <= -1 - i < n for i in shard[len(real) :])
+    # Every sample exactly once over the processes.
+    assert sorted(i for s in shards for i in s if i >= 0) == list(range(n))
+    # The processes' k-th batches of `batch` together are one process's k-th batch of
+    # world * batch samples (the last one shorter): the single-process epoch, split.
+    global_batch = world * batch
+    steps = math.ceil(len(shards[0]) / batch)
+    assert steps == math.ceil(n / global_batch)
+    for k in range(steps):
+        shares = [[i for i in s[k * batch : (k + 1) * batch] if i >= 0] for s in shards]
+        assert sorted(i for share in shares for i in share) == sorted(
+            full[k * global_batch : (k + 1) * global_batch]
+        )
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_padding_entries_are_real_inputs_with_labels_the_loss_ignores() -> None:
+    inputs = torch.arange(12.0).view(4, 1, 1, 3)
+    labels = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])  # sequences: every token padded
+    x, y = TensorBatches(inputs, labels).__getitems__([2, -1 - 3, 0])
+    assert torch.equal(x, inputs[[2, 3, 0]])
+    assert y.tolist() == [[4, 5], [PAD_LABEL, PAD_LABEL], [0, 1]]
+    assert labels[3].tolist() == [6, 7], "the data set itself is left alone"
+    logits = torch.randn(3, 2, 8)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    kept = torch.nn.functional.cross_entropy(
+        logits[[0, 2]].flatten(0, 1), y[[0, 2]].flatten(), reduction="sum"
+    )
+    assert loss == pytest.approx(kept.item(), rel=1e-6)
 
 
 def test_one_loader_per_order_seed_and_equal_seeds_give_equal_batches(

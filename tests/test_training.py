@@ -1,5 +1,6 @@
 """The training modules: how pairs are initialised and spawned, resume, and the LR schedule."""
 
+import copy
 import csv
 import math
 from pathlib import Path
@@ -7,11 +8,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import CONFIGS
 from lwlc.cli import main
 from lwlc.data import DigitsDataModule
+from lwlc.data.base import TensorBatches
 from lwlc.errors import LwlcError
 from lwlc.models import MLP
 from lwlc.schedules import WarmupCosine
@@ -189,6 +192,62 @@ def fit_digits(root: Path, *extra: str) -> None:
 def logged_epochs(metrics_csv: Path) -> set[int]:
     with metrics_csv.open() as f:
         return {int(row["epoch"]) for row in csv.DictReader(f)}
+
+
+class ProcessOf:
+    """Stands in for the Trainer of one of ``world`` DDP processes: ``strategy.reduce`` is the
+    all-reduce of the targets counted in this step's batches of all processes, given here."""
+
+    def __init__(self, world: int, global_counts: list[int]) -> None:
+        self.world_size = world
+        self.global_step = 0
+        self.strategy = self
+        self.global_counts = global_counts
+        self.local_counts: list[list[int]] = []
+
+    def reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum"
+        self.local_counts.append(tensor.tolist())
+        return torch.tensor(self.global_counts)
+
+
+@pytest.mark.parametrize(
+    ("n", "shares"),
+    [
+        (13, [list(range(0, 13, 2)), list(range(1, 13, 2))]),  # 7 and 6 samples
+        (3, [[0], [1], [2], [-1 - 0]]),  # a process with only padding
+    ],
+    ids=["uneven", "padding-only"],
+)
+def test_uneven_shares_of_a_global_batch_average_to_the_one_process_gradient(
+    monkeypatch: pytest.MonkeyPatch, n: int, shares: list[list[int]]
+) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(n, 1, 8, 8), torch.randint(0, 10, (n,))
+    template = PairedModule(MLP(64, 10, 16, 1), init_seed_b=1, order_seed_b=0)
+    # One process: the mean loss of each member over the whole global batch.
+    reference = copy.deepcopy(template)
+    logits_a, logits_b = reference(x)
+    mean_loss = F.cross_entropy(logits_a, y) + F.cross_entropy(logits_b, y)
+    mean_loss.backward()
+    expected = [p.grad.clone() for p in reference.parameters()]
+    # DDP: every process's objective on its share, gradients averaged over the processes.
+    world, objectives = len(shares), []
+    grads = [torch.zeros_like(p) for p in template.parameters()]
+    for share in shares:
+        process = copy.deepcopy(template)
+        monkeypatch.setattr(process, "log", lambda *args, **kwargs: None)
+        process.trainer = ProcessOf(world, [n, n])
+        objective = process.training_step(TensorBatches(x, y).__getitems__(share), 0)
+        objective.backward()
+        real = sum(i >= 0 for i in share)
+        assert process.trainer.local_counts == [[real, real]]
+        objectives.append(objective.item())
+        for total, p in zip(grads, process.parameters(), strict=True):
+            total += p.grad / world
+    assert sum(objectives) / world == pytest.approx(mean_loss.item(), rel=1e-6)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path) -> None:

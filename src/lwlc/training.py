@@ -16,6 +16,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lwlc.data.base import PAD_LABEL
 from lwlc.errors import LwlcError
 
 Batch = Sequence[torch.Tensor]
@@ -74,18 +75,40 @@ class _ClassificationBase(pl.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _member_step(self, net: nn.Module, batch: Batch, stage: str, member: str) -> torch.Tensor:
-        """Loss of ``net`` on ``batch``; logs ``[member/]stage/loss`` and ``[member/]stage/acc``."""
+    def _member_step(
+        self, net: nn.Module, batch: Batch, stage: str, member: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss of ``net`` on ``batch`` and the number of targets it sums (padding labels
+        left out); logs ``[member/]stage/loss`` (their mean) and ``[member/]stage/acc``."""
         x, y = batch[0], batch[1]
         logits = net(self._inputs(x))
-        loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())  # sequences: per token
+        counted = y != PAD_LABEL
+        total = F.cross_entropy(  # sequences: per token
+            logits.flatten(0, -2), y.flatten(), ignore_index=PAD_LABEL, reduction="sum"
+        )
+        count = counted.sum()
         accuracy = self.accuracy[f"{stage}_{member or 'net'}"]
-        accuracy((logits.argmax(dim=-1) == y).float())
+        accuracy((logits.argmax(dim=-1) == y).float(), counted.float())
         prefix = f"{member}/{stage}" if member else stage
         on_step = stage == "train"
+        loss = total / count.clamp(min=1)
         self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
         self.log(f"{prefix}/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
+        return total, count
+
+    def _objective(
+        self, totals: Sequence[torch.Tensor], counts: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """The sum over members of ``total * processes / global_count``, ``global_count`` being
+        the member's targets in this step's batches of all processes together.
+
+        DDP averages the processes' gradients, so each member's gradient is that of its mean
+        loss over the whole global batch, however unevenly the batch is split (the last batch of
+        an epoch); in one process this is the mean loss of the batch.
+        """
+        trainer = self.trainer
+        global_counts = trainer.strategy.reduce(torch.stack(list(counts)), reduce_op="sum")
+        return (torch.stack(list(totals)) * trainer.world_size / global_counts).sum()
 
 
 class ClassifierModule(_ClassificationBase):
@@ -110,7 +133,8 @@ class ClassifierModule(_ClassificationBase):
         return self.net(self._inputs(x))
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._member_step(self.net, batch, "train", "")
+        total, count = self._member_step(self.net, batch, "train", "")
+        return self._objective([total], [count])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._member_step(self.net, batch, "val", "")
@@ -243,10 +267,11 @@ class PairedModule(_ClassificationBase):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         batch_a, batch_b = self._member_batches(batch)
-        loss = self._member_step(self.net_a, batch_a, "train", "a")
+        steps = [self._member_step(self.net_a, batch_a, "train", "a")]
         if self.global_step >= self.spawn_steps:
-            loss = loss + self._member_step(self.net_b, batch_b, "train", "b")
-        return loss
+            steps.append(self._member_step(self.net_b, batch_b, "train", "b"))
+        totals, counts = zip(*steps, strict=True)
+        return self._objective(totals, counts)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._member_step(self.net_a, batch, "val", "a")

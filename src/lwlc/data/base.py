@@ -1,6 +1,5 @@
 """In-memory LightningDataModules with deterministic splits and per-seed, per-epoch data order."""
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import lightning as L
@@ -15,6 +14,8 @@ SPLITS = ("train", "val", "test")
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 _MASK64 = (1 << 64) - 1
+# The label of a padding sample: F.cross_entropy's default ``ignore_index``, left out of the loss.
+PAD_LABEL = -100
 
 
 def mix_seed(*values: int) -> int:
@@ -33,9 +34,13 @@ class EpochSeededSampler(DistributedSampler):
 
     Recreating the sampler and calling ``set_epoch(e)`` yields epoch e's order again, so a run
     resumed from a checkpoint sees the same data order as an uninterrupted one. Under an
-    initialised torch.distributed it shards the permutation by rank, padded to equal length
-    like DistributedSampler. Being a DistributedSampler also stops Lightning from wrapping it
-    in another one.
+    initialised torch.distributed, process r of P takes the positions r, r + P, r + 2P, ... of
+    the order: with a per-process batch of b, the processes' k-th batches together are exactly
+    the k-th batch of P x b samples of one process (the last one shorter, its shares differing
+    by one sample at most), and no sample is seen twice. A process with one sample fewer gets a
+    padding entry ``-1 - i`` at its end (P processes need as many batches, or the others wait
+    for it forever): ``TensorBatches`` gives it the label ``PAD_LABEL``, which the loss ignores.
+    Being a DistributedSampler also stops Lightning from wrapping it in another one.
     """
 
     def __init__(self, n: int, seed: int) -> None:
@@ -52,17 +57,17 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=generator).tolist()
-        if order and len(order) < self.total_size:
-            repeats = math.ceil(self.total_size / len(order))
-            order = (order * repeats)[: self.total_size]
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        share = order[self.rank :: self.num_replicas]
+        padding = [-1 - i for i in order[: self.num_samples - len(share)]]
+        return iter(share + padding)
 
 
 class TensorBatches(Dataset):
     """Inputs and labels held as tensors, fetched a whole batch at a time.
 
     With ``augment``, each batch is augmented with a generator seeded by ``seed`` and the batch's
-    indices, so loaders with the same order seed yield identical augmented batches.
+    indices, so loaders with the same order seed yield identical augmented batches. An index
+    ``-1 - i`` (a sampler's padding) is sample i with every label set to ``PAD_LABEL``.
     """
 
     def __init__(
@@ -82,12 +87,16 @@ class TensorBatches(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        inputs = self.inputs[index]
+        padding = index < 0
+        index = torch.where(padding, -1 - index, index)
+        inputs, labels = self.inputs[index], self.labels[index]
+        if padding.any():
+            labels[padding] = PAD_LABEL
         if self.augment is not None:
             inputs = self.augment(
                 inputs, torch.Generator().manual_seed(mix_seed(self.seed, *indices))
             )
-        return inputs, self.labels[index]
+        return inputs, labels
 
 
 def download_failed(name: str, root: str, err: Exception) -> LwlcError:
