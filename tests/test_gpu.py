@@ -59,7 +59,8 @@ def test_engine_on_cuda_equals_the_naive_cpu_loop(cuda: torch.device, bn: str) -
     groups = default_groups(model, x[:2])
     paths = make_paths(groups, ["full", "single", "cumulative_front"])[::5]
     calibration = x[:64] if bn == "reset" else None
-    res = sweep(Evaluator(model, a, b, device=cuda, bn=bn), paths, ALPHAS, {"test": (x, y)},
+    res = sweep(Evaluator(model, a, b, device=cuda, bn=bn, bn_batch_size=32), paths, ALPHAS,
+                {"test": (x, y)},
                 calibration=calibration, batch_size=32, chunk_size=len(paths))  # fmt: skip
     for p in paths:
         losses, accs = naive_curve(
