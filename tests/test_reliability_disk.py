@@ -38,7 +38,8 @@ FREE = re.compile(r"\((\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)) free on (\S+)\)")
 
 
 class Disk:
-    """A small disk at ``root``; ``fill(leave)`` leaves only ``leave`` bytes free on it."""
+    """A small disk at ``root``; ``fill(leave)`` leaves only ``leave`` bytes free on it, ``free()``
+    makes room again."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,6 +69,9 @@ class Tmpfs(Disk):
             os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
         finally:
             os.close(fd)
+
+    def free(self) -> None:
+        (self.root / "filler").unlink()
 
 
 class Injected(Disk):
@@ -101,6 +105,9 @@ class Injected(Disk):
 
     def fill(self, leave: int = 0) -> None:
         self.capacity = sum(len(b) for b in self.files().values()) + leave
+
+    def free(self) -> None:
+        self.capacity = None
 
 
 def _mount(root: Path) -> bool:
@@ -242,7 +249,7 @@ def test_a_full_disk_in_lightnings_own_writes_is_one_line_naming_the_file(disk, 
 
 # ------------------------------------------------------------------ analyze
 def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
-    disk, pair, monkeypatch, capsys
+    disk, pair, monkeypatch, capsys, tmp_path
 ):
     from lwlc import analyze
 
@@ -272,6 +279,14 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     summary = json.loads(after["analysis/summary.json"])
     assert summary["status"] == "failed"
     assert "no space left on device writing" in summary["error"]
+    # With room again, --resume finishes the failed run as if it had never stopped.
+    disk.free()
+    main([*argv, "--chunk-size", "1", "--resume"])
+    whole = tmp_path / "whole"
+    main([*argv[:4], str(whole), *argv[5:]])
+    for name in ("curves.csv", "barriers.csv"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes()
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
 
 
 def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
