@@ -217,15 +217,16 @@ def _dispatch(argv: list[str]) -> None:
 def _user_error(err: BaseException) -> LwlcError | None:
     """The LwlcError behind ``err`` (itself or a cause), if any; a full disk met by a write
     outside lwlc.io (Lightning's logs, its config file) is one too."""
-    from lwlc.io import disk_full_error
-
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, LwlcError):
             return err
-        full = disk_full_error(err)
-        if full is not None:
-            return full
+        if isinstance(err, OSError):
+            from lwlc.io import disk_full_error  # imports torch: only where it can be needed
+
+            full = disk_full_error(err)
+            if full is not None:
+                return full
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
