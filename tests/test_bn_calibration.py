@@ -287,3 +287,17 @@ def test_bad_calibration_sizes_are_one_line(pair, tmp_path, capsys, flag) -> Non
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.ckpt").exists()
     with pytest.raises(LwlcError, match=f"{flag[2:].replace('-', '_')}=0 must be"):
         LayerwiseBarrierCallback(**{flag[2:].replace("-", "_"): 0})
+
+
+def test_resume_refuses_results_made_with_another_bn_batch_size(pair, tmp_path, capsys) -> None:
+    root, out = pair[0], tmp_path / "run"
+    _analyze(root, out, "--bn-batch-size", str(BN_BATCH))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _analyze(root, out, "--bn-batch-size", "32", "--resume")
+    assert exit_info.value.code == 2
+    assert "were made with different bn_batch_size" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    _analyze(root, out, "--bn-batch-size", str(BN_BATCH), "--resume")  # the same: accepted
+    assert (out / "curves.csv").read_bytes() == before["curves.csv"]
