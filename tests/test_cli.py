@@ -13,8 +13,8 @@ import yaml
 
 from conftest import CONFIGS, REPO_ROOT
 from lwlc import cli
-from lwlc.cli import config_error, main
-from lwlc.errors import LwlcError
+from lwlc.cli import argument_error, config_error, main
+from lwlc.errors import LwlcError, readable_bytes
 from lwlc.models import MLP
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")
@@ -255,3 +255,27 @@ def test_readme_opens_with_the_two_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert first_block.split() == ["make", "demo", "make", "test"]
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (420, "420 B"), (1024, "1 KiB"), (2400, "2.34 KiB"), (107374, "105 KiB"),
+     (1.5 * 2**30, "1.5 GiB")],
+)  # fmt: skip
+def test_sizes_in_messages_keep_three_significant_digits(n: float, text: str) -> None:
+    assert readable_bytes(n) == text
+
+
+def test_a_wrong_number_names_the_flag_the_value_and_why() -> None:
+    nan = 'Parser key "alpha":\n  Expected a <class \'float\'>. Got value: nan'
+    assert str(argument_error(ValueError(nan), "merge")) == (
+        "--alpha: expected a number, got 'nan' (NaN and infinity are not numbers here) "
+        "(see lwlc merge --help)"
+    )
+    union = (
+        'Parser key "memory_budget":\n  Does not validate against any of the Union subtypes\n'
+        "  Subtypes: [<class 'float'>, <class 'NoneType'>]\n  Errors:\n    - Expected a <class "
+        "'float'>\n    - Expected a <class 'NoneType'>\n  Given value type: <class 'str'>\n"
+        "  Given value: lots"
+    )
+    assert config_error(union) == "memory_budget: expected a number, got 'lots'"

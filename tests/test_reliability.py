@@ -114,6 +114,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     foreign = torch.load(pair, weights_only=True)
     foreign["hyper_parameters"]["model"]["class_path"] = "evil_package.Net"
     save("foreign.ckpt", foreign)
+    single_state = members(single)["model"]
+    save("double.pt", {k: v.double() if k == "fc2.weight" else v for k, v in single_state.items()})
+    save("nan_state.pt", {k: v.clone() for k, v in single_state.items()} | {
+        "fc1.weight": torch.full_like(single_state["fc1.weight"], float("nan"))
+    })  # fmt: skip
+    save("wide_input.pt", MLP(in_features=784, width=32).state_dict())
+    save("single_copy.pt", single_state)
+    no_hparams = torch.load(pair, weights_only=True)
+    del no_hparams["hyper_parameters"]
+    save("no_hparams.ckpt", no_hparams)
     made["empty"] = root / "empty.ckpt"
     made["empty"].touch()
     made["truncated"] = root / "truncated.ckpt"
@@ -413,7 +423,88 @@ BATTERY = [
     (
         "memory-budget-too-small",
         ["analyze", "--ckpt", "{pair}", "--memory-budget", "0.0001"],
-        ["memory budget is 0.00 GiB", "--memory-budget"],
+        ["memory budget is 105 KiB", "--memory-budget"],
+        None,
+    ),
+    (
+        "memory-budget-nan",
+        ["analyze", "--ckpt", "{pair}", "--memory-budget", "nan"],
+        ["--memory-budget: expected a number, got 'nan'", "NaN and infinity"],
+        None,
+    ),
+    (
+        "memory-budget-inf",
+        ["analyze", "--ckpt", "{pair}", "--memory-budget", "inf"],
+        ["--memory-budget: expected a number, got 'inf'"],
+        None,
+    ),
+    (
+        "alphas-nan",
+        ["analyze", "--ckpt", "{pair}", "--alphas", "0,nan,1"],
+        ["alphas must be numbers in [0, 1]", "nan (not a number)"],
+        None,
+    ),
+    (
+        "merge-alpha-nan",
+        ["merge", "--ckpt", "{pair}", "--alpha", "nan", "--out", "{tmp}/out/m.ckpt"],
+        ["--alpha: expected a number, got 'nan'"],
+        None,
+    ),
+    (
+        "different-dtypes",
+        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{double}"],
+        ["dtype mismatch at 'fc2.weight'", "torch.float32 vs B torch.float64"],
+        None,
+    ),
+    (
+        "merge-different-dtypes",
+        ["merge", "--ckpt-a", "{single}", "--ckpt-b", "{double}", "--out", "{tmp}/out/m.ckpt"],
+        ["dtype mismatch at 'fc2.weight'"],
+        None,
+    ),
+    (
+        "merge-nan-weights",
+        ["merge", "--ckpt-a", "{single}", "--ckpt-b", "{nan_state}", "--out", "{tmp}/out/m.pt"],
+        ["model B has NaN/Inf weights in: fc1.weight"],
+        None,
+    ),
+    (
+        "model-does-not-fit-the-data",
+        ["analyze", "--ckpt-a", "{wide_input}", "--ckpt-b", "{wide_input}"]
+        + ["--model", "lwlc.models.MLP", "--model.init_args.in_features", "784"]
+        + ["--model.init_args.width", "32", "--data", "lwlc.data.DigitsDataModule"],
+        ["model does not fit the data", "fc1 Linear (takes 784 features)", "shape (1, 8, 8)"],
+        None,
+    ),
+    (
+        "several-ckpts-a-bad-one-last",
+        ["analyze", "--ckpt", "{single}", "{single_copy}", "{truncated}"],
+        ["truncated.ckpt", "truncated or corrupted"],
+        None,
+    ),
+    (
+        "several-ckpts-of-other-shapes",
+        ["analyze", "--ckpt", "{single}", "{single_copy}", "{narrow}"],
+        ["narrow.pt (B) differ", "shape mismatch at 'fc1.weight'"],
+        None,
+    ),
+    (
+        "fit-single-network-ckpt-for-a-pair",
+        [*FIT, "--ckpt_path", "{single}"],
+        ["holds one network, but your config trains a pair"],
+        None,
+    ),
+    (
+        "fit-ckpt-path-of-other-shapes",
+        [*FIT, "--ckpt_path", "{no_hparams}", "--model.init_args.model.init_args.width", "64"],
+        ["--ckpt_path does not fit", "net_a.fc1.weight is (128, 64) in the checkpoint"],
+        None,
+    ),
+    (
+        "validate-ckpt-path-of-other-layers",
+        ["validate", *FIT[1:], "--ckpt_path", "{no_hparams}"]
+        + ["--model.init_args.model.init_args.depth", "3"],
+        ["--ckpt_path does not fit", "net_a.fc3.weight is only in the model"],
         None,
     ),
     (
@@ -473,7 +564,7 @@ BATTERY = [
     (
         "fit-untrusted-class-in-ckpt",
         [*FIT, "--ckpt_path", "{foreign}"],
-        ["evil_package.Net", "not in your config"],
+        ["evil_package.Net", "in your own config"],
         None,
     ),
     (

@@ -62,7 +62,10 @@ def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
 
 # Where a checkpoint can name the module: (which hyper-parameters, how they are changed).
 def _nested_list(hp: dict, cls: str) -> None:
-    hp["model"] = {"class_path": "torch.nn.ModuleList", "init_args": {"modules": [{"class_path": cls}]}}
+    hp["model"] = {
+        "class_path": "torch.nn.ModuleList",
+        "init_args": {"modules": [{"class_path": cls}]},
+    }
 
 
 def _nested_dict(hp: dict, cls: str) -> None:
@@ -126,7 +129,10 @@ def test_a_class_named_anywhere_in_the_model_config_is_never_imported(
     name, marker = evil
     cls = f"{name}.Thing"
     bad = craft(
-        pair_ckpt, tmp_path / "bad.ckpt", lambda hp: MODEL_PLACES[place](hp, cls), "hyper_parameters"
+        pair_ckpt,
+        tmp_path / "bad.ckpt",
+        lambda hp: MODEL_PLACES[place](hp, cls),
+        "hyper_parameters",
     )
     out = tmp_path / "out"
     argv = {
@@ -146,7 +152,9 @@ def test_lightnings_instantiator_named_by_a_checkpoint_is_vouched_for_too(
     pair_ckpt: Path, evil: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name, marker = evil
-    bad = craft(pair_ckpt, tmp_path / "bad.ckpt", lambda hp: _instantiator(hp, name), "hyper_parameters")
+    bad = craft(
+        pair_ckpt, tmp_path / "bad.ckpt", lambda hp: _instantiator(hp, name), "hyper_parameters"
+    )
     argv = ["validate", "--config", DIGITS, "--ckpt_path", str(bad)]
     line = refused(capsys, marker, [*argv, "--trainer.default_root_dir", str(tmp_path), *QUIET])
     assert f"{name}.Thing" in line and "_instantiator" in line
@@ -170,7 +178,15 @@ def test_a_class_named_in_the_data_config_is_never_imported(
     line = refused(
         capsys,
         marker,
-        ["analyze", "--ckpt-a", str(bad), "--ckpt-b", str(single_ckpt), "--out", str(tmp_path / "o")],
+        [
+            "analyze",
+            "--ckpt-a",
+            str(bad),
+            "--ckpt-b",
+            str(single_ckpt),
+            "--out",
+            str(tmp_path / "o"),
+        ],
     )
     assert "data config" in line and f"{name}.Thing" in line
 
@@ -181,7 +197,10 @@ def test_the_users_own_model_makes_the_checkpoints_config_irrelevant(
     """--model names the class: the checkpoint's foreign config is not read, nothing imported."""
     name, marker = evil
     bad = craft(
-        pair_ckpt, tmp_path / "bad.ckpt", lambda hp: _nested_list(hp, f"{name}.Thing"), "hyper_parameters"
+        pair_ckpt,
+        tmp_path / "bad.ckpt",
+        lambda hp: _nested_list(hp, f"{name}.Thing"),
+        "hyper_parameters",
     )
     out = tmp_path / "out"
     main(
@@ -218,7 +237,16 @@ def test_a_reference_checkpoint_of_the_callback_imports_nothing(
             }
         )
     )
-    main(["fit", "--config", str(single_config(tmp_path / "run", 2)), "--config", str(config), *QUIET])
+    main(
+        [
+            "fit",
+            "--config",
+            str(single_config(tmp_path / "run", 2)),
+            "--config",
+            str(config),
+            *QUIET,
+        ]
+    )
     assert not marker.exists()
     assert (tmp_path / "run" / "barriers" / "barriers.csv").is_file()
 
@@ -232,7 +260,10 @@ def test_a_hugging_face_folder_that_names_its_own_code_is_refused(
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     (folder / f"{name}_config.py").write_text(EVIL_SOURCE.format(marker=str(marker)))
     meta = json.loads((folder / "config.json").read_text())
-    meta["auto_map"] = {"AutoConfig": f"{name}_config.Thing", "AutoModelForCausalLM": f"{name}_config.Thing"}
+    meta["auto_map"] = {
+        "AutoConfig": f"{name}_config.Thing",
+        "AutoModelForCausalLM": f"{name}_config.Thing",
+    }
     (folder / "config.json").write_text(json.dumps(meta))
     line = refused(
         capsys,

@@ -34,7 +34,7 @@ from lwlc_runs import fit_pair
 DISKS: dict[
     str, Tmpfs | Injected
 ] = {}  # by root, for FillDisk (a callback built by lwlc fit from a config)
-FREE = re.compile(r"\((\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)) free on (\S+)\)")
+FREE = re.compile(r"\((\d+(?:\.\d+)? (?:B|KiB|MiB|GiB|TiB)) free on (\S+)\)")
 
 
 class Disk:

@@ -83,7 +83,10 @@ DAMAGE = {
         _drop_column("barriers.csv", "reference"),
         "no column reference",
     ),
-    "curves.csv with foreign bytes": (_append("curves.csv", b"full,all,a,test,0.5,\xff\xfe,1\n"), "UTF-8"),
+    "curves.csv with foreign bytes": (
+        _append("curves.csv", b"full,all,a,test,0.5,\xff\xfe,1\n"),
+        "UTF-8",
+    ),
     "barriers.csv a short row in the middle": (
         _middle_row("barriers.csv", lambda line: line.rsplit(",", 1)[0]),
         "line 3",

@@ -27,6 +27,7 @@ from lwlc import inputs, layers, memory, outputs, results
 from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.barriers import REFERENCES
 from lwlc.checkpoints import Checkpoint
+from lwlc.cli import argument_error
 from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
 from lwlc.evaluation import Evaluator
@@ -497,7 +498,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         args = parser.parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
-        raise LwlcError(f"{' '.join(str(err).split())} (see lwlc analyze --help)") from None
+        raise argument_error(err, "analyze") from None
     if args.ckpt and len(args.ckpt) > 1:
         return _run_many(args)
     args.ckpt = args.ckpt[0] if args.ckpt else None
@@ -529,6 +530,7 @@ def _run_pair(args: Any) -> int:
     if empty:
         raise LwlcError(f"split {empty[0]!r} has no samples (val_size 0?): choose other --splits")
     example = next(iter(data.values()))[0][:2]
+    inputs.check_fits(model, example, type(datamodule).__name__)
     groups, custom = _groups(args, model, example)
     if out is None:
         _print_layers(groups, state_a)
@@ -708,6 +710,28 @@ def _labels(files: Sequence[str]) -> list[str]:
     return ["_".join(p.parts[1:]) for p in paths]
 
 
+def _check_networks(files: Sequence[str]) -> None:
+    """Read every file of ``--ckpt m1 m2 ...`` before any pair is written: each must be one
+    network, finite, and of the first one's layers, shapes and dtypes."""
+    first = None
+    for file in files:
+        ck = inputs.read_network(file)
+        if ck.paired:
+            raise LwlcError(
+                f"--ckpt {file} is a paired checkpoint (two networks) among several: list "
+                f"single-network checkpoints, or compare its members with --ckpt {file} alone"
+            )
+        state = ck.members["model"]
+        layers.check_finite(state, file)
+        if first is None:
+            first = state
+        else:
+            try:
+                layers.check_compatible(first, state)
+            except LwlcError as err:
+                raise LwlcError(f"--ckpt {files[0]} (A) and {file} (B) differ: {err}") from None
+
+
 def _run_many(args: Any) -> int:
     """``--ckpt m1 m2 m3 ...``: every pair analysed into ``--out/<m_i>~<m_j>``, all pairs'
     barriers in ``--out/barriers.csv`` (plus ``model_a``, ``model_b``), a matrix per layer.
@@ -719,6 +743,7 @@ def _run_many(args: Any) -> int:
     _options(args)
     out = None if args.list_layers else _out_path(args, [])
     labels = _labels(args.ckpt)
+    _check_networks(args.ckpt)
     rows: Rows = []
     for i, j in combinations(range(len(labels)), 2):
         pair = args.clone()

@@ -178,7 +178,9 @@ def vouch(config: Any, source: str, remedy: str, allowed: Iterable[str] = ()) ->
             )
 
 
-def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[str] = ()) -> None:
+def check_lightning_checkpoint(
+    path: str | os.PathLike[str], allowed: Iterable[str] = (), paired: bool | None = None
+) -> None:
     """Refuse, in one line, a ``--ckpt_path`` that is unreadable, needs code to unpickle, or names
     classes that neither lwlc/torch/torchvision nor the user's config vouch for.
 
@@ -193,13 +195,21 @@ def check_lightning_checkpoint(path: str | os.PathLike[str], allowed: Iterable[s
         )
     saved = {k: obj.get(k) for k in ("hyper_parameters", "datamodule_hyper_parameters")}
     vouch(saved, str(path), "name that class in your own config if you trust the file", allowed)
+    holds_pair = any(k.startswith(tuple(MEMBER_PREFIXES)) for k in obj["state_dict"])
+    if paired is not None and holds_pair != paired:
+        held, trained = ("a pair", "one network") if holds_pair else ("one network", "a pair")
+        raise LwlcError(
+            f"{path} holds {held}, but your config trains {trained}: give a checkpoint of the "
+            "same kind (lwlc analyze --ckpt-a/--ckpt-b compares single networks)"
+        )
 
 
-def check_lightning_run(config: Any) -> None:
+def check_lightning_run(config: Any, paired: bool | None = None) -> None:
     """Make a Lightning subcommand's checkpoint loading safe: force ``weights_only=True`` and verify
     an explicit ``ckpt_path`` with lwlc's reader before Lightning opens it.
 
-    ``config`` is the subcommand's jsonargparse namespace (``fit``, ``validate``, ...).
+    ``config`` is the subcommand's jsonargparse namespace (``fit``, ``validate``, ...);
+    ``paired``: whether its model trains a pair (then the checkpoint must hold one).
     """
     if "weights_only" in config:
         if config.weights_only is False:
@@ -210,4 +220,4 @@ def check_lightning_run(config: Any) -> None:
         config.weights_only = True
     path = config.get("ckpt_path") if "ckpt_path" in config else None
     if path and str(path).split(":")[0] not in LIGHTNING_CKPT_KEYWORDS:
-        check_lightning_checkpoint(path, class_paths(config.as_dict()))
+        check_lightning_checkpoint(path, class_paths(config.as_dict()), paired)

@@ -13,6 +13,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from lwlc.errors import LwlcError
 
@@ -29,6 +30,7 @@ TOOL_COMMANDS = {
     "experiment": "run one of the paper's experiment recipes",
 }
 DEBUG_FLAG = "--debug"
+KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 def order_seeds(order_seed_a: int, order_seed_b: int) -> list[int]:
@@ -99,7 +101,8 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             """Parse, then make checkpoint loading safe before Lightning reads ``--ckpt_path``."""
             super().parse_arguments(parser, args)
             if self.config.get("subcommand"):
-                check_lightning_run(self.config[self.config.subcommand])
+                config = self.config[self.config.subcommand]
+                check_lightning_run(config, issubclass(_model_class(config), PairedModule))
 
         def before_instantiate_classes(self) -> None:
             """Apply num_threads; default the checkpoint directory and best's metric."""
@@ -112,7 +115,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 if checkpoint.dirpath is None:
                     checkpoint.dirpath = os.path.join(root, "checkpoints")
             if config.best_checkpoint.monitor is None:
-                paired = issubclass(_import_class(config.model.class_path), PairedModule)
+                paired = issubclass(_model_class(config), PairedModule)
                 config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
 
         def instantiate_trainer(self, **kwargs: object) -> Trainer:
@@ -139,6 +142,11 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             )
         except MisconfigurationException as err:  # Lightning's word for a setting that can't work
             raise LwlcError(_one_line(str(err))) from err
+        except RuntimeError as err:
+            reason = _state_dict_error(str(err))
+            if reason is None:
+                raise
+            raise LwlcError(reason) from err
         finally:
             sys.argv = saved_argv
 
@@ -167,9 +175,33 @@ def _silence_upstream_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-def _import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
+def _model_class(config: Any) -> type:
+    """The LightningModule class the user's config names (their own choice: importing it is
+    theirs)."""
+    module, _, name = config.model.class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def _state_dict_error(message: str) -> str | None:
+    """torch's load_state_dict error (a --ckpt_path of other shapes or layers) as one line."""
+    if "Error(s) in loading state_dict" not in message:
+        return None
+    size = re.search(
+        r"size mismatch for (\S+): copying a param with shape torch.Size\(\[([^\]]*)\]\) from "
+        r"checkpoint, the shape in current model is torch.Size\(\[([^\]]*)\]\)",
+        message,
+    )
+    if size:
+        key, theirs, ours = size.groups()
+        what = f"{key} is ({theirs}) in the checkpoint and ({ours}) in the model"
+    else:
+        keys = re.search(r'(Missing|Unexpected) key\(s\) in state_dict: "([^"]+)"', message)
+        where = "the model" if keys and keys.group(1) == "Missing" else "the checkpoint"
+        what = f"{keys.group(2)} is only in {where}" if keys else _one_line(message)[:200]
+    return (
+        f"--ckpt_path does not fit the model of your config: {what}; use the config the "
+        "checkpoint was trained with (its hparams.yaml or config.yaml)"
+    )
 
 
 def _tool(name: str) -> Callable[[list[str]], None]:
@@ -244,11 +276,28 @@ def config_error(message: str) -> str:
     failed; only the class's reason is kept, e.g.
     ``model.init_args.model: Option 'widht' is not accepted``.
     """
-    text = _one_line(message).split(" - Expected a <class 'NoneType'>")[0]
+    full = _one_line(message)
+    text = full.split(" - Expected a <class 'NoneType'>")[0]
     keys = re.findall(r'Parser key "([^"]+)"', text)
+    wrong = re.search(r"Expected a <class '(int|float|bool)'>.*?(?:Given|Got) value: (\S+)", full)
+    if keys and wrong and "class_path" not in full:
+        kind, value = wrong.groups()
+        note = " (NaN and infinity are not numbers here)" if value.lower().lstrip("+-") in (
+            "nan", "inf", "infinity"
+        ) else ""
+        return f"{'.init_args.'.join(keys)}: expected {KINDS[kind]}, got {value!r}{note}"
     reason = re.split(r"Problem with given class_path '[^']*': |Parser key \"[^\"]+\": ", text)[-1]
     reason = reason.split("Errors: - ")[-1]
     return f"{'.init_args.'.join(keys)}: {reason}" if keys else reason
+
+
+def argument_error(err: Exception, command: str) -> LwlcError:
+    """A tool's (``lwlc analyze``, ...) jsonargparse error as one line naming the flag."""
+    reason = config_error(str(err))
+    flag = re.match(r"([\w.]+): ", reason)
+    if flag and "." not in flag.group(1):
+        reason = f"--{flag.group(1).replace('_', '-')}{reason[flag.end(1):]}"
+    return LwlcError(f"{reason} (see lwlc {command} --help)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from lwlc import outputs
+from lwlc.cli import argument_error
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv, write_json
 
@@ -200,9 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except Exception as err:  # jsonargparse's ArgumentError
-        raise LwlcError(
-            f"{str(err).strip().splitlines()[0]} (see lwlc experiment --help)"
-        ) from None
+        raise argument_error(err, "experiment") from None
     if args.list:
         for name in recipe_names():
             print(f"{name}: {load_recipe(name).CLAIM}")

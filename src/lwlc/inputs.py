@@ -175,3 +175,43 @@ def check_model(model: nn.Module, state: dict[str, Tensor]) -> None:
                 f"the model, {tuple(state[k].shape)} in the checkpoint; pass the right --model "
                 "(e.g. its width)"
             )
+
+
+def check_fits(model: nn.Module, example: Tensor, data: str) -> None:
+    """Refuse, naming both shapes, a model whose input does not take the data's samples.
+
+    ``example`` is a batch of the data (``data`` names its module); one forward pass on it in
+    eval mode tells whether the two belong together before any work is done.
+    """
+    import torch
+
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        first = next(
+            (f"{name} {type(m).__name__}" + _layer_shape(m)
+             for name, m in model.named_modules()
+             if next(m.parameters(recurse=False), None) is not None),
+            type(model).__name__,
+        )  # fmt: skip
+        reason = " ".join(str(err).split())[:160]
+        raise LwlcError(
+            f"the model does not fit the data: its first layer is {first}, but {data} gives "
+            f"samples of shape {tuple(example.shape[1:])} ({example.dtype}); choose the matching "
+            f"--model or --data ({reason})"
+        ) from None
+    finally:
+        model.train(training)
+
+
+def _layer_shape(m: nn.Module) -> str:
+    """What a layer takes in, for messages: ``(in 784)`` or ``(3 channels in)``."""
+    if isinstance(m, nn.Linear):
+        return f" (takes {m.in_features} features)"
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return f" (takes {m.in_channels} channels)"
+    if isinstance(m, nn.Embedding):
+        return f" (takes token ids below {m.num_embeddings})"
+    return ""

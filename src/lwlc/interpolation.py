@@ -9,6 +9,7 @@ model, which is how duplicates and shared prefixes are found.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ def default_alphas(points: int = 11) -> list[float]:
 
 def check_alphas(alphas: Sequence[float]) -> list[float]:
     """Sorted, unique alphas in [0, 1] with both endpoints; raise otherwise."""
+    nonfinite = [a for a in alphas if not math.isfinite(float(a))]
+    if nonfinite:
+        raise LwlcError(
+            f"alphas must be numbers in [0, 1], got {nonfinite[0]} (not a number): e.g. 0,0.5,1"
+        )
     values = sorted({float(a) for a in alphas})
     if len(values) < 2:
         raise LwlcError(f"need at least 2 alphas, got {list(alphas)}")

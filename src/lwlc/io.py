@@ -29,7 +29,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from lwlc.errors import LwlcError
+from lwlc.errors import LwlcError, readable_bytes
 
 TEXT_COLUMNS = frozenset({"plan", "group", "rest_from", "split", "reference"})
 
@@ -109,16 +109,6 @@ def sha256(path: str | os.PathLike[str]) -> str:
 DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
-def _size(n: float) -> str:
-    """``n`` bytes for a reader: ``0 B``, ``12.0 KiB``, ``3.4 GiB``."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{int(n)} B" if i == 0 else f"{n:.1f} {units[i]}"
-
-
 def _mount_point(path: Path) -> Path:
     """The existing directory holding ``path``, up to the mount point it lives on."""
     path = path.absolute()
@@ -145,7 +135,7 @@ def disk_full_error(
     if not isinstance(named, (str, os.PathLike)):
         return LwlcError(f"{DISK_FULL[err.errno]} while writing an unnamed file: {advice}")
     mount = _mount_point(Path(named))
-    free = _size(shutil.disk_usage(mount).free)
+    free = readable_bytes(shutil.disk_usage(mount).free)
     return LwlcError(f"{DISK_FULL[err.errno]} writing {named} ({free} free on {mount}): {advice}")
 
 

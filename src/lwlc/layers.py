@@ -137,7 +137,7 @@ def available(groups: Sequence[Group], limit: int = 40) -> str:
 
 
 def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:
-    """Raise naming the first key or shape where two state dicts differ."""
+    """Raise naming the first key, shape or dtype where two state dicts differ."""
     missing_b = [k for k in a if k not in b]
     missing_a = [k for k in b if k not in a]
     if missing_a or missing_b:
@@ -155,6 +155,11 @@ def check_compatible(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None:
             raise LwlcError(
                 f"shape mismatch at {k!r}: A {tuple(a[k].shape)} vs B {tuple(b[k].shape)}; "
                 "compare checkpoints of the same architecture"
+            )
+        if a[k].dtype != b[k].dtype:
+            raise LwlcError(
+                f"dtype mismatch at {k!r}: A {a[k].dtype} vs B {b[k].dtype}; convert one "
+                "checkpoint so both hold the same dtypes (e.g. save model.float().state_dict())"
             )
 
 

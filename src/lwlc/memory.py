@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError
+from lwlc.errors import LwlcError, readable_bytes
 from lwlc.evaluation import Coefficients, Evaluator
 from lwlc.interpolation import Path, coefficients
 
@@ -143,10 +143,6 @@ def stack_bytes(chosen: MemoryPlan, requested: int) -> int:
     return max(0, min(requested, free // STACK_FACTOR))
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
-
-
 def plan(
     budget: int,
     batch_size: int,
@@ -185,21 +181,22 @@ def plan(
             activations_per_sample,
             calibration_batch,
         )
+    size = readable_bytes
     if fitting >= 1:
+        calibration_need = fixed + weights + calibration_batch * activations_per_sample
         raise LwlcError(
             f"a BatchNorm calibration batch of {calibration_batch} samples needs about "
-            f"{_gib(fixed + weights + calibration_batch * activations_per_sample)} but the memory "
-            f"budget is {_gib(budget)} ({TENSOR_SHARE:.0%} for tensors): lower --bn-batch-size "
-            f"to at most {fitting} (the statistics depend on it, so lwlc does not shrink it) or "
-            "raise --memory-budget"
+            f"{size(calibration_need)} but the memory budget is {size(budget)} "
+            f"({TENSOR_SHARE:.0%} for tensors): lower --bn-batch-size to at most {fitting} (the "
+            "statistics depend on it, so lwlc does not shrink it) or raise --memory-budget"
         )
     need = fixed + weights + activations_per_sample
     raise LwlcError(
-        f"the evaluation needs about {_gib(need)} even with batch size 1 and one path per chunk "
-        f"(models and data {_gib(fixed)}, interpolated weights {_gib(weights)}, activations "
-        f"{_gib(activations_per_sample)} per sample) but the memory budget is {_gib(budget)} "
-        f"({TENSOR_SHARE:.0%} for tensors): raise --memory-budget, use fewer --max-samples or "
-        "alphas, or a machine with more memory"
+        f"the evaluation needs about {size(need)} even with batch size 1 and one path per "
+        f"chunk (models and data {size(fixed)}, interpolated weights {size(weights)}, "
+        f"activations {size(activations_per_sample)} per sample) but the memory budget is "
+        f"{size(budget)} ({TENSOR_SHARE:.0%} for tensors): raise --memory-budget, use fewer "
+        "--max-samples or alphas, or a machine with more memory"
     )
 
 
@@ -287,7 +284,7 @@ def plan_sweep(
         print(
             f"memory: batch size {chosen.batch_size} (asked {batch_size}), {chosen.chunk_size} "
             f"paths per chunk (asked {chunk_size}) to fit the budget of "
-            f"{chosen.budget / GIB:.2f} GiB",
+            f"{readable_bytes(chosen.budget)}",
             file=sys.stderr,
         )
     return chosen

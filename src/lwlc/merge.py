@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from lwlc import inputs, layers, outputs
 from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.calibration import batchnorm_layers, recalibrated_state
+from lwlc.cli import argument_error
 from lwlc.errors import LwlcError
 from lwlc.interpolation import Path, interpolate
 from lwlc.io import save_state_dict
@@ -159,13 +160,16 @@ def _check_args(args: Any) -> None:
         )
 
 
-def _calibration(args: Any, data_cfg: dict[str, Any] | None) -> Tensor:
-    """Training inputs for --bn reset."""
+def _calibration(args: Any, data_cfg: dict[str, Any] | None, model: nn.Module) -> Tensor:
+    """Training inputs for --bn reset, checked to fit ``model``."""
     if data_cfg is None:
         raise LwlcError(
             "--bn reset needs training data and the checkpoint records none: pass --data CLASS"
         )
-    return inputs.build_data(args, data_cfg).tensors("train", args.bn_samples)[0]
+    datamodule = inputs.build_data(args, data_cfg)
+    samples = datamodule.tensors("train", args.bn_samples)[0]
+    inputs.check_fits(model, samples[:2], type(datamodule).__name__)
+    return samples
 
 
 def run(argv: Sequence[str]) -> FsPath:
@@ -173,18 +177,22 @@ def run(argv: Sequence[str]) -> FsPath:
     try:
         args = build_parser().parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
-        raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc merge --help)") from None
+        raise argument_error(err, "merge") from None
     _check_args(args)
     state_a, state_b, cks, found = inputs.read_members(args, "merge")
     model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
+    layers.check_finite(state_a, "A")
+    layers.check_finite(state_b, "B")
     model = inputs.build_network(args, model_cfg, state_a)
     groups = layers.select(layers.default_groups(model), inputs.csv_list(args.groups))
     state_b = align(args.align, model, state_a, state_b)
     state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
     data_cfg = inputs.data_config(args, cks)
     if args.bn == "reset" and batchnorm_layers(model):
-        state = recalibrated_state(model, state, _calibration(args, data_cfg), args.bn_batch_size)
+        state = recalibrated_state(
+            model, state, _calibration(args, data_cfg, model), args.bn_batch_size
+        )
     provenance = {
         "sources": [{"path": ck.path, "sha256": ck.sha256} for ck in cks],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lwlc.cli import argument_error
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv
 from lwlc.outputs import check_out
@@ -107,7 +108,7 @@ def run(argv: Sequence[str]) -> list[Path]:
     try:
         args = build_parser().parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
-        raise LwlcError(f"{str(err).strip().splitlines()[0]} (see lwlc plot --help)") from None
+        raise argument_error(err, "plot") from None
     results = find_results(Path(args.run_dir))
     out = check_out(args.out or results)
     curves, barriers = (read_results(results / name) for name in RESULT_FILES)
