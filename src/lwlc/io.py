@@ -18,10 +18,12 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import tempfile
 import traceback
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +33,17 @@ from torch import Tensor
 
 from lwlc.errors import LwlcError, readable_bytes
 
+# what torch's own and plain-data pickles import (tensors, dtypes, bytes, sets), which torch's
+# safe unpickler allows: a refusal names the first other object
+TORCH_OWN = (
+    "torch.",
+    "collections.OrderedDict",
+    "collections.Counter",
+    "_codecs.encode",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.bytearray",
+)
 TEXT_COLUMNS = frozenset({"plan", "group", "rest_from", "split", "reference"})
 
 
@@ -60,12 +73,43 @@ def _unreadable(p: Path, err: Exception) -> LwlcError:
     )
 
 
+def pickled_imports(path: str | os.PathLike[str]) -> list[str]:
+    """The ``module.name`` objects the pickles in ``path`` would import, read from their opcodes
+    without running them (a torch zip file's ``*.pkl`` members, or a bare or legacy pickle)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            blobs = [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
+    else:
+        blobs = [Path(path).read_bytes()]
+    found: list[str] = []
+    for blob in blobs:
+        stream = io.BytesIO(blob)
+        while stream.tell() < len(blob):  # a legacy torch file is several pickles, then data
+            strings: list[str] = []
+            try:
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name in ("GLOBAL", "INST"):
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            except (ValueError, pickle.UnpicklingError, UnicodeDecodeError):
+                break
+    return found
+
+
 def unpickling_error(path: str | os.PathLike[str], err: pickle.UnpicklingError) -> LwlcError:
     """The one-line error for a file torch's safe unpickler rejected: code-running objects in it
-    (refused, with what to do) or plain damage."""
+    (refused, named, with what to do) or plain damage."""
     names = re.search(r"GLOBAL (\S+)", str(err))
     if names or "add_safe_globals" in str(err):
-        what = f"the Python object {names.group(1)}" if names else "Python objects"
+        try:  # name what is not torch's own (its tensors pickle through torch functions)
+            foreign = [n for n in pickled_imports(path) if not n.startswith(TORCH_OWN)]
+        except OSError:
+            foreign = []
+        named = foreign[0] if foreign else names.group(1) if names else None
+        what = f"the Python object {named}" if named else "Python objects"
         return LwlcError(
             f"refusing to load {path}: it holds {what}, which would run code when unpickled; lwlc "
             "loads only tensors and plain data. If you trust the file, re-save it as "
