@@ -101,8 +101,12 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             """Parse, then make checkpoint loading safe before Lightning reads ``--ckpt_path``."""
             super().parse_arguments(parser, args)
             if self.config.get("subcommand"):
-                config = self.config[self.config.subcommand]
-                check_lightning_run(config, issubclass(_model_class(config), PairedModule))
+                # fit continues training, so the checkpoint must hold what the config trains;
+                # validate/test/predict evaluate the checkpoint's own model (e.g. a merge output)
+                subcommand = self.config.subcommand
+                config = self.config[subcommand]
+                paired = issubclass(_model_class(config), PairedModule)
+                check_lightning_run(config, paired if subcommand == "fit" else None)
 
         def before_instantiate_classes(self) -> None:
             """Apply num_threads; default the checkpoint directory and best's metric."""
