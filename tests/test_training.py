@@ -270,7 +270,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Pat
 def test_warmup_cosine_rises_linearly_then_follows_a_cosine_to_zero() -> None:
     base_lr, warmup, total, start = 0.05, 4, 12, 0.002
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
-    schedule = WarmupCosine(optimizer, warmup_epochs=warmup, total_epochs=total, start_factor=start)
+    schedule = WarmupCosine(optimizer, warmup=warmup / total, start_factor=start, total_steps=total)
     rates = []
     for _ in range(total + 1):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -287,12 +287,70 @@ def test_warmup_cosine_rises_linearly_then_follows_a_cosine_to_zero() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"warmup_epochs": -1}, "warmup_epochs=-1"),
-        ({"warmup_epochs": 5, "total_epochs": 5}, "total_epochs=5"),
+        ({"warmup": -0.1}, "warmup=-0.1"),
+        ({"warmup": 1.0}, "warmup=1.0"),
         ({"start_factor": 0.0}, "start_factor=0.0"),
+        ({"total_steps": 0}, "run has 0 optimizer steps"),
     ],
 )
 def test_warmup_cosine_rejects_impossible_settings(kwargs: dict, match: str) -> None:
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(LwlcError, match=match):
         WarmupCosine(optimizer, **kwargs)
+
+
+def test_a_plain_trainer_fits_a_pair_with_the_papers_defaults(tmp_path) -> None:
+    """No CLI: the module's own optimizer (the paper's SGD) trains it, and the defaults are the
+    paper's pairing (one shared initialisation, two data orders)."""
+    from lightning.pytorch import Trainer
+
+    from lwlc.data import DigitsDataModule
+
+    pair = PairedModule(MLP(width=16))
+    assert pair.pairing()["init"] == "shared" and pair.pairing()["order"] == "different"
+    start = {k: v.clone() for k, v in pair.state_dict().items()}
+    for k in pair.net_a.state_dict():
+        assert torch.equal(start[f"net_a.{k}"], start[f"net_b.{k}"])
+    trainer = Trainer(
+        max_epochs=1, limit_train_batches=5, limit_val_batches=0, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    data = DigitsDataModule(batch_size=32)
+    trainer.fit(pair, data)
+    assert data.order_seeds == [0, 1]
+    (optimizer,) = trainer.optimizers
+    assert isinstance(optimizer, torch.optim.SGD)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.05, 0.9, 5e-4)
+    after = pair.state_dict()
+    moved = [k for k in after if not torch.equal(after[k], start[k])]
+    assert moved and any(k.startswith("net_b.") for k in moved)
+    # different data orders: the members part ways after the first steps
+    assert not torch.equal(after["net_a.fc1.weight"], after["net_b.fc1.weight"])
+
+
+def test_the_optimizer_and_schedule_come_from_init_args(tmp_path) -> None:
+    """A plain Trainer uses the optimizer and scheduler the module was given."""
+    from functools import partial
+
+    from lightning.pytorch import Trainer
+
+    from lwlc.data import DigitsDataModule
+
+    single = ClassifierModule(
+        MLP(width=16),
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+        lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
+    )
+    trainer = Trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=0, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(single, DigitsDataModule(batch_size=32))
+    (optimizer,) = trainer.optimizers
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)
+    saved = trainer.lightning_module.hparams
+    assert "optimizer" not in saved and "lr_scheduler" not in saved  # callables never pickled

@@ -173,10 +173,12 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 
 def _silence_upstream_noise() -> None:
-    """Drop two messages of Lightning that tell a user nothing: an advert, and the deprecation
-    of a torch API that Lightning itself calls."""
+    """Drop three messages of Lightning that tell a user nothing: an advert, the deprecation of
+    a torch API that Lightning itself calls, and that a config's ``optimizer:`` replaces the
+    module's default optimizer (which is what that key is for)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden by.*")
 
 
 def _model_class(config: Any) -> type:

@@ -1,17 +1,19 @@
 """The LightningModules that train one network or a pair of networks for connectivity studies.
 
-Both modules leave the optimizer and LR schedule to LightningCLI's ``optimizer:`` and
-``lr_scheduler:`` config keys. Their checkpoints hold tensors and plain data only, so that
+Both modules build their optimizer (the paper's SGD by default) and LR scheduler from their init
+args, so a plain ``Trainer.fit`` trains them; LightningCLI's ``optimizer:`` and ``lr_scheduler:``
+config keys replace both. Their checkpoints hold tensors and plain data only, so that
 ``torch.load(path, weights_only=True)`` reads them.
 """
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MeanMetric
@@ -24,12 +26,20 @@ STAGES = ("train", "val", "test")
 
 
 def _hparams_ignore() -> list[str]:
-    """Hyper-parameters to leave out of the checkpoint: the network when it is an object.
+    """Hyper-parameters to leave out of the checkpoint: the optimizer and scheduler (callables)
+    and the network when it is an object.
 
     Under LightningCLI ``model`` is saved as its config dict (class_path, init_args); built in
-    Python it is an ``nn.Module``, which would be pickled and break ``weights_only`` loading.
+    Python it is an ``nn.Module``, which would be pickled and break ``weights_only`` loading, as
+    a callable would (the run's config.yaml records the optimizer).
     """
-    return [] if _given_hyperparameters.get() is not None else ["model"]
+    callables = ["optimizer", "lr_scheduler"]
+    return callables if _given_hyperparameters.get() is not None else [*callables, "model"]
+
+
+def sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The paper's optimizer: SGD, learning rate 0.05, momentum 0.9, weight decay 5e-4."""
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
 def reinitialize(net: nn.Module, seed: int) -> None:
@@ -48,8 +58,17 @@ def reinitialize(net: nn.Module, seed: int) -> None:
 class _ClassificationBase(pl.LightningModule):
     """Shared machinery: cross-entropy, per-member accuracy, logging, speed switches."""
 
-    def __init__(self, members: Sequence[str], channels_last: bool, compile: bool) -> None:
+    def __init__(
+        self,
+        members: Sequence[str],
+        channels_last: bool,
+        compile: bool,
+        optimizer: OptimizerCallable,
+        lr_scheduler: LRSchedulerCallable | None,
+    ) -> None:
         super().__init__()
+        self._optimizer = optimizer
+        self._lr_scheduler = lr_scheduler
         self._members = tuple(members)
         self._channels_last = channels_last
         self._compile = compile
@@ -64,6 +83,14 @@ class _ClassificationBase(pl.LightningModule):
                 net.to(memory_format=torch.channels_last)
             if self._compile:
                 net.compile()
+
+    def configure_optimizers(self) -> Any:
+        """The init args' optimizer (and LR scheduler) over every parameter; a LightningCLI
+        config's ``optimizer:``/``lr_scheduler:`` keys replace them."""
+        optimizer = self._optimizer(self.parameters())
+        if self._lr_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self._lr_scheduler(optimizer)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._channels_last:  # readers of the checkpoint may assume contiguous tensors
@@ -116,14 +143,22 @@ class ClassifierModule(_ClassificationBase):
 
     Args:
         model: The network.
+        optimizer: Builds the optimizer from the parameters (a config's ``optimizer:`` key
+            replaces it).
+        lr_scheduler: Builds the LR scheduler from the optimizer (None: a constant rate).
         channels_last: Use the channels-last memory format (faster convolutions on GPUs).
         compile: torch.compile the network.
     """
 
     def __init__(
-        self, model: nn.Module, channels_last: bool = False, compile: bool = False
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(members=("",), channels_last=channels_last, compile=compile)
+        super().__init__(("",), channels_last, compile, optimizer, lr_scheduler)
         self.save_hyperparameters(ignore=_hparams_ignore())
         self.net = model
         self._prepare_nets([self.net])
@@ -163,10 +198,14 @@ class PairedModule(_ClassificationBase):
     Args:
         model: The architecture (a template: both members are re-initialised copies of it).
         init_seed_a: Seed of A's initialisation.
-        init_seed_b: Seed of B's initialisation (equal to init_seed_a: a shared init).
+        init_seed_b: Seed of B's initialisation (equal to init_seed_a, the default: a shared init,
+            as in the paper; another seed: independent networks).
         order_seed_a: Seed of A's data order (the CLI passes the order seeds to the data).
         order_seed_b: Seed of B's data order (equal to order_seed_a: one shared stream).
         spawn_steps: Train A alone for this many optimizer steps, then copy it into B (0: off).
+        optimizer: Builds the optimizer from both members' parameters (a config's ``optimizer:``
+            key replaces it).
+        lr_scheduler: Builds the LR scheduler from the optimizer (None: a constant rate).
         channels_last: Use the channels-last memory format (faster convolutions on GPUs).
         compile: torch.compile both members.
     """
@@ -175,14 +214,16 @@ class PairedModule(_ClassificationBase):
         self,
         model: nn.Module,
         init_seed_a: int = 0,
-        init_seed_b: int = 1,
+        init_seed_b: int = 0,
         order_seed_a: int = 0,
         order_seed_b: int = 1,
         spawn_steps: int = 0,
+        optimizer: OptimizerCallable = sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        super().__init__(members=("a", "b"), channels_last=channels_last, compile=compile)
+        super().__init__(("a", "b"), channels_last, compile, optimizer, lr_scheduler)
         if spawn_steps < 0:
             raise LwlcError(f"spawn_steps={spawn_steps} must be >= 0 (0 = no spawning)")
         self.save_hyperparameters(ignore=_hparams_ignore())
@@ -227,7 +268,10 @@ class PairedModule(_ClassificationBase):
         return self.net_a(x), self.net_b(x)
 
     def on_fit_start(self) -> None:
-        data_seeds = getattr(self.trainer.datamodule, "order_seeds", None)
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and getattr(datamodule, "order_seeds", []) is None:
+            datamodule.order_seeds = self.order_seeds  # left to the pair (the data's default)
+        data_seeds = getattr(datamodule, "order_seeds", None)
         if data_seeds is not None and list(data_seeds) != self.order_seeds:
             raise LwlcError(
                 f"the data module's order_seeds={list(data_seeds)} do not match the pair's order "

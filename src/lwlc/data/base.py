@@ -119,7 +119,9 @@ class TensorDataModule(L.LightningDataModule):
 
     Subclasses set the class attributes and implement ``_load``; ``_prepare`` checks for (or
     downloads) the files. The train/val split is a ``split_seed`` permutation of the official
-    training set; ``test`` is the official test set.
+    training set; ``test`` is the official test set. ``order_seeds`` gives one shuffled training
+    stream per seed; left at None, the model sets them (a pair its two order seeds, one network
+    seed 0), so a plain ``Trainer.fit(PairedModule(MLP()), DigitsDataModule())`` works.
     """
 
     name: str
@@ -135,7 +137,7 @@ class TensorDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_size: float = 0.1,
         split_seed: int = 0,
-        order_seeds: Sequence[int] = (0,),
+        order_seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -145,7 +147,7 @@ class TensorDataModule(L.LightningDataModule):
             )
         if not 0 <= val_size < 1:
             raise LwlcError(f"val_size is a fraction of the training set in [0, 1), got {val_size}")
-        if not order_seeds:
+        if order_seeds is not None and not order_seeds:
             raise LwlcError("order_seeds is empty: give one data-order seed per trained network")
         self.save_hyperparameters()
         self.batch_size = batch_size
@@ -153,7 +155,7 @@ class TensorDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.val_size = val_size
         self.split_seed = split_seed
-        self.order_seeds = [int(seed) for seed in order_seeds]
+        self.order_seeds = None if order_seeds is None else [int(seed) for seed in order_seeds]
         self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
 
     def _prepare(self) -> None:
@@ -218,7 +220,7 @@ class TensorDataModule(L.LightningDataModule):
                 self.batch_size,
                 EpochSeededSampler(len(labels), seed),
             )
-            for seed in self.order_seeds
+            for seed in self.order_seeds or [0]
         ]
         return loaders[0] if len(loaders) == 1 else loaders
 
