@@ -15,9 +15,11 @@ DEMO_ANALYZE = $(LWLC) analyze --ckpt $(DEMO_CKPT) --out $(DEMO_DIR)/analysis --
 
 setup: $(STAMP)
 
+# No torch pin: pyproject's ranges choose the newest release pip can see. On the CI machine
+# that is the local index's torch 2.14.1 / torchvision 0.29.1, which its own pip constraints
+# (/etc/xdg/pip/constraints.txt, see `pip config list`) cap; elsewhere the newest 2.x.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lwlc.errors import LwlcError
+from lwlc.lazy import defer_transformers
 
 LIGHTNING_COMMANDS = {
     "fit": "train a model (a pair of networks or one network) from a config",
@@ -308,6 +309,7 @@ def argument_error(err: Exception, command: str) -> LwlcError:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lwlc`` command."""
+    defer_transformers()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get("LWLC_DEBUG") == "1"
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
