@@ -158,8 +158,8 @@ def test_barrier_matrices_draw_each_cell_on_one_scale() -> None:
         for (m, t), v in cells.items()
     ]
     fig = plots.barrier_matrices(rows, "model", "toward", "group", metric="error")
-    panels = [ax for ax in fig.axes if ax.get_title().startswith("group: ")]
-    assert [ax.get_title() for ax in panels] == ["group: fc1", "group: fc2"]
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("layer: ")]
+    assert [ax.get_title() for ax in panels] == ["layer: fc1", "layer: fc2"]
     meshes = [ax.collections[0] for ax in panels]
     nan = float("nan")
     fc1 = torch.tensor([[nan, 5.0], [-2.5, nan]])  # rows x, y; columns in the same order; in pp

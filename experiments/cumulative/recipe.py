@@ -110,7 +110,7 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             {k: v for k, v in r.items() if k not in TIME_COLUMNS}
             for r in experiment.rows_where(history, epoch=last)
         ] + [r for r in custom if r["plan"] == "custom"]
-        figure = plots.layer_barriers(final, "midpoint")
+        figure = plots.layer_barriers(final, "midpoint", pairing=setup.description)
         plots.save_figure(figure, out / "figures" / f"{name}_orders.png")
         for plan in ("cumulative_front", "cumulative_back"):  # the Callback drew them
             heatmap = plots.heatmap_name("test", plan, "loss")

@@ -177,7 +177,7 @@ def measure(out: Path, setup: Setup) -> dict[str, float | str]:
     for name, (b, description) in pairs.items():
         rows = curves(net, a, b, paths, alphas, data)
         write_csv(out / name / "curves.csv", rows, CURVE_COLUMNS)
-        figure = plots.interpolation_curves(rows, loss_unit="squared error")
+        figure = plots.interpolation_curves(rows, loss_unit="squared error", pairing=description)
         plots.save_figure(figure, out / "figures" / f"{name}_curves.png")
         result[f"{name}/pair"] = description
         result.update({f"{name}/{k}": v for k, v in summarize(rows, alphas).items()})

@@ -141,25 +141,35 @@ def summary(df: pd.DataFrame) -> dict[str, float | str]:
 
 
 def figure(df: pd.DataFrame) -> Figure:
-    """Mean client accuracy over rounds: one column per split, own task (top) and all classes."""
+    """Mean client accuracy (%) over rounds: one panel per split, own task (top) and all classes,
+    each on one y axis across splits."""
     splits = list(dict.fromkeys(df["split"]))
-    with plots._look():
-        fig, axes = plots._axes(len(METRICS), len(splits), 3.4, 2.6)
-        for col, split in enumerate(splits):
-            for row, (metric, label) in enumerate(METRICS.items()):
-                ax = axes[row][col]
+    df = df.assign(**{metric: 100.0 * df[metric] for metric in METRICS})
+    schemes = list(dict.fromkeys(df["averaging"]))
+    with plots.look():
+        fig, panels = plots.panel_grid(
+            len(splits), 3.4, 2.4, len(METRICS), plots.legend_width(schemes)
+        )
+        for panel, split in zip(panels, splits, strict=True):
+            for ax, (metric, label) in zip(panel, METRICS.items(), strict=True):
                 sns.lineplot(
                     data=df[df["split"] == split],
                     x="round",
                     y=metric,
                     hue="averaging",
+                    hue_order=schemes,
                     marker="o",
                     markersize=3,
                     ax=ax,
-                    legend=row == 0 and col == 0,
+                    legend=ax is panels[0][0],
                 )
-                ax.set_title(split if row == 0 else "")
-                ax.set_ylabel(label if col == 0 else "")
-        axes[0][0].legend(fontsize="xx-small", title="server averages", title_fontsize="x-small")
-        fig.suptitle(f"federated learning, {CLIENTS} clients: mean client test accuracy per round")
+                ax.set_ylabel(f"{label} (%)" if ax.get_subplotspec().is_first_col() else "")
+                ax.set_xlabel("round" if ax is panel[-1] else "")
+            panel[0].set_title(f"split: {split}")
+        plots.legend_from(fig, panels[0][0], "server averages")
+        fig.suptitle(
+            f"federated learning, {CLIENTS} clients from one initialisation: mean client test "
+            "accuracy per round",
+            wrap=True,
+        )
     return fig

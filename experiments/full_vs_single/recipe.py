@@ -33,9 +33,13 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         curves, barriers = experiment.analyze(setup.fit(root), root / "analysis", options)
         figures = out / "figures"
         plots.save_figure(
-            plots.layer_barriers(barriers, "midpoint"), figures / f"{name}_barriers.png"
+            plots.layer_barriers(barriers, "midpoint", pairing=setup.description),
+            figures / f"{name}_barriers.png",
         )
-        plots.save_figure(plots.interpolation_curves(curves), figures / f"{name}_curves.png")
+        plots.save_figure(
+            plots.interpolation_curves(curves, pairing=setup.description),
+            figures / f"{name}_curves.png",
+        )
         prefix = f"{setup.network}/{setup.pairing}/"
         result[f"{prefix}pairing"] = setup.description
         result.update({prefix + k: v for k, v in experiment.accuracies(curves).items()})

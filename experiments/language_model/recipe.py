@@ -153,9 +153,12 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     write_csv(out / "barriers.csv", result.barriers, BARRIER_COLUMNS)
     figures = out / "figures"
     plots.save_figure(
-        plots.layer_barriers(result.barriers, "midpoint"), figures / "lm_barriers.png"
+        plots.layer_barriers(result.barriers, "midpoint", pairing=PAIRING),
+        figures / "lm_barriers.png",
     )
-    plots.save_figure(plots.interpolation_curves(result.curves), figures / "lm_curves.png")
+    plots.save_figure(
+        plots.interpolation_curves(result.curves, pairing=PAIRING), figures / "lm_curves.png"
+    )
     ends = result.endpoints["test"]
     headline: dict[str, float | str] = {
         "pairing": PAIRING,

@@ -165,8 +165,11 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         write_csv(root / "barriers.csv", barriers, BARRIER_COLUMNS)
         df = pd.DataFrame(curves)
         figures = out / "figures"
-        plots.save_figure(direction_figure(df, layers), figures / f"{setup.network}_directions.png")
-        plots.save_figure(noise_figure(df), figures / f"{setup.network}_noise.png")
+        pairing = setup.description
+        plots.save_figure(
+            direction_figure(df, layers, pairing), figures / f"{setup.network}_directions.png"
+        )
+        plots.save_figure(noise_figure(df, pairing), figures / f"{setup.network}_noise.png")
         numbers = {
             "pairing": setup.description,
             "acc_a": ends["acc_a"],
@@ -206,46 +209,54 @@ def summary(barriers: pd.DataFrame, curves: pd.DataFrame, loss_a: float) -> dict
     return result
 
 
-def direction_figure(curves: pd.DataFrame, layers: Sequence[str]) -> Figure:
-    """Loss along each layer's averaging direction vs random directions of the same length."""
+def direction_figure(curves: pd.DataFrame, layers: Sequence[str], pairing: str) -> Figure:
+    """Loss along each layer's averaging direction vs random directions of the same length,
+    one panel per layer on one y axis."""
     df = curves[curves["direction"].isin(["averaging", "random"])]
-    cols = min(4, len(layers))
-    rows_ = -(-len(layers) // cols)
-    with plots._look():
-        fig, axes = plots._axes(rows_, cols, 2.8, 2.3)
-        flat = [ax for row in axes for ax in row]
-        for ax, layer in zip(flat, layers, strict=False):
+    with plots.look():
+        margin = plots.legend_width(["averaging"])
+        fig, panels = plots.panel_grid(len(layers), 2.8, 2.3, margin=margin)
+        for (ax,), layer in zip(panels, layers, strict=True):
             sns.lineplot(
                 data=df[df["group"] == layer],
                 x="alpha",
                 y="loss",
                 hue="direction",
+                hue_order=["averaging", "random"],
                 errorbar="sd",
                 marker="o",
                 markersize=3,
                 ax=ax,
-                legend=ax is flat[0],
+                legend=ax is panels[0][0],
             )
             ax.set_title(layer, fontsize="small")
-            ax.set_xlabel("alpha (0: A, 1: moved layer)")
-        for ax in flat[len(layers) :]:
-            ax.set_visible(False)
-        fig.suptitle("one layer of A moved to B's layer vs to a random point at the same distance")
+            ax.set_xlabel("alpha (0: A, 1: moved)")
+            ax.set_ylabel("test loss (nats)" if ax.get_subplotspec().is_first_col() else "")
+        plots.legend_from(fig, panels[0][0], "direction")
+        fig.suptitle(
+            f"one layer of A moved to B's layer vs to a random point at the same "
+            f"distance (random: mean ± sd of the draws), test split\npair: {pairing}",
+            wrap=True,
+        )
     return fig
 
 
-def noise_figure(curves: pd.DataFrame) -> Figure:
+def noise_figure(curves: pd.DataFrame, pairing: str) -> Figure:
     """Loss under Gaussian noise of growing norm in one layer at a time and in the whole model."""
     df = curves[curves["direction"].str.startswith("noise")].copy()
     df["where"] = df["group"].where(df["direction"] == "noise in one layer", "whole model")
-    with plots._look():
-        fig, axes = plots._axes(1, 1, 5.0, 3.4)
-        ax = axes[0][0]
+    places = list(dict.fromkeys(df["where"]))
+    with plots.look():
+        fig, panels = plots.panel_grid(1, 5.0, 3.4, margin=plots.legend_width(places))
+        ax = panels[0][0]
         sns.lineplot(
             data=df, x="norm", y="loss", hue="where", errorbar="sd", marker="o", markersize=3, ax=ax
         )
         ax.set_xlabel(f"noise norm ({NOISE_SCALE:g} x ||b - a|| at the right end)")
         ax.set_ylabel("test loss (nats)")
-        ax.legend(fontsize="xx-small", title="noise in", title_fontsize="x-small")
-        fig.suptitle("Gaussian noise in one layer vs the whole model")
+        plots.legend_from(fig, ax, "noise in")
+        fig.suptitle(
+            f"Gaussian noise in one layer vs the whole model, test split\npair: {pairing}",
+            wrap=True,
+        )
     return fig

@@ -256,11 +256,14 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     return summary(df, dims)
 
 
+NETS = "two networks: shared initialisation, each on its own half of the data"
+
+
 def summary(df: pd.DataFrame, dims: dict[str, str]) -> dict[str, float | str]:
     """Mean test loss over all draws for each space, whole model and per layer."""
     clean = df[df["space"] == "clean"]
     result: dict[str, float | str] = {
-        "pairing": "shared initialisation, each net on its own half of the data",
+        "pairing": NETS.removeprefix("two networks: "),
         "clean_loss": float(clean[clean["scope"] == "all layers"]["loss"].mean()),
         "clean_accuracy": float(clean[clean["scope"] == "all layers"]["accuracy"].mean()),
         "training_subspace_dim": dims["all layers"],
@@ -302,22 +305,23 @@ def _scatter(df: pd.DataFrame, ax: object, legend: bool) -> None:
 
 def noise_figure(df: pd.DataFrame, title: str) -> Figure:
     """Test loss vs noise scale for each space (dashed: the clean nets)."""
-    with plots._look():
-        fig, axes = plots._axes(1, 1, 5.5, 3.6)
-        _scatter(df, axes[0][0], legend=True)
-        axes[0][0].legend(fontsize="xx-small")
-        fig.suptitle(f"random unit noise x sigma ({title})")
+    with plots.look():
+        fig, panels = plots.panel_grid(1, 5.5, 3.6, margin=plots.legend_width(SPACES))
+        _scatter(df, panels[0][0], legend=True)
+        plots.legend_from(fig, panels[0][0])
+        fig.suptitle(f"random unit noise x sigma ({title}), test split\n{NETS}", wrap=True)
     return fig
 
 
 def layer_figure(df: pd.DataFrame) -> Figure:
-    """The same, with noise within one layer at a time."""
+    """The same, with noise within one layer at a time (one y axis for every layer)."""
     layers = list(dict.fromkeys(df["scope"]))
-    with plots._look():
-        fig, axes = plots._axes(1, len(layers), 3.2, 3.0)
-        for i, (ax, layer) in enumerate(zip(axes[0], layers, strict=True)):
-            _scatter(df[df["scope"] == layer], ax, legend=i == 0)
+    with plots.look():
+        fig, panels = plots.panel_grid(len(layers), 3.2, 3.0, margin=plots.legend_width(SPACES))
+        for (ax,), layer in zip(panels, layers, strict=True):
+            _scatter(df[df["scope"] == layer], ax, legend=ax is panels[0][0])
             ax.set_title(layer, fontsize="small")
-        axes[0][0].legend(fontsize="xx-small")
-        fig.suptitle("noise within one layer")
+            ax.set_ylabel("test loss" if ax.get_subplotspec().is_first_col() else "")
+        plots.legend_from(fig, panels[0][0])
+        fig.suptitle(f"noise within one layer, test split\n{NETS}", wrap=True)
     return fig

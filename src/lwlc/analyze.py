@@ -651,7 +651,7 @@ def _run_pair(args: Any) -> int:
                 write_json(out / "summary.json", summary)
             raise
     if args.plots:
-        _plot(out, curves, barriers)
+        figures(out, curves, barriers, summary)
     print(f"\npair: {describe_pairing(cks)}")
     for split in opts.splits:
         print_table(barriers, split)
@@ -659,19 +659,24 @@ def _run_pair(args: Any) -> int:
     return 0
 
 
-def _plot(out: FsPath, curves: Rows, barriers: Rows) -> None:
-    """Draw the analysis figures when the plot module is available (it needs seaborn)."""
-    try:
-        from lwlc import plots
-    except ImportError:
-        return
-    plots.save_analysis_figures(out, curves, barriers)
+def figures(
+    out: FsPath, curves: Rows, barriers: Rows, summary: Mapping[str, Any], reference: str = "path"
+) -> list[FsPath]:
+    """Draw an analysis's figures into ``out`` (also ``lwlc plot``'s): curves and bars per split
+    at ``reference``, and with ``--align`` the before/after matrices at every reference; their
+    titles say how the pair was made (from ``summary``). Returns the files written."""
+    from lwlc import plots
+
+    pairing = plots.pairing_text(summary)
+    written = plots.save_analysis_figures(out, curves, barriers, reference, pairing)
     comparison = _alignment_rows(barriers)
     for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in comparison):
         fig = plots.barrier_matrices(
-            comparison, "group", "alignment", "rest_from", reference=ref, split=split
-        )
-        plots.save_figure(fig, out / f"alignment_{split}_{ref}.png")
+            comparison, "group", "alignment", "rest_from", reference=ref, split=split,
+            pairing=pairing,
+        )  # fmt: skip
+        written.append(plots.save_figure(fig, out / f"alignment_{split}_{ref}.png"))
+    return written
 
 
 def _alignment_rows(barriers: Rows) -> Rows:
@@ -756,13 +761,17 @@ def _run_many(args: Any) -> int:
         rows += [{**r, **names} for r in read_csv(FsPath(pair.out) / "barriers.csv")]
     write_csv(out / "barriers.csv", rows, PAIR_COLUMNS)
     if args.plots:
-        _plot_pairwise(out, rows)
+        pairwise_figures(out, rows)
     print(f"\nall pairs: {out}/barriers.csv (one folder per pair in {out})")
     return 0
 
 
+# The pairwise matrices' axes: the model whose other layers are kept, the one interpolated toward.
+ROW, COLUMN = "rest from", "interpolated toward"
+
+
 def _pairwise_rows(rows: Rows, aligned: bool) -> Rows:
-    """Barrier rows as matrix cells: ``model`` is the rest model, ``toward`` the other one."""
+    """Barrier rows as matrix cells: ``ROW`` is the rest model, ``COLUMN`` the other one."""
     cells = []
     for r in rows:
         plan = str(r["plan"])
@@ -775,24 +784,29 @@ def _pairwise_rows(rows: Rows, aligned: bool) -> Rows:
             chosen = ends
         else:
             chosen = ends[:1] if r["rest_from"] == "a" else ends[1:]
-        cells += [{**r, "group": group, "model": m, "toward": t} for m, t in chosen]
+        cells += [{**r, "group": group, ROW: m, COLUMN: t} for m, t in chosen]
     return cells
 
 
-def _plot_pairwise(out: FsPath, rows: Rows) -> None:
-    """``pairwise[_aligned]_<split>_<reference>.png``: per layer, model x model loss barriers."""
-    try:
-        from lwlc import plots
-    except ImportError:
-        return
+def pairwise_figures(out: FsPath, rows: Rows) -> list[FsPath]:
+    """``pairwise[_aligned]_<split>_<reference>.png``: per layer, model x model loss barriers
+    (also ``lwlc plot``'s for a folder of several checkpoints). Returns the files written."""
+    from lwlc import plots
+
+    models = list(dict.fromkeys(m for r in rows for m in (r["model_a"], r["model_b"])))
+    written = []
     for aligned in (False, True):
         cells = _pairwise_rows(rows, aligned)
+        pairing = f"every pair of {', '.join(map(str, models))}" + (
+            ", B aligned to A" if aligned else ""
+        )
         for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in cells):
             fig = plots.barrier_matrices(
-                cells, "model", "toward", "group", reference=ref, split=split
+                cells, ROW, COLUMN, "group", reference=ref, split=split, pairing=pairing
             )
             name = f"pairwise{'_aligned' if aligned else ''}_{split}_{ref}.png"
-            plots.save_figure(fig, out / name)
+            written.append(plots.save_figure(fig, out / name))
+    return written
 
 
 def _version() -> str:

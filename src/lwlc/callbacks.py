@@ -451,7 +451,8 @@ class LayerwiseBarrierCallback(Callback):
             elif self.figures:
                 from lwlc import plots
 
-                plots.save_heatmaps(self._dir, self.barriers, self.reference)
+                pairing = plots.pairing_text(self._info)
+                plots.save_heatmaps(self._dir, self.barriers, self.reference, pairing=pairing)
         self._write_summary(trainer, "complete")
 
     # ------------------------------------------------------------ evaluation
@@ -580,7 +581,9 @@ class LayerwiseBarrierCallback(Callback):
             if metrics:
                 from lwlc import plots
 
-                written = plots.save_heatmaps(self._dir, history, self.reference, metrics)
+                written = plots.save_heatmaps(
+                    self._dir, history, self.reference, metrics, plots.pairing_text(self._info)
+                )
                 caption = f"through epoch {history[-1]['epoch']}"
                 payload |= {
                     f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": wandb.Image(

@@ -1,8 +1,9 @@
 """``lwlc plot RUN_DIR``: redraw the figures of an analysis or of a training run from its CSVs.
 
-RUN_DIR is an ``lwlc analyze`` results directory, a barrier Callback directory, or a run
-directory holding one in ``barriers/``. Results with ``epoch``/``step`` columns (training-time)
-also get the layers x epochs heatmaps.
+RUN_DIR is an ``lwlc analyze`` results directory, a barrier Callback directory, a run directory
+holding one in ``barriers/``, or the ``--out`` of ``lwlc analyze --ckpt m1 m2 ...`` (its pairwise
+matrices and every pair's folder). Results with ``epoch``/``step`` columns (training-time) also
+get the layers x epochs heatmaps. Figure titles take the pairing from ``summary.json``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def find_results(run_dir: Path) -> Path:
     )
 
 
-def read_results(path: Path) -> list[dict[str, object]]:
+def read_results(path: Path, needed: Sequence[str] | None = None) -> list[dict[str, object]]:
     """The rows of ``curves.csv`` or ``barriers.csv``, refused with one line unless every row
     has the columns the figures need (with ``epoch`` and ``step`` if either is there).
 
@@ -82,7 +83,7 @@ def read_results(path: Path) -> list[dict[str, object]]:
     if not rows:
         raise LwlcError(f"{path} holds no results yet: nothing to draw")
     timed = any(c in rows[0] for c in TIME_COLUMNS)
-    columns = (*NEEDED_COLUMNS[path.name], *(TIME_COLUMNS if timed else ()))
+    columns = (*(needed or NEEDED_COLUMNS[path.name]), *(TIME_COLUMNS if timed else ()))
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise LwlcError(f"{path} lacks the column(s) {', '.join(missing)}: {what}")
@@ -95,12 +96,76 @@ def read_results(path: Path) -> list[dict[str, object]]:
     return rows
 
 
-def _logged_reference(results: Path) -> str | None:
-    """The reference the Callback logged with (recorded in its summary.json), if any."""
+def _summary(results: Path) -> dict[str, Any]:
+    """The results' summary.json (how the pair was made, the options), or {} if unreadable."""
     try:
-        return json.loads((results / "summary.json").read_text())["options"]["reference"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        summary = json.loads((results / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _logged_reference(summary: dict[str, Any]) -> str | None:
+    """The reference the Callback logged with (recorded in its summary.json), if any."""
+    options = summary.get("options")
+    return options.get("reference") if isinstance(options, dict) else None
+
+
+def _check_reference(reference: str, barriers: Sequence[dict[str, object]], path: Path) -> None:
+    present = list(dict.fromkeys(str(r["reference"]) for r in barriers))
+    if reference not in present:
+        raise LwlcError(
+            f"no barriers with --reference {reference} in {path}: choose {' or '.join(present)}"
+        )
+
+
+def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
+    """The figures of one analysis or training run's results, drawn into ``out``."""
+    curves, barriers = (read_results(results / name) for name in RESULT_FILES)
+    summary = _summary(results)
+    training = "step" in barriers[0]
+    if training:
+        reference = reference or _logged_reference(summary) or "midpoint"
+    else:
+        reference = reference or "path"
+    _check_reference(reference, barriers, results / "barriers.csv")
+    from lwlc import analyze, plots
+
+    if training:
+        pairing = plots.pairing_text(summary)
+        return plots.save_training_figures(out, curves, barriers, reference, pairing)
+    return analyze.figures(out, curves, barriers, summary, reference)
+
+
+def _is_pairwise(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is the ``--out`` of ``lwlc analyze --ckpt m1 m2 ...``: all pairs'
+    barriers.csv and no curves.csv (those are in the pairs' folders)."""
+    return (run_dir / "barriers.csv").is_file() and not (run_dir / "curves.csv").exists()
+
+
+def _redraw_pairs(run_dir: Path, out: Path, reference: str | None) -> list[Path]:
+    """The pairwise matrices of several checkpoints, then each pair's own figures."""
+    from lwlc import analyze
+
+    rows = read_results(run_dir / "barriers.csv", analyze.PAIR_COLUMNS)
+    pairs = list(dict.fromkeys(f"{r['model_a']}~{r['model_b']}" for r in rows))
+    missing = [p for p in pairs if not all((run_dir / p / n).is_file() for n in RESULT_FILES)]
+    if missing:
+        raise LwlcError(
+            f"{run_dir}/barriers.csv holds the pair {missing[0]}, but {run_dir / missing[0]} has "
+            "no curves.csv and barriers.csv: give the whole folder lwlc analyze --ckpt m1 m2 ... "
+            "wrote"
+        )
+    if reference is not None:
+        _check_reference(reference, rows, run_dir / "barriers.csv")
+        rows = [r for r in rows if r["reference"] == reference]
+    for pair in pairs:  # every pair's CSVs are checked before anything is drawn
+        _, barriers = (read_results(run_dir / pair / name) for name in RESULT_FILES)
+        _check_reference(reference or "path", barriers, run_dir / pair / "barriers.csv")
+    written = analyze.pairwise_figures(out, rows)
+    for pair in pairs:
+        written += _redraw(run_dir / pair, check_out(out / pair), reference)
+    return written
 
 
 def run(argv: Sequence[str]) -> list[Path]:
@@ -109,25 +174,11 @@ def run(argv: Sequence[str]) -> list[Path]:
         args = build_parser().parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise argument_error(err, "plot") from None
-    results = find_results(Path(args.run_dir))
-    out = check_out(args.out or results)
-    curves, barriers = (read_results(results / name) for name in RESULT_FILES)
-    training = "step" in barriers[0]
-    if training:
-        reference = args.reference or _logged_reference(results) or "midpoint"
-    else:
-        reference = args.reference or "path"
-    present = list(dict.fromkeys(str(r["reference"]) for r in barriers))
-    if reference not in present:
-        raise LwlcError(
-            f"no barriers with --reference {reference} in {results}/barriers.csv: "
-            f"choose {' or '.join(present)}"
-        )
-    from lwlc import plots
-
-    if training:
-        return plots.save_training_figures(out, curves, barriers, reference)
-    return plots.save_analysis_figures(out, curves, barriers, reference)
+    run_dir = Path(args.run_dir)
+    if _is_pairwise(run_dir):
+        return _redraw_pairs(run_dir, check_out(args.out or run_dir), args.reference)
+    results = find_results(run_dir)
+    return _redraw(results, check_out(args.out or results), args.reference)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
