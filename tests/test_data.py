@@ -1,8 +1,10 @@
 """The data modules: real loaders on fabricated files, splits, data order, normalisation, errors."""
 
+import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +16,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
 import lwlc.data.base
+import lwlc.data.mnist
 from fixtures_data import write_cifar10, write_cifar100, write_mnist
 from lwlc.data import (
     CIFAR10DataModule,
@@ -449,3 +452,91 @@ def test_lightning_sets_each_epoch_order_and_combines_seed_loaders() -> None:
         for loader, seed in enumerate((0, 1)):
             got = torch.cat([b[loader] for b in batches])
             assert torch.equal(got, y[_epoch_order(len(y), seed, epoch)])
+
+
+# ---------------------------------------------------------------- where the data came from
+
+
+class _Lines(logging.Handler):
+    """Collects the ``lwlc: data:`` lines Lightning's logger passes on (rank_zero_info)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("lwlc: data:"):
+            self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def data_lines() -> Iterator[list[str]]:
+    """The data lines logged during the test (Lightning's logger does not propagate to root)."""
+    handler = _Lines()
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def test_fashion_mnist_logs_the_system_folder_files_and_split_sizes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_lines: list[str]
+) -> None:
+    system = tmp_path / "usr-share-datasets-fashion-mnist"
+    write_mnist(system, n_train=60, n_test=20, gz=True)
+    monkeypatch.setattr(FashionMNISTDataModule, "system_dirs", (str(system),))
+    dm = FashionMNISTDataModule(root=str(tmp_path / "empty"), val_size=0.25)
+    dm.setup("fit")
+    dm.setup("test")
+    files = ", ".join(f"{name}.gz" for name in lwlc.data.mnist.FILES.values())
+    assert data_lines == [
+        f"lwlc: data: FashionMNIST from {system}/ ({files}) (45 train, 15 val, 20 test)"
+    ]
+
+
+def test_mnist_in_torchvision_layout_logs_its_raw_folder(
+    tmp_path: Path, data_lines: list[str]
+) -> None:
+    write_mnist(tmp_path / "MNIST" / "raw", n_train=40, n_test=10, gz=False)
+    MNISTDataModule(root=str(tmp_path), val_size=0.1).setup()
+    [line] = data_lines
+    assert line.startswith(f"lwlc: data: MNIST from {tmp_path / 'MNIST' / 'raw'}/ (")
+    assert "train-images-idx3-ubyte," in line and ".gz" not in line
+    assert line.endswith("(36 train, 4 val, 10 test)")
+
+
+def test_cifar_digits_and_text_log_where_they_read(
+    tmp_path: Path, cifar_md5_skipped: None, data_lines: list[str]
+) -> None:
+    write_cifar10(tmp_path, per_batch=8, n_test=10)
+    CIFAR10DataModule(root=str(tmp_path), val_size=0.25).setup()
+    DigitsDataModule().setup()
+    text = tmp_path / "corpus.txt"
+    text.write_text("ab" * 600, encoding="utf-8")
+    lwlc.data.CharTextDataModule(path=str(text), block_size=10, val_size=0.1).setup()
+    n_digits = len(load_digits().target)
+    n_test = round(0.2 * n_digits)
+    n_val = round(0.1 * (n_digits - n_test))
+    windows = (1080 - 11) // 10 + 1  # 90% of 1200 characters, every 10th start
+    assert data_lines == [
+        f"lwlc: data: CIFAR-10 from {tmp_path / 'cifar-10-batches-py'}/ "
+        "(30 train, 10 val, 10 test)",
+        "lwlc: data: digits from scikit-learn's embedded copy (sklearn.datasets.load_digits) "
+        f"({n_digits - n_test - n_val} train, {n_val} val, {n_test} test)",
+        f"lwlc: data: text from {text}, 1200 characters "
+        f"({windows - round(0.1 * windows)} train, {round(0.1 * windows)} val, 11 test)",
+    ]
+
+
+def test_hf_text_module_logs_its_file_and_tokens(tmp_path: Path, data_lines: list[str]) -> None:
+    from lwlc.hf import TextDataModule
+
+    text = tmp_path / "wiki.txt"
+    text.write_text("é" * 500, encoding="utf-8")  # 1000 UTF-8 bytes
+    TextDataModule(str(text), seq_len=9, val_fraction=0.1, test_fraction=0.2).setup()
+    windows = (1000 - 1) // 9
+    n_test, n_val = round(0.2 * windows), round(0.1 * windows)
+    assert data_lines == [
+        f"lwlc: data: text from {text} (1000 tokens, UTF-8 bytes) "
+        f"({windows - n_val - n_test} train, {n_val} val, {n_test} test windows of 9)"
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -191,7 +192,7 @@ class TextDataModule(L.LightningDataModule):
         return torch.tensor(tok(text)["input_ids"], dtype=torch.long)
 
     def setup(self, stage: str | None = None) -> None:
-        """Tokenise once and cut the windows."""
+        """Tokenise once, cut the windows and log where they came from (one line, rank 0)."""
         if self._windows is not None:
             return
         tokens = self.tokens()
@@ -211,6 +212,11 @@ class TextDataModule(L.LightningDataModule):
             "val": windows[n_train : n_train + n_val],
             "test": windows[n_train + n_val :],
         }
+        tokens_of = "UTF-8 bytes" if self.tokenizer == "bytes" else f"tokenizer {self.tokenizer}"
+        rank_zero_info(
+            f"lwlc: data: text from {self.path} ({len(tokens)} tokens, {tokens_of}) ({n_train} "
+            f"train, {n_val} val, {n_test} test windows of {self.seq_len})"
+        )
 
     def tensors(self, split: str, max_samples: int | None = None) -> tuple[Tensor, Tensor]:
         """The first ``max_samples`` windows of a split as (inputs, next-token targets)."""

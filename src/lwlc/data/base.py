@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator, Sequence
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -172,12 +173,20 @@ class TensorDataModule(L.LightningDataModule):
         """The augmentation applied to training batches (none by default)."""
         return None
 
+    def source(self) -> str:
+        """Where ``_load`` reads the data from, for the log line of ``setup`` (by default the
+        method itself: subclasses name their folder, files or package)."""
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}._load"
+
     def prepare_data(self) -> None:
         """Check for or download the data (Lightning calls this on one process per node)."""
         self._prepare()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load, normalise and split the data once; later calls do nothing."""
+        """Load, normalise and split the data once, and log where it came from (one line, rank 0:
+        ``lwlc: data: <name> from <source> (<n> train, <n> val, <n> test)``); later calls do
+        nothing."""
         if self._splits is not None:
             return
         train_x, train_y, test_x, test_y = self._load()
@@ -192,6 +201,10 @@ class TensorDataModule(L.LightningDataModule):
             "val": (train_x[val], train_y[val]),
             "test": (test_x, test_y),
         }
+        rank_zero_info(
+            f"lwlc: data: {self.name} from {self.source()} ({len(train)} train, {n_val} val, "
+            f"{len(test_y)} test)"
+        )
 
     def normalise(self, images: Tensor) -> Tensor:
         """Per-channel standardisation of [0, 1]-scaled images with the data set's mean and std."""

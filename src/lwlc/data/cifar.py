@@ -61,6 +61,9 @@ class CifarDataModule(TensorDataModule):
         images = torch.from_numpy(data.data).permute(0, 3, 1, 2).to(torch.float32) / 255.0
         return images, torch.as_tensor(data.targets, dtype=torch.long)
 
+    def source(self) -> str:
+        return f"{self.folder}/"
+
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         self._require_folder()
         return (*self._read(train=True), *self._read(train=False))

@@ -24,6 +24,9 @@ class DigitsDataModule(TensorDataModule):
     mean = (0.30526028624095713,)
     std = (0.3760492217920148,)
 
+    def source(self) -> str:
+        return "scikit-learn's embedded copy (sklearn.datasets.load_digits)"
+
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0

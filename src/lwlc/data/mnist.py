@@ -90,6 +90,12 @@ class IdxDataModule(TensorDataModule):
             )
         return files
 
+    def source(self) -> str:
+        """The folder and the four files found there."""
+        files = self._located()
+        folder = next(iter(files.values())).parent
+        return f"{folder}/ ({', '.join(path.name for path in files.values())})"
+
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         files = self._located()
         images = {k: read_idx(files[k], read_image_file) for k in ("train_images", "test_images")}

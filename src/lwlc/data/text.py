@@ -121,6 +121,10 @@ class CharTextDataModule(TensorDataModule):
         """Token ids need no normalisation."""
         return images
 
+    def source(self) -> str:
+        text = "Python's documentation (pydoc_data.topics)" if self.path is None else self.path
+        return f"{text}, {len(self.text)} characters"
+
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ids = self.encode(self.text)
         cut = round(len(ids) * (1.0 - self.test_fraction))
