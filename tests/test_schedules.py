@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Trainer
 from torch import nn
 
 from conftest import CONFIGS
 from lwlc.cli import main
+from lwlc.data import DigitsDataModule
+from lwlc.models import MLP
 from lwlc.schedules import StepDecay, WarmupCosine
+from lwlc.training import ClassifierModule
 from lwlc_runs import DIGITS
 
 LR = 0.05  # the digits config's SGD rate
@@ -124,3 +128,24 @@ def test_the_resnet_config_warms_up_from_1e_4_over_5_of_200_epochs_then_cosine()
     assert rates[5] == pytest.approx(0.05)
     assert rates[5 + 65] == pytest.approx(0.05 * (1 + math.cos(math.pi / 3)) / 2)
     assert rates[200] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_plain_trainer_spans_the_schedule_over_its_run() -> None:
+    module = ClassifierModule(
+        MLP(64, 10, 16, 1), lr_scheduler=lambda opt: WarmupCosine(opt, warmup=0.5, start_factor=0.5)
+    )
+    trainer = Trainer(
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=DigitsDataModule())
+    (schedule,) = trainer.lr_scheduler_configs
+    assert schedule.interval == "step" and schedule.scheduler.total_steps == 6
+    assert schedule.scheduler.last_epoch == 6  # stepped after each of the 6 optimizer steps
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

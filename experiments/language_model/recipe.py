@@ -73,7 +73,7 @@ class SequencePairedModule(PairedModule):
             self.parameters(), lr=self.lr, betas=(0.9, 0.99), weight_decay=0.1
         )
         schedule = WarmupCosine(
-            optimizer, warmup_epochs=self.warmup, total_epochs=self.steps, start_factor=0.1
+            optimizer, warmup=self.warmup / self.steps, start_factor=0.1, total_steps=self.steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

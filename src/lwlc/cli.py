@@ -49,6 +49,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
     from lwlc import checkpoint_io
     from lwlc.checkpoints import check_lightning_run
+    from lwlc.schedules import RunSchedule, lightning_entry
     from lwlc.training import PairedModule
 
     class SaveConfig(SaveConfigCallback):
@@ -122,6 +123,18 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             if config.best_checkpoint.monitor is None:
                 paired = issubclass(_model_class(config), PairedModule)
                 config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
+
+        @staticmethod
+        def configure_optimizers(
+            lightning_module: LightningModule, optimizer: Any, lr_scheduler: Any = None
+        ) -> Any:
+            """Lightning's, but an lwlc schedule (``RunSchedule``) spans this run: its length is
+            the trainer's optimizer steps (unless its total_steps is set), and it is stepped
+            after each of them."""
+            if not isinstance(lr_scheduler, RunSchedule):
+                return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+            schedule = lightning_entry(lr_scheduler, lightning_module.trainer)
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
 
         def instantiate_trainer(self, **kwargs: object) -> Trainer:
             """Lightning's Trainer, saving its checkpoints atomically beside their target (also

@@ -87,6 +87,14 @@ class RunSchedule(LambdaLR):
         return {k: v for k, v in super().state_dict().items() if k not in OWN_SETTINGS}
 
 
+def lightning_entry(scheduler: RunSchedule, trainer: Any) -> dict[str, Any]:
+    """Lightning's ``lr_scheduler`` entry for ``scheduler``: spread over the trainer's optimizer
+    steps (``estimated_stepping_batches``) unless its total_steps is set, stepped after each."""
+    if scheduler.total_steps is None:
+        scheduler.follow(trainer.estimated_stepping_batches)
+    return {"scheduler": scheduler, "interval": "step"}
+
+
 class WarmupCosine(RunSchedule):
     """Linear warm-up from ``lr * start_factor`` to ``lr`` over the first ``warmup`` of the run,
     then a cosine to 0 at its end.

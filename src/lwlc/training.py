@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 
 from lwlc.data.base import PAD_LABEL
 from lwlc.errors import LwlcError
+from lwlc.schedules import RunSchedule, lightning_entry
 
 Batch = Sequence[torch.Tensor]
 STAGES = ("train", "val", "test")
@@ -90,7 +91,10 @@ class _ClassificationBase(pl.LightningModule):
         optimizer = self._optimizer(self.parameters())
         if self._lr_scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self._lr_scheduler(optimizer)}
+        scheduler = self._lr_scheduler(optimizer)
+        if isinstance(scheduler, RunSchedule):  # spans this run, stepped after every step
+            scheduler = lightning_entry(scheduler, self.trainer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._channels_last:  # readers of the checkpoint may assume contiguous tensors
