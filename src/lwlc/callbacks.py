@@ -44,6 +44,10 @@ METRICS = ("loss", "error")
 TIME_COLUMNS = ("epoch", "step")
 HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
 HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
+# Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
+# the summary, the figures and the temporary files of an interrupted write.
+FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png")
+OUTPUTS = ("curves.csv", "barriers.csv", "summary.json", *FIGURES, ".*.tmp")
 SPLITS = ("train", "val", "test")
 LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
 Data = dict[str, tuple[Tensor, Tensor]]
@@ -355,9 +359,7 @@ class LayerwiseBarrierCallback(Callback):
         if self.groups:
             groups = layers.regroup(groups, self.groups)
         self._paths = make_paths(groups, self.plans, self.rest_from)
-        self._dir = (
-            Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
-        )
+        self._dir = self.output_dir(trainer)
         self._in_files = {}
         self._info = {
             "pairing": pairing,
@@ -417,6 +419,14 @@ class LayerwiseBarrierCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Fresh run: the initialisation (epoch 0). Resumed run: an evaluation the checkpoint missed.
         self._at_epoch_boundary(trainer, pl_module, trainer.current_epoch)
+    def output_dir(self, trainer: pl.Trainer) -> Path:
+        """``dirpath``, else ``<default_root_dir>/barriers``."""
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
+
+    def run_files(self, trainer: pl.Trainer) -> list[Path]:
+        """The files an earlier run left in the Callback's directory (lwlc.rundir asks)."""
+        return sorted({p for pattern in OUTPUTS for p in self.output_dir(trainer).glob(pattern)})
+
         if self._step_due(trainer.global_step) and not self._recorded(trainer.global_step):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
 
@@ -512,7 +522,13 @@ class LayerwiseBarrierCallback(Callback):
             self._in_files = {}
 
     def _write_csvs(self) -> None:
-        """Bring the CSV files up to date: append new rows, rewrite them after other changes."""
+        """Bring the CSV files up to date: append new rows, rewrite them after other changes.
+
+        Rewritten CSVs no longer match the figures drawn from the earlier ones (an earlier run's,
+        or before a relabelling): those are removed, and drawn again from the new rows."""
+        if not self._in_files:
+            for figure in (p for pattern in FIGURES for p in self._dir.glob(pattern)):
+                figure.unlink(missing_ok=True)
         for name, rows, columns in (
             ("curves.csv", self.curves, HISTORY_CURVE_COLUMNS),
             ("barriers.csv", self.barriers, HISTORY_BARRIER_COLUMNS),

@@ -31,6 +31,13 @@ TOOL_COMMANDS = {
     "experiment": "run one of the paper's experiment recipes",
 }
 DEBUG_FLAG = "--debug"
+OVERWRITE_FLAG = "--overwrite"
+OVERWRITE_HELP = (
+    f"{OVERWRITE_FLAG}: a folder (trainer.default_root_dir) holds one run; lwlc fit refuses one "
+    "that holds an earlier run's files (checkpoints, barriers, logs, wandb, config.yaml) unless it "
+    f"continues that run (--ckpt_path inside the folder). {OVERWRITE_FLAG} removes those files "
+    "first (only those) and trains anew."
+)
 KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
@@ -46,35 +53,45 @@ def _lightning_cli() -> Callable[[list[str]], None]:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from lwlc import checkpoint_io
+    from lwlc import checkpoint_io, rundir
     from lwlc.checkpoints import check_lightning_run
+    from lwlc.loggers import check_logger_packages
+    from lwlc.loggers import WandbLogger, folder_run_id, record_run_info
     from lwlc.schedules import RunSchedule, lightning_entry
     from lwlc.training import PairedModule
 
     class SaveConfig(SaveConfigCallback):
-        """Lightning's config saver; its refusal to overwrite an earlier run's config is a
-        user error (it happens when a run without a logger reuses a folder)."""
+        """Lightning's config saver, for one run per folder: a fit replaces the config of the
+        run it continues (lwlc fit refused any other run's folder before), validate, test and
+        predict keep the fit's; the fit's config is also recorded once, as ``lwlc.config``."""
 
         def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-            try:
+            self.overwrite = stage == "fit"
+            saved = os.path.join(trainer.log_dir or ".", self.config_filename)
+            if self.overwrite or not os.path.isfile(saved):
                 super().setup(trainer, pl_module, stage)
-            except RuntimeError as err:
-                if self.config_filename not in str(err):
-                    raise
-                raise LwlcError(
-                    f"{os.path.join(trainer.log_dir, self.config_filename)} exists: an earlier run "
-                    "used this folder; choose another trainer.default_root_dir or enable a logger "
-                    "(it gives each run a folder of its own)"
-                ) from err
+
+        def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+            if stage == "fit":
+                record_run_info(trainer, {})
 
     class LwlcCLI(LightningCLI):
         """LightningCLI with lwlc's checkpoints and the pair's order-seed link.
 
         Checkpoints go to ``<default_root_dir>/checkpoints/``: ``last.ckpt`` after every epoch
-        (``last-v1.ckpt`` ... when an earlier run left one) and ``best-epoch=E-step=S.ckpt`` by
-        ``a/val/acc`` (pairs) or ``val/acc``, each written atomically (``lwlc.checkpoint_io``).
+        and ``best-epoch=E-step=S.ckpt`` by ``a/val/acc`` (pairs) or ``val/acc``, each written
+        atomically (``lwlc.checkpoint_io``). The folder holds one run (``lwlc.rundir``): a fit
+        into another run's folder is refused unless ``overwrite``; loggers without a save_dir
+        write there, and every later command there continues the run's W&B run.
         """
+
+        def __init__(self, *args: Any, overwrite: bool, started: dict[str, Any], **kwargs: Any):
+            self.overwrite = overwrite
+            self.started = started  # the trainer of a fit in a fresh folder, for run() to clean
+            self.continues = False
+            super().__init__(*args, **kwargs)
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_argument(
@@ -114,12 +131,23 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             """Apply num_threads; default the checkpoint directory and best's metric."""
             config = self.config[self.subcommand] if self.subcommand else self.config
             _check_accelerator(config.trainer.accelerator)
+            check_logger_packages(config.trainer.logger)
             if config.num_threads is not None:
                 torch.set_num_threads(config.num_threads)
             root = config.trainer.default_root_dir or os.getcwd()
             for checkpoint in (config.checkpoint, config.best_checkpoint):
                 if checkpoint.dirpath is None:
                     checkpoint.dirpath = os.path.join(root, "checkpoints")
+            loggers = _logger_specs(config.trainer.logger)
+            for spec in loggers:
+                if "save_dir" in spec.init_args and spec.init_args.save_dir is None:
+                    spec.init_args.save_dir = root
+            dirs = [config.checkpoint.dirpath, config.best_checkpoint.dirpath]
+            self.continues = rundir.continues(root, dirs, config.ckpt_path)
+            if self.subcommand != "fit" or self.continues:
+                for spec in loggers:
+                    if spec.class_path == "lwlc.loggers.WandbLogger" and not spec.init_args.version:
+                        spec.init_args.version = folder_run_id(spec.init_args.save_dir or ".")
             if config.best_checkpoint.monitor is None:
                 paired = issubclass(_model_class(config), PairedModule)
                 config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
@@ -141,23 +169,64 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             with the user's own plugins and under DDP; a CheckpointIO the user chose is kept)."""
             trainer = super().instantiate_trainer(**kwargs)
             checkpoint_io.install(trainer.strategy)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):  # SaveConfig records the whole config
+                    logger.lightning_hparams = False
+            if self.subcommand == "fit" and rank_zero_only.rank == 0:
+                self._claim_folder(trainer)
             return trainer
+
+        def _claim_folder(self, trainer: Trainer) -> None:
+            """Make the fit's folder hold this run only: refuse an earlier run's files, or
+            remove them with ``overwrite``; a resume continues the run already there."""
+            root, ckpt_path = trainer.default_root_dir, self.config.fit.ckpt_path
+            if self.continues:
+                if self.overwrite:
+                    raise LwlcError(
+                        f"{OVERWRITE_FLAG} would remove the run that --ckpt_path {ckpt_path} "
+                        f"continues: drop {OVERWRITE_FLAG} to resume it, or copy the checkpoint "
+                        "out of the folder to train anew from it"
+                    )
+                return
+            filename = self.save_config_kwargs.get("config_filename", "config.yaml")
+            earlier = rundir.run_files(trainer, filename)
+            if earlier and not self.overwrite:
+                last = os.path.join(self.config.fit.checkpoint.dirpath, "last.ckpt")
+                resume = f"resume it with --ckpt_path {last}, " if os.path.isfile(last) else ""
+                raise LwlcError(
+                    f"{root} holds an earlier run ({rundir.describe(earlier, root)}): {resume}"
+                    f"add {OVERWRITE_FLAG} to replace it, or choose another "
+                    "--trainer.default_root_dir"
+                )
+            rundir.remove(earlier, root)
+            self.started["fresh"] = trainer
 
     def run(args: list[str]) -> None:
         _silence_upstream_noise()
+        # --overwrite is a flag of this command, not a config key (a saved config must never
+        # carry it into the next run), and the DDP ranks Lightning starts do not need it.
+        overwrite = args[:1] == ["fit"] and OVERWRITE_FLAG in args
+        args = [a for a in args if a != OVERWRITE_FLAG] if overwrite else args
         # LightningCLI reads sys.argv, and so does Lightning's DDP launcher when it starts the
         # other ranks: both must see exactly these arguments (in-process callers pass others).
         saved_argv = sys.argv
         sys.argv = [saved_argv[0], *args]
+        started: dict[str, Any] = {}
         try:
-            LwlcCLI(
-                LightningModule,
-                LightningDataModule,
-                subclass_mode_model=True,
-                subclass_mode_data=True,
-                save_config_callback=SaveConfig,
-                parser_kwargs={"exit_on_error": False},
-            )
+            try:
+                LwlcCLI(
+                    LightningModule,
+                    LightningDataModule,
+                    subclass_mode_model=True,
+                    subclass_mode_data=True,
+                    save_config_callback=SaveConfig,
+                    parser_kwargs={"exit_on_error": False, "fit": {"epilog": OVERWRITE_HELP}},
+                    overwrite=overwrite,
+                    started=started,
+                )
+            except BaseException:
+                _forget_failed_start(started.get("fresh"))
+                raise
         except MisconfigurationException as err:  # Lightning's word for a setting that can't work
             raise LwlcError(_one_line(str(err))) from err
         except RuntimeError as err:
@@ -169,6 +238,28 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             sys.argv = saved_argv
 
     return run
+
+
+def _logger_specs(value: Any) -> list[Any]:
+    """The ``class_path``/``init_args`` entries of a parsed ``trainer.logger`` (one or a list;
+    ``true``/``false`` have none)."""
+    specs = value if isinstance(value, list) else [value]
+    return [s for s in specs if getattr(s, "class_path", None) and s.get("init_args") is not None]
+
+
+def _forget_failed_start(trainer: Any) -> None:
+    """After a fit into a fresh folder failed before its first optimizer step (a setting that
+    does not work, a data set missing, Ctrl-C), remove what it wrote there (its W&B run, logs,
+    config), so that the folder is fresh again for the corrected command. Best effort: the
+    failure itself is what the user must see."""
+    if trainer is None or trainer.global_step > 0:
+        return
+    from lwlc import rundir
+
+    try:
+        rundir.remove(rundir.run_files(trainer), trainer.default_root_dir)
+    except OSError:
+        pass
 
 
 def _check_accelerator(accelerator: object) -> None:

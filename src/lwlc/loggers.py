@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -132,19 +133,25 @@ class WandbLogger(Logger):
 
     Args:
         name: display name of the run.
-        save_dir: where the local run files go (``<save_dir>/wandb/<run>/``): the run directory.
+        save_dir: where the local run files go (``<save_dir>/wandb/<run>/``): the run directory;
+            ``lwlc fit|validate|test|predict`` set it to ``trainer.default_root_dir`` when it is
+            not given (elsewhere: the current directory).
         project: W&B project.
         mode: ``online``, ``offline`` or ``disabled``; default ``$WANDB_MODE``, else online when
             credentials are found and offline otherwise. Online without credentials is offline
             (one warning), so that nothing waits at W&B's login prompt.
         init_timeout: seconds to wait for W&B to start before falling back (online) or giving up.
         **kwargs: passed to Lightning's WandbLogger and ``wandb.init`` (``entity``, ``tags``, ...).
+
+    ``lightning_hparams``: whether the hyper-parameters Lightning logs at the start of a stage
+    (the module's and data module's) go to the run's config; lwlc's CLI turns it off, since it
+    records its whole config under ``lwlc.config`` (``log_run_info``).
     """
 
     def __init__(
         self,
         name: str | None = None,
-        save_dir: str = ".",
+        save_dir: str | None = None,
         project: str = "lwlc",
         mode: str | None = None,
         version: str | None = None,
@@ -156,7 +163,8 @@ class WandbLogger(Logger):
         super().__init__()
         if init_timeout <= 0:
             raise LwlcError(f"init_timeout={init_timeout} must be > 0 seconds")
-        self._save_dir = os.fspath(save_dir)
+        self._save_dir = os.fspath(save_dir if save_dir is not None else ".")
+        self.lightning_hparams = True
         self._version = version
         self._mode = choose_mode(mode)
         self._init = dict(
@@ -260,13 +268,25 @@ class WandbLogger(Logger):
     def log_dir(self) -> str:
         return self.save_dir
 
+    @property
+    def root_dir(self) -> str:
+        """``save_dir`` as given (W&B writes under ``<root_dir>/wandb/``); never starts the run."""
+        return self._save_dir
+
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._call("logging metrics", "log_metrics", metrics, step)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        self._call("logging the config", "log_hyperparams", params)
+        """Lightning's hyper-parameters, unless ``lightning_hparams`` is off."""
+        if self.lightning_hparams:
+            self._call("logging the config", "log_hyperparams", params)
+
+    @rank_zero_only
+    def log_run_info(self, record: Mapping[str, Any]) -> None:
+        """lwlc's record of the run (``record_run_info``) as the run's config key ``lwlc``."""
+        self._call("logging the config", "log_hyperparams", {"lwlc": dict(record)})
 
     @rank_zero_only
     def log_table(
@@ -309,6 +329,31 @@ class WandbLogger(Logger):
         if self._inner is not None:
             self._init["version"] = run.id
             self._inner = self._guard("set up", lambda: self._lightning_logger(self._mode))
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger, writing ``<save_dir>/logs/version_N/metrics.csv``; ``lwlc
+    fit|validate|test|predict`` set ``save_dir`` to ``trainer.default_root_dir`` when it is not
+    given (elsewhere: the current directory)."""
+
+    def __init__(
+        self,
+        save_dir: str | None = None,
+        name: str = "logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        root = save_dir if save_dir is not None else "."
+        super().__init__(root, name, version, prefix, flush_logs_every_n_steps)
+
+
+def folder_run_id(save_dir: str) -> str | None:
+    """The id of the W&B run whose files lie in ``<save_dir>/wandb/`` (the latest started, when
+    an older folder holds several), or None."""
+    files = pathlib.Path(save_dir, "wandb").glob("*run-*/run-*.wandb")
+    latest = max(files, key=lambda f: f.parent.name.split("run-", 1)[1], default=None)
+    return latest.stem.removeprefix("run-") if latest is not None else None
 
 
 def wandb_run(logger: Logger) -> Any:
@@ -416,10 +461,14 @@ def environment(trainer: pl.Trainer) -> dict[str, Any]:
 
 
 def record_run_info(trainer: pl.Trainer, info: Mapping[str, Any]) -> None:
-    """Record ``info``, the config and the environment as hyper-parameters ``lwlc/...``."""
+    """Record ``info``, the config and the environment as hyper-parameters ``lwlc.<key>`` (each
+    call records all of them: a later call replaces the key ``lwlc`` with a superset)."""
     record = {**info, "config": cli_config(trainer), "environment": environment(trainer)}
     for logger in trainer.loggers:
         try:
-            logger.log_hyperparams({"lwlc": record})
+            if isinstance(logger, WandbLogger):
+                logger.log_run_info(record)
+            else:
+                logger.log_hyperparams({"lwlc": record})
         except Exception as err:  # a logger that cannot store nested data must not stop training
             warn(f"{type(logger).__name__} could not record the run info ({_first_line(err)})")
