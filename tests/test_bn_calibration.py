@@ -283,7 +283,7 @@ def test_bad_calibration_sizes_are_one_line(pair, tmp_path, capsys, flag) -> Non
             main([*command, flag, "0"])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and "Traceback" not in err
-        assert f"lwlc: error: {flag} must be >= 1, got 0" in err
+        assert f"lwlc: error: {flag} must be a whole number >= 1, got 0" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.ckpt").exists()
     with pytest.raises(LwlcError, match=f"{flag[2:].replace('-', '_')}=0 must be"):
         LayerwiseBarrierCallback(**{flag[2:].replace("-", "_"): 0})

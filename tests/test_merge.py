@@ -201,9 +201,9 @@ def test_an_existing_output_is_never_overwritten(pair: Path, tmp_path: Path) -> 
         (["--groups", "fc9"], "unknown layer or group 'fc9'; available: fc1, fc2, head"),
         (
             ["--align", "git-rebasin"],
-            "unknown --align 'git-rebasin': choose none or weight-matching",
+            "--align: 'git-rebasin' is not one of none, weight-matching",
         ),
-        (["--rest-from", "c"], "unknown --rest-from 'c'"),
+        (["--rest-from", "c"], "--rest-from: 'c' is not one of a, b"),
     ],
 )
 def test_bad_options_are_one_line_errors(

@@ -349,7 +349,7 @@ BATTERY = [
     (
         "unknown-plan",
         ["analyze", "--ckpt", "{pair}", "--plans", "full,singel"],
-        ["unknown plan 'singel'"],
+        ["--plans: 'singel' is not one of full, single"],
         None,
     ),
     (
@@ -368,7 +368,7 @@ BATTERY = [
     (
         "num-alphas-one",
         ["analyze", "--ckpt", "{pair}", "--num-alphas", "1"],
-        ["--num-alphas 1", "at least 2"],
+        ["--num-alphas must be at least 2", "got 1"],
         None,
     ),
     (
@@ -512,7 +512,7 @@ BATTERY = [
     (
         "batch-size-zero",
         ["analyze", "--ckpt", "{pair}", "--batch-size", "0"],
-        ["--batch-size must be >= 1"],
+        ["--batch-size must be a whole number >= 1, got 0"],
         None,
     ),
     (
@@ -845,10 +845,14 @@ def test_a_rerun_after_a_failed_fit_never_overwrites_its_checkpoints(tmp_path):
         fit_pair(run, "--config", str(crash), "--trainer.max_epochs", "2", *logger)
     left = digests(run / "checkpoints")
     assert "last.ckpt" in left and len(left) == 2, left  # epoch 0's best and last survive
-    fit_pair(run, *logger)
+    with pytest.raises(SystemExit):  # a fresh fit there is refused: resume, or --overwrite
+        fit_pair(run, *logger)
+    assert digests(run / "checkpoints") == left
+    resume = ("--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.max_epochs", "2")
+    fit_pair(run, *logger, *resume)
     after = digests(run / "checkpoints")
-    assert {k: after[k] for k in left} == left
-    assert "last-v1.ckpt" in after
+    assert sorted(p for p in after if p.startswith("last")) == ["last.ckpt"]
+    assert after["last.ckpt"] != left["last.ckpt"], "the resumed run's newest checkpoint"
 
 
 # ------------------------------------------------------------------ determinism

@@ -1,3 +1,24 @@
-"""lwlc: train pairs of networks and measure layer-wise linear mode connectivity."""
+"""lwlc: train pairs of networks and measure layer-wise linear mode connectivity.
+
+``lwlc.measure(model_a, model_b, data, lwlc.MeasureSpec(...))`` measures two networks as
+``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does. Both
+are imported on first use, so ``import lwlc`` (and every command) stays light.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["MeasureSpec", "Measurement", "measure", "merge_models"]
+
+
+def __getattr__(name: str) -> Any:
+    """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.MeasureSpec``, ``lwlc.Measurement``."""
+    if name in ("measure", "merge_models", "Measurement"):
+        from lwlc import api
+
+        return getattr(api, name)
+    if name == "MeasureSpec":
+        from lwlc.spec import MeasureSpec
+
+        return MeasureSpec
+    raise AttributeError(f"module 'lwlc' has no attribute {name!r}")

@@ -15,29 +15,25 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path as FsPath
 from typing import Any
 
 import torch
-from torch import nn
 
 from lwlc import inputs, layers, memory, outputs, results
-from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.barriers import REFERENCES
 from lwlc.checkpoints import Checkpoint
 from lwlc.cli import argument_error
-from lwlc.data.base import SPLITS
 from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import PLANS, Path, check_alphas, default_alphas, make_paths
+from lwlc.interpolation import PLANS, Path
 from lwlc.io import as_json, read_csv, write_csv, write_json
+from lwlc.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare_sweeps
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
 RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
-ALIGNED = "aligned:"  # plan prefix of the paths between A and B aligned to A (--align)
 PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
 
@@ -183,68 +179,50 @@ def build_parser() -> Any:
 
 @dataclass
 class Options:
-    """The validated, parsed options of one run (checked before any file is read)."""
+    """The validated measurement of one run and where it runs (checked before any file is
+    read)."""
 
-    plans: list[str]
-    rest_from: list[str]
-    splits: list[str]
-    alphas: list[float]
+    spec: MeasureSpec
     device: torch.device
 
 
-def _positive(args: Any) -> None:
-    for flag in (
-        "batch_size",
-        "chunk_size",
-        "bn_samples",
-        "bn_batch_size",
-        "num_alphas",
-        "max_samples",
-        "group_depth",
-    ):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise LwlcError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if args.memory_budget is not None and not args.memory_budget > 0:
-        raise LwlcError(f"--memory-budget is in GiB and must be > 0, got {args.memory_budget}")
-
-
-def _options(args: Any) -> Options:
-    """Check every option that needs no file, so mistakes are reported before slow work."""
-    _positive(args)
-    inputs.check_sources(args, "compare")
-    if args.bn not in ("keep", "reset"):
-        raise LwlcError(f"unknown --bn {args.bn!r}: choose keep or reset")
-    if args.align not in ALIGN_METHODS:
-        raise LwlcError(f"unknown --align {args.align!r}: choose {' or '.join(ALIGN_METHODS)}")
-    splits = inputs.csv_list(args.splits)
-    bad = [s for s in splits if s not in SPLITS]
-    if bad or not splits:
-        raise LwlcError(
-            f"unknown split {bad[0] if bad else args.splits!r}: choose from {', '.join(SPLITS)}"
-        )
-    if args.num_alphas < 2 and not args.alphas:
-        raise LwlcError(
-            f"--num-alphas {args.num_alphas} gives no path: use at least 2 (the endpoints 0 and 1)"
-        )
+def _spec(args: Any) -> MeasureSpec:
+    """The measurement the flags describe, validated by :class:`MeasureSpec` (the messages every
+    front end gives, naming the flag: ``--batch-size must be ...``)."""
+    custom: dict[str, list[str]] = {}
+    for text in args.custom:
+        name, _, patterns = text.partition("=")
+        if not patterns:
+            raise LwlcError(f"--custom {text!r} must look like 'name=pattern,pattern'")
+        custom[name.strip()] = inputs.csv_list(patterns)
     try:
-        raw = (
-            [float(t) for t in inputs.csv_list(args.alphas)]
-            if args.alphas
-            else default_alphas(args.num_alphas)
-        )
+        alphas = [float(t) for t in inputs.csv_list(args.alphas)] if args.alphas else None
     except ValueError:
         raise LwlcError(
             f"--alphas {args.alphas!r} must be comma-separated numbers in [0, 1], e.g. 0,0.5,1"
         ) from None
-    plans = inputs.csv_list(args.plans)
-    if args.custom and "custom" not in plans:
-        plans.append("custom")
-    rest_from = inputs.csv_list(args.rest_from)
-    make_paths(
-        [], plans, rest_from, dict.fromkeys(args.custom, [])
-    )  # checks the names before any file is read
-    return Options(plans, rest_from, splits, check_alphas(raw), _device(args.device))
+    fields = {
+        "plans": inputs.csv_list(args.plans),
+        "custom": custom,
+        "group": args.group,
+        "rest_from": inputs.csv_list(args.rest_from),
+        "splits": inputs.csv_list(args.splits),
+        "alphas": alphas,
+        **{
+            name: getattr(args, name)
+            for name in (
+                "group_depth", "num_alphas", "bn", "bn_samples", "bn_batch_size", "max_samples",
+                "batch_size", "chunk_size", "memory_budget", "precision", "align",
+            )  # fmt: skip
+        },
+    }
+    return from_flags(**fields)
+
+
+def _options(args: Any) -> Options:
+    """Check every option that needs no file, so mistakes are reported before slow work."""
+    inputs.check_sources(args, "compare")
+    return Options(_spec(args), _device(args.device))
 
 
 def _device(name: str) -> torch.device:
@@ -292,23 +270,6 @@ def _prepare_out(out: FsPath, args: Any) -> None:
             (out / name).unlink(missing_ok=True)
     for stray in results.remove_temporaries(out, RESULT_FILES):
         print(f"removed {stray}, left by an earlier run that was stopped", file=sys.stderr)
-
-
-def _groups(
-    args: Any, model: nn.Module, example: torch.Tensor
-) -> tuple[list[layers.Group], dict[str, list[layers.Group]]]:
-    groups = layers.default_groups(model, example)
-    if args.group_depth is not None:
-        groups = layers.group_by_depth(groups, args.group_depth)
-    if args.group:
-        groups = layers.regroup(groups, args.group)
-    custom: dict[str, list[layers.Group]] = {}
-    for spec in args.custom:
-        name, _, patterns = spec.partition("=")
-        if not patterns:
-            raise LwlcError(f"--custom {spec!r} must look like 'name=pattern,pattern'")
-        custom[name.strip()] = layers.select(groups, inputs.csv_list(patterns))
-    return groups, custom
 
 
 def _print_layers(groups: Sequence[layers.Group], state: dict[str, torch.Tensor]) -> None:
@@ -525,35 +486,25 @@ def _run_pair(args: Any) -> int:
             "e.g. --data lwlc.data.DigitsDataModule"
         )
     datamodule = inputs.build_data(args, data_cfg)
-    data = {s: datamodule.tensors(s, args.max_samples) for s in opts.splits}
+    spec = opts.spec
+    data = {s: datamodule.tensors(s, spec.max_samples) for s in spec.splits}
     empty = [s for s, (_, y) in data.items() if len(y) == 0]
     if empty:
         raise LwlcError(f"split {empty[0]!r} has no samples (val_size 0?): choose other --splits")
     example = next(iter(data.values()))[0][:2]
     inputs.check_fits(model, example, type(datamodule).__name__)
-    groups, custom = _groups(args, model, example)
+    groups, paths = plan_paths(spec, model, example)
     if out is None:
         _print_layers(groups, state_a)
         return 0
 
-    alphas = opts.alphas
-    paths = all_paths = make_paths(groups, opts.plans, opts.rest_from, custom)
-    evaluator = Evaluator(
-        model, state_a, state_b, device=opts.device, bn=args.bn, precision=args.precision,
-        bn_batch_size=args.bn_batch_size,
-    )  # fmt: skip
-    sweeps = [(evaluator, paths)]
-    if args.align != "none":
-        aligned = Evaluator(
-            model, state_a, align(args.align, model, state_a, state_b),
-            device=opts.device, bn=args.bn, precision=args.precision,
-            bn_batch_size=args.bn_batch_size,
-        )  # fmt: skip
-        sweeps.append((aligned, [replace(p, plan=ALIGNED + p.plan) for p in paths]))
-        paths = all_paths = [p for _, own in sweeps for p in own]
+    alphas = spec.grid
+    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, opts.device)
+    evaluator = sweeps[0][0]
+    paths = all_paths = [p for _, own in sweeps for p in own]
     calibration = None
-    if args.bn == "reset" and evaluator.has_batchnorm():
-        calibration = datamodule.tensors("train", args.bn_samples)[0]
+    if spec.bn == "reset" and evaluator.has_batchnorm():
+        calibration = datamodule.tensors("train", spec.bn_samples)[0]
     sizes = memory.plan_sweep(
         evaluator, model, paths, alphas, data, calibration,
         args.memory_budget, args.batch_size, args.chunk_size,
@@ -588,7 +539,7 @@ def _run_pair(args: Any) -> int:
     curves: Rows = []
     barriers: Rows = []
     if args.resume:
-        curves, barriers, paths = _resume(out, summary, paths, opts.splits, alphas)
+        curves, barriers, paths = _resume(out, summary, paths, spec.splits, alphas)
     summary["memory"] = sizes.as_dict()
     total = len(paths)
 
@@ -598,8 +549,8 @@ def _run_pair(args: Any) -> int:
 
         def save(new_curves: Rows, new_barriers: Rows) -> None:
             with interrupts.writing():
-                curves[:] = _in_order(curves + new_curves, all_paths, opts.splits)
-                barriers[:] = _in_order(barriers + new_barriers, all_paths, opts.splits)
+                curves[:] = _in_order(curves + new_curves, all_paths, spec.splits)
+                barriers[:] = _in_order(barriers + new_barriers, all_paths, spec.splits)
                 write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
                 write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
 
@@ -653,7 +604,7 @@ def _run_pair(args: Any) -> int:
     if args.plots:
         figures(out, curves, barriers, summary)
     print(f"\npair: {describe_pairing(cks)}")
-    for split in opts.splits:
+    for split in spec.splits:
         print_table(barriers, split)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
     return 0

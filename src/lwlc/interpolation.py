@@ -120,3 +120,17 @@ def interpolate(
     float_keys = frozenset(k for k in keys if torch.is_floating_point(a[k]))
     coeffs = coefficients(path, alpha, keys, float_keys)
     return {k: mix(a[k], b[k], c) for k, c in zip(keys, coeffs, strict=True)}
+
+
+def merged_state(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    groups: Sequence[Group],
+    alpha: float,
+    rest_from: str = "a",
+) -> dict[str, Tensor]:
+    """The engine's model at ``alpha`` on the path interpolating ``groups`` (rest from A or B):
+    what ``lwlc merge`` writes and ``lwlc.merge_models`` returns."""
+    keys = frozenset(k for g in groups for k in g.keys)
+    path = Path("custom", ",".join(g.name for g in groups), rest_from, keys)
+    return {k: v.clone() for k, v in interpolate(state_a, state_b, path, alpha).items()}

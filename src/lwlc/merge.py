@@ -22,8 +22,9 @@ from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.calibration import batchnorm_layers, recalibrated_state
 from lwlc.cli import argument_error
 from lwlc.errors import LwlcError
-from lwlc.interpolation import Path, interpolate
+from lwlc.interpolation import merged_state
 from lwlc.io import save_state_dict
+from lwlc.spec import from_flags
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 MODULE_CLASS = "lwlc.training.ClassifierModule"
@@ -96,19 +97,6 @@ def build_parser() -> Any:
     return p
 
 
-def merged_state(
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    groups: Sequence[layers.Group],
-    alpha: float,
-    rest_from: str = "a",
-) -> dict[str, Tensor]:
-    """The engine's model at ``alpha`` on the path interpolating ``groups`` (rest from A or B)."""
-    keys = frozenset(k for g in groups for k in g.keys)
-    path = Path("custom", ",".join(g.name for g in groups), rest_from, keys)
-    return {k: v.clone() for k, v in interpolate(state_a, state_b, path, alpha).items()}
-
-
 def lightning_checkpoint(
     state: Mapping[str, Tensor],
     model_config: Mapping[str, Any],
@@ -141,15 +129,10 @@ def _check_args(args: Any) -> None:
     inputs.check_sources(args, "merge")
     if not 0.0 <= args.alpha <= 1.0:
         raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    choices = {"rest_from": ("a", "b"), "align": ALIGN_METHODS, "bn": ("keep", "reset")}
-    for flag, allowed in choices.items():
-        value = getattr(args, flag)
-        if value not in allowed:
-            name = flag.replace("_", "-")
-            raise LwlcError(f"unknown --{name} {value!r}: choose {' or '.join(allowed)}")
-    for flag in ("bn_samples", "bn_batch_size"):
-        if getattr(args, flag) < 1:
-            raise LwlcError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.rest_from not in ("a", "b"):  # one side here, where a measurement may take both
+        raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b")
+    # the options merge shares with a measurement, checked by the same spec
+    from_flags(**{k: getattr(args, k) for k in ("align", "bn", "bn_samples", "bn_batch_size")})
     out = FsPath(args.out)
     if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
         raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")

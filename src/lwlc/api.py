@@ -1,0 +1,206 @@
+"""lwlc in Python: ``lwlc.measure`` and ``lwlc.merge_models`` on any two ``nn.Module``s.
+
+The same measurement as ``lwlc analyze`` (one :class:`~lwlc.spec.MeasureSpec`, the same engine,
+the same rows), without files: the networks are modules, the data tensors, a DataLoader or a data
+module. Results come back as pandas DataFrames with a ``plot`` method.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lwlc import layers, memory
+from lwlc.calibration import batchnorm_layers, recalibrated_state
+from lwlc.errors import LwlcError
+from lwlc.interpolation import merged_state
+from lwlc.spec import MeasureSpec, plan_paths, prepare_sweeps
+from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
+
+Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
+
+
+@dataclass
+class Measurement:
+    """What ``lwlc.measure`` found: the rows ``lwlc analyze`` writes, as DataFrames.
+
+    Attributes:
+        curves: One row per evaluated model: plan, group, rest_from, split, alpha, loss,
+            accuracy (``curves.csv``).
+        barriers: One row per path, split and reference (``path``, ``models``, ``midpoint``):
+            loss_barrier in nats, error_barrier as a fraction (``barriers.csv``).
+        endpoints: Loss and accuracy of A and B on each split.
+        layers: The layer groups, in forward order, with their tensors.
+        spec: The measurement's spec.
+    """
+
+    curves: pd.DataFrame
+    barriers: pd.DataFrame
+    endpoints: dict[str, dict[str, float]]
+    layers: dict[str, list[str]]
+    spec: MeasureSpec
+
+    def barrier(self, plan: str = "full", group: str = "all", reference: str = "models",
+                split: str | None = None, rest_from: str = "a") -> float:  # fmt: skip
+        """One loss barrier, e.g. the full model's against the two whole models."""
+        b = self.barriers
+        rows = b[
+            (b.plan == plan) & (b.group == group) & (b.reference == reference)
+            & (b.split == (split or self.spec.splits[0])) & (b.rest_from == rest_from)
+        ]  # fmt: skip
+        if len(rows) != 1:
+            raise LwlcError(
+                f"no single barrier for plan={plan!r}, group={group!r}, reference={reference!r}"
+            )
+        return float(rows.loss_barrier.iloc[0])
+
+    def plot(self, out_dir: str | Path, reference: str = "models") -> list[Path]:
+        """Draw ``curves_<split>.png`` and ``barriers_<split>.png`` into ``out_dir`` (as
+        ``lwlc analyze`` does); returns the files written."""
+        from lwlc import plots
+
+        rows = {k: df.to_dict("records") for k, df in (("c", self.curves), ("b", self.barriers))}
+        return plots.save_analysis_figures(Path(out_dir), rows["c"], rows["b"], reference)
+
+
+def _state(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _tensors(data: Any, limit: int | None) -> tuple[Tensor, Tensor]:
+    """``(inputs, targets)`` from a pair of tensors or every batch of a DataLoader."""
+    if isinstance(data, DataLoader):
+        xs, ys = zip(*((b[0], b[1]) for b in data), strict=True)
+        data = (torch.cat(xs), torch.cat(ys))
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise LwlcError(
+            "data must be (inputs, targets), a DataLoader of such batches, {split: (inputs, "
+            "targets)} or a data module"
+        )
+    x, y = data
+    return (x, y) if limit is None else (x[:limit], y[:limit])
+
+
+def _splits(data: Data, spec: MeasureSpec) -> dict[str, tuple[Tensor, Tensor]]:
+    """The data of every split the spec measures."""
+    if hasattr(data, "tensors"):  # lwlc's data modules
+        return {s: data.tensors(s, spec.max_samples) for s in spec.splits}
+    if isinstance(data, Mapping):
+        missing = [s for s in spec.splits if s not in data]
+        if missing:
+            raise LwlcError(f"data has no split {missing[0]!r}: give {{split: (inputs, targets)}}")
+        return {s: _tensors(data[s], spec.max_samples) for s in spec.splits}
+    if len(spec.splits) != 1:
+        raise LwlcError(
+            f"one data set for {len(spec.splits)} splits: give {{split: (inputs, targets)}}"
+        )
+    return {spec.splits[0]: _tensors(data, spec.max_samples)}
+
+
+def _calibration(
+    data: Data, spec: MeasureSpec, calibration: Tensor | None, model: nn.Module
+) -> Tensor | None:
+    """Training inputs for ``bn="reset"`` (None when the model has no BatchNorm)."""
+    if spec.bn != "reset" or not batchnorm_layers(model):
+        return None
+    if calibration is None and hasattr(data, "tensors"):
+        calibration = data.tensors("train", spec.bn_samples)[0]
+    if calibration is None:
+        raise LwlcError("bn='reset' needs training inputs: pass calibration=train_inputs")
+    return calibration[: spec.bn_samples]
+
+
+def measure(
+    model_a: nn.Module,
+    model_b: nn.Module | Mapping[str, Tensor],
+    data: Data,
+    spec: MeasureSpec | None = None,
+    *,
+    calibration: Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> Measurement:
+    """Layer-wise connectivity of two networks of one architecture, as ``lwlc analyze``.
+
+    Args:
+        model_a: Network A (its architecture is used for both).
+        model_b: Network B, or its state dict.
+        data: ``(inputs, targets)`` or a DataLoader (for the spec's one split), ``{split:
+            (inputs, targets)}``, or an lwlc data module.
+        spec: What to measure (default: ``MeasureSpec()``, as ``lwlc analyze``).
+        calibration: Training inputs for ``spec.bn == "reset"`` (a data module gives its own).
+        device: Where to evaluate.
+    """
+    spec = spec or MeasureSpec()
+    state_a, state_b = _state(model_a), _state(model_b)
+    layers.check_compatible(state_a, state_b)
+    layers.check_finite(state_a, "A")
+    layers.check_finite(state_b, "B")
+    model = model_a
+    splits = _splits(data, spec)
+    example = next(iter(splits.values()))[0][:2]
+    groups, paths = plan_paths(spec, model, example)
+    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, device)
+    samples = _calibration(data, spec, calibration, model)
+    every_path = [p for _, own in sweeps for p in own]
+    sizes = memory.plan_sweep(
+        sweeps[0][0], model, every_path, spec.grid, splits, samples,
+        spec.memory_budget, spec.batch_size, spec.chunk_size,
+    )  # fmt: skip
+    results = [
+        sweep(
+            ev, own, spec.grid, splits, calibration=samples,
+            batch_size=sizes.batch_size, chunk_size=sizes.chunk_size,
+        )  # fmt: skip
+        for ev, own in sweeps
+    ]
+    return Measurement(
+        curves=pd.DataFrame([r for res in results for r in res.curves], columns=CURVE_COLUMNS),
+        barriers=pd.DataFrame(
+            [r for res in results for r in res.barriers], columns=BARRIER_COLUMNS
+        ),
+        endpoints=results[0].endpoints,
+        layers={g.name: list(g.keys) for g in groups},
+        spec=spec,
+    )
+
+
+def merge_models(
+    model_a: nn.Module,
+    model_b: nn.Module | Mapping[str, Tensor],
+    groups: Sequence[str] = ("*",),
+    alpha: float = 0.5,
+    rest_from: str = "a",
+    *,
+    calibration: Tensor | None = None,
+    bn_batch_size: int = 256,
+) -> nn.Module:
+    """A copy of ``model_a`` averaged with B on ``groups`` (names or globs), the rest from A or
+    B: the model ``measure`` evaluates at ``alpha`` on that set of layers (``lwlc merge``).
+
+    With ``calibration`` (training inputs), BatchNorm statistics are recomputed by the same
+    procedure as ``bn="reset"``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise LwlcError(f"alpha must lie in [0, 1], got {alpha}")
+    if rest_from not in ("a", "b"):
+        raise LwlcError(f"rest_from must be 'a' or 'b', got {rest_from!r}")
+    state_a, state_b = _state(model_a), _state(model_b)
+    layers.check_compatible(state_a, state_b)
+    layers.check_finite(state_a, "A")
+    layers.check_finite(state_b, "B")
+    chosen = layers.select(layers.default_groups(model_a), list(groups))
+    state = merged_state(state_a, state_b, chosen, alpha, rest_from)
+    merged = copy.deepcopy(model_a).cpu()
+    if calibration is not None and batchnorm_layers(merged):
+        state = recalibrated_state(merged, state, calibration, bn_batch_size)
+    merged.load_state_dict(state)
+    return merged
