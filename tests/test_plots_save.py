@@ -1,5 +1,5 @@
-"""``plots.save_figure``: its one-pass PNG is the image matplotlib's ``savefig`` draws; the
-heatmap's own layout keeps every label inside the figure."""
+"""``plots.save_figure``: its one-pass PNG is the image matplotlib's ``savefig`` draws; under
+constrained layout the heatmap keeps every label inside the figure, its colour bar beside it."""
 
 from __future__ import annotations
 
