@@ -36,7 +36,7 @@ from lwlc.evaluation import Evaluator
 from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
 from lwlc.interpolation import Path as InterpolationPath
 from lwlc.io import append_csv, write_csv, write_json
-from lwlc.loggers import has_wandb, log_to_wandb, record_run_info, warn
+from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run_info, warn
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 METRICS = ("loss", "error")
@@ -271,7 +271,7 @@ class LayerwiseBarrierCallback(Callback):
         self._data: Data = {}
         self._calibration: Tensor | None = None
         self._dir = Path(dirpath) if dirpath else Path("barriers")
-        self._wandb = False
+        self._media = False
         self._last_media = -math.inf
         # Rows of each history already in its CSV file (none: rewrite the file), and changes of
         # the history (evaluations, relabelled epochs) to tell whether W&B media are out of date.
@@ -391,7 +391,7 @@ class LayerwiseBarrierCallback(Callback):
             )
         record_run_info(trainer, {"barriers": self._info})
         self._write_summary(trainer, "running")
-        self._wandb = has_wandb(trainer.loggers)
+        self._media = has_media(trainer.loggers)
         self._last_media = time.monotonic()
 
     # -------------------------------------------------------------- schedule
@@ -456,8 +456,8 @@ class LayerwiseBarrierCallback(Callback):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
         if trainer.is_global_zero and self.barriers:
             self._write_csvs()
-            if has_wandb(trainer.loggers):  # draws every heatmap into dirpath too
-                self._refresh_wandb(trainer, METRICS)
+            if has_media(trainer.loggers):  # draws every heatmap into dirpath too
+                self._refresh_media(trainer, METRICS)
             elif self.figures:
                 from lwlc import plots
 
@@ -575,13 +575,14 @@ class LayerwiseBarrierCallback(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        if self._wandb and time.monotonic() - self._last_media >= self.media_interval_s:
+        if self._media and time.monotonic() - self._last_media >= self.media_interval_s:
             self._last_media = time.monotonic()
-            self._refresh_wandb(trainer, ("loss",))
+            self._refresh_media(trainer, ("loss",))
 
-    def _refresh_wandb(self, trainer: pl.Trainer, metrics: Sequence[str]) -> None:
-        """Log to W&B what the last refresh did not show of the history as it is now: the curve
-        plots of the latest evaluation and the table, and the heatmaps of ``metrics``."""
+    def _refresh_media(self, trainer: pl.Trainer, metrics: Sequence[str]) -> None:
+        """Log to W&B and TensorBoard what the last refresh did not show of the history as it is
+        now: the curves of the latest evaluation, the full model and every single layer over
+        the steps and the table (W&B), and the heatmaps of ``metrics`` (drawn into dirpath)."""
         revision = self._revision
         fresh = self._media_revision != revision
         metrics = [m for m in metrics if self._drawn.get(m) != revision]
@@ -589,36 +590,82 @@ class LayerwiseBarrierCallback(Callback):
             return
         history = [dict(r) for r in self.barriers]
         latest = [r for r in self.curves if r["step"] == self.curves[-1]["step"]]
+        drawn: list[Path] | None = None
 
-        def media() -> dict[str, Any]:
-            import wandb
-
-            payload: dict[str, Any] = {}
-            if metrics:
+        def heatmaps() -> dict[str, Path]:
+            """The heatmaps of ``metrics``, drawn once for every logger that shows them."""
+            nonlocal drawn
+            if drawn is None:
                 from lwlc import plots
 
-                written = plots.save_heatmaps(
-                    self._dir, history, self.reference, metrics, plots.pairing_text(self._info)
-                )
-                caption = f"through epoch {history[-1]['epoch']}"
-                payload |= {
-                    f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": wandb.Image(
-                        str(p), caption=caption
-                    )
-                    for p in written
-                }
+                pairing = plots.pairing_text(self._info)
+                drawn = plots.save_heatmaps(self._dir, history, self.reference, metrics, pairing)
+            return {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in drawn}
+
+        def wandb_media() -> dict[str, Any]:
+            import wandb
+
+            caption = f"through epoch {history[-1]['epoch']}"
+            payload: dict[str, Any] = {
+                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps().items()
+            }
             if fresh:
                 columns = list(HISTORY_BARRIER_COLUMNS)
                 rows = [[r[c] for c in columns] for r in history]
                 payload |= {
                     **self._curve_plots(latest),
+                    **self._layer_charts(history),
                     "barrier_table": wandb.Table(columns=columns, data=rows),
                 }
-            self._media_revision = revision
-            self._drawn |= dict.fromkeys(metrics, revision)
             return payload
 
-        log_to_wandb(trainer.loggers, media, trainer.global_step)
+        def tensorboard_media() -> dict[str, Any]:
+            payload: dict[str, Any] = dict(heatmaps())
+            if fresh:
+                from lwlc import plots
+
+                pairing = plots.pairing_text(self._info)
+                for split in self.splits:
+                    figure = plots.interpolation_curves(latest, split, pairing=pairing)
+                    payload[f"barrier_curves/{split}"] = figure
+            return payload
+
+        log_to_wandb(trainer.loggers, wandb_media, trainer.global_step)
+        log_to_tensorboard(trainer.loggers, tensorboard_media, trainer.global_step)
+        self._media_revision = revision
+        self._drawn |= dict.fromkeys(metrics, revision)
+
+    def _layer_charts(self, history: Rows) -> dict[str, Any]:
+        """W&B line plots of the full model's and every single layer's barrier over the steps,
+        per split (loss in nats, error in percentage points), at the logged reference."""
+        import wandb
+
+        payload: dict[str, Any] = {}
+        for split in self.splits:
+            rows = [
+                r
+                for r in history
+                if r["split"] == split
+                and r["reference"] == self.reference
+                and r["plan"] in ("full", "single")
+            ]
+            steps = sorted({int(r["step"]) for r in rows})
+            for metric, scale, unit in (("loss", 1.0, "nats"), ("error", 100.0, "points")):
+                series: dict[str, dict[int, float | None]] = {}
+                for r in rows:
+                    value = float(r[f"{metric}_barrier"]) * scale
+                    series.setdefault(path_label(r), {})[int(r["step"])] = (
+                        value if math.isfinite(value) else None
+                    )
+                payload[f"barrier_layers/{split}/{metric}"] = wandb.plot.line_series(
+                    xs=steps,
+                    ys=[[line.get(step) for step in steps] for line in series.values()],
+                    keys=list(series),
+                    title=f"{metric} barrier ({unit}): full model and single layers ({split}, "
+                    f"{self.reference} reference)",
+                    xname="step",
+                )
+        return payload
 
     def _curve_plots(self, curves: Rows) -> dict[str, Any]:
         """W&B line plots of one evaluation's interpolation curves (loss and error per split)."""

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -397,6 +397,76 @@ def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], ste
             else:
                 warn(f"could not log barrier plots to W&B ({_first_line(err)}); training continues")
 
+
+def has_media(loggers: list[Logger]) -> bool:
+    """Whether any of ``loggers`` shows figures: W&B or TensorBoard."""
+    return has_wandb(loggers) or any(isinstance(lg, TensorBoardLogger) for lg in loggers)
+
+
+def check_logger_packages(logger_config: Any) -> None:
+    """A TensorBoardLogger among the configured loggers needs ``tensorboard`` (or tensorboardX):
+    without it, one line naming the extra, before anything is set up (Lightning's own error is a
+    traceback through the config parser)."""
+    import importlib
+    import importlib.util
+
+    configs = logger_config if isinstance(logger_config, list) else [logger_config]
+    for config in configs:
+        class_path = getattr(config, "class_path", None) or ""
+        module, _, name = class_path.rpartition(".")
+        if not module:
+            continue
+        chosen = getattr(importlib.import_module(module), name, None)  # the user's own choice
+        if not (isinstance(chosen, type) and issubclass(chosen, TensorBoardLogger)):
+            continue
+        if not any(importlib.util.find_spec(p) for p in ("tensorboard", "tensorboardX")):
+            raise LwlcError(
+                f"--trainer.logger {class_path} needs the tensorboard package, which is not "
+                "installed: pip install 'lwlc[tensorboard]' (or choose another logger)"
+            )
+
+
+def figure_pixels(figure: Any) -> Any:
+    """An RGB uint8 array (height x width x 3) of a matplotlib Figure or of a PNG file."""
+    import numpy as np
+
+    if isinstance(figure, (str, os.PathLike)):
+        from matplotlib.image import imread
+
+        pixels = imread(os.fspath(figure))
+        if pixels.dtype != np.uint8:
+            pixels = (pixels * 255).round().astype(np.uint8)
+        return pixels[..., :3]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def log_to_tensorboard(
+    loggers: list[Logger], build: Callable[[], Mapping[str, Any]], step: int
+) -> None:
+    """Add ``build()`` (tag -> matplotlib Figure or PNG path) as images to every TensorBoard
+    logger (rank 0), building them only if there is one. Nothing here propagates: figures are a
+    view, and training goes on (one warning) when drawing or writing them fails."""
+    if rank_zero_only.rank != 0:
+        return
+    writers = [lg.experiment for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    if not writers:
+        return
+    try:
+        images = {tag: figure_pixels(figure) for tag, figure in build().items()}
+    except Exception as err:  # a figure that cannot be drawn must not stop training
+        warn(f"could not draw the barrier plots for TensorBoard ({_first_line(err)})")
+        return
+    for writer in writers:
+        try:
+            for tag, pixels in images.items():
+                writer.add_image(tag, pixels, global_step=step, dataformats="HWC")
+            writer.flush()
+        except Exception as err:  # TensorBoard failing must not stop training
+            warn(f"could not log barrier plots to TensorBoard ({_first_line(err)})")
 
 def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
     """The resolved ``lwlc fit`` config (from LightningCLI's SaveConfigCallback) as plain data."""
