@@ -23,11 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The demo starts from an empty run directory so that its checkpoint is always $(DEMO_CKPT)
-# (Lightning would otherwise write last-v1.ckpt next to an earlier run's last.ckpt).
+# --overwrite replaces an earlier demo run in $(DEMO_DIR) (its checkpoints, barriers, logs and
+# W&B run; nothing else there), so that $(DEMO_CKPT) is always this run's.
 demo: setup
-	rm -rf $(DEMO_DIR)
-	$(LWLC) fit --config $(DEMO_CONFIG)
+	$(LWLC) fit --config $(DEMO_CONFIG) --overwrite
 	$(DEMO_ANALYZE)
 
 test: setup

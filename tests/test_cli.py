@@ -93,15 +93,18 @@ def test_the_best_checkpoint_by_a_validation_accuracy_is_kept_too(digits_run: Pa
 
 
 def test_a_second_run_in_the_same_folder_never_overwrites_the_first_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", DIGITS, "--trainer.max_epochs", "1"]
     main(args)
     first = (RUN / "checkpoints" / "last.ckpt").read_bytes()
-    main(args)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "holds an earlier run" in capsys.readouterr().err
     assert (RUN / "checkpoints" / "last.ckpt").read_bytes() == first
-    assert (RUN / "checkpoints" / "last-v1.ckpt").is_file()
+    assert not (RUN / "checkpoints" / "last-v1.ckpt").exists()
 
 
 def test_a_second_run_without_logger_in_the_same_folder_is_refused(
@@ -111,11 +114,14 @@ def test_a_second_run_without_logger_in_the_same_folder_is_refused(
     args = ["fit", "--config", DIGITS, "--trainer.max_epochs", "1", "--trainer.logger", "false"]
     main(args)
     checkpoints = {p: p.read_bytes() for p in (RUN / "checkpoints").iterdir()}
+    config = (RUN / "config.yaml").read_bytes()
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(args)
-    assert "config.yaml exists: an earlier run used this folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds an earlier run (barriers/, checkpoints/, config.yaml)" in err
     assert {p: p.read_bytes() for p in (RUN / "checkpoints").iterdir()} == checkpoints
+    assert (RUN / "config.yaml").read_bytes() == config
 
 
 def run_lwlc(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import wandb
+import yaml
 from lightning.pytorch import Trainer
 from wandb.proto import wandb_internal_pb2
 
@@ -90,7 +91,12 @@ def config(records: list[wandb_internal_pb2.Record]) -> dict[str, object]:
     merged: dict[str, object] = {}
     for record in records:
         if record.WhichOneof("record_type") == "config":
-            merged.update({i.key: json.loads(i.value_json) for i in record.config.update})
+            merged.update(
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in record.config.update
+                }
+            )
     return merged
 
 
@@ -388,3 +394,30 @@ def test_fit_then_test_finishes_each_stage_and_resumes_the_same_run(tmp_path):
     assert any(
         "a/test/acc" in row for row in history(finished_records(next(runs[1].glob("run-*.wandb"))))
     )
+
+
+def test_lwlc_fit_records_its_config_once_and_test_continues_its_run(tmp_path):
+    """The CLI's W&B run holds the config under ``lwlc`` only (not Lightning's module and data
+    hyper-parameters beside it), and ``lwlc test`` of the fit's checkpoint in its folder goes on
+    in the same run (one id) instead of starting another of the same name."""
+    from lwlc.cli import main
+    from lwlc_runs import DIGITS
+
+    root = tmp_path / "run"
+    common = ["--config", DIGITS, "--trainer.default_root_dir", str(root)]
+    common += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5"])
+    main(["test", *common, "--ckpt_path", str(root / "checkpoints" / "last.ckpt")])
+    runs = sorted((root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, "a fit and a test"
+    assert len({next(r.glob("run-*.wandb")).stem for r in runs}) == 1, "one run id"
+    fit_records = finished_records(next(runs[0].glob("run-*.wandb")))
+    recorded = config(fit_records)
+    assert {k for k in recorded if not k.startswith("_wandb")} == {"lwlc"}
+    saved = yaml.safe_load((runs[0] / "files" / "config.yaml").read_text())
+    assert recorded["lwlc"]["config"] == saved
+    assert saved["trainer"]["max_epochs"] == 1
+    assert set(recorded["lwlc"]) == {"config", "environment", "barriers"}
+    test_rows = history(finished_records(next(runs[1].glob("run-*.wandb"))))
+    assert any("a/test/acc" in row for row in test_rows)
+    assert not any("a/test/acc" in row for row in history(fit_records))
