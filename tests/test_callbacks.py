@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 from lightning.pytorch import Trainer
 from PIL import Image
 
+import lwlc.callbacks as callbacks_module
 from engine_reference import naive_curve
 from lwlc import analyze, cli
 from lwlc.callbacks import LayerwiseBarrierCallback
@@ -429,3 +432,37 @@ def test_two_process_ddp_matches_one_process_engine_and_logs_each_row_once(tmp_p
     metrics = read_csv(next(run.glob("lightning_logs/version_*/metrics.csv")))
     logged = [r["step"] for r in metrics if r.get("barrier/full/loss") not in ("", None)]
     assert sorted(logged) == sorted({r["step"] for r in rows}), "each evaluation logged once"
+
+
+PROGRESS_FIT = {"every_n_epochs": None, "at_epochs": [0], "at_fit_end": False}
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
+    tmp_path, monkeypatch, capfd, slow
+):
+    """Only an evaluation that outlasts 1 s writes its line (then erases it), on stderr."""
+    measured = callbacks_module.measure
+
+    def slow_measure(*args, **kwargs):
+        time.sleep(1.5)  # a real evaluation of a big model takes this long
+        return measured(*args, **kwargs)
+
+    if slow:
+        monkeypatch.setattr(callbacks_module, "measure", slow_measure)
+    _cli_fit(
+        tmp_path / "run",
+        {**PROGRESS_FIT, "alphas": [0, 0.5, 1], "max_samples": 64},
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.enable_progress_bar",
+        "true",
+    )
+    err = capfd.readouterr().err
+    paths = len({(r["plan"], r["group"]) for r in read_csv(tmp_path / "run/barriers/barriers.csv")})
+    if slow:
+        assert re.search(rf"barriers \(epoch 0\):\s+0%\|[^|]*\| 0/{paths} \[00:0[1-9]", err), err
+        # Its last state, then blanks over it (leave=False: it leaves no line behind).
+        assert re.search(rf"\| {paths}/{paths} [^\r\n]*[\r\n]+ +[\r\n]", err), err
+    else:
+        assert "barriers (epoch" not in err

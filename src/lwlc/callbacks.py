@@ -17,8 +17,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from lwlc import layers
 from lwlc.barriers import REFERENCES
@@ -50,6 +54,8 @@ FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png")
 OUTPUTS = ("curves.csv", "barriers.csv", "summary.json", *FIGURES, ".*.tmp")
 SPLITS = ("train", "val", "test")
 LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
+# An evaluation that lasts longer than this shows a progress line.
+PROGRESS_AFTER_S = 1.0
 Data = dict[str, tuple[Tensor, Tensor]]
 
 
@@ -66,8 +72,10 @@ def measure(
     bn_batch_size: int = 256,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Rows, Rows]:
-    """Curve rows and barrier rows of ``paths`` between two states of ``model`` (the sweep)."""
+    """Curve rows and barrier rows of ``paths`` between two states of ``model`` (the sweep);
+    ``progress`` is called with the number of paths finished after each chunk of them."""
     evaluator = Evaluator(
         model, state_a, state_b, device=device, bn=bn, bn_batch_size=bn_batch_size
     )
@@ -78,8 +86,36 @@ def measure(
         data,
         calibration=calibration if evaluator.has_batchnorm() else None,
         batch_size=batch_size,
+        progress=progress,
     )
     return result.curves, result.barriers
+
+
+@contextmanager
+def progress_line(description: str, total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """A tqdm line on stderr that appears once the block has run ``PROGRESS_AFTER_S`` (a timer
+    shows it even before the first update) and is erased when it ends; yields its update."""
+    bar = tqdm(
+        total=total,
+        desc=description,
+        unit="path",
+        delay=PROGRESS_AFTER_S,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not show,
+    )
+    timer = threading.Timer(PROGRESS_AFTER_S, bar.refresh)
+    timer.daemon = True
+    if show:
+        timer.start()
+    try:
+        yield bar.update
+    finally:
+        timer.cancel()
+        if show:
+            timer.join()
+        bar.close()
 
 
 def path_label(row: Mapping[str, Any]) -> str:
@@ -491,19 +527,23 @@ class LayerwiseBarrierCallback(Callback):
         state_a, state_b = self._states(pl_module)
         assert self._template is not None, "setup() runs before any evaluation"
         shard = self._paths[trainer.global_rank :: trainer.world_size]
-        rows = measure(
-            self._template,
-            state_a,
-            state_b,
-            shard,
-            self.alphas,
-            self._data,
-            bn=self.bn,
-            calibration=self._calibration,
-            bn_batch_size=self.bn_batch_size,
-            batch_size=self.batch_size,
-            device=pl_module.device,
-        )
+        # Lightning's bar stands still meanwhile: say what runs (rank 0, where bars are shown).
+        show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        with progress_line(f"barriers (epoch {epoch})", len(shard), show) as progress:
+            rows = measure(
+                self._template,
+                state_a,
+                state_b,
+                shard,
+                self.alphas,
+                self._data,
+                bn=self.bn,
+                calibration=self._calibration,
+                bn_batch_size=self.bn_batch_size,
+                batch_size=self.batch_size,
+                device=pl_module.device,
+                progress=progress,
+            )
         curves, barriers = self._gather(trainer, rows)
         stamp = {"epoch": epoch, "step": trainer.global_step}
         curves = [{**stamp, **r} for r in curves]
