@@ -117,9 +117,8 @@ def test_a_resume_continues_the_run_in_place_and_refuses_overwrite(
     assert saved["trainer"]["max_epochs"] == 2 and saved["ckpt_path"] == str(last)
 
     before = tree(root)
-    line = refused(
-        capsys, lambda: fit(root, "--trainer.max_epochs", "3", "--ckpt_path", str(last), "--overwrite")
-    )
+    again = ("--trainer.max_epochs", "3", "--ckpt_path", str(last), "--overwrite")
+    line = refused(capsys, lambda: fit(root, *again))
     assert f"--overwrite would remove the run that --ckpt_path {last} continues" in line
     assert tree(root) == before
     # validate after the fit keeps the fit's config.yaml (it was refused before: 'exists').
@@ -148,7 +147,8 @@ def test_the_callbacks_figures_are_redrawn_or_removed_with_their_csvs(tmp_path: 
     drawn, none = callback_config(tmp_path, figures=True), callback_config(tmp_path, figures=False)
     fit(root, "--config", drawn, "--trainer.max_epochs", "1", *quiet)
     heatmaps = sorted((root / "barriers").glob("heatmap_*.png"))
-    assert [p.name for p in heatmaps] == ["heatmap_val_single_error.png", "heatmap_val_single_loss.png"]
+    names = ["heatmap_val_single_error.png", "heatmap_val_single_loss.png"]
+    assert [p.name for p in heatmaps] == names
     first = {p.name: p.read_bytes() for p in heatmaps}
     fit(root, "--config", drawn, "--trainer.max_epochs", "2", "--ckpt_path", last, *quiet)
     second = {p.name: p.read_bytes() for p in (root / "barriers").glob("heatmap_*.png")}
