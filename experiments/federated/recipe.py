@@ -22,6 +22,7 @@ import seaborn as sns
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from lwlc import plots
@@ -165,6 +166,7 @@ def figure(df: pd.DataFrame) -> Figure:
                 )
                 ax.set_ylabel(f"{label} (%)" if ax.get_subplotspec().is_first_col() else "")
                 ax.set_xlabel("round" if ax is panel[-1] else "")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             panel[0].set_title(f"split: {split}")
         plots.legend_from(fig, panels[0][0], "server averages")
         fig.suptitle(

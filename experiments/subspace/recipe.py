@@ -321,7 +321,9 @@ def layer_figure(df: pd.DataFrame) -> Figure:
         for (ax,), layer in zip(panels, layers, strict=True):
             _scatter(df[df["scope"] == layer], ax, legend=ax is panels[0][0])
             ax.set_title(layer, fontsize="small")
-            ax.set_ylabel("test loss" if ax.get_subplotspec().is_first_col() else "")
+            first = ax.get_subplotspec().is_first_col()
+            ax.set_ylabel("test loss" if first else "")
+            ax.tick_params(axis="y", which="both", labelleft=first)  # the log scale reset it
         plots.legend_from(fig, panels[0][0])
         fig.suptitle(f"noise within one layer, test split\n{NETS}", wrap=True)
     return fig
