@@ -78,9 +78,12 @@ def test_tensors_and_a_dataloader_are_data_too(pair: Path) -> None:
 
 def test_merge_models_equals_lwlc_merge(pair: Path, tmp_path: Path) -> None:
     out = tmp_path / "merged.pt"
-    main(["merge", "--ckpt", str(pair), "--groups", "fc1,head", "--alpha", "0.3", "--out", str(out)])
+    main(
+        ["merge", "--ckpt", str(pair), "--groups", "fc1,head", "--alpha", "0.3", "--out", str(out)]
+    )
     written = {
-        k.removeprefix("net."): v for k, v in torch.load(out, weights_only=True)["state_dict"].items()
+        k.removeprefix("net."): v
+        for k, v in torch.load(out, weights_only=True)["state_dict"].items()
     }
     a, b = networks(pair)
     merged = lwlc.merge_models(a, b, ["fc1", "head"], alpha=0.3)
@@ -133,3 +136,69 @@ def test_analyze_merge_and_the_api_refuse_a_bad_value_in_the_same_words(
         with pytest.raises(SystemExit):
             main([*command, flag, cli_value])
         assert capsys.readouterr().err.strip() == f"lwlc: error: {flag}{words}"
+
+
+@pytest.mark.parametrize("command", ["analyze", "merge"])
+def test_print_config_then_config_reproduces_the_run(
+    pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """--print_config writes the options as YAML; --config of that file gives the same files
+    as the command line (lists as YAML lists, repeatable options as lists)."""
+    if command == "analyze":
+        flags = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "100",
+                 "--custom", "x=fc1", "--custom", "y=fc2,head", "--no_plots"]  # fmt: skip
+        result = "barriers.csv"
+    else:
+        flags = ["--groups", "fc1,head", "--alpha", "0.25"]
+        result = ""
+    first, second = (
+        tmp_path / f"one{'.pt' if command == 'merge' else ''}",
+        tmp_path / (f"two{'.pt' if command == 'merge' else ''}"),
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as printed:
+        main([command, "--ckpt", str(pair), *flags, "--out", str(first), "--print_config"])
+    assert printed.value.code == 0
+    config = tmp_path / "options.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert not first.exists()  # printing runs nothing
+    main([command, "--config", str(config)])
+    main([command, "--ckpt", str(pair), *flags, "--out", str(second)])
+    if command == "analyze":
+        assert (first / result).read_text() == (second / result).read_text()
+        assert "custom,x" in (first / result).read_text()
+    else:
+        one, two = (torch.load(p, weights_only=True)["state_dict"] for p in (first, second))
+        assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(
+        config.read_text().replace("plans: full,single", "plans: [full, single]")
+        .replace("groups: fc1,head", "groups: [fc1, head]")
+        .replace(str(first), str(tmp_path / f"three{'.pt' if command == 'merge' else ''}"))
+    )  # fmt: skip
+    main([command, "--config", str(listed)])
+    third = tmp_path / f"three{'.pt' if command == 'merge' else ''}"
+    if command == "analyze":
+        assert (third / result).read_text() == (second / result).read_text()
+    else:
+        assert torch.equal(
+            torch.load(third, weights_only=True)["state_dict"]["net.fc1.weight"],
+            torch.load(second, weights_only=True)["state_dict"]["net.fc1.weight"],
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "--help"],
+        ["merge", "--help"],
+        ["fit", "--model.help", "lwlc.training.PairedModule"],
+    ],
+)
+def test_help_reads_in_a_screen_or_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """No list of every nn.Module subclass in torch (it made --help 700-800 lines)."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    text = capsys.readouterr().out
+    assert "known subclasses" not in text and "torch.nn.Bilinear" not in text
+    assert len(text.splitlines()) < 130 and "--" in text

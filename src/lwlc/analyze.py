@@ -25,7 +25,7 @@ import torch
 from lwlc import inputs, layers, memory, outputs, results
 from lwlc.barriers import REFERENCES
 from lwlc.checkpoints import Checkpoint
-from lwlc.cli import argument_error
+from lwlc.cli import argument_error, short_help
 from lwlc.errors import LwlcError
 from lwlc.interpolation import PLANS, Path
 from lwlc.io import as_json, read_csv, write_csv, write_json
@@ -39,9 +39,9 @@ PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
 def build_parser() -> Any:
     """The analyze argument parser (jsonargparse, like the rest of lwlc's CLI)."""
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
-    p = ArgumentParser(
+    p = short_help(ArgumentParser)(
         prog="lwlc analyze",
         description="Layer-wise linear connectivity of two networks.",
         exit_on_error=False,
@@ -57,15 +57,19 @@ def build_parser() -> Any:
     )
     inputs.add_network_arguments(p)
     p.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="a YAML file of these options (--print_config writes one)",
+    )
+    p.add_argument(
         "--plans",
-        type=str,
+        type=str | list[str],
         default=DEFAULT_PLANS,
-        help=f"comma-separated plans from {', '.join(PLANS)}",
+        help=f"comma-separated plans (or a YAML list) from {', '.join(PLANS)}",
     )
     p.add_argument(
         "--group",
-        action="append",
-        type=str,
+        type=list[str] | str,
         default=[],
         help="merge the layers matching a glob (or re:regex) into one group; repeatable",
     )
@@ -77,14 +81,13 @@ def build_parser() -> Any:
     )
     p.add_argument(
         "--custom",
-        action="append",
-        type=str,
+        type=list[str] | str,
         default=[],
         help="custom plan set 'name=pattern,pattern'; repeatable",
     )
     p.add_argument(
         "--alphas",
-        type=str | None,
+        type=str | list[float] | None,
         default=None,
         help="comma-separated alphas in [0,1] including 0 and 1 (e.g. 0,0.5,1)",
     )
@@ -92,11 +95,14 @@ def build_parser() -> Any:
         "--num-alphas", type=int, default=11, help="evenly spaced alphas when --alphas is not given"
     )
     p.add_argument(
-        "--splits", type=str, default="test", help="comma-separated splits: test, val, train"
+        "--splits",
+        type=str | list[str],
+        default="test",
+        help="comma-separated splits (or a YAML list): test, val, train",
     )
     p.add_argument(
         "--rest-from",
-        type=str,
+        type=str | list[str],
         default="a,b",
         help="where non-interpolated layers come from: a, b or a,b",
     )
@@ -186,11 +192,32 @@ class Options:
     device: torch.device
 
 
+REPEATABLE = ("--group", "--custom")
+
+
+def _repeats(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the second and later ``--group``/``--custom`` written as jsonargparse's
+    appending ``--group+`` (each is a list that a config file gives as YAML)."""
+    seen: set[str] = set()
+    out = []
+    for arg in argv:
+        if arg in REPEATABLE and arg in seen:
+            arg += "+"
+        seen.add(arg)
+        out.append(arg)
+    return out
+
+
+def _listed(value: str | Sequence[str]) -> list[str]:
+    """A repeatable option's values: one given once is a string."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _spec(args: Any) -> MeasureSpec:
     """The measurement the flags describe, validated by :class:`MeasureSpec` (the messages every
     front end gives, naming the flag: ``--batch-size must be ...``)."""
     custom: dict[str, list[str]] = {}
-    for text in args.custom:
+    for text in _listed(args.custom):
         name, _, patterns = text.partition("=")
         if not patterns:
             raise LwlcError(f"--custom {text!r} must look like 'name=pattern,pattern'")
@@ -204,7 +231,7 @@ def _spec(args: Any) -> MeasureSpec:
     fields = {
         "plans": inputs.csv_list(args.plans),
         "custom": custom,
-        "group": args.group,
+        "group": _listed(args.group),
         "rest_from": inputs.csv_list(args.rest_from),
         "splits": inputs.csv_list(args.splits),
         "alphas": alphas,
@@ -457,7 +484,7 @@ def run(argv: Sequence[str]) -> int:
     """Parse ``argv`` and run the analysis; returns the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_args(_repeats(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise argument_error(err, "analyze") from None
     if args.ckpt and len(args.ckpt) > 1:

@@ -6,6 +6,7 @@ ends as one line ``lwlc: error: <message>`` and exit code 2; ``--debug`` (or LWL
 the traceback instead.
 """
 
+import functools
 import importlib
 import logging
 import os
@@ -220,6 +221,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                     subclass_mode_model=True,
                     subclass_mode_data=True,
                     save_config_callback=SaveConfig,
+                    parser_class=short_help(LightningArgumentParser),
                     parser_kwargs={"exit_on_error": False, "fit": {"epilog": OVERWRITE_HELP}},
                     overwrite=overwrite,
                     started=started,
@@ -400,6 +402,26 @@ def config_error(message: str) -> str:
     reason = re.split(r"Problem with given class_path '[^']*': |Parser key \"[^\"]+\": ", text)[-1]
     reason = reason.split("Errors: - ")[-1]
     return f"{'.init_args.'.join(keys)}: {reason}" if keys else reason
+
+
+@functools.cache
+def short_help(parser_class: type) -> type:
+    """``parser_class`` (a jsonargparse parser) whose help leaves out the list of every known
+    subclass of a class-typed option: ``--model`` listed every ``nn.Module`` in torch, 700 lines
+    of ``--help``. A subclass of the parser, since ``--model.help CLASS`` builds a parser of the
+    same type."""
+    from jsonargparse import DefaultHelpFormatter
+
+    class ShortHelp(DefaultHelpFormatter):
+        def _get_help_string(self, action: Any) -> str:
+            return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
+
+    class ShortHelpParser(parser_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", ShortHelp)
+            super().__init__(*args, **kwargs)
+
+    return ShortHelpParser
 
 
 def argument_error(err: Exception, command: str) -> LwlcError:

@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from lwlc import outputs
-from lwlc.cli import argument_error
+from lwlc.cli import argument_error, short_help
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv, write_json
 
@@ -173,7 +173,7 @@ def build_parser() -> Any:
     """The ``lwlc experiment`` argument parser."""
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(
+    p = short_help(ArgumentParser)(
         prog="lwlc experiment",
         description="Run one of the paper's experiments (see experiments/README.md).",
         exit_on_error=False,

@@ -8,6 +8,7 @@ line or, failing that, from the configs recorded in the checkpoints.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,9 +63,10 @@ def check_sources(args: Any, verb: str) -> None:
         )
 
 
-def csv_list(text: str) -> list[str]:
-    """The non-empty, stripped items of a comma-separated option."""
-    return [t.strip() for t in text.split(",") if t.strip()]
+def csv_list(value: str | Sequence[object]) -> list[str]:
+    """The non-empty, stripped items of an option given comma-separated or as a YAML list."""
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [t.strip() for t in items if t.strip()]
 
 
 def read_network(path: str) -> Checkpoint:

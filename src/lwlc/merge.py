@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from lwlc import inputs, layers, outputs
 from lwlc.alignment import ALIGN_METHODS, align
 from lwlc.calibration import batchnorm_layers, recalibrated_state
-from lwlc.cli import argument_error
+from lwlc.cli import argument_error, short_help
 from lwlc.errors import LwlcError
 from lwlc.interpolation import merged_state
 from lwlc.io import save_state_dict
@@ -34,9 +34,9 @@ INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
 
 def build_parser() -> Any:
     """The merge argument parser (jsonargparse, like the rest of lwlc's CLI)."""
-    from jsonargparse import ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
-    p = ArgumentParser(
+    p = short_help(ArgumentParser)(
         prog="lwlc merge",
         description="Average chosen layers of two networks and save the result as a checkpoint.",
         exit_on_error=False,
@@ -49,10 +49,16 @@ def build_parser() -> Any:
     )
     inputs.add_network_arguments(p, data_help="data for --bn reset (default: from the checkpoint)")
     p.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="a YAML file of these options (--print_config writes one)",
+    )
+    p.add_argument(
         "--groups",
-        type=str,
+        type=str | list[str],
         default="*",
-        help="comma-separated layers or globs (re:<regex>) to average; default all",
+        help="comma-separated layers or globs (re:<regex>), or a YAML list, to average; "
+        "default all",
     )
     p.add_argument(
         "--alpha",

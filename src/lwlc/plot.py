@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lwlc.cli import argument_error
+from lwlc.cli import argument_error, short_help
 from lwlc.errors import LwlcError
 from lwlc.io import read_csv
 from lwlc.outputs import check_out
@@ -31,7 +31,9 @@ def build_parser() -> Any:
     """The ``lwlc plot`` argument parser."""
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(prog="lwlc plot", description=__doc__.splitlines()[0], exit_on_error=False)
+    p = short_help(ArgumentParser)(
+        prog="lwlc plot", description=__doc__.splitlines()[0], exit_on_error=False
+    )
     p.add_argument(
         "run_dir", type=str, help="results directory (analysis, barriers/ or a run directory)"
     )
