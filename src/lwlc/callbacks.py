@@ -44,14 +44,14 @@ from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run
 from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 METRICS = ("loss", "error")
-
-TIME_COLUMNS = ("epoch", "step")
-HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
-HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
 # Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
 # the summary, the figures and the temporary files of an interrupted write.
 FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png")
 OUTPUTS = ("curves.csv", "barriers.csv", "summary.json", *FIGURES, ".*.tmp")
+
+TIME_COLUMNS = ("epoch", "step")
+HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
+HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
 SPLITS = ("train", "val", "test")
 LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
 # An evaluation that lasts longer than this shows a progress line.
@@ -419,6 +419,14 @@ class LayerwiseBarrierCallback(Callback):
             },
         }
 
+    def output_dir(self, trainer: pl.Trainer) -> Path:
+        """``dirpath``, else ``<default_root_dir>/barriers``."""
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
+
+    def run_files(self, trainer: pl.Trainer) -> list[Path]:
+        """The files an earlier run left in the Callback's directory (lwlc.rundir asks)."""
+        return sorted({p for pattern in OUTPUTS for p in self.output_dir(trainer).glob(pattern)})
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and not self.barriers and (self._dir / "barriers.csv").exists():
             warn(
@@ -455,14 +463,6 @@ class LayerwiseBarrierCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Fresh run: the initialisation (epoch 0). Resumed run: an evaluation the checkpoint missed.
         self._at_epoch_boundary(trainer, pl_module, trainer.current_epoch)
-    def output_dir(self, trainer: pl.Trainer) -> Path:
-        """``dirpath``, else ``<default_root_dir>/barriers``."""
-        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
-
-    def run_files(self, trainer: pl.Trainer) -> list[Path]:
-        """The files an earlier run left in the Callback's directory (lwlc.rundir asks)."""
-        return sorted({p for pattern in OUTPUTS for p in self.output_dir(trainer).glob(pattern)})
-
         if self._step_due(trainer.global_step) and not self._recorded(trainer.global_step):
             self._evaluate(trainer, pl_module, trainer.current_epoch)
 
