@@ -136,7 +136,7 @@ def test_several_checkpoints_need_an_output_folder_unless_listing_layers(
         "fc2",
         "head",
     ]
-    with pytest.raises(LwlcError, match="--align: 'git-rebasin' is not one of none, weight-matching"):
+    with pytest.raises(LwlcError, match="--align: 'git-rebasin' is not one of none"):
         run(["--ckpt", str(runs["pair"]), "--align", "git-rebasin"])
 
 

@@ -58,8 +58,7 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
     from lwlc import checkpoint_io, rundir
     from lwlc.checkpoints import check_lightning_run
-    from lwlc.loggers import check_logger_packages
-    from lwlc.loggers import WandbLogger, folder_run_id, record_run_info
+    from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, record_run_info
     from lwlc.schedules import RunSchedule, lightning_entry
     from lwlc.training import PairedModule
 
