@@ -146,7 +146,7 @@ def test_print_config_then_config_reproduces_the_run(
     as the command line (lists as YAML lists, repeatable options as lists)."""
     if command == "analyze":
         flags = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "100",
-                 "--custom", "x=fc1", "--custom", "y=fc2,head", "--no_plots"]  # fmt: skip
+                 "--custom=x=fc1", "--custom", "y=fc2,head", "--no_plots"]  # fmt: skip
         result = "barriers.csv"
     else:
         flags = ["--groups", "fc1,head", "--alpha", "0.25"]

@@ -254,7 +254,8 @@ def test_every_shipped_config_parses(capsys: pytest.CaptureFixture[str]) -> None
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "--config", str(config), "--print_config"])
         assert exit_info.value.code == 0, config
-        assert "class_path: lwlc.training.PairedModule" in capsys.readouterr().out
+        module = "ClassifierModule" if config.stem.endswith("_single") else "PairedModule"
+        assert f"class_path: lwlc.training.{module}" in capsys.readouterr().out, config
 
 
 def test_readme_opens_with_the_two_commands() -> None:

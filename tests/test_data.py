@@ -474,9 +474,18 @@ def data_lines() -> Iterator[list[str]]:
     """The data lines logged during the test (Lightning's logger does not propagate to root)."""
     handler = _Lines()
     logger = logging.getLogger("lightning.pytorch")
+    # earlier tests may have quietened Lightning's loggers: let INFO through for this one
+    quiet = {
+        name: logging.getLogger(name).level
+        for name in (logger.name, f"{logger.name}.utilities.rank_zero")
+    }
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.INFO)
     logger.addHandler(handler)
     yield handler.lines
     logger.removeHandler(handler)
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_fashion_mnist_logs_the_system_folder_files_and_split_sizes_once(

@@ -201,9 +201,11 @@ def _repeats(argv: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     out = []
     for arg in argv:
-        if arg in REPEATABLE and arg in seen:
-            arg += "+"
-        seen.add(arg)
+        flag, equals, value = arg.partition("=")
+        if flag in REPEATABLE:
+            if flag in seen:
+                arg = f"{flag}+{equals}{value}"
+            seen.add(flag)
         out.append(arg)
     return out
 
