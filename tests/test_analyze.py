@@ -217,3 +217,20 @@ def test_a_plain_state_dict_without_model_says_to_pass_one(runs, tmp_path, capsy
             ["analyze", "--ckpt-a", str(path), "--ckpt-b", str(path), "--out", str(tmp_path / "o")]
         )
     assert "pass --model CLASS" in capsys.readouterr().err
+
+
+def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(capsys) -> None:
+    from lwlc.analyze import print_table
+
+    base = {"plan": "single", "group": "fc1", "rest_from": "a", "split": "test"}
+    rows = [
+        {**base, "reference": "path", "loss_barrier": -2e-9, "error_barrier": 0.0},
+        {**base, "reference": "models", "loss_barrier": 2.61234, "error_barrier": 0.4},
+        {**base, "reference": "midpoint", "loss_barrier": 2.5, "error_barrier": 0.375},
+    ]
+    print_table(rows, "test")
+    out = capsys.readouterr().out.splitlines()
+    assert "loss path" in out[-2] and "loss models" in out[-2] and "loss midpoint" in out[-2]
+    assert any("paper's heatmap value" in line for line in out)
+    fields = out[-1].split()
+    assert fields == ["single", "fc1", "a", "0.0000", "2.6123", "2.5000", "0.00"]

@@ -309,27 +309,38 @@ def _print_layers(groups: Sequence[layers.Group], state: dict[str, torch.Tensor]
         print(f"{i:>3}  {g.name:<{width}}  {len(g.keys):>7}  {numel:>10}")
 
 
+def _shown(value: object, digits: int) -> str:
+    """``value`` to ``digits`` decimals, what rounds to zero shown as 0 (never ``-0.0000``)."""
+    x = float(value)  # type: ignore[arg-type]
+    return f"{0.0 if abs(x) < 0.5 * 10**-digits else x:.{digits}f}"
+
+
 def print_table(barriers: Rows, split: str) -> None:
-    """A readable table of path barriers per group (loss in nats, error in percentage points)."""
-    rows = [r for r in barriers if r["split"] == split and r["reference"] == "path"]
-    models = {
-        path_key(r): r for r in barriers if r["split"] == split and r["reference"] == "models"
-    }
-    if not rows:
+    """A readable table of every path's loss barrier against each reference side by side (nats)
+    and its error barrier against its own endpoints (percentage points), with a legend."""
+    by_ref: dict[str, dict[tuple[str, str, str], dict[str, object]]] = {}
+    for r in barriers:
+        if r["split"] == split:
+            by_ref.setdefault(str(r["reference"]), {})[path_key(r)] = r
+    paths = by_ref.get("path", {})
+    if not paths:
         return
-    width = max(len(str(r["group"])) for r in rows)
-    print(f"\nBarriers on {split} (path reference; 'vs models' = against the line between A and B)")
+    refs = [ref for ref in ("path", "models", "midpoint") if ref in by_ref]
+    width = max(len(str(r["group"])) for r in paths.values())
+    print(f"\nBarriers on {split}: loss in nats against each reference, error in percentage points")
     print(
-        f"{'plan':<17} {'group':<{width}} {'rest':<4} {'loss':>9} {'error pp':>9} "
-        f"{'loss vs models':>15}"
+        "  path: vs the line between the path's own endpoints; models: vs the line between A "
+        "and B; midpoint: at alpha 0.5 vs the mean of A and B (the paper's heatmap value)"
     )
-    for r in rows:
-        m = models.get(path_key(r), {})
-        loss, error = float(r["loss_barrier"]), 100 * float(r["error_barrier"])
-        print(
-            f"{r['plan']:<17} {r['group']:<{width}} {r['rest_from']:<4} {loss:>9.4f} {error:>9.2f} "
-            f"{float(m.get('loss_barrier', float('nan'))):>15.4f}"
+    header = "".join(f"{'loss ' + ref:>15}" for ref in refs)
+    print(f"{'plan':<17} {'group':<{width}} {'rest':<4}{header} {'error path':>11}")
+    for key, r in paths.items():
+        losses = "".join(
+            f"{_shown(by_ref[ref].get(key, {}).get('loss_barrier', float('nan')), 4):>15}"
+            for ref in refs
         )
+        error = _shown(100 * float(r["error_barrier"]), 2)  # type: ignore[arg-type]
+        print(f"{r['plan']:<17} {r['group']:<{width}} {r['rest_from']:<4}{losses} {error:>11}")
 
 
 def describe_pairing(cks: Sequence[Checkpoint]) -> str:
