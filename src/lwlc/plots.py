@@ -526,7 +526,7 @@ def barrier_matrices(
         fig, grid = panel_grid(
             len(panels),
             max(2.0, 0.55 * len(columns) + 1.2),
-            max(1.8, 0.3 * len(index) + 1.0),
+            max(2.4, 0.45 * len(index) + 1.3),
             margin=0.9,
             share_y=False,
         )
