@@ -69,7 +69,10 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
         def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
             self.overwrite = stage == "fit"
+            # Trainer.log_dir broadcasts: read it here, on every rank, never in rank 0's
+            # save_config (the other ranks would not join and DDP would hang).
             saved = os.path.join(trainer.log_dir or ".", self.config_filename)
+            self.config_path = saved
             if self.overwrite or not os.path.isfile(saved):
                 super().setup(trainer, pl_module, stage)
 

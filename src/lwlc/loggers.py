@@ -483,10 +483,12 @@ def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
 
 def _saved_config(trainer: pl.Trainer, callback: Any) -> dict[str, Any] | None:
     """The config file the callback wrote in the log directory at setup, read back (a second
-    dump takes 20 times longer); None when there is none (no log directory, another node)."""
-    if not callback.save_to_log_dir or callback.multifile or not trainer.log_dir:
+    dump takes 20 times longer); None when there is none (no log directory, another node).
+    The path is the one lwlc's SaveConfig noted at setup: ``Trainer.log_dir`` broadcasts, and
+    this runs on rank 0 alone."""
+    path = getattr(callback, "config_path", None)
+    if not callback.save_to_log_dir or callback.multifile or path is None:
         return None
-    path = os.path.join(trainer.log_dir, callback.config_filename)
     if not os.path.isfile(path):
         return None
     import yaml
