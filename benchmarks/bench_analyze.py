@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lwlc.evaluation import Evaluator, model_stages
-from lwlc.interpolation import coefficients, default_alphas, make_paths
-from lwlc.layers import default_groups
+from lwlc.core.engine import Evaluator
+from lwlc.core.interpolation import coefficients, default_alphas, make_paths
+from lwlc.core.layers import default_groups
+from lwlc.core.sweep import sweep
 from lwlc.models import VGG, ResNet18
-from lwlc.sweep import sweep
 
 PLANS = ["full", "single", "cumulative_front", "cumulative_back"]
 

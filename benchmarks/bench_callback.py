@@ -53,7 +53,7 @@ def child(config: str, args: list[str], out: str) -> None:
     from lightning.pytorch import Trainer
 
     from lwlc.callbacks import LayerwiseBarrierCallback
-    from lwlc.cli import main
+    from lwlc.commands.cli import main
 
     timing = {"fit_s": 0.0, "callback_s": 0.0, "start_s": 0.0, "end_s": 0.0}
 

@@ -38,7 +38,6 @@ SCHEDULE_EVALUATIONS = 10 + SCHEDULE_EPOCHS // 20  # after epochs 0-9, and every
 def child(args: list[str], out: str) -> None:
     """``lwlc fit`` in this process, accepting the fabricated files (their md5 sums cannot match)."""
     import torchvision.datasets.cifar
-
     from bench_callback import child as timed_fit
 
     torchvision.datasets.cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)

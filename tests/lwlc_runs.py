@@ -1,7 +1,7 @@
 """Tiny real ``lwlc fit`` runs on the digits data, shared by the analyze and reliability tests.
 
-Each run is the command a user types (in-process, through ``lwlc.cli.main``), shortened to a
-few optimizer steps so that a test module can afford its own.
+Each run is the command a user types (in-process, through ``lwlc.commands.cli.main``), shortened to
+a few optimizer steps so that a test module can afford its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import CONFIGS
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc.models import MLP
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")

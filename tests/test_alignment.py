@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwlc.alignment import apply_permutations, permutation_spec, weight_matching
+from lwlc.core.alignment import apply_permutations, permutation_spec, weight_matching
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
 from lwlc.models import MLP, VGG, ResNet18, SmallCNN
 
 

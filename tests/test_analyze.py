@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine_reference import naive_eval, naive_state
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc_runs import SINGLE_WIDTH, fit_pair, fit_single, members, mlp_of
 
@@ -220,7 +220,7 @@ def test_a_plain_state_dict_without_model_says_to_pass_one(runs, tmp_path, capsy
 
 
 def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(capsys) -> None:
-    from lwlc.analyze import print_table
+    from lwlc.commands.analyze import print_table
 
     base = {"plan": "single", "group": "fc1", "rest_from": "a", "split": "test"}
     rows = [

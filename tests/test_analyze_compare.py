@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from engine_reference import naive_eval, naive_state
-from lwlc import plots
-from lwlc.alignment import weight_matching
-from lwlc.analyze import run
-from lwlc.cli import main
+from lwlc import figures
+from lwlc.commands.analyze import run
+from lwlc.commands.cli import main
+from lwlc.core.alignment import weight_matching
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
 from lwlc_runs import fit_pair, fit_single, members, mlp_of
 
 BARRIER_HEADER = "plan,group,rest_from,split,reference,loss_barrier,error_barrier"
@@ -157,7 +157,7 @@ def test_barrier_matrices_draw_each_cell_on_one_scale() -> None:
         }.items()
         for (m, t), v in cells.items()
     ]
-    fig = plots.barrier_matrices(rows, "model", "toward", "group", metric="error")
+    fig = figures.barrier_matrices(rows, "model", "toward", "group", metric="error")
     panels = [ax for ax in fig.axes if ax.get_title().startswith("layer: ")]
     assert [ax.get_title() for ax in panels] == ["layer: fc1", "layer: fc2"]
     meshes = [ax.collections[0] for ax in panels]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import lwlc
-from lwlc.cli import main
+from lwlc.commands.cli import main
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
 from lwlc_runs import fit_pair, members, mlp_of
 
 SPEC = {"plans": ["full", "single"], "alphas": [0, 0.5, 1], "max_samples": 200}

@@ -1,4 +1,4 @@
-"""``--bn reset`` is one fixed procedure (lwlc.calibration): the same statistics whatever the
+"""``--bn reset`` is one fixed procedure (lwlc.core.calibration): the same statistics whatever the
 evaluation batch size, chunk size or memory budget, in analyze, the Callback and merge, equal to
 a naive per-model computation of the documented sample-weighted averages."""
 
@@ -17,13 +17,13 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from engine_reference import naive_state
-from lwlc.calibration import recalibrated_state
 from lwlc.callbacks import LayerwiseBarrierCallback
-from lwlc.cli import main
+from lwlc.commands.cli import main
+from lwlc.core.calibration import recalibrated_state
+from lwlc.core.errors import LwlcError
+from lwlc.core.memory import GIB, TENSOR_SHARE, plan
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.io import read_csv
-from lwlc.memory import GIB, TENSOR_SHARE, plan
+from lwlc.formats.io import read_csv
 from lwlc.models import ResNet18
 from lwlc_runs import QUIET
 

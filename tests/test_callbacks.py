@@ -18,17 +18,17 @@ from PIL import Image
 
 import lwlc.callbacks as callbacks_module
 from engine_reference import naive_curve
-from lwlc import analyze, cli
 from lwlc.callbacks import LayerwiseBarrierCallback
-from lwlc.checkpoints import read_checkpoint
+from lwlc.commands import analyze, cli
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.layers import default_groups
+from lwlc.core.sweep import sweep
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import default_alphas, make_paths
-from lwlc.io import append_csv, read_csv, write_csv
-from lwlc.layers import default_groups
+from lwlc.formats.checkpoints import read_checkpoint
+from lwlc.formats.io import append_csv, read_csv, write_csv
 from lwlc.models import MLP
-from lwlc.sweep import sweep
 from lwlc.training import ClassifierModule, PairedModule, reinitialize
 from lwlc_runs import QUIET
 
@@ -379,10 +379,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lwlc.callbacks import LayerwiseBarrierCallback
-from lwlc.checkpoints import read_checkpoint
+from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
-from lwlc.sweep import sweep
+from lwlc.core.sweep import sweep
 from lwlc.training import PairedModule
 
 

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from conftest import CONFIGS, REPO_ROOT
-from lwlc import cli
-from lwlc.cli import argument_error, config_error, main
-from lwlc.errors import LwlcError, readable_bytes
+from lwlc.commands import cli
+from lwlc.commands.cli import argument_error, config_error, main
+from lwlc.core.errors import LwlcError, readable_bytes
 from lwlc.models import MLP
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")
@@ -127,7 +127,7 @@ def test_a_second_run_without_logger_in_the_same_folder_is_refused(
 def run_lwlc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command as a user runs it: a fresh process, no test harness in between."""
     return subprocess.run(
-        [sys.executable, "-m", "lwlc.cli", *args],
+        [sys.executable, "-m", "lwlc.commands.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from conftest import CONFIGS
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc.models import MLP
 
 SINGLE = str(CONFIGS / "digits_mlp_single.yaml")

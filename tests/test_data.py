@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 import lwlc.data.base
 import lwlc.data.mnist
 from fixtures_data import write_cifar10, write_cifar100, write_mnist
+from lwlc.core.errors import LwlcError
 from lwlc.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -27,7 +28,6 @@ from lwlc.data import (
     MNISTDataModule,
 )
 from lwlc.data.base import PAD_LABEL, TensorBatches
-from lwlc.errors import LwlcError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465])
@@ -538,7 +538,7 @@ def test_cifar_digits_and_text_log_where_they_read(
 
 
 def test_hf_text_module_logs_its_file_and_tokens(tmp_path: Path, data_lines: list[str]) -> None:
-    from lwlc.hf import TextDataModule
+    from lwlc.formats.hf import TextDataModule
 
     text = tmp_path / "wiki.txt"
     text.write_text("é" * 500, encoding="utf-8")  # 1000 UTF-8 bytes

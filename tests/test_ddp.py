@@ -22,7 +22,7 @@ def fit(root: Path, devices: int, val_size: float) -> None:
     as a user types it, on ``devices`` CPU processes with the per-process batch 32 / devices."""
     ddp = ["--trainer.devices", str(devices), "--trainer.strategy", "ddp"] if devices > 1 else []
     command = [
-        *(sys.executable, "-m", "lwlc.cli", "fit", "--config", DIGITS),
+        *(sys.executable, "-m", "lwlc.commands.cli", "fit", "--config", DIGITS),
         *("--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2"),
         *("--trainer.accelerator", "cpu", *ddp),
         *("--data.init_args.batch_size", str(GLOBAL_BATCH // devices)),

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from engine_reference import naive_curve, naive_eval, naive_state
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator, model_stages
-from lwlc.interpolation import default_alphas, make_paths
-from lwlc.layers import default_groups, group_by_depth, regroup
-from lwlc.sweep import sweep
+from lwlc.core.engine import Evaluator, model_stages
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.layers import default_groups, group_by_depth, regroup
+from lwlc.core.sweep import sweep
 
 
 class StagedCNN(nn.Module):
@@ -305,7 +305,7 @@ def test_integer_buffers_come_from_the_rest_model():
     for rest in ("a", "b"):
         st = naive_state(a, b, keys, 0.5, rest)
         assert st["bn1.num_batches_tracked"] == (a if rest == "a" else b)["bn1.num_batches_tracked"]
-    from lwlc.interpolation import interpolate
+    from lwlc.core.interpolation import interpolate
 
     path = make_paths(default_groups(model), ["full"])[0]
     assert interpolate(a, b, path, 0.5)["bn1.num_batches_tracked"] == a["bn1.num_batches_tracked"]
@@ -410,7 +410,7 @@ def test_bf16_fast_mode_is_close_to_fp32_but_not_identical():
 
 
 def test_stack_limit_takes_a_share_of_what_the_memory_plan_leaves():
-    from lwlc import memory
+    from lwlc.core import memory
 
     chosen = memory.MemoryPlan(
         batch_size=10, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10

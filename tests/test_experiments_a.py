@@ -15,9 +15,9 @@ import torch
 from torchvision.datasets import cifar
 
 from fixtures_data import write_cifar10
-from lwlc import experiment
-from lwlc.cli import main
-from lwlc.io import read_csv
+from lwlc.commands import experiment
+from lwlc.commands.cli import main
+from lwlc.formats.io import read_csv
 
 PAIRINGS = ("shared_init", "independent")
 
@@ -44,7 +44,7 @@ def write_recipe(root: Path, name: str, body: str) -> None:
 
 
 FAKE = """
-from lwlc import experiment
+from lwlc.commands import experiment
 
 CLAIM = "two plus two is four"
 

@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from torchvision.datasets import cifar
 
 from fixtures_data import write_cifar10
-from lwlc import experiment
-from lwlc.checkpoints import read_checkpoint
+from lwlc.commands import experiment
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
 from lwlc.data import CharTextDataModule, DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.io import read_csv
+from lwlc.formats.checkpoints import read_checkpoint
+from lwlc.formats.io import read_csv
 from lwlc.models import GPT, MLP
 from lwlc.training import reinitialize
 

@@ -6,10 +6,15 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.federated import FederatedDataModule, FederatedModule, averaged_keys, split_clients
 from lwlc.models import MLP
+from lwlc.training.federated import (
+    FederatedDataModule,
+    FederatedModule,
+    averaged_keys,
+    split_clients,
+)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 

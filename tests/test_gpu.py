@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from engine_reference import naive_curve
-from lwlc.cli import main
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import default_alphas, make_paths
-from lwlc.layers import default_groups
+from lwlc.commands.cli import main
+from lwlc.core.engine import Evaluator
+from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.layers import default_groups
+from lwlc.core.sweep import sweep
 from lwlc.models import ResNet18
-from lwlc.sweep import sweep
 from lwlc_runs import fit_pair
 
 pytestmark = pytest.mark.gpu

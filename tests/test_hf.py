@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import transformers
 
 from engine_reference import naive_state
-from lwlc.cli import main
-from lwlc.errors import LwlcError
-from lwlc.hf import CausalLM, TextDataModule
+from lwlc.commands.cli import main
+from lwlc.core.errors import LwlcError
+from lwlc.formats.hf import CausalLM, TextDataModule
 
 SEQ_LEN = 16
 TEXT = " ".join(
@@ -145,7 +145,7 @@ def test_analyze_compares_two_local_models_like_transformers_does(
             "--ckpt-b",
             str(b_dir),
             "--data",
-            "lwlc.hf.TextDataModule",
+            "lwlc.formats.hf.TextDataModule",
         ]
         + ["--data.init_args.path", str(text_file), "--data.init_args.seq_len", str(SEQ_LEN)]
         + ["--plans", "full", "--custom", f"mlp={MLP_IN[arch]}", "--rest-from", "a"]

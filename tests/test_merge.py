@@ -13,14 +13,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from engine_reference import naive_state
-from lwlc.alignment import weight_matching
-from lwlc.cli import main
+from lwlc.commands.cli import main
+from lwlc.commands.merge import run
+from lwlc.core.alignment import weight_matching
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import InterpolationPath, coefficients
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import Path as InterpolationPath
-from lwlc.interpolation import coefficients
-from lwlc.merge import run
 from lwlc.models import ResNet18
 from lwlc_runs import DIGITS, QUIET, fit_pair, members, mlp_of
 

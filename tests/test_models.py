@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 from lwlc.models import MLP, VGG, ResNet18, SmallCNN
 from lwlc.models.resnet import BasicBlock
 

@@ -102,9 +102,9 @@ def test_setup_installs_what_pyproject_asks_without_pins() -> None:
 
 WRAPPER = """
 import json, sys
-from lwlc.cli import main
+from lwlc.commands.cli import main
 
-OPTIONAL = ("transformers", "tensorboard", "wandb", "lwlc.hf")
+OPTIONAL = ("transformers", "tensorboard", "wandb", "lwlc.formats.hf")
 for command in json.loads(sys.argv[1]):
     main(command)
     print("LOADED", json.dumps([m for m in OPTIONAL if m in sys.modules]), flush=True)

@@ -9,10 +9,11 @@ from matplotlib.collections import QuadMesh
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from lwlc import plot, plots
-from lwlc.errors import LwlcError
-from lwlc.io import write_csv
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc import figures
+from lwlc.commands import plot
+from lwlc.core.errors import LwlcError
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.formats.io import write_csv
 
 LAYERS = ("fc1", "fc2", "head")
 
@@ -79,10 +80,10 @@ def _training_rows(epochs=(0, 1, 2, 3), steps_per_epoch=10) -> list[dict]:
 
 
 def test_heatmap_table_puts_the_full_model_first_and_layers_in_forward_order():
-    table = plots.heatmap_table(
+    table = figures.heatmap_table(
         _training_rows(), plan="single", metric="loss", reference="midpoint"
     )
-    assert list(table.index) == [plots.FULL_LABEL, *LAYERS]
+    assert list(table.index) == [figures.FULL_LABEL, *LAYERS]
     assert list(table.columns) == [0, 1, 2, 3]
     assert table.columns.name == "epoch"
     for i, label in enumerate(table.index):
@@ -91,20 +92,20 @@ def test_heatmap_table_puts_the_full_model_first_and_layers_in_forward_order():
 
 
 def test_heatmap_error_is_in_percentage_points():
-    table = plots.heatmap_table(_training_rows(), metric="error", reference="midpoint")
+    table = figures.heatmap_table(_training_rows(), metric="error", reference="midpoint")
     assert table.loc["fc2", 3] == pytest.approx(100 * (3 + 2 / 10) / 100)
 
 
 def test_heatmap_columns_are_steps_when_an_epoch_holds_several_evaluations():
     rows = _training_rows()
     rows += [{**r, "step": 5} for r in rows if r["epoch"] == 0]
-    table = plots.heatmap_table(rows, reference="midpoint")
+    table = figures.heatmap_table(rows, reference="midpoint")
     assert table.columns.name == "step"
     assert list(table.columns) == [0, 5, 10, 20, 30]
 
 
 def test_heatmap_draws_one_cell_per_value():
-    fig = plots.barrier_heatmap(_training_rows(), reference="midpoint")
+    fig = figures.barrier_heatmap(_training_rows(), reference="midpoint")
     mesh = next(c for c in fig.axes[0].collections if isinstance(c, QuadMesh))
     drawn = mesh.get_array().reshape(4, 4)
     for i in range(4):
@@ -115,12 +116,12 @@ def test_heatmap_draws_one_cell_per_value():
 def test_heatmap_of_results_without_epochs_is_a_clear_error():
     _, barriers = _analysis_rows()
     with pytest.raises(LwlcError, match="no epoch/step columns"):
-        plots.barrier_heatmap(barriers, reference="path")
+        figures.barrier_heatmap(barriers, reference="path")
 
 
 def test_layer_bars_have_the_given_heights_and_the_full_model_as_a_line():
     _, barriers = _analysis_rows()
-    fig = plots.layer_barriers(barriers, reference="path")
+    fig = figures.layer_barriers(barriers, reference="path")
     loss_ax, error_ax = fig.axes[0], fig.axes[1]
     heights = sorted(
         p.get_height() for p in loss_ax.patches if isinstance(p, Rectangle) and p.get_height()
@@ -133,13 +134,13 @@ def test_layer_bars_have_the_given_heights_and_the_full_model_as_a_line():
     assert errors == pytest.approx(
         sorted(100 * r["error_barrier"] for r in barriers if r["plan"] == "single")
     )
-    full_line = [line for line in loss_ax.lines if line.get_label() == plots.FULL_LABEL]
+    full_line = [line for line in loss_ax.lines if line.get_label() == figures.FULL_LABEL]
     assert full_line and full_line[0].get_ydata()[0] == pytest.approx(0.25)
 
 
 def test_interpolation_curves_draw_every_path():
     curves, _ = _analysis_rows()
-    fig = plots.interpolation_curves(curves)
+    fig = figures.interpolation_curves(curves)
     full_loss = fig.axes[0].lines[0]
     assert list(full_loss.get_xdata()) == [0.0, 0.5, 1.0]
     assert list(full_loss.get_ydata()) == pytest.approx([0.3, 0.55, 0.3])
@@ -215,7 +216,7 @@ def test_lwlc_plot_names_what_it_looked_for(tmp_path):
 def test_save_heatmaps_draws_the_requested_metrics_for_each_split_and_plan(tmp_path):
     rows = _training_rows()
     rows += [{**r, "split": "test"} for r in rows]
-    written = plots.save_heatmaps(tmp_path, rows, "midpoint", metrics=["loss"])
+    written = figures.save_heatmaps(tmp_path, rows, "midpoint", metrics=["loss"])
     assert [p.name for p in written] == [
         "heatmap_val_single_loss.png",
         "heatmap_test_single_loss.png",

@@ -15,10 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
-from lwlc import plots
-from lwlc.cli import main
-from lwlc.io import write_csv, write_json
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc import figures
+from lwlc.commands.cli import main
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.formats.io import write_csv, write_json
 
 PLANS = ("full", "single", "cumulative_front", "cumulative_back")
 LAYERS = ("fc1", "fc2", "layer4.1.downsample.0", "head")
@@ -86,24 +86,24 @@ def _drawn(fig: Figure) -> FigureCanvasAgg:
 
 
 FIGURES = {
-    "curves": lambda: plots.interpolation_curves(_analysis()[0], pairing=PAIRING),
-    "curves_aligned": lambda: plots.interpolation_curves(_analysis(aligned=True)[0]),
-    "bars_one_plan": lambda: plots.layer_barriers(
+    "curves": lambda: figures.interpolation_curves(_analysis()[0], pairing=PAIRING),
+    "curves_aligned": lambda: figures.interpolation_curves(_analysis(aligned=True)[0]),
+    "bars_one_plan": lambda: figures.layer_barriers(
         _analysis(("full", "single"))[1], "midpoint", pairing=PAIRING
     ),
-    "bars_one_plan_untitled": lambda: plots.layer_barriers(_analysis(("single",))[1], "midpoint"),
-    "bars_aligned": lambda: plots.layer_barriers(_analysis(aligned=True)[1], "path"),
-    "bars_many_groups": lambda: plots.layer_barriers(
+    "bars_one_plan_untitled": lambda: figures.layer_barriers(_analysis(("single",))[1], "midpoint"),
+    "bars_aligned": lambda: figures.layer_barriers(_analysis(aligned=True)[1], "path"),
+    "bars_many_groups": lambda: figures.layer_barriers(
         _analysis(("full", "single", "custom"), [f"random_{i}" for i in range(14)])[1], "path"
     ),
-    "heatmap": lambda: plots.barrier_heatmap(_training(range(11)), pairing=PAIRING),
-    "heatmap_uneven": lambda: plots.barrier_heatmap(
+    "heatmap": lambda: figures.barrier_heatmap(_training(range(11)), pairing=PAIRING),
+    "heatmap_uneven": lambda: figures.barrier_heatmap(
         _training([*range(10), *range(20, 201, 20)]), metric="error"
     ),
-    "pairwise": lambda: plots.barrier_matrices(
+    "pairwise": lambda: figures.barrier_matrices(
         _pairwise(), "model", "toward", "group", pairing="every pair of m0, m1, m2"
     ),
-    "pairwise_many": lambda: plots.barrier_matrices(
+    "pairwise_many": lambda: figures.barrier_matrices(
         [dict(r, group=f"{r['group']}_{k}") for k in range(4) for r in _pairwise()],
         "model",
         "toward",
@@ -165,7 +165,7 @@ def test_panels_of_one_quantity_share_their_y_axis(name, quantities):
 
 def test_curves_draw_error_in_percent():
     curves, _ = _analysis(("full",))
-    fig = plots.interpolation_curves(curves)
+    fig = figures.interpolation_curves(curves)
     loss_ax, error_ax = fig.axes
     assert error_ax.get_ylabel() == "error (%)"
     drawn = [line for line in error_ax.lines if len(line.get_xdata()) == 5]
@@ -175,7 +175,7 @@ def test_curves_draw_error_in_percent():
 
 def test_heatmap_cells_sit_at_their_epochs_to_scale():
     epochs = [*range(10), *range(20, 201, 20)]
-    fig = plots.barrier_heatmap(_training(epochs))
+    fig = figures.barrier_heatmap(_training(epochs))
     mesh = next(c for c in fig.axes[0].collections if isinstance(c, QuadMesh))
     xs = mesh.get_coordinates()[0, :, 0]  # the cell edges along x
     x = np.array(epochs, dtype=float)
@@ -217,10 +217,10 @@ def test_pairing_text_reads_analyze_and_callback_summaries():
         "checkpoints": [{"path": "p.ckpt", "pairing": pair}],
     }
     separate = {"checkpoints": [{"path": "/r/x/last.ckpt"}, {"path": "/r/y/last.ckpt"}]}
-    assert plots.pairing_text(callback) == plots.pairing_text(analysis) == PAIRING
-    assert plots.pairing_text(separate) == "A = x/last.ckpt, B = y/last.ckpt (in /r)"
+    assert figures.pairing_text(callback) == figures.pairing_text(analysis) == PAIRING
+    assert figures.pairing_text(separate) == "A = x/last.ckpt, B = y/last.ckpt (in /r)"
     spawn = {"pairing": {**pair, "init": "spawn", "spawn_steps": 7, "order": "shared"}}
-    assert plots.pairing_text(spawn) == "B spawned from A after 7 steps, same data order (seed 0)"
+    assert figures.pairing_text(spawn) == "B spawned from A after 7 steps, same data order (seed 0)"
 
 
 def _pair_folder(root, models=("m0", "m1", "m2")):
@@ -240,9 +240,9 @@ def _pair_folder(root, models=("m0", "m1", "m2")):
 def test_lwlc_plot_redraws_a_folder_of_several_checkpoints(tmp_path, capsys, monkeypatch):
     _pair_folder(tmp_path / "abc")
     drawn: dict[str, Figure] = {}
-    save = plots.save_figure
+    save = figures.save_figure
     monkeypatch.setattr(
-        plots, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
+        figures, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
     )
     main(["plot", str(tmp_path / "abc"), "--out", str(tmp_path / "figures")])
     written = capsys.readouterr().out.split()

@@ -1,4 +1,4 @@
-"""``plots.save_figure``: its one-pass PNG is the image matplotlib's ``savefig`` draws; under
+"""``figures.save_figure``: its one-pass PNG is the image matplotlib's ``savefig`` draws; under
 constrained layout the heatmap keeps every label inside the figure, its colour bar beside it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from lwlc import plots
+from lwlc import figures
 
 LAYERS = ("fc1", "fc2", "a.rather.long.layer_name")
 
@@ -46,10 +46,10 @@ def _pixels(png: bytes | io.BytesIO) -> np.ndarray:
 @pytest.mark.parametrize(
     "draw",
     [
-        lambda rows: plots.barrier_heatmap(rows, metric="loss"),
-        lambda rows: plots.barrier_heatmap(rows, metric="error"),
-        lambda rows: plots.barrier_matrices(rows, "group", "epoch", "plan", reference="midpoint"),
-        lambda rows: plots.layer_barriers(rows, reference="midpoint"),
+        lambda rows: figures.barrier_heatmap(rows, metric="loss"),
+        lambda rows: figures.barrier_heatmap(rows, metric="error"),
+        lambda rows: figures.barrier_matrices(rows, "group", "epoch", "plan", reference="midpoint"),
+        lambda rows: figures.layer_barriers(rows, reference="midpoint"),
     ],
     ids=["heatmap_loss", "heatmap_error", "matrices", "bars"],
 )
@@ -59,7 +59,7 @@ def test_saved_png_is_pixel_for_pixel_what_savefig_draws(tmp_path, draw):
     draw(rows).savefig(expected, dpi=90, format="png")
     fig = draw(rows)
     canvas, dpi = fig.canvas, fig.dpi
-    path = plots.save_figure(fig, tmp_path / "figure.png", dpi=90)
+    path = figures.save_figure(fig, tmp_path / "figure.png", dpi=90)
     saved = _pixels(path.read_bytes())
     assert saved.shape == _pixels(expected).shape
     assert np.array_equal(saved, _pixels(expected))
@@ -67,7 +67,7 @@ def test_saved_png_is_pixel_for_pixel_what_savefig_draws(tmp_path, draw):
 
 
 def test_other_formats_are_written_by_savefig(tmp_path):
-    path = plots.save_figure(plots.barrier_heatmap(_training_rows()), tmp_path / "heatmap.svg")
+    path = figures.save_figure(figures.barrier_heatmap(_training_rows()), tmp_path / "heatmap.svg")
     assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
 
 
@@ -83,8 +83,8 @@ def test_other_formats_are_written_by_savefig(tmp_path):
 def test_heatmap_labels_stay_inside_the_figure_beside_a_full_height_colorbar(
     tmp_path, layers, epochs, scale
 ):
-    fig = plots.barrier_heatmap(_training_rows(layers, epochs, scale))
-    pixels = _pixels(plots.save_figure(fig, tmp_path / "heatmap.png").read_bytes())
+    fig = figures.barrier_heatmap(_training_rows(layers, epochs, scale))
+    pixels = _pixels(figures.save_figure(fig, tmp_path / "heatmap.png").read_bytes())
     # Nothing is cut at the edges: a 3-pixel frame of the image is all background.
     frame = np.concatenate(
         [pixels[:3].reshape(-1, 4), pixels[-3:].reshape(-1, 4)]

@@ -1,7 +1,7 @@
 """Reliability and safety: untrusted checkpoints, bad input, interruptions, determinism, memory.
 
-Commands run as a user types them (``lwlc.cli.main`` in-process, or a fresh process where the
-behaviour depends on being one), on short real ``lwlc fit`` runs of the digits demo.
+Commands run as a user types them (``lwlc.commands.cli.main`` in-process, or a fresh process where
+the behaviour depends on being one), on short real ``lwlc fit`` runs of the digits demo.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from lightning.pytorch import Callback, Trainer
 from conftest import CONFIGS, REPO_ROOT
 from engine_reference import naive_eval, naive_state
 from fixtures_data import write_cifar10
-from lwlc import analyze as analyze_module
-from lwlc import memory
 from lwlc.callbacks import LayerwiseBarrierCallback
-from lwlc.cli import main
+from lwlc.commands import analyze as analyze_module
+from lwlc.commands.cli import main
+from lwlc.core import memory
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import coefficients, make_paths
+from lwlc.core.layers import default_groups
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import coefficients, make_paths
-from lwlc.layers import default_groups
 from lwlc.models import MLP, ResNet18
 from lwlc.training import ClassifierModule
 from lwlc_runs import DIGITS, QUIET, fit_pair, fit_single, members, mlp_of
@@ -809,7 +809,7 @@ def test_a_real_sigterm_to_a_running_analyze_process_loses_no_finished_path(file
     ]
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lwlc.cli", "analyze", *common, "--out", str(out)],
+        [sys.executable, "-m", "lwlc.commands.cli", "analyze", *common, "--out", str(out)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -973,13 +973,13 @@ def test_a_tight_memory_budget_gives_the_same_results_in_smaller_pieces(files, t
 PEAK_RSS = """
 import os, sys
 import jsonargparse, tqdm.auto, torchvision.datasets.cifar  # imports count in the baseline
-import lwlc.analyze, lwlc.cli
+import lwlc.commands.analyze, lwlc.commands.cli
 def kib(field):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field))
 # the test's CIFAR files are small fakes without the official md5 sums
 torchvision.datasets.cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
 base = kib("VmRSS:")
-lwlc.cli.main(sys.argv[1:])
+lwlc.commands.cli.main(sys.argv[1:])
 print(base, kib("VmHWM:"))
 """
 
@@ -1069,7 +1069,7 @@ def _fit_process(root: Path, devices: int, epochs: int, *args: str) -> None:
     command = [
         sys.executable,
         "-m",
-        "lwlc.cli",
+        "lwlc.commands.cli",
         "fit",
         "--config",
         DIGITS,
@@ -1140,8 +1140,8 @@ def test_result_files_get_ordinary_permissions_not_private_tempfile_ones(tmp_pat
 
     from matplotlib.figure import Figure
 
-    from lwlc.io import write_csv
-    from lwlc.plots import save_figure
+    from lwlc.figures import save_figure
+    from lwlc.formats.io import write_csv
 
     umask = os.umask(0o022)
     try:

@@ -18,7 +18,7 @@ import pytest
 import torch
 import transformers
 
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc_runs import DIGITS, QUIET, fit_pair, fit_single, single_config
 
 EVIL_SOURCE = """

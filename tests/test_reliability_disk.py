@@ -26,9 +26,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 
-from lwlc import checkpoint_io, io
-from lwlc.cli import main
-from lwlc.errors import LwlcError
+from lwlc import checkpoint_io
+from lwlc.commands.cli import main
+from lwlc.core.errors import LwlcError
+from lwlc.formats import io
 from lwlc_runs import fit_pair
 
 DISKS: dict[
@@ -251,7 +252,7 @@ def test_a_full_disk_in_lightnings_own_writes_is_one_line_naming_the_file(disk, 
 def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     disk, pair, monkeypatch, capsys, tmp_path
 ):
-    from lwlc import analyze
+    from lwlc.commands import analyze
 
     out = disk.root / "analysis"
     alphas = 101
@@ -292,7 +293,7 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
 def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
     disk, pair, monkeypatch, capsys
 ):
-    from lwlc import analyze
+    from lwlc.commands import analyze
 
     out = disk.root / "analysis"
     real_write_csv = analyze.write_csv

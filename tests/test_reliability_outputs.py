@@ -1,6 +1,6 @@
 """Output folders and ``lwlc plot``'s inputs: every mistake is one line, exit 2, nothing written.
 
-Commands run as a user types them (``lwlc.cli.main``) on one short real ``lwlc fit`` of the
+Commands run as a user types them (``lwlc.commands.cli.main``) on one short real ``lwlc fit`` of the
 digits demo; the broken ``--out`` paths and damaged CSVs are real files made for each case, and
 the file trees are compared byte for byte before and after.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc_runs import fit_pair
 
 # A recipe for ``lwlc experiment`` that runs in no time: the runner's --out handling is tested.

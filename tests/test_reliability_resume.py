@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc_runs import fit_pair
 
 COMMON = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "64", "--no_plots"]

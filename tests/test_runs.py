@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from lwlc.callbacks import LayerwiseBarrierCallback
-from lwlc.cli import main
-from lwlc.io import read_csv
+from lwlc.commands.cli import main
+from lwlc.formats.io import read_csv
 from lwlc_runs import DIGITS
 
 CALLBACK = f"{LayerwiseBarrierCallback.__module__}.{LayerwiseBarrierCallback.__name__}"

@@ -14,11 +14,11 @@ from lightning.pytorch import Trainer
 from torch import nn
 
 from conftest import CONFIGS
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
-from lwlc.schedules import StepDecay, WarmupCosine
 from lwlc.training import ClassifierModule
+from lwlc.training.schedules import StepDecay, WarmupCosine
 from lwlc_runs import DIGITS
 
 LR = 0.05  # the digits config's SGD rate
@@ -43,7 +43,7 @@ def fit_rates(root: Path, epochs: int, *schedule: str) -> dict[int, float]:
 
 
 def test_warmup_cosine_spans_a_1_and_a_3_epoch_fit_alike(tmp_path: Path) -> None:
-    schedule = ["--lr_scheduler", "lwlc.schedules.WarmupCosine"]
+    schedule = ["--lr_scheduler", "lwlc.training.schedules.WarmupCosine"]
     schedule += ["--lr_scheduler.init_args.warmup", "0.2", "--lr_scheduler.init_args.start_factor"]
     schedule += ["0.1"]
     for epochs in (1, 3):
@@ -67,14 +67,15 @@ def test_warmup_cosine_spans_a_1_and_a_3_epoch_fit_alike(tmp_path: Path) -> None
 
 
 def test_step_decay_halves_at_fractions_of_the_run(tmp_path: Path) -> None:
-    schedule = ["--lr_scheduler", "lwlc.schedules.StepDecay", "--lr_scheduler.init_args.every"]
+    schedule = ["--lr_scheduler", "lwlc.training.schedules.StepDecay"]
+    schedule += ["--lr_scheduler.init_args.every"]
     rates = fit_rates(tmp_path, 2, *schedule, "0.25")  # 20 steps: halved every 5
     assert rates == pytest.approx({s: LR * 0.5 ** (s // 5) for s in range(2 * BATCHES)})
 
 
 def test_an_endless_run_with_a_run_long_schedule_is_one_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        fit_rates(tmp_path, -1, "--lr_scheduler", "lwlc.schedules.WarmupCosine")
+        fit_rates(tmp_path, -1, "--lr_scheduler", "lwlc.training.schedules.WarmupCosine")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lwlc: error: WarmupCosine spans the whole run, but this run has no end")
@@ -103,7 +104,7 @@ def shipped_schedule(config: str) -> dict:
 
 def test_the_vgg_config_halves_every_30_of_200_epochs_as_steplr() -> None:
     spec = shipped_schedule("cifar10_vgg.yaml")
-    assert spec["class_path"] == "lwlc.schedules.StepDecay"
+    assert spec["class_path"] == "lwlc.training.schedules.StepDecay"
     per_epoch = 3
     ours = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.05)
     decay = StepDecay(ours, **spec["init_args"], total_steps=200 * per_epoch)
@@ -119,7 +120,7 @@ def test_the_vgg_config_halves_every_30_of_200_epochs_as_steplr() -> None:
 
 def test_the_resnet_config_warms_up_from_1e_4_over_5_of_200_epochs_then_cosine() -> None:
     spec = shipped_schedule("cifar10_resnet18.yaml")
-    assert spec["class_path"] == "lwlc.schedules.WarmupCosine"
+    assert spec["class_path"] == "lwlc.training.schedules.WarmupCosine"
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.05)
     schedule = WarmupCosine(optimizer, **spec["init_args"], total_steps=200 * 4)
     rates = rates_per_epoch(schedule, 201, 4, optimizer)

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc_runs import DIGITS
 
 TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"

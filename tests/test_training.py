@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import CONFIGS
-from lwlc.cli import main
+from lwlc.commands.cli import main
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
 from lwlc.data.base import TensorBatches
-from lwlc.errors import LwlcError
 from lwlc.models import MLP
-from lwlc.schedules import WarmupCosine
 from lwlc.training import ClassifierModule, PairedModule
+from lwlc.training.schedules import WarmupCosine
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")
 

@@ -21,8 +21,8 @@ from lightning.pytorch import Trainer
 from wandb.proto import wandb_internal_pb2
 
 from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.errors import LwlcError
 from lwlc.loggers import WandbLogger, choose_mode, has_credentials
 from lwlc.models import MLP
 from lwlc.training import PairedModule
@@ -400,7 +400,7 @@ def test_lwlc_fit_records_its_config_once_and_test_continues_its_run(tmp_path):
     """The CLI's W&B run holds the config under ``lwlc`` only (not Lightning's module and data
     hyper-parameters beside it), and ``lwlc test`` of the fit's checkpoint in its folder goes on
     in the same run (one id) instead of starting another of the same name."""
-    from lwlc.cli import main
+    from lwlc.commands.cli import main
     from lwlc_runs import DIGITS
 
     root = tmp_path / "run"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lwlc.cli import main
+from lwlc.commands.cli import main
 from lwlc_runs import DIGITS
 from test_wandb import finished_records, history
 

@@ -16,8 +16,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lwlc import experiment, plots
-from lwlc.io import read_csv
+from lwlc import figures
+from lwlc.commands import experiment
+from lwlc.formats.io import read_csv
 
 CLAIM = (
     "Averaging layers cumulatively from the front or from the back shows no barrier until the "
@@ -110,10 +111,10 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             {k: v for k, v in r.items() if k not in TIME_COLUMNS}
             for r in experiment.rows_where(history, epoch=last)
         ] + [r for r in custom if r["plan"] == "custom"]
-        figure = plots.layer_barriers(final, "midpoint", pairing=setup.description)
-        plots.save_figure(figure, out / "figures" / f"{name}_orders.png")
+        figure = figures.layer_barriers(final, "midpoint", pairing=setup.description)
+        figures.save_figure(figure, out / "figures" / f"{name}_orders.png")
         for plan in ("cumulative_front", "cumulative_back"):  # the Callback drew them
-            heatmap = plots.heatmap_name("test", plan, "loss")
+            heatmap = figures.heatmap_name("test", plan, "loss")
             shutil.copyfile(root / "barriers" / heatmap, out / "figures" / f"{name}_{heatmap}")
         full = experiment.value(final, "loss_barrier", plan="full", reference="midpoint")
         prefix = f"{setup.network}/{setup.pairing}/"

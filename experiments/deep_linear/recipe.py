@@ -7,7 +7,7 @@ line between its ends. Two pairs: A and B related by a sign symmetry (B = A with
 negated: the same function, yet the full path's midpoint has W_1 = W_2 = 0 and outputs
 nothing), and two independently trained networks. Models come from lwlc's interpolation
 (``make_paths`` over ``default_groups``, then ``interpolate``), barriers from
-``lwlc.barriers``; the loss is evaluated here because lwlc's evaluator scores cross-entropy.
+``lwlc.core.barriers``; the loss is evaluated here because lwlc's evaluator scores cross-entropy.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lwlc import experiment, plots
-from lwlc.barriers import path_barrier
-from lwlc.interpolation import Path as InterpolationPath
-from lwlc.interpolation import default_alphas, interpolate, make_paths
-from lwlc.io import write_csv
-from lwlc.layers import default_groups
-from lwlc.sweep import CURVE_COLUMNS
+from lwlc import figures
+from lwlc.commands import experiment
+from lwlc.core.barriers import path_barrier
+from lwlc.core.interpolation import InterpolationPath, default_alphas, interpolate, make_paths
+from lwlc.core.layers import default_groups
+from lwlc.core.sweep import CURVE_COLUMNS
+from lwlc.formats.io import write_csv
 from lwlc.training import reinitialize
 
 CLAIM = (
@@ -100,7 +100,7 @@ def curves(
     alphas: Sequence[float],
     data: tuple[Tensor, Tensor],
 ) -> experiment.Rows:
-    """Squared loss along every path (rows as ``lwlc.sweep`` writes them; no accuracy)."""
+    """Squared loss along every path (rows as ``lwlc.core.sweep`` writes them; no accuracy)."""
     x, y = data
     rows: experiment.Rows = []
     with torch.no_grad():
@@ -177,8 +177,8 @@ def measure(out: Path, setup: Setup) -> dict[str, float | str]:
     for name, (b, description) in pairs.items():
         rows = curves(net, a, b, paths, alphas, data)
         write_csv(out / name / "curves.csv", rows, CURVE_COLUMNS)
-        figure = plots.interpolation_curves(rows, loss_unit="squared error", pairing=description)
-        plots.save_figure(figure, out / "figures" / f"{name}_curves.png")
+        figure = figures.interpolation_curves(rows, loss_unit="squared error", pairing=description)
+        figures.save_figure(figure, out / "figures" / f"{name}_curves.png")
         result[f"{name}/pair"] = description
         result.update({f"{name}/{k}": v for k, v in summarize(rows, alphas).items()})
     return result

@@ -7,7 +7,7 @@ training). The training data is split iid, non-iid (label shards) or extremely n
 label shard per client: disjoint halves of the classes). Reported per round: each client's
 accuracy on its own task (test accuracy per class weighted by its label distribution, the
 authors' per-client test sets) and on the whole test set. Simulated with
-``lwlc.federated`` on Lightning (see its docstring for why not Flower).
+``lwlc.training.federated`` on Lightning (see its docstring for why not Flower).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from lwlc import plots
+from lwlc import figures
+from lwlc.core.layers import default_groups
 from lwlc.data import CIFAR10DataModule, DigitsDataModule
 from lwlc.data.base import TensorDataModule
-from lwlc.federated import FederatedDataModule, FederatedModule
-from lwlc.io import write_csv
-from lwlc.layers import default_groups
+from lwlc.formats.io import write_csv
 from lwlc.models import MLP, ResNet18
+from lwlc.training.federated import FederatedDataModule, FederatedModule
 
 CLAIM = (
     "Averaging only some layers (personalised federated learning) does not beat averaging "
@@ -119,7 +119,7 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             rows += [{"split": split, "averaging": label, **r} for r in history]
     write_csv(out / "history.csv", rows, COLUMNS)
     df = pd.DataFrame(rows)
-    plots.save_figure(figure(df), out / "figures" / "federated_accuracy.png")
+    figures.save_figure(figure(df), out / "figures" / "federated_accuracy.png")
     return summary(df)
 
 
@@ -147,9 +147,9 @@ def figure(df: pd.DataFrame) -> Figure:
     splits = list(dict.fromkeys(df["split"]))
     df = df.assign(**{metric: 100.0 * df[metric] for metric in METRICS})
     schemes = list(dict.fromkeys(df["averaging"]))
-    with plots.look():
-        fig, panels = plots.panel_grid(
-            len(splits), 3.4, 2.4, len(METRICS), plots.legend_width(schemes)
+    with figures.look():
+        fig, panels = figures.panel_grid(
+            len(splits), 3.4, 2.4, len(METRICS), figures.legend_width(schemes)
         )
         for panel, split in zip(panels, splits, strict=True):
             for ax, (metric, label) in zip(panel, METRICS.items(), strict=True):
@@ -168,7 +168,7 @@ def figure(df: pd.DataFrame) -> Figure:
                 ax.set_xlabel("round" if ax is panel[-1] else "")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             panel[0].set_title(f"split: {split}")
-        plots.legend_from(fig, panels[0][0], "server averages")
+        figures.legend_from(fig, panels[0][0], "server averages")
         fig.suptitle(
             f"federated learning, {CLIENTS} clients from one initialisation: mean client test "
             "accuracy per round",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lwlc import experiment, plots
+from lwlc.commands import experiment
 
 CLAIM = (
     "Averaging a single layer of two trained networks barely changes their loss, while "
@@ -32,12 +32,12 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         options = ANALYZE + (SMOKE_ANALYZE if scale == "smoke" else [])
         curves, barriers = experiment.analyze(setup.fit(root), root / "analysis", options)
         figures = out / "figures"
-        plots.save_figure(
-            plots.layer_barriers(barriers, "midpoint", pairing=setup.description),
+        figures.save_figure(
+            figures.layer_barriers(barriers, "midpoint", pairing=setup.description),
             figures / f"{name}_barriers.png",
         )
-        plots.save_figure(
-            plots.interpolation_curves(curves, pairing=setup.description),
+        figures.save_figure(
+            figures.interpolation_curves(curves, pairing=setup.description),
             figures / f"{name}_curves.png",
         )
         prefix = f"{setup.network}/{setup.pairing}/"

@@ -22,17 +22,17 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lwlc import experiment, plots
+from lwlc.commands import experiment
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.layers import default_groups
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
 from lwlc.data import CharTextDataModule
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import default_alphas, make_paths
-from lwlc.io import save_state_dict, write_csv
-from lwlc.layers import default_groups
+from lwlc.formats.io import save_state_dict, write_csv
 from lwlc.models import GPT
-from lwlc.schedules import WarmupCosine
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
 from lwlc.training import PairedModule
+from lwlc.training.schedules import WarmupCosine
 
 CLAIM = (
     "For language models too, averaging a single layer of two models trained from different "
@@ -152,12 +152,12 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     write_csv(out / "curves.csv", result.curves, CURVE_COLUMNS)
     write_csv(out / "barriers.csv", result.barriers, BARRIER_COLUMNS)
     figures = out / "figures"
-    plots.save_figure(
-        plots.layer_barriers(result.barriers, "midpoint", pairing=PAIRING),
+    figures.save_figure(
+        figures.layer_barriers(result.barriers, "midpoint", pairing=PAIRING),
         figures / "lm_barriers.png",
     )
-    plots.save_figure(
-        plots.interpolation_curves(result.curves, pairing=PAIRING), figures / "lm_curves.png"
+    figures.save_figure(
+        figures.interpolation_curves(result.curves, pairing=PAIRING), figures / "lm_curves.png"
     )
     ends = result.endpoints["test"]
     headline: dict[str, float | str] = {

@@ -26,13 +26,14 @@ from lightning.pytorch import LightningDataModule
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lwlc import experiment, plots
-from lwlc.checkpoints import build_model, instantiate, read_checkpoint
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import default_alphas, make_paths
-from lwlc.io import write_csv
-from lwlc.layers import Group, default_groups
-from lwlc.sweep import SweepResult, sweep
+from lwlc import figures
+from lwlc.commands import experiment
+from lwlc.core.engine import Evaluator
+from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.layers import Group, default_groups
+from lwlc.core.sweep import SweepResult, sweep
+from lwlc.formats.checkpoints import build_model, instantiate, read_checkpoint
+from lwlc.formats.io import write_csv
 
 CLAIM = (
     "Layers differ in how much noise they tolerate, and random directions do not represent the "
@@ -166,10 +167,10 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         df = pd.DataFrame(curves)
         figures = out / "figures"
         pairing = setup.description
-        plots.save_figure(
+        figures.save_figure(
             direction_figure(df, layers, pairing), figures / f"{setup.network}_directions.png"
         )
-        plots.save_figure(noise_figure(df, pairing), figures / f"{setup.network}_noise.png")
+        figures.save_figure(noise_figure(df, pairing), figures / f"{setup.network}_noise.png")
         numbers = {
             "pairing": setup.description,
             "acc_a": ends["acc_a"],
@@ -213,9 +214,9 @@ def direction_figure(curves: pd.DataFrame, layers: Sequence[str], pairing: str) 
     """Loss along each layer's averaging direction vs random directions of the same length,
     one panel per layer on one y axis."""
     df = curves[curves["direction"].isin(["averaging", "random"])]
-    with plots.look():
-        margin = plots.legend_width(["averaging"])
-        fig, panels = plots.panel_grid(len(layers), 2.8, 2.3, margin=margin)
+    with figures.look():
+        margin = figures.legend_width(["averaging"])
+        fig, panels = figures.panel_grid(len(layers), 2.8, 2.3, margin=margin)
         for (ax,), layer in zip(panels, layers, strict=True):
             sns.lineplot(
                 data=df[df["group"] == layer],
@@ -232,7 +233,7 @@ def direction_figure(curves: pd.DataFrame, layers: Sequence[str], pairing: str) 
             ax.set_title(layer, fontsize="small")
             ax.set_xlabel("alpha (0: A, 1: moved)")
             ax.set_ylabel("test loss (nats)" if ax.get_subplotspec().is_first_col() else "")
-        plots.legend_from(fig, panels[0][0], "direction")
+        figures.legend_from(fig, panels[0][0], "direction")
         fig.suptitle(
             f"one layer of A moved to B's layer vs to a random point at the same "
             f"distance (random: mean ± sd of the draws), test split\npair: {pairing}",
@@ -246,15 +247,15 @@ def noise_figure(curves: pd.DataFrame, pairing: str) -> Figure:
     df = curves[curves["direction"].str.startswith("noise")].copy()
     df["where"] = df["group"].where(df["direction"] == "noise in one layer", "whole model")
     places = list(dict.fromkeys(df["where"]))
-    with plots.look():
-        fig, panels = plots.panel_grid(1, 5.0, 3.4, margin=plots.legend_width(places))
+    with figures.look():
+        fig, panels = figures.panel_grid(1, 5.0, 3.4, margin=figures.legend_width(places))
         ax = panels[0][0]
         sns.lineplot(
             data=df, x="norm", y="loss", hue="where", errorbar="sd", marker="o", markersize=3, ax=ax
         )
         ax.set_xlabel(f"noise norm ({NOISE_SCALE:g} x ||b - a|| at the right end)")
         ax.set_ylabel("test loss (nats)")
-        plots.legend_from(fig, ax, "noise in")
+        figures.legend_from(fig, ax, "noise in")
         fig.suptitle(
             f"Gaussian noise in one layer vs the whole model, test split\npair: {pairing}",
             wrap=True,

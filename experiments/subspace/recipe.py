@@ -32,13 +32,13 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from lwlc import plots
+from lwlc import figures
+from lwlc.core.engine import Evaluator
+from lwlc.core.layers import default_groups
 from lwlc.data.base import TensorDataModule
-from lwlc.evaluation import Evaluator
-from lwlc.federated import FederatedDataModule, FederatedModule
-from lwlc.io import write_csv
-from lwlc.layers import default_groups
+from lwlc.formats.io import write_csv
 from lwlc.models import MLP
+from lwlc.training.federated import FederatedDataModule, FederatedModule
 
 CLAIM = (
     "Networks are far more sensitive to noise inside the subspace spanned by their training "
@@ -247,10 +247,10 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     write_csv(out / "noise.csv", rows, COLUMNS)
     df = pd.DataFrame(rows)
     figures = out / "figures"
-    plots.save_figure(
+    figures.save_figure(
         noise_figure(df[df["scope"] == "all layers"], "all layers"), figures / "subspace_noise.png"
     )
-    plots.save_figure(
+    figures.save_figure(
         layer_figure(df[df["scope"] != "all layers"]), figures / "subspace_noise_per_layer.png"
     )
     return summary(df, dims)
@@ -305,10 +305,10 @@ def _scatter(df: pd.DataFrame, ax: object, legend: bool) -> None:
 
 def noise_figure(df: pd.DataFrame, title: str) -> Figure:
     """Test loss vs noise scale for each space (dashed: the clean nets)."""
-    with plots.look():
-        fig, panels = plots.panel_grid(1, 5.5, 3.6, margin=plots.legend_width(SPACES))
+    with figures.look():
+        fig, panels = figures.panel_grid(1, 5.5, 3.6, margin=figures.legend_width(SPACES))
         _scatter(df, panels[0][0], legend=True)
-        plots.legend_from(fig, panels[0][0])
+        figures.legend_from(fig, panels[0][0])
         fig.suptitle(f"random unit noise x sigma ({title}), test split\n{NETS}", wrap=True)
     return fig
 
@@ -316,14 +316,14 @@ def noise_figure(df: pd.DataFrame, title: str) -> Figure:
 def layer_figure(df: pd.DataFrame) -> Figure:
     """The same, with noise within one layer at a time (one y axis for every layer)."""
     layers = list(dict.fromkeys(df["scope"]))
-    with plots.look():
-        fig, panels = plots.panel_grid(len(layers), 3.2, 3.0, margin=plots.legend_width(SPACES))
+    with figures.look():
+        fig, panels = figures.panel_grid(len(layers), 3.2, 3.0, margin=figures.legend_width(SPACES))
         for (ax,), layer in zip(panels, layers, strict=True):
             _scatter(df[df["scope"] == layer], ax, legend=ax is panels[0][0])
             ax.set_title(layer, fontsize="small")
             first = ax.get_subplotspec().is_first_col()
             ax.set_ylabel("test loss" if first else "")
             ax.tick_params(axis="y", which="both", labelleft=first)  # the log scale reset it
-        plots.legend_from(fig, panels[0][0])
+        figures.legend_from(fig, panels[0][0])
         fig.suptitle(f"noise within one layer, test split\n{NETS}", wrap=True)
     return fig

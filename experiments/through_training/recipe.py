@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lwlc import experiment, plots
-from lwlc.io import read_csv
+from lwlc import figures
+from lwlc.commands import experiment
+from lwlc.formats.io import read_csv
 
 CLAIM = (
     "Through training, the full model's barrier grows while every single layer's barrier "
@@ -33,8 +34,8 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         root = out / setup.network / setup.pairing
         setup.fit(root, [CALLBACK[scale]])
         barriers = read_csv(root / "barriers" / "barriers.csv")
-        for metric in plots.METRICS:  # the Callback drew them at the end of fit
-            heatmap = root / "barriers" / plots.heatmap_name("test", "single", metric)
+        for metric in figures.METRICS:  # the Callback drew them at the end of fit
+            heatmap = root / "barriers" / figures.heatmap_name("test", "single", metric)
             name = f"{setup.network}_{setup.pairing}_heatmap_{metric}.png"
             shutil.copyfile(heatmap, out / "figures" / name)
         prefix = f"{setup.network}/{setup.pairing}/"

@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "MeasureSpec":
-        from lwlc.spec import MeasureSpec
+        from lwlc.core.spec import MeasureSpec
 
         return MeasureSpec
     raise AttributeError(f"module 'lwlc' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """lwlc in Python: ``lwlc.measure`` and ``lwlc.merge_models`` on any two ``nn.Module``s.
 
-The same measurement as ``lwlc analyze`` (one :class:`~lwlc.spec.MeasureSpec`, the same engine,
+The same measurement as ``lwlc analyze`` (one :class:`~lwlc.core.spec.MeasureSpec`, the same engine,
 the same rows), without files: the networks are modules, the data tensors, a DataLoader or a data
 module. Results come back as pandas DataFrames with a ``plot`` method.
 """
@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lwlc import layers, memory
-from lwlc.calibration import batchnorm_layers, recalibrated_state
-from lwlc.errors import LwlcError
-from lwlc.interpolation import merged_state
-from lwlc.spec import MeasureSpec, plan_paths, prepare_sweeps
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
+from lwlc.core import layers, memory
+from lwlc.core.calibration import batchnorm_layers, recalibrated_state
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import merged_state
+from lwlc.core.spec import MeasureSpec, plan_paths, prepare_sweeps
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
 
 Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
 
@@ -65,10 +65,10 @@ class Measurement:
     def plot(self, out_dir: str | Path, reference: str = "models") -> list[Path]:
         """Draw ``curves_<split>.png`` and ``barriers_<split>.png`` into ``out_dir`` (as
         ``lwlc analyze`` does); returns the files written."""
-        from lwlc import plots
+        from lwlc import figures
 
         rows = {k: df.to_dict("records") for k, df in (("c", self.curves), ("b", self.barriers))}
-        return plots.save_analysis_figures(Path(out_dir), rows["c"], rows["b"], reference)
+        return figures.save_analysis_figures(Path(out_dir), rows["c"], rows["b"], reference)
 
 
 def _state(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -1,7 +1,7 @@
 """``LayerwiseBarrierCallback``: layer-wise barriers between two networks while they train.
 
 At scheduled moments the Callback hands the two current state dicts to the engine
-(``lwlc.sweep``, the same computation as ``lwlc analyze``), stamps the result rows with the
+(``lwlc.core.sweep``, the same computation as ``lwlc analyze``), stamps the result rows with the
 epoch and step, keeps them as its history (saved in every checkpoint, so a resumed run goes on
 without gaps or duplicates), appends them to ``curves.csv``/``barriers.csv`` in its directory
 and logs scalars to every logger; with W&B it also refreshes curve plots, a table and the
@@ -32,16 +32,22 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from lwlc import layers
-from lwlc.barriers import REFERENCES
-from lwlc.checkpoints import read_checkpoint
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import PLANS, REST_FROM, check_alphas, default_alphas, make_paths
-from lwlc.interpolation import Path as InterpolationPath
-from lwlc.io import append_csv, write_csv, write_json
+from lwlc.core import layers
+from lwlc.core.barriers import REFERENCES
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import (
+    PLANS,
+    REST_FROM,
+    InterpolationPath,
+    check_alphas,
+    default_alphas,
+    make_paths,
+)
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+from lwlc.formats.checkpoints import read_checkpoint
+from lwlc.formats.io import append_csv, write_csv, write_json
 from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run_info, warn
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 
 METRICS = ("loss", "error")
 # Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
@@ -424,7 +430,7 @@ class LayerwiseBarrierCallback(Callback):
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "barriers"
 
     def run_files(self, trainer: pl.Trainer) -> list[Path]:
-        """The files an earlier run left in the Callback's directory (lwlc.rundir asks)."""
+        """The files an earlier run left in the Callback's directory (lwlc.commands.rundir asks)."""
         return sorted({p for pattern in OUTPUTS for p in self.output_dir(trainer).glob(pattern)})
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -495,10 +501,10 @@ class LayerwiseBarrierCallback(Callback):
             if has_media(trainer.loggers):  # draws every heatmap into dirpath too
                 self._refresh_media(trainer, METRICS)
             elif self.figures:
-                from lwlc import plots
+                from lwlc import figures
 
-                pairing = plots.pairing_text(self._info)
-                plots.save_heatmaps(self._dir, self.barriers, self.reference, pairing=pairing)
+                pairing = figures.pairing_text(self._info)
+                figures.save_heatmaps(self._dir, self.barriers, self.reference, pairing=pairing)
         self._write_summary(trainer, "complete")
 
     # ------------------------------------------------------------ evaluation
@@ -636,10 +642,10 @@ class LayerwiseBarrierCallback(Callback):
             """The heatmaps of ``metrics``, drawn once for every logger that shows them."""
             nonlocal drawn
             if drawn is None:
-                from lwlc import plots
+                from lwlc import figures
 
-                pairing = plots.pairing_text(self._info)
-                drawn = plots.save_heatmaps(self._dir, history, self.reference, metrics, pairing)
+                pairing = figures.pairing_text(self._info)
+                drawn = figures.save_heatmaps(self._dir, history, self.reference, metrics, pairing)
             return {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in drawn}
 
         def wandb_media() -> dict[str, Any]:
@@ -662,11 +668,11 @@ class LayerwiseBarrierCallback(Callback):
         def tensorboard_media() -> dict[str, Any]:
             payload: dict[str, Any] = dict(heatmaps())
             if fresh:
-                from lwlc import plots
+                from lwlc import figures
 
-                pairing = plots.pairing_text(self._info)
+                pairing = figures.pairing_text(self._info)
                 for split in self.splits:
-                    figure = plots.interpolation_curves(latest, split, pairing=pairing)
+                    figure = figures.interpolation_curves(latest, split, pairing=pairing)
                     payload[f"barrier_curves/{split}"] = figure
             return payload
 

@@ -3,8 +3,8 @@
 Lightning's own ``TorchCheckpointIO`` writes a local checkpoint to a temporary file in the system's
 temporary directory and moves it; across file systems the move truncates the target first, so a
 full disk during ``lwlc fit`` destroyed the previous good ``last.ckpt`` or left a 0-byte
-``best-*.ckpt``. :class:`AtomicCheckpointIO` writes through :func:`lwlc.io.atomic_file` instead,
-and lwlc's LightningCLI installs it (:func:`install`).
+``best-*.ckpt``. :class:`AtomicCheckpointIO` writes through
+:func:`lwlc.formats.io.atomic_file` instead, and lwlc's LightningCLI installs it (:func:`install`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from lightning.pytorch.strategies import Strategy
 
-from lwlc.io import save_torch
+from lwlc.formats.io import save_torch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,13 +1,14 @@
 """Keep ``transformers`` out of the ``lwlc`` commands that do not use it.
 
-lwlc imports ``transformers`` only where a Hugging Face model or tokenizer is read (``lwlc.hf``).
-But torchmetrics, which Lightning imports in every command, imports it while its own package
-initialises whenever it is installed (for BERTScore, InfoLM and CLIPScore; Lightning-AI/
-torchmetrics#2242): seconds and thousands of modules in every ``lwlc fit`` or ``analyze`` of a
-classifier. :func:`defer_transformers` makes torchmetrics find transformers absent during that
-initialisation, and only then. The modules that asked are forgotten afterwards, so importing one
-later runs it again with transformers: ``from torchmetrics.text.bert import BERTScore`` works in
-an ``lwlc`` process (the package-level ``torchmetrics.text.BERTScore`` does not exist there).
+lwlc imports ``transformers`` only where a Hugging Face model or tokenizer is read
+(``lwlc.formats.hf``). But torchmetrics, which Lightning imports in every command, imports it
+while its own package initialises whenever it is installed (for BERTScore, InfoLM and CLIPScore;
+Lightning-AI/torchmetrics#2242): seconds and thousands of modules in every ``lwlc fit`` or
+``analyze`` of a classifier. :func:`defer_transformers` makes torchmetrics find transformers
+absent during that initialisation, and only then. The modules that asked are forgotten
+afterwards, so importing one later runs it again with transformers: ``from
+torchmetrics.text.bert import BERTScore`` works in an ``lwlc`` process (the package-level
+``torchmetrics.text.BERTScore`` does not exist there).
 """
 
 from __future__ import annotations

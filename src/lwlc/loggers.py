@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 MODES = ("online", "offline", "disabled")
 DEFAULT_HOST = "https://api.wandb.ai"

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 SPLITS = ("train", "val", "test")
 Augment = Callable[[Tensor, torch.Generator], Tensor]

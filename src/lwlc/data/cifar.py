@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from lwlc.core.errors import LwlcError
 from lwlc.data.augment import CropFlip
 from lwlc.data.base import Augment, TensorDataModule, download_failed
-from lwlc.errors import LwlcError
 
 
 class CifarDataModule(TensorDataModule):

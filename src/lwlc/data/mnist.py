@@ -12,8 +12,8 @@ from torch import Tensor
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from lwlc.core.errors import LwlcError
 from lwlc.data.base import TensorDataModule, download_failed
-from lwlc.errors import LwlcError
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lwlc.core.errors import LwlcError
 from lwlc.data.base import TensorDataModule
-from lwlc.errors import LwlcError
 
 
 def python_docs_text() -> str:

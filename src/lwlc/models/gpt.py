@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 from lwlc.models.base import Stage, StagedNet, children_stages
 
 INIT_STD = 0.02

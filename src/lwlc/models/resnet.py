@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 from lwlc.models.base import Stage, StagedNet, children_stages
 
 Norm = Literal["batch", "none"]

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 from lwlc.models.base import Stage, StagedNet, children_stages
 
 # Number of 3x3 convolutions in each of the five stages (each stage ends in a 2x2 max-pool),

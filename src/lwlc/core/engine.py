@@ -15,7 +15,7 @@ dimension and run through the chain in one call per stage (in eval mode every sa
 independent, so stacking changes nothing but the number of calls).
 
 BatchNorm ``reset`` recomputes each model's running statistics before evaluating, by the fixed
-procedure of ``lwlc.calibration`` (its own batch size, the calibration inputs in order, a
+procedure of ``lwlc.core.calibration`` (its own batch size, the calibration inputs in order, a
 cumulative average weighted by sample count), so they do not depend on the evaluation batch
 size or on which models are evaluated together. The statistics of a stage depend only on the
 coefficients up to that stage, i.e. on the tree node, so calibration runs the same batches with
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lwlc.calibration import calibrating, calibration_batches
-from lwlc.errors import LwlcError
-from lwlc.interpolation import mix
+from lwlc.core.calibration import calibrating, calibration_batches
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import mix
 
 Coefficients = tuple[float, ...]
 # fp32 is exact; tf32 (CUDA matmuls/convs) and bf16 (autocast) trade accuracy for speed.
@@ -143,7 +143,7 @@ class Evaluator:
     ``stack_bytes`` bounds the activations held back for batched chains (see the module doc);
     default 16 MiB on a CPU (measured: as fast as 256 MiB, and far less memory), 1 GiB on a GPU
     (where bigger calls keep the device busy). ``bn_batch_size``: the calibration batch size of
-    ``bn="reset"`` (``lwlc.calibration``).
+    ``bn="reset"`` (``lwlc.core.calibration``).
     """
 
     def __init__(
@@ -371,8 +371,8 @@ class Evaluator:
             self._init_stats(child)
 
     def _calibrate(self, root: _Node, inputs: Tensor) -> None:
-        """Every node's BatchNorm statistics by ``lwlc.calibration``'s batches and momenta (nodes
-        are not chained yet, so every model sees every batch through its own nodes)."""
+        """Every node's BatchNorm statistics by ``lwlc.core.calibration``'s batches and momenta
+        (nodes are not chained yet, so every model sees every batch through its own nodes)."""
         self._init_stats(root)
         with calibrating(self.net) as norms:
             for batch, momentum in calibration_batches(inputs, self.bn_batch_size):

@@ -1,6 +1,6 @@
 """``lwlc analyze``: layer-wise barriers between two checkpoints, written to a results directory.
 
-Parsing and file handling only: the measurement itself is ``lwlc.sweep`` over the engine.
+Parsing and file handling only: the measurement itself is ``lwlc.core.sweep`` over the engine.
 Results are written as each chunk of paths finishes (atomically), so an interrupted run keeps
 its finished paths and ``--resume`` continues without recomputing them.
 """
@@ -17,20 +17,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from lwlc import inputs, layers, memory, outputs, results
-from lwlc.barriers import REFERENCES
-from lwlc.checkpoints import Checkpoint
-from lwlc.cli import argument_error, short_help
-from lwlc.errors import LwlcError
-from lwlc.interpolation import PLANS, Path
-from lwlc.io import as_json, read_csv, write_csv, write_json
-from lwlc.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare_sweeps
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+from lwlc.commands import results
+from lwlc.commands.cli import argument_error, short_help
+from lwlc.core import layers, memory
+from lwlc.core.barriers import REFERENCES
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import PLANS, InterpolationPath
+from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare_sweeps
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+from lwlc.formats import inputs, outputs
+from lwlc.formats.checkpoints import Checkpoint
+from lwlc.formats.io import as_json, read_csv, write_csv, write_json
 
 DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
 RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
@@ -267,12 +269,12 @@ def _device(name: str) -> torch.device:
         raise LwlcError(f"unknown --device {name!r}: use cpu, cuda, cuda:N or auto") from None
 
 
-def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
+def _out_path(args: Any, cks: Sequence[Checkpoint]) -> Path:
     """The results directory, refused (before any work) if it would overwrite results unasked."""
     if args.out:
-        out = FsPath(args.out)
+        out = Path(args.out)
     else:
-        src = FsPath(cks[0].path).resolve().parent
+        src = Path(cks[0].path).resolve().parent
         out = (src.parent if src.name == "checkpoints" else src) / "analysis"
     outputs.check_out(out)
     if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
@@ -283,7 +285,7 @@ def _out_path(args: Any, cks: Sequence[Checkpoint]) -> FsPath:
     return out
 
 
-def _prepare_out(out: FsPath, args: Any) -> None:
+def _prepare_out(out: Path, args: Any) -> None:
     """Create ``out`` and prove it writable; with --overwrite, drop the previous results."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -371,12 +373,12 @@ def _identity(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resume(
-    out: FsPath,
+    out: Path,
     summary: Mapping[str, Any],
-    paths: Sequence[Path],
+    paths: Sequence[InterpolationPath],
     splits: Sequence[str],
     alphas: Sequence[float],
-) -> tuple[Rows, Rows, list[Path]]:
+) -> tuple[Rows, Rows, list[InterpolationPath]]:
     """The finished rows in ``out`` and the paths still to do; refuse results of another setup."""
     files = [out / name for name in RESULT_FILES]
     if not any(f.exists() for f in files):
@@ -466,7 +468,7 @@ class _Interrupts:
             raise _Interrupted(self._pending)
 
 
-def _in_order(rows: Rows, paths: Sequence[Path], splits: Sequence[str]) -> Rows:
+def _in_order(rows: Rows, paths: Sequence[InterpolationPath], splits: Sequence[str]) -> Rows:
     """Rows by path (in plan order), then split, keeping the order of alphas and references: the
     files come out the same however the work was chunked or resumed."""
     position = {(p.plan, p.group, p.rest_from): i for i, p in enumerate(paths)}
@@ -651,22 +653,22 @@ def _run_pair(args: Any) -> int:
 
 
 def figures(
-    out: FsPath, curves: Rows, barriers: Rows, summary: Mapping[str, Any], reference: str = "path"
-) -> list[FsPath]:
+    out: Path, curves: Rows, barriers: Rows, summary: Mapping[str, Any], reference: str = "path"
+) -> list[Path]:
     """Draw an analysis's figures into ``out`` (also ``lwlc plot``'s): curves and bars per split
     at ``reference``, and with ``--align`` the before/after matrices at every reference; their
     titles say how the pair was made (from ``summary``). Returns the files written."""
-    from lwlc import plots
+    from lwlc import figures
 
-    pairing = plots.pairing_text(summary)
-    written = plots.save_analysis_figures(out, curves, barriers, reference, pairing)
+    pairing = figures.pairing_text(summary)
+    written = figures.save_analysis_figures(out, curves, barriers, reference, pairing)
     comparison = _alignment_rows(barriers)
     for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in comparison):
-        fig = plots.barrier_matrices(
+        fig = figures.barrier_matrices(
             comparison, "group", "alignment", "rest_from", reference=ref, split=split,
             pairing=pairing,
         )  # fmt: skip
-        written.append(plots.save_figure(fig, out / f"alignment_{split}_{ref}.png"))
+        written.append(figures.save_figure(fig, out / f"alignment_{split}_{ref}.png"))
     return written
 
 
@@ -693,7 +695,7 @@ def _alignment_rows(barriers: Rows) -> Rows:
 def _labels(files: Sequence[str]) -> list[str]:
     """Short distinct names of checkpoint files: their paths without the parts all share
     (``runs/x/checkpoints/last.ckpt`` and ``runs/y/checkpoints/last.ckpt`` are ``x`` and ``y``)."""
-    paths = [FsPath(f).resolve() for f in files]
+    paths = [Path(f).resolve() for f in files]
     if len(set(paths)) < len(paths):
         raise LwlcError(f"a checkpoint is listed twice in --ckpt {' '.join(files)}: list each once")
     for parts in ([p.with_suffix("").parts for p in paths], [p.parts for p in paths]):
@@ -749,7 +751,7 @@ def _run_many(args: Any) -> int:
         if code or out is None:
             return code
         names = {"model_a": labels[i], "model_b": labels[j]}
-        rows += [{**r, **names} for r in read_csv(FsPath(pair.out) / "barriers.csv")]
+        rows += [{**r, **names} for r in read_csv(Path(pair.out) / "barriers.csv")]
     write_csv(out / "barriers.csv", rows, PAIR_COLUMNS)
     if args.plots:
         pairwise_figures(out, rows)
@@ -779,10 +781,10 @@ def _pairwise_rows(rows: Rows, aligned: bool) -> Rows:
     return cells
 
 
-def pairwise_figures(out: FsPath, rows: Rows) -> list[FsPath]:
+def pairwise_figures(out: Path, rows: Rows) -> list[Path]:
     """``pairwise[_aligned]_<split>_<reference>.png``: per layer, model x model loss barriers
     (also ``lwlc plot``'s for a folder of several checkpoints). Returns the files written."""
-    from lwlc import plots
+    from lwlc import figures
 
     models = list(dict.fromkeys(m for r in rows for m in (r["model_a"], r["model_b"])))
     written = []
@@ -792,11 +794,11 @@ def pairwise_figures(out: FsPath, rows: Rows) -> list[FsPath]:
             ", B aligned to A" if aligned else ""
         )
         for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in cells):
-            fig = plots.barrier_matrices(
+            fig = figures.barrier_matrices(
                 cells, ROW, COLUMN, "group", reference=ref, split=split, pairing=pairing
             )
             name = f"pairwise{'_aligned' if aligned else ''}_{split}_{ref}.png"
-            written.append(plots.save_figure(fig, out / name))
+            written.append(figures.save_figure(fig, out / name))
     return written
 
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lwlc.errors import LwlcError
-from lwlc.layers import Group
+from lwlc.core.errors import LwlcError
+from lwlc.core.layers import Group
 
 PLANS = ("full", "single", "cumulative_front", "cumulative_back", "custom")
 REST_FROM = ("a", "b")
 
 
 @dataclass(frozen=True)
-class Path:
+class InterpolationPath:
     """One interpolation path: plan, the group label it is reported under, rest model, keys S."""
 
     plan: str
@@ -61,7 +61,7 @@ def make_paths(
     plans: Sequence[str],
     rest_from: Sequence[str] = REST_FROM,
     custom: Mapping[str, Sequence[Group]] | None = None,
-) -> list[Path]:
+) -> list[InterpolationPath]:
     """The paths of the requested plans, in a stable order (plan, group in forward order, rest)."""
     unknown = [p for p in plans if p not in PLANS]
     if unknown:
@@ -74,15 +74,15 @@ def make_paths(
             "plan 'custom' needs at least one set of groups (--custom 'name=pattern,...')"
         )
     all_keys = frozenset(k for g in groups for k in g.keys)
-    paths: list[Path] = []
+    paths: list[InterpolationPath] = []
     for plan in plans:
         if plan == "full":
-            paths.append(Path("full", "all", "a", all_keys))
+            paths.append(InterpolationPath("full", "all", "a", all_keys))
             continue
         if plan == "custom":
             for label, members in (custom or {}).items():
                 keys = frozenset(k for g in members for k in g.keys)
-                paths += [Path("custom", label, r, keys) for r in rest_from]
+                paths += [InterpolationPath("custom", label, r, keys) for r in rest_from]
             continue
         for i, g in enumerate(groups):
             if plan == "single":
@@ -91,12 +91,12 @@ def make_paths(
                 chosen = tuple(k for h in groups[: i + 1] for k in h.keys)
             else:
                 chosen = tuple(k for h in groups[i:] for k in h.keys)
-            paths += [Path(plan, g.name, r, frozenset(chosen)) for r in rest_from]
+            paths += [InterpolationPath(plan, g.name, r, frozenset(chosen)) for r in rest_from]
     return paths
 
 
 def coefficients(
-    path: Path, alpha: float, keys: Sequence[str], float_keys: frozenset[str]
+    path: InterpolationPath, alpha: float, keys: Sequence[str], float_keys: frozenset[str]
 ) -> tuple[float, ...]:
     """The coefficient c of every key (in ``keys`` order) for the model at ``alpha`` on ``path``."""
     rest = 0.0 if path.rest_from == "a" else 1.0
@@ -113,7 +113,7 @@ def mix(a: Tensor, b: Tensor, c: float) -> Tensor:
 
 
 def interpolate(
-    a: Mapping[str, Tensor], b: Mapping[str, Tensor], path: Path, alpha: float
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], path: InterpolationPath, alpha: float
 ) -> dict[str, Tensor]:
     """The state dict of the model at ``alpha`` on ``path`` (merge and the Callback's exports)."""
     keys = list(a.keys())
@@ -132,5 +132,5 @@ def merged_state(
     """The engine's model at ``alpha`` on the path interpolating ``groups`` (rest from A or B):
     what ``lwlc merge`` writes and ``lwlc.merge_models`` returns."""
     keys = frozenset(k for g in groups for k in g.keys)
-    path = Path("custom", ",".join(g.name for g in groups), rest_from, keys)
+    path = InterpolationPath("custom", ",".join(g.name for g in groups), rest_from, keys)
     return {k: v.clone() for k, v in interpolate(state_a, state_b, path, alpha).items()}

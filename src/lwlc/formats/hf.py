@@ -1,8 +1,8 @@
 """Hugging Face causal language models and text files as lwlc models and data (the ``lm`` extra).
 
-``lwlc analyze --ckpt-a DIR_A --ckpt-b DIR_B --data lwlc.hf.TextDataModule ...`` compares two
-local model directories (``config.json`` + weights, e.g. two Pythia seeds) on next-token
-prediction over a text file; the engine scores every token. The model is wrapped in
+``lwlc analyze --ckpt-a DIR_A --ckpt-b DIR_B --data lwlc.formats.hf.TextDataModule ...``
+compares two local model directories (``config.json`` + weights, e.g. two Pythia seeds) on
+next-token prediction over a text file; the engine scores every token. The model is wrapped in
 :class:`CausalLM`, whose forward returns the logits and whose state dict holds each tied tensor
 once (an input embedding shared with the output layer is one layer, interpolated as one).
 """
@@ -22,9 +22,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lwlc.checkpoints import Checkpoint
-from lwlc.errors import LwlcError
-from lwlc.io import sha256
+from lwlc.core.errors import LwlcError
+from lwlc.formats.checkpoints import Checkpoint
+from lwlc.formats.io import sha256
 
 SPLITS = ("train", "val", "test")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")

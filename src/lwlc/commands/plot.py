@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lwlc.cli import argument_error, short_help
-from lwlc.errors import LwlcError
-from lwlc.io import read_csv
-from lwlc.outputs import check_out
-from lwlc.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.commands.cli import argument_error, short_help
+from lwlc.core.errors import LwlcError
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.formats.io import read_csv
+from lwlc.formats.outputs import check_out
 
 RESULT_FILES = ("curves.csv", "barriers.csv")
 NEEDED_COLUMNS = {"curves.csv": CURVE_COLUMNS, "barriers.csv": BARRIER_COLUMNS}
@@ -131,11 +131,12 @@ def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
     else:
         reference = reference or "path"
     _check_reference(reference, barriers, results / "barriers.csv")
-    from lwlc import analyze, plots
+    from lwlc import figures
+    from lwlc.commands import analyze
 
     if training:
-        pairing = plots.pairing_text(summary)
-        return plots.save_training_figures(out, curves, barriers, reference, pairing)
+        pairing = figures.pairing_text(summary)
+        return figures.save_training_figures(out, curves, barriers, reference, pairing)
     return analyze.figures(out, curves, barriers, summary, reference)
 
 
@@ -147,7 +148,7 @@ def _is_pairwise(run_dir: Path) -> bool:
 
 def _redraw_pairs(run_dir: Path, out: Path, reference: str | None) -> list[Path]:
     """The pairwise matrices of several checkpoints, then each pair's own figures."""
-    from lwlc import analyze
+    from lwlc.commands import analyze
 
     rows = read_results(run_dir / "barriers.csv", analyze.PAIR_COLUMNS)
     pairs = list(dict.fromkeys(f"{r['model_a']}~{r['model_b']}" for r in rows))

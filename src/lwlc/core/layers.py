@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 are finite or ``nan``, and ``summary.json`` must be a JSON object. A row cut short at the end of
 a file (a write that never finished) is dropped, so its path is computed again; any other damage
 is one line saying what is wrong and to use ``--overwrite``. Temporary files of a killed write
-(``.<name>.<random>.tmp``, see :func:`lwlc.io.atomic_file`) are removed.
+(``.<name>.<random>.tmp``, see :func:`lwlc.formats.io.atomic_file`) are removed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lwlc.errors import LwlcError
-from lwlc.io import TEXT_COLUMNS
+from lwlc.core.errors import LwlcError
+from lwlc.formats.io import TEXT_COLUMNS
 
 Rows = list[dict[str, Any]]
 REMEDY = "use --overwrite to start again (or another --out)"

@@ -18,9 +18,9 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lwlc.core.errors import LwlcError
 from lwlc.data.base import PAD_LABEL
-from lwlc.errors import LwlcError
-from lwlc.schedules import RunSchedule, lightning_entry
+from lwlc.training.schedules import RunSchedule, lightning_entry
 
 Batch = Sequence[torch.Tensor]
 STAGES = ("train", "val", "test")

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 from lwlc.lazy import defer_transformers
 
 LIGHTNING_COMMANDS = {
@@ -56,11 +56,12 @@ def _lightning_cli() -> Callable[[list[str]], None]:
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from lwlc import checkpoint_io, rundir
-    from lwlc.checkpoints import check_lightning_run
+    from lwlc import checkpoint_io
+    from lwlc.commands import rundir
+    from lwlc.formats.checkpoints import check_lightning_run
     from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, record_run_info
-    from lwlc.schedules import RunSchedule, lightning_entry
     from lwlc.training import PairedModule
+    from lwlc.training.schedules import RunSchedule, lightning_entry
 
     class SaveConfig(SaveConfigCallback):
         """Lightning's config saver, for one run per folder: a fit replaces the config of the
@@ -85,9 +86,10 @@ def _lightning_cli() -> Callable[[list[str]], None]:
 
         Checkpoints go to ``<default_root_dir>/checkpoints/``: ``last.ckpt`` after every epoch
         and ``best-epoch=E-step=S.ckpt`` by ``a/val/acc`` (pairs) or ``val/acc``, each written
-        atomically (``lwlc.checkpoint_io``). The folder holds one run (``lwlc.rundir``): a fit
-        into another run's folder is refused unless ``overwrite``; loggers without a save_dir
-        write there, and every later command there continues the run's W&B run.
+        atomically (``lwlc.checkpoint_io``). The folder holds one run
+        (``lwlc.commands.rundir``): a fit into another run's folder is refused unless
+        ``overwrite``; loggers without a save_dir write there, and every later command
+        there continues the run's W&B run.
         """
 
         def __init__(self, *args: Any, overwrite: bool, started: dict[str, Any], **kwargs: Any):
@@ -258,7 +260,7 @@ def _forget_failed_start(trainer: Any) -> None:
     failure itself is what the user must see."""
     if trainer is None or trainer.global_step > 0:
         return
-    from lwlc import rundir
+    from lwlc.commands import rundir
 
     try:
         rundir.remove(rundir.run_files(trainer), trainer.default_root_dir)
@@ -363,13 +365,15 @@ def _dispatch(argv: list[str]) -> None:
 
 def _user_error(err: BaseException) -> LwlcError | None:
     """The LwlcError behind ``err`` (itself or a cause), if any; a full disk met by a write
-    outside lwlc.io (Lightning's logs, its config file) is one too."""
+    outside lwlc.formats.io (Lightning's logs, its config file) is one too."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, LwlcError):
             return err
         if isinstance(err, OSError):
-            from lwlc.io import disk_full_error  # imports torch: only where it can be needed
+            from lwlc.formats.io import (
+                disk_full_error,  # imports torch: only where it can be needed
+            )
 
             full = disk_full_error(err)
             if full is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 # What a checkpoint keeps of a RunSchedule: LambdaLR's own counters and rates. The run's length
 # and the shape come from the run that loads it, so that a resumed run follows its own config.

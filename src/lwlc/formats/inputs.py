@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor, nn
 
-from lwlc.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
-from lwlc.errors import LwlcError
-from lwlc.io import unpickling_error
+from lwlc.core.errors import LwlcError
+from lwlc.formats.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
+from lwlc.formats.io import unpickling_error
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -72,7 +72,7 @@ def csv_list(value: str | Sequence[object]) -> list[str]:
 def read_network(path: str) -> Checkpoint:
     """A checkpoint file, or a local Hugging Face model directory (the ``lm`` extra)."""
     if Path(path).is_dir() and (Path(path) / "config.json").is_file():
-        from lwlc.hf import read_hf_checkpoint
+        from lwlc.formats.hf import read_hf_checkpoint
 
         try:
             return read_hf_checkpoint(path)

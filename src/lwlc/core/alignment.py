@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 Axis = tuple[str, int]  # (state-dict key, tensor axis)
 ALIGN_METHODS = ("none", "weight-matching")

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor, nn
 
-from lwlc import layers
+from lwlc.core import layers
+from lwlc.core.errors import LwlcError
 from lwlc.data.base import EpochSeededSampler, TensorBatches, TensorDataModule, mix_seed
-from lwlc.errors import LwlcError
-from lwlc.training import reinitialize
+from lwlc.training.modules import reinitialize
 
 SPLITS = ("iid", "non-iid", "extreme", "dirichlet")
 LR_SCHEDULES = ("constant", "cosine")

@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError
-from lwlc.io import load_file, sha256
+from lwlc.core.errors import LwlcError
+from lwlc.formats.io import load_file, sha256
 
 TRUSTED_PREFIXES = ("lwlc.", "torch.nn.", "torchvision.models.")
 # Lightning's own instantiator, which lwlc's checkpoints record for ``load_from_checkpoint``.

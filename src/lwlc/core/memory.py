@@ -1,6 +1,6 @@
 """How much memory a batched evaluation needs, and the batch and chunk sizes that fit a budget.
 
-The engine (``lwlc.evaluation``) walks a tree of shared prefixes depth first. At any moment it
+The engine (``lwlc.core.engine``) walks a tree of shared prefixes depth first. At any moment it
 holds, per stage along the current branch, the node's output and at most two endpoint outputs
 kept for mixing; the stage being run also holds its internal activations. On top of that come
 the interpolated tensors it caches for one call (one set per distinct (stage, coefficients) with
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError, readable_bytes
-from lwlc.evaluation import Coefficients, Evaluator
-from lwlc.interpolation import Path, coefficients
+from lwlc.core.engine import Coefficients, Evaluator
+from lwlc.core.errors import LwlcError, readable_bytes
+from lwlc.core.interpolation import InterpolationPath, coefficients
 
 GIB = 1 << 30
 # The share of a budget planned for tensors. The rest is left to the allocator, which keeps freed
@@ -233,7 +233,7 @@ def fixed_bytes(evaluator: Evaluator, model: nn.Module, data: Iterable[Tensor]) 
 def plan_sweep(
     evaluator: Evaluator,
     model: nn.Module,
-    paths: Sequence[Path],
+    paths: Sequence[InterpolationPath],
     alphas: Sequence[float],
     data: Mapping[str, tuple[Tensor, Tensor]],
     calibration: Tensor | None,

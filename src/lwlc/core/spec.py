@@ -4,7 +4,7 @@
 networks (which paths, which layers, which alphas, splits and references, BatchNorm handling)
 and how it is computed (batch size, memory budget, precision). Every field is checked when the
 spec is made, with one-line messages; :func:`plan_paths` turns a spec and a model into the
-layer groups and paths that :func:`lwlc.sweep.sweep` evaluates. ``lwlc analyze`` and
+layer groups and paths that :func:`lwlc.core.sweep.sweep` evaluates. ``lwlc analyze`` and
 ``lwlc.measure`` build their sweeps through it.
 """
 
@@ -18,11 +18,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lwlc import layers
-from lwlc.alignment import align
-from lwlc.errors import LwlcError
-from lwlc.evaluation import Evaluator
-from lwlc.interpolation import Path, check_alphas, default_alphas, make_paths
+from lwlc.core import layers
+from lwlc.core.alignment import align
+from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import InterpolationPath, check_alphas, default_alphas, make_paths
 
 Plan = Literal["full", "single", "cumulative_front", "cumulative_back", "custom"]
 Split = Literal["train", "val", "test"]
@@ -148,7 +148,7 @@ def from_flags(**fields: object) -> MeasureSpec:
 
 def plan_paths(
     spec: MeasureSpec, model: nn.Module, example: Tensor | None = None
-) -> tuple[list[layers.Group], list[Path]]:
+) -> tuple[list[layers.Group], list[InterpolationPath]]:
     """The layer groups of ``model`` (in forward order, traced on ``example``) and the paths of
     ``spec``'s plans over them; unknown layers or patterns are one-line errors."""
     groups = layers.default_groups(model, example)
@@ -168,9 +168,9 @@ def prepare_sweeps(
     model: nn.Module,
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
-    paths: Sequence[Path],
+    paths: Sequence[InterpolationPath],
     device: str | torch.device = "cpu",
-) -> list[tuple[Evaluator, list[Path]]]:
+) -> list[tuple[Evaluator, list[InterpolationPath]]]:
     """The evaluators of a measurement and the paths each evaluates: the pair as it is and,
     with ``spec.align``, B permuted to match A (its paths' plans prefixed ``aligned:``)."""
     options = {

@@ -28,10 +28,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lwlc import outputs
-from lwlc.cli import argument_error, short_help
-from lwlc.errors import LwlcError
-from lwlc.io import read_csv, write_json
+from lwlc.commands.cli import argument_error, short_help
+from lwlc.core.errors import LwlcError
+from lwlc.formats import outputs
+from lwlc.formats.io import read_csv, write_json
 
 SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
@@ -236,7 +236,7 @@ def fit(
     ``extra_configs`` (which may add callbacks), then ``overrides``, then the user's
     ``--fit`` arguments. Metrics go to a CSV logger in ``root/logs``.
     """
-    from lwlc import cli
+    from lwlc.commands import cli
 
     args = ["fit"]
     for path in configs:
@@ -265,7 +265,7 @@ def fit(
 
 def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, Rows]:
     """Measure a paired checkpoint with ``lwlc analyze`` into ``out``; (curves, barriers) rows."""
-    from lwlc import analyze as analyze_tool
+    from lwlc.commands import analyze as analyze_tool
 
     analyze_tool.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", *options])
     return read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")

@@ -1,6 +1,6 @@
 """``lwlc merge``: write the model averaged on chosen layers of two networks as a new checkpoint.
 
-The merged model is the engine's interpolated model (``lwlc.interpolation.interpolate``) at one
+The merged model is the engine's interpolated model (``lwlc.core.interpolation.interpolate``) at one
 alpha on a custom path over the chosen groups, the rest from A or B; optionally B is first
 permuted to match A (weight matching) and BatchNorm statistics are recomputed on training data.
 A ``.ckpt``/``.pt`` output is a ``ClassifierModule`` checkpoint (``net.*`` keys, the model and
@@ -17,14 +17,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lwlc import inputs, layers, outputs
-from lwlc.alignment import ALIGN_METHODS, align
-from lwlc.calibration import batchnorm_layers, recalibrated_state
-from lwlc.cli import argument_error, short_help
-from lwlc.errors import LwlcError
-from lwlc.interpolation import merged_state
-from lwlc.io import save_state_dict
-from lwlc.spec import from_flags
+from lwlc.commands.cli import argument_error, short_help
+from lwlc.core import layers
+from lwlc.core.alignment import ALIGN_METHODS, align
+from lwlc.core.calibration import batchnorm_layers, recalibrated_state
+from lwlc.core.errors import LwlcError
+from lwlc.core.interpolation import merged_state
+from lwlc.core.spec import from_flags
+from lwlc.formats import inputs, outputs
+from lwlc.formats.io import save_state_dict
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 MODULE_CLASS = "lwlc.training.ClassifierModule"

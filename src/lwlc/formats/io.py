@@ -31,7 +31,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from lwlc.errors import LwlcError, readable_bytes
+from lwlc.core.errors import LwlcError, readable_bytes
 
 # what torch's own and plain-data pickles import (tensors, dtypes, bytes, sets), which torch's
 # safe unpickler allows: a refusal names the first other object

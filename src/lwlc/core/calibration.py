@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from lwlc.barriers import barriers_of_curve
-from lwlc.evaluation import Coefficients, Evaluator, Metrics
-from lwlc.interpolation import Path, check_alphas, coefficients
+from lwlc.core.barriers import barriers_of_curve
+from lwlc.core.engine import Coefficients, Evaluator, Metrics
+from lwlc.core.interpolation import InterpolationPath, check_alphas, coefficients
 
 CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
 BARRIER_COLUMNS = (
@@ -48,7 +48,7 @@ def path_key(row: Mapping[str, object]) -> tuple[str, str, str]:
 
 
 def curve_barrier_rows(
-    path: Path,
+    path: InterpolationPath,
     split: str,
     alphas: Sequence[float],
     metrics: Sequence[Metrics],
@@ -74,7 +74,7 @@ def curve_barrier_rows(
 
 def sweep(
     evaluator: Evaluator,
-    paths: Sequence[Path],
+    paths: Sequence[InterpolationPath],
     alphas: Sequence[float],
     data: Data,
     *,

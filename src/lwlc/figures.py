@@ -1,6 +1,6 @@
 """Every lwlc figure, one look: interpolation curves, per-layer barrier bars, barrier heatmaps.
 
-Each function takes tidy rows (dicts as written by ``lwlc.sweep``, or a DataFrame of them, one
+Each function takes tidy rows (dicts as written by ``lwlc.core.sweep``, or a DataFrame of them, one
 row per observation) and returns a matplotlib Figure. Figures are built with matplotlib's object
 API, never pyplot, so drawing is safe inside a training process and a dropped figure is freed.
 They are laid out by matplotlib's constrained layout: nothing is cropped, legends and colour bars
@@ -31,8 +31,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from lwlc.errors import LwlcError
-from lwlc.io import atomic_file
+from lwlc.core.errors import LwlcError
+from lwlc.formats.io import atomic_file
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 

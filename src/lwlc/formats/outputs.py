@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from lwlc.errors import LwlcError
+from lwlc.core.errors import LwlcError
 
 
 def check_out(path: str | os.PathLike[str], flag: str = "--out", is_file: bool = False) -> Path:
