@@ -200,9 +200,9 @@ def test_tool_commands_are_dispatched_to_their_module_with_the_remaining_argumen
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     received = []
-    tool = types.ModuleType("lwlc.faketool")
+    tool = types.ModuleType("lwlc.commands.faketool")
     tool.main = received.append
-    monkeypatch.setitem(sys.modules, "lwlc.faketool", tool)
+    monkeypatch.setitem(sys.modules, "lwlc.commands.faketool", tool)
     monkeypatch.setitem(cli.TOOL_COMMANDS, "faketool", "a stand-in tool")
     main(["faketool", "--out", "x", "--debug"])
     assert received == [["--out", "x"]]

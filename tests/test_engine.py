@@ -422,3 +422,38 @@ def test_stack_limit_takes_a_share_of_what_the_memory_plan_leaves():
         batch_size=50, chunk_size=4, budget=1000, fixed=100, weights=100, activations_per_sample=10
     )
     assert memory.stack_bytes(full, 10_000) == 0  # estimate 700: nothing left, no stacking
+
+
+@pytest.mark.parametrize("bn", ["keep", "reset"])
+def test_a_float64_pair_is_measured_in_float64_from_float32_data(bn):
+    # A network trained with --trainer.precision 64-true: the data stays float32 on disk.
+    model, a, b = _pair(StagedCNN)
+    model, a, b = (
+        model.double(),
+        {k: v.double() for k, v in a.items()},
+        {k: v.double() for k, v in b.items()},
+    )
+    x, y = _data()
+    calib = _data(n=80, seed=5)[0] if bn == "reset" else None
+    paths = make_paths(default_groups(model, x[:2].double()), ["full", "single"])
+    ev = Evaluator(model, a, b, bn=bn, bn_batch_size=16)
+    res = sweep(ev, paths, [0.0, 0.5, 1.0], {"test": (x, y)}, calibration=calib, batch_size=32)
+    for p in paths:
+        losses, _ = naive_curve(
+            model,
+            a,
+            b,
+            set(p.keys),
+            [0.0, 0.5, 1.0],
+            p.rest_from,
+            x.double(),
+            y,
+            None if calib is None else calib.double(),
+            batch_size=16,
+        )
+        rows = [
+            r
+            for r in res.curves
+            if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
+        ]
+        assert [r["loss"] for r in rows] == pytest.approx(losses, abs=1e-12)

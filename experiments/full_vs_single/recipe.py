@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lwlc import figures
 from lwlc.commands import experiment
 
 CLAIM = (
@@ -31,14 +32,14 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         root = out / setup.network / setup.pairing
         options = ANALYZE + (SMOKE_ANALYZE if scale == "smoke" else [])
         curves, barriers = experiment.analyze(setup.fit(root), root / "analysis", options)
-        figures = out / "figures"
+        figure_dir = out / "figures"
         figures.save_figure(
             figures.layer_barriers(barriers, "midpoint", pairing=setup.description),
-            figures / f"{name}_barriers.png",
+            figure_dir / f"{name}_barriers.png",
         )
         figures.save_figure(
             figures.interpolation_curves(curves, pairing=setup.description),
-            figures / f"{name}_curves.png",
+            figure_dir / f"{name}_curves.png",
         )
         prefix = f"{setup.network}/{setup.pairing}/"
         result[f"{prefix}pairing"] = setup.description

@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from lwlc import figures
 from lwlc.commands import experiment
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
@@ -151,13 +152,13 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     result = sweep(Evaluator(model, a, b, device=device), paths, default_alphas(points), test)
     write_csv(out / "curves.csv", result.curves, CURVE_COLUMNS)
     write_csv(out / "barriers.csv", result.barriers, BARRIER_COLUMNS)
-    figures = out / "figures"
+    figure_dir = out / "figures"
     figures.save_figure(
         figures.layer_barriers(result.barriers, "midpoint", pairing=PAIRING),
-        figures / "lm_barriers.png",
+        figure_dir / "lm_barriers.png",
     )
     figures.save_figure(
-        figures.interpolation_curves(result.curves, pairing=PAIRING), figures / "lm_curves.png"
+        figures.interpolation_curves(result.curves, pairing=PAIRING), figure_dir / "lm_curves.png"
     )
     ends = result.endpoints["test"]
     headline: dict[str, float | str] = {

@@ -165,12 +165,12 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         write_csv(root / "curves.csv", curves, COLUMNS)
         write_csv(root / "barriers.csv", barriers, BARRIER_COLUMNS)
         df = pd.DataFrame(curves)
-        figures = out / "figures"
+        figure_dir = out / "figures"
         pairing = setup.description
         figures.save_figure(
-            direction_figure(df, layers, pairing), figures / f"{setup.network}_directions.png"
+            direction_figure(df, layers, pairing), figure_dir / f"{setup.network}_directions.png"
         )
-        figures.save_figure(noise_figure(df, pairing), figures / f"{setup.network}_noise.png")
+        figures.save_figure(noise_figure(df, pairing), figure_dir / f"{setup.network}_noise.png")
         numbers = {
             "pairing": setup.description,
             "acc_a": ends["acc_a"],

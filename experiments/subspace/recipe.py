@@ -246,12 +246,12 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
 
     write_csv(out / "noise.csv", rows, COLUMNS)
     df = pd.DataFrame(rows)
-    figures = out / "figures"
+    figure_dir = out / "figures"
     figures.save_figure(
-        noise_figure(df[df["scope"] == "all layers"], "all layers"), figures / "subspace_noise.png"
+        noise_figure(df[df["scope"] == "all layers"], "all layers"), figure_dir / "subspace_noise.png"
     )
     figures.save_figure(
-        layer_figure(df[df["scope"] != "all layers"]), figures / "subspace_noise_per_layer.png"
+        layer_figure(df[df["scope"] != "all layers"]), figure_dir / "subspace_noise_per_layer.png"
     )
     return summary(df, dims)
 

@@ -644,7 +644,7 @@ def _run_pair(args: Any) -> int:
                 write_json(out / "summary.json", summary)
             raise
     if args.plots:
-        figures(out, curves, barriers, summary)
+        draw_figures(out, curves, barriers, summary)
     print(f"\npair: {describe_pairing(cks)}")
     for split in spec.splits:
         print_table(barriers, split)
@@ -652,7 +652,7 @@ def _run_pair(args: Any) -> int:
     return 0
 
 
-def figures(
+def draw_figures(
     out: Path, curves: Rows, barriers: Rows, summary: Mapping[str, Any], reference: str = "path"
 ) -> list[Path]:
     """Draw an analysis's figures into ``out`` (also ``lwlc plot``'s): curves and bars per split

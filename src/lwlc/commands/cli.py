@@ -322,14 +322,14 @@ def _state_dict_error(message: str) -> str | None:
 
 
 def _tool(name: str) -> Callable[[list[str]], None]:
-    """``lwlc.<name>.main``, or a one-line LwlcError when that tool is not installed."""
+    """``lwlc.commands.<name>.main``, or a one-line LwlcError when that tool is not installed."""
     try:
-        module = importlib.import_module(f"lwlc.{name}")
+        module = importlib.import_module(f"lwlc.commands.{name}")
     except ModuleNotFoundError as err:
-        if err.name != f"lwlc.{name}":
+        if err.name != f"lwlc.commands.{name}":
             raise
         raise LwlcError(
-            f"'lwlc {name}' is not available in this version (no module lwlc.{name})"
+            f"'lwlc {name}' is not available in this version (no module lwlc.commands.{name})"
         ) from None
     return module.main
 

@@ -137,7 +137,7 @@ def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
     if training:
         pairing = figures.pairing_text(summary)
         return figures.save_training_figures(out, curves, barriers, reference, pairing)
-    return analyze.figures(out, curves, barriers, summary, reference)
+    return analyze.draw_figures(out, curves, barriers, summary, reference)
 
 
 def _is_pairwise(run_dir: Path) -> bool:

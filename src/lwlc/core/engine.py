@@ -177,6 +177,8 @@ class Evaluator:
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.keys = list(a.keys())
         self.float_keys = frozenset(k for k in self.keys if torch.is_floating_point(a[k]))
+        # Floating inputs take the weights' dtype (a network trained in float64 gets float64).
+        self.input_dtype = next((a[k].dtype for k in self.keys if k in self.float_keys), None)
         self.a = {k: v.to(self.device) for k, v in a.items()}
         self.b = {k: v.to(self.device) for k, v in b.items()}
         self.stages = model_stages(self.net, self.keys)
@@ -370,6 +372,12 @@ class Evaluator:
                 }
             self._init_stats(child)
 
+    def _to_device(self, inputs: Tensor) -> Tensor:
+        """A batch on the evaluation device; floating inputs in the weights' dtype."""
+        if inputs.is_floating_point() and self.input_dtype is not None:
+            return inputs.to(self.device, self.input_dtype)
+        return inputs.to(self.device)
+
     def _calibrate(self, root: _Node, inputs: Tensor) -> None:
         """Every node's BatchNorm statistics by ``lwlc.core.calibration``'s batches and momenta
         (nodes are not chained yet, so every model sees every batch through its own nodes)."""
@@ -378,7 +386,7 @@ class Evaluator:
             for batch, momentum in calibration_batches(inputs, self.bn_batch_size):
                 for m in norms:
                     m.momentum = momentum
-                self._descend(root, batch.to(self.device), lambda _models, _out: None)
+                self._descend(root, self._to_device(batch), lambda _models, _out: None)
 
     @torch.no_grad()
     def evaluate(
@@ -409,12 +417,12 @@ class Evaluator:
         counts = [0] * len(models)
 
         for i in range(0, len(inputs), batch_size):
-            x = inputs[i : i + batch_size].to(self.device)
+            x = self._to_device(inputs[i : i + batch_size])
             y = targets[i : i + batch_size].to(self.device)
 
             def leaf(nodes: list[_Node], logits: Tensor, y: Tensor = y) -> None:
-                logits, target = (
-                    logits.float().flatten(0, -2),
+                logits, target = (  # half-precision logits are scored in float32
+                    (logits if logits.dtype == torch.float64 else logits.float()).flatten(0, -2),
                     y.flatten().repeat(len(nodes)),
                 )  # per token
                 losses = F.cross_entropy(logits, target, reduction="none").view(len(nodes), -1)
