@@ -52,7 +52,7 @@ class Block(nn.Module):
 
 
 class PlainMLP(nn.Module):
-    """No ``stages()``: the engine must fall back to whole-model evaluation."""
+    """No ``stages()``: the engine derives them (``lwlc.core.stages``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -262,7 +262,7 @@ def test_suffix_chains_are_stacked_into_one_call_per_stage_with_the_same_results
 
 def test_stages_fall_back_to_whole_model_when_keys_are_not_covered():
     model = PlainMLP()
-    st = model_stages(model, list(model.state_dict()))
+    st = model_stages(model, [*model.state_dict(), "extra.weight"])
     assert len(st) == 1 and st[0].module is model
 
 

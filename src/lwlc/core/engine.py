@@ -1,8 +1,8 @@
 """Evaluate many interpolated models of one architecture over in-memory data, exactly and fast.
 
 Each model is given by one coefficient per state-dict key (see ``interpolation``). The network
-is split into *stages* (``model.stages()`` when the model defines it: modules whose sequential
-application is the forward pass; otherwise the whole model is one stage). Models whose
+is split into *stages* (modules whose sequential application is the forward pass:
+``model.stages()`` when the model defines it, else derived by ``lwlc.core.stages``). Models whose
 coefficients agree on stages 0..s compute identical activations up to s, so the models form a
 tree of shared prefixes: every node of the tree is computed once per batch and its activation
 feeds all its children. A stage that is a single Linear or Conv layer with one coefficient c for
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from lwlc.core.calibration import calibrating, calibration_batches
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import mix
+from lwlc.core.stages import find_stages
 
 Coefficients = tuple[float, ...]
 # fp32 is exact; tf32 (CUDA matmuls/convs) and bf16 (autocast) trade accuracy for speed.
@@ -55,15 +56,18 @@ class Stage:
 
 
 def model_stages(model: nn.Module, keys: Sequence[str]) -> list[Stage]:
-    """The model's stages with their keys; the whole model as one stage if it defines none."""
-    pairs: list[tuple[str, nn.Module]] = (
-        list(model.stages()) if hasattr(model, "stages") else [("", model)]
-    )
+    """The model's stages with their keys (``lwlc.core.stages.find_stages``); the whole model as
+    one stage if they do not cover its keys."""
     stages: list[Stage] = []
     claimed: set[str] = set()
-    for name, module in pairs:
+    for name, module in find_stages(model).pairs:
         prefix = f"{name}." if name else ""
-        own = tuple(k for k in keys if k.startswith(prefix) and k not in claimed)
+        local = set(module.state_dict())
+        own = tuple(
+            k
+            for k in keys
+            if k.startswith(prefix) and k[len(prefix) :] in local and k not in claimed
+        )
         claimed.update(own)
         mixable = isinstance(module, _MIXABLE) and not any(True for _ in module.named_buffers())
         stages.append(Stage(name, module, own, tuple(k[len(prefix) :] for k in own), mixable))
