@@ -4,7 +4,8 @@ from lwlc.models.base import StagedNet
 from lwlc.models.cnn import SmallCNN
 from lwlc.models.gpt import GPT
 from lwlc.models.mlp import MLP
+from lwlc.models.mobilenet import MobileNet
 from lwlc.models.resnet import ResNet18
 from lwlc.models.vgg import VGG
 
-__all__ = ["GPT", "MLP", "ResNet18", "SmallCNN", "StagedNet", "VGG"]
+__all__ = ["GPT", "MLP", "MobileNet", "ResNet18", "SmallCNN", "StagedNet", "VGG"]

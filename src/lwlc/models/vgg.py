@@ -1,4 +1,7 @@
-"""VGG for 32x32 inputs (the CIFAR variant: one linear classifier on a 1x1 feature map)."""
+"""VGG for 32x32 inputs: the CIFAR variant (one linear classifier on a 1x1 feature map), or
+torchvision's VGG head at CIFAR size (the paper authors' ``vgg11(num_classes=10)``)."""
+
+from typing import Literal
 
 from torch import nn
 
@@ -14,13 +17,38 @@ CONV_COUNTS: dict[int, tuple[int, ...]] = {
     19: (2, 2, 4, 4, 4),
 }
 STAGE_CHANNELS = (64, 128, 256, 512, 512)
+Head = Literal["linear", "torchvision"]
+HEADS = ("linear", "torchvision")
+Init = Literal["default", "torchvision"]
+INITS = ("default", "torchvision")
+# torchvision's VGG pools the feature map to 7x7 before its classifier; a 32x32 image leaves a
+# 1x1 map, which the adaptive pool repeats 49 times (classifier input 512 * 7 * 7 = 25088).
+TORCHVISION_POOL = 7
+TORCHVISION_HIDDEN = 4096
+
+
+def torchvision_init(module: nn.Module) -> None:
+    """torchvision's VGG initialisation: convolutions Kaiming-normal (fan-out, ReLU), linear
+    layers N(0, 0.01), all biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 class VGG(StagedNet):
-    """``features`` (conv3x3, [BatchNorm2d], ReLU, ..., max-pool), ``flatten``, ``classifier``.
+    """``features`` (conv3x3, [BatchNorm2d], ReLU, ..., max-pool), [``avgpool``], ``flatten``,
+    ``classifier``.
 
     Channel counts are the standard ones scaled by ``width / 64``. Convolutions carry a bias
-    only without BatchNorm (which has its own shift).
+    only without BatchNorm (which has its own shift). ``head="linear"`` is one linear layer on
+    the 1x1 map; ``head="torchvision"`` is torchvision's: adaptive average pool to 7x7, then
+    Linear(25088, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout, Linear(4096, classes)
+    (at width 64). ``init="torchvision"`` draws the weights as torchvision's VGG does.
     """
 
     def __init__(
@@ -30,8 +58,15 @@ class VGG(StagedNet):
         num_classes: int = 10,
         batch_norm: bool = False,
         width: int = 64,
+        head: Head = "linear",
+        dropout: float = 0.5,
+        init: Init = "default",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise LwlcError(f"unknown VGG head {head!r}; available: {', '.join(HEADS)}")
+        if init not in INITS:
+            raise LwlcError(f"unknown VGG init {init!r}; available: {', '.join(INITS)}")
         if depth not in CONV_COUNTS:
             available = ", ".join(map(str, CONV_COUNTS))
             raise LwlcError(f"unknown VGG depth {depth}; available: {available}")
@@ -47,13 +82,34 @@ class VGG(StagedNet):
                 channels = out
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
+        self.avgpool: nn.Module | None = None
         self.flatten = nn.Flatten()
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier: nn.Module
+        if head == "linear":
+            self.classifier = nn.Linear(channels, num_classes)
+        else:
+            self.avgpool = nn.AdaptiveAvgPool2d(TORCHVISION_POOL)
+            hidden = TORCHVISION_HIDDEN * width // 64
+            self.classifier = nn.Sequential(
+                nn.Linear(channels * TORCHVISION_POOL**2, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
+        if init == "torchvision":
+            torchvision_init(self)
 
     def stages(self) -> list[Stage]:
-        """``features.0`` .. ``features.N``, ``flatten``, ``classifier``."""
-        return [
-            *children_stages(self.features, "features"),
-            ("flatten", self.flatten),
-            ("classifier", self.classifier),
-        ]
+        """``features.0`` .. ``features.N``, [``avgpool``], ``flatten``, ``classifier`` (or
+        ``classifier.0`` .. ``classifier.6`` with torchvision's head)."""
+        pool: list[Stage] = [] if self.avgpool is None else [("avgpool", self.avgpool)]
+        head: list[Stage] = (
+            list(children_stages(self.classifier, "classifier"))
+            if isinstance(self.classifier, nn.Sequential)
+            else [("classifier", self.classifier)]
+        )
+        features = list(children_stages(self.features, "features"))
+        return [*features, *pool, ("flatten", self.flatten), *head]

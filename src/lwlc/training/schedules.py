@@ -19,7 +19,9 @@ from lwlc.core.errors import LwlcError
 
 # What a checkpoint keeps of a RunSchedule: LambdaLR's own counters and rates. The run's length
 # and the shape come from the run that loads it, so that a resumed run follows its own config.
-OWN_SETTINGS = ("total_steps", "warmup", "start_factor", "every", "gamma")
+OWN_SETTINGS = (
+    "total_steps", "warmup", "warmup_steps", "start_factor", "every", "gamma", "milestones",
+)  # fmt: skip
 
 
 def warmup_cosine_factor(progress: float, warmup: float, start_factor: float) -> float:
@@ -100,12 +102,14 @@ class WarmupCosine(RunSchedule):
     then a cosine to 0 at its end.
 
     The paper's ResNet-18 schedule, 1e-4 -> 0.05 over 5 of 200 epochs, then cosine, is
-    ``lr: 0.05`` with ``warmup: 0.025`` and ``start_factor: 0.002``.
+    ``lr: 0.05`` with ``warmup: 0.025`` and ``start_factor: 0.002``. The authors' code warms up
+    over 100 optimizer steps whatever the run's length: ``warmup_steps: 100``.
 
     Args:
         optimizer: The optimizer whose rate is scheduled.
         warmup: Fraction of the run spent warming up, in [0, 1).
         start_factor: The first step's rate as a fraction of the optimizer's lr, in (0, 1].
+        warmup_steps: Optimizer steps of warm-up instead of ``warmup`` (None: use ``warmup``).
         total_steps: Optimizer steps of the whole run; None: the trainer's (``lwlc fit``).
         last_epoch: The index of the last step (-1: start afresh).
     """
@@ -117,7 +121,11 @@ class WarmupCosine(RunSchedule):
         start_factor: float = 0.002,
         total_steps: int | None = None,
         last_epoch: int = -1,
+        warmup_steps: int | None = None,
     ) -> None:
+        if warmup_steps is not None and warmup_steps < 0:
+            raise LwlcError(f"WarmupCosine: warmup_steps={warmup_steps} must be >= 0")
+        self.warmup_steps = warmup_steps
         if not 0.0 <= warmup < 1.0:
             raise LwlcError(
                 f"WarmupCosine: warmup={warmup} must be a fraction of the run in [0, 1) "
@@ -128,6 +136,17 @@ class WarmupCosine(RunSchedule):
         self.warmup = warmup
         self.start_factor = start_factor
         super().__init__(optimizer, total_steps, last_epoch)
+
+    def follow(self, total_steps: float) -> None:
+        """As RunSchedule's; with ``warmup_steps`` the warm-up is that share of the run."""
+        super().follow(total_steps)
+        if self.warmup_steps is not None:
+            if self.warmup_steps >= int(total_steps):
+                raise LwlcError(
+                    f"WarmupCosine: warmup_steps={self.warmup_steps} must be fewer than the "
+                    f"run's {int(total_steps)} optimizer steps"
+                )
+            self.warmup = self.warmup_steps / int(total_steps)
 
     def factor(self, progress: float) -> float:
         return warmup_cosine_factor(progress, self.warmup, self.start_factor)
@@ -168,3 +187,39 @@ class StepDecay(RunSchedule):
 
     def factor(self, progress: float) -> float:
         return step_decay_factor(progress, self.every, self.gamma)
+
+
+class MultiStepDecay(RunSchedule):
+    """The rate times ``gamma`` at each of ``milestones`` (fractions of the run).
+
+    The paper's MobileNet schedule, ``MultiStepLR`` at 50% and 75% of the epochs with gamma 0.1,
+    is ``milestones: [0.5, 0.75]`` with ``gamma: 0.1``.
+
+    Args:
+        optimizer: The optimizer whose rate is scheduled.
+        milestones: Fractions of the run in (0, 1] at which the rate is multiplied by ``gamma``.
+        gamma: Multiplier of each decay, in (0, 1].
+        total_steps: Optimizer steps of the whole run; None: the trainer's (``lwlc fit``).
+        last_epoch: The index of the last step (-1: start afresh).
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: list[float] | None = None,
+        gamma: float = 0.1,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        chosen = [0.5, 0.75] if milestones is None else list(milestones)
+        if not all(0.0 < m <= 1.0 for m in chosen):
+            raise LwlcError(f"MultiStepDecay: milestones={chosen} must be fractions in (0, 1]")
+        if not 0.0 < gamma <= 1.0:
+            raise LwlcError(f"MultiStepDecay: gamma={gamma} must be in (0, 1]")
+        self.milestones = sorted(chosen)
+        self.gamma = gamma
+        super().__init__(optimizer, total_steps, last_epoch)
+
+    def factor(self, progress: float) -> float:
+        passed = sum(progress + 1e-9 >= m for m in self.milestones)
+        return self.gamma**passed
