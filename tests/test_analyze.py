@@ -136,17 +136,22 @@ def test_summary_names_the_checkpoint_by_its_sha256_and_records_the_setup(runs, 
     assert summary["versions"]["torch"] == torch.__version__
     assert summary["checkpoints"][0]["pairing"]["init"] == "shared"
     assert summary["wall_time_s"] > 0
+    assert summary["stages"]["how"] == "stages()" and summary["stages"]["count"] > 1
 
 
 def test_list_layers_prints_each_layer_with_its_size(runs, tmp_path, capsys):
     capsys.readouterr()
     main(["analyze", "--ckpt", str(runs["pair"]), "--list-layers"])
-    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    *lines, blank, stages_line = capsys.readouterr().out.strip().splitlines()[1:]
     a = members(runs["pair"])["a"]
     names = layer_names(a)
     assert [line.split()[1] for line in lines] == names
     sizes = [sum(v.numel() for k, v in a.items() if k.startswith(n + ".")) for n in names]
     assert [int(line.split()[3]) for line in lines] == sizes
+    # each layer's type and shape, read off its weight (out, in)
+    shapes = [a[f"{n}.weight"].shape for n in names]
+    assert [line.split()[4:] for line in lines] == [["Linear", f"{i}->{o}"] for o, i in shapes]
+    assert blank == "" and stages_line.startswith("stages: ") and "(stages())" in stages_line
     assert not (tmp_path / "out").exists()
 
 

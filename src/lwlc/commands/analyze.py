@@ -26,9 +26,11 @@ from lwlc.commands import results
 from lwlc.commands.cli import argument_error, short_help
 from lwlc.core import layers, memory
 from lwlc.core.barriers import REFERENCES
+from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import PLANS, InterpolationPath
 from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare_sweeps
+from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 from lwlc.formats import inputs, outputs
 from lwlc.formats.checkpoints import Checkpoint
@@ -303,12 +305,45 @@ def _prepare_out(out: Path, args: Any) -> None:
         print(f"removed {stray}, left by an earlier run that was stopped", file=sys.stderr)
 
 
-def _print_layers(groups: Sequence[layers.Group], state: dict[str, torch.Tensor]) -> None:
+def _print_layers(
+    groups: Sequence[layers.Group], state: dict[str, torch.Tensor], model: torch.nn.Module
+) -> None:
     width = max(len(g.name) for g in groups)
-    print(f"{'#':>3}  {'group':<{width}}  {'tensors':>7}  {'numel':>10}")
+    print(f"{'#':>3}  {'group':<{width}}  {'tensors':>7}  {'numel':>10}  module")
+    modules = dict(model.named_modules())
     for i, g in enumerate(groups):
         numel = sum(state[k].numel() for k in g.keys)
-        print(f"{i:>3}  {g.name:<{width}}  {len(g.keys):>7}  {numel:>10}")
+        kind = describe_module(modules[g.name]) if g.name in modules else "-"
+        print(f"{i:>3}  {g.name:<{width}}  {len(g.keys):>7}  {numel:>10}  {kind}")
+    found = stages_record(model, list(state))
+    print(f"\nstages: {found['count']} ({found['how']})")
+
+
+def describe_module(m: torch.nn.Module) -> str:
+    """A layer's type and shape: ``Conv2d 3->64 3x3``, ``Linear 64->128``, ``BatchNorm2d 64``."""
+    name = type(m).__name__
+    if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        return f"{name} {m.in_channels}->{m.out_channels} {'x'.join(map(str, m.kernel_size))}"
+    if isinstance(m, torch.nn.Linear):
+        return f"{name} {m.in_features}->{m.out_features}"
+    if isinstance(m, torch.nn.Embedding):
+        return f"{name} {m.num_embeddings}x{m.embedding_dim}"
+    if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+        return f"{name} {m.num_features}"
+    if isinstance(m, torch.nn.LayerNorm):
+        return f"{name} {'x'.join(map(str, m.normalized_shape))}"
+    return name
+
+
+def stages_record(model: torch.nn.Module, keys: list[str]) -> dict[str, Any]:
+    """How many stages the engine evaluates ``model`` in and how they were found."""
+    found, used = find_stages(model), model_stages(model, keys)
+    how = (
+        found.how
+        if len(used) == len(found.pairs)
+        else "one stage: the stages found do not cover the state dict"
+    )
+    return {"count": len(used), "how": how}
 
 
 def _shown(value: object, digits: int) -> str:
@@ -537,7 +572,7 @@ def _run_pair(args: Any) -> int:
     inputs.check_fits(model, example, type(datamodule).__name__)
     groups, paths = plan_paths(spec, model, example)
     if out is None:
-        _print_layers(groups, state_a)
+        _print_layers(groups, state_a, model)
         return 0
 
     alphas = spec.grid
@@ -562,6 +597,7 @@ def _run_pair(args: Any) -> int:
         "model": model_cfg,
         "data": data_cfg,
         "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
+        "stages": stages_record(model, list(state_a)),
         "alphas": alphas,
         "options": {
             k: (v if not hasattr(v, "as_dict") else v.as_dict())
@@ -646,6 +682,7 @@ def _run_pair(args: Any) -> int:
     if args.plots:
         draw_figures(out, curves, barriers, summary)
     print(f"\npair: {describe_pairing(cks)}")
+    print(f"stages: {summary['stages']['count']} ({summary['stages']['how']})")
     for split in spec.splits:
         print_table(barriers, split)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
