@@ -81,3 +81,25 @@ def test_robustness_is_loss_of_a_along_scaled_gaussian() -> None:
         (hit,) = [r for r in rows if r["group"] == "3" and r["alpha"] == alpha]
         assert abs(hit["value"] - sum(losses) / 2) < 1e-9
     assert {r["group"] for r in rows} == {"0", "2", "3", "all"}
+
+
+def test_layer_distances_draws_each_layer_value_as_a_bar() -> None:
+    from lwlc.figures import layer_distances
+
+    model = _net(0)
+    a, b, init = _state(1), _state(2), _state(3)
+    rows = weight_measures(default_groups(model), a, b, init, init)
+    fig = layer_distances(rows)
+    top, bottom = fig.axes[:2]
+    for ax, measure in [(top, "l2_distance"), (bottom, "cosine_similarity")]:
+        drawn = sorted(round(p.get_height(), 9) for p in ax.patches if p.get_height() != 0)
+        wanted = sorted(
+            round(r["value"], 9)
+            for r in rows
+            if r["measure"] == measure and r["group"] != "all" and r["value"] != 0
+        )
+        assert drawn == wanted
+        whole = {
+            round(r["value"], 9) for r in rows if r["measure"] == measure and r["group"] == "all"
+        }
+        assert whole <= {round(float(line.get_ydata()[0]), 9) for line in ax.lines}

@@ -655,3 +655,57 @@ def save_training_figures(
 def heatmap_name(split: str, plan: str, metric: str) -> str:
     """File name of a training-time heatmap."""
     return f"heatmap_{split}_{plan}_{metric}.png"
+
+
+BETWEEN = {"a-b": "A vs B", "a-init": "A vs its init", "b-init": "B vs its init"}
+WEIGHT_MEASURES = {"l2_distance": "L2 distance", "cosine_similarity": "cosine similarity"}
+
+
+def layer_distances(measures: Rows, pairing: str | None = None) -> Figure:
+    """Per-layer L2 distance (above) and cosine similarity (below) of the weights, as bars per
+    pair of models (``lwlc.core.measures.weight_measures`` rows); the whole model's values are
+    dashed lines in the pair's colour, as the full model in ``layer_barriers``.
+    """
+    df = frame(measures)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df = df[df["measure"].isin(list(WEIGHT_MEASURES))]
+    if df.empty:
+        raise LwlcError("no l2_distance or cosine_similarity rows to draw")
+    kinds = [m for m in WEIGHT_MEASURES if (df["measure"] == m).any()]
+    pairs = list(dict.fromkeys(df["between"]))
+    palette = dict(zip(pairs, sns.color_palette("colorblind", len(pairs)), strict=True))
+    entries = [BETWEEN.get(p, p) for p in pairs] + [FULL_LABEL]
+    layers, whole = df[df["group"] != "all"], df[df["group"] == "all"]
+    order = list(dict.fromkeys(layers["group"]))
+    with look():
+        fig, panels = panel_grid(
+            1,
+            max(2.8, 0.28 * len(order) * len(pairs) / 2 + 1.2),
+            2.3,
+            len(kinds),
+            legend_width(entries),
+        )
+        for ax, kind in zip(panels[0], kinds, strict=True):
+            sub = layers[layers["measure"] == kind]
+            sns.barplot(
+                x=sub["group"],
+                y=sub["value"],
+                hue=sub["between"],
+                palette=palette,
+                hue_order=pairs,
+                ax=ax,
+                legend=False,
+                order=order,
+            )
+            for _, row in whole[whole["measure"] == kind].iterrows():
+                ax.axhline(float(row["value"]), color=palette[row["between"]], ls="--", lw=1)
+            ax.axhline(0.0, color="0.5", lw=0.6)
+            ax.set_ylabel(WEIGHT_MEASURES[kind])
+            ax.set_xlabel("layer" if ax is panels[0][-1] else "")
+            ax.tick_params(axis="x", labelrotation=60, labelsize="x-small")
+        handles: list[Artist] = [Patch(color=palette[p]) for p in pairs]
+        handles.append(Line2D([], [], color="0.2", ls="--", lw=1))
+        legend_outside(fig, handles, entries)
+        title = "weight distances and cosines per layer"
+        fig.suptitle(title + (f"\npair: {pairing}" if pairing else ""), wrap=True)
+    return fig
