@@ -11,10 +11,12 @@ from torchvision.ops import MLP
 
 from engine_reference import naive_curve
 from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import make_paths
 from lwlc.core.layers import default_groups
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import sweep
+from lwlc.formats.inputs import check_fits
 
 
 def _pair(make):
@@ -93,3 +95,8 @@ def test_untraceable_model_is_one_stage_and_says_why():
 
     found = find_stages(Branchy())
     assert len(found.pairs) == 1 and found.how.startswith("one stage: fx could not trace")
+
+
+def test_foreign_model_that_does_not_fit_the_data_names_both_shapes():
+    with pytest.raises(LwlcError, match=r"conv1 Conv2d \(takes 3 channels\).*\(1, 8, 8\)"):
+        check_fits(torchvision.models.resnet18(num_classes=10), torch.randn(2, 1, 8, 8), "Digits")
