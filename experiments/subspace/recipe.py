@@ -7,8 +7,13 @@ learning rate 0.1. The two nets are two clients of lwlc's federated simulation t
 average. The weights of both nets after every epoch (and the shared initialisation) span the
 *training subspace*; its orthogonal complement is the *null space*. Each net is then perturbed
 by a random unit direction scaled by sigma (drawn uniformly from ``SIGMA``), drawn within the
-training subspace, within the null space, or along the averaging direction (towards the other
-net), and its test loss measured; then the same within each layer alone.
+training subspace, within the null space, or along the averaging direction, and its test loss
+measured; then the same within each layer alone.
+
+The averaging direction is measured both ways (the ``direction`` column of ``noise.csv``):
+``away`` (the default, as the authors' notebook): ``theta_self - theta_other`` normalised over the
+whole model, then masked to the layer (so within one layer it is shorter than a unit vector);
+``towards``: ``theta_other - theta_self`` normalised within the perturbed scope itself.
 
 Random unit directions are isotropic within their subspace (Gaussian coordinates in an
 orthonormal basis); the authors drew non-negative coordinates in the basis of ``scipy.linalg.orth``
@@ -34,6 +39,7 @@ from torch import Tensor
 
 from lwlc import figures
 from lwlc.core.engine import Evaluator
+from lwlc.core.errors import LwlcError
 from lwlc.core.layers import default_groups
 from lwlc.data.base import TensorDataModule
 from lwlc.formats.io import write_csv
@@ -50,7 +56,9 @@ LAYER_DRAWS = {"smoke": 3, "quick": 50, "full": 100}
 SIGMA = (0.001, 10.0)
 LAYER_SIGMA = (0.001, 5.0)
 SPACES = ("training subspace", "null space", "averaging direction")
-COLUMNS = ("scope", "space", "network", "sigma", "loss", "accuracy")
+DIRECTIONS = ("away", "towards")
+DIRECTION = "away"
+COLUMNS = ("scope", "space", "direction", "network", "sigma", "loss", "accuracy")
 SEED = 10
 
 
@@ -193,35 +201,74 @@ def noisy(
     return [(m.loss, m.accuracy) for m in evaluator.evaluate([(s,) * n for s in sigmas], *test)]
 
 
+def averaging_direction(
+    finals: Sequence[dict[str, Tensor]],
+    net: int,
+    keys: Sequence[str],
+    all_keys: Sequence[str],
+    direction: str = DIRECTION,
+) -> Tensor:
+    """Net ``net``'s averaging direction over ``keys`` (a float64 vector), ``away`` or ``towards``.
+
+    ``away`` is the authors': ``theta_net - theta_other`` divided by its norm over the whole
+    model (``all_keys``), then restricted to ``keys``; ``towards`` is ``theta_other - theta_net``
+    divided by its norm over ``keys`` alone.
+    """
+    if direction not in DIRECTIONS:
+        raise LwlcError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    self_, other = finals[net], finals[1 - net]
+    if direction == "towards":
+        to_other = flat(other, keys) - flat(self_, keys)
+        return to_other / to_other.norm()
+    whole = (flat(self_, all_keys) - flat(other, all_keys)).norm()
+    return (flat(self_, keys) - flat(other, keys)) / whole
+
+
 def perturb(
     model: MLP,
     finals: Sequence[dict[str, Tensor]],
     net: int,
     keys: Sequence[str],
+    all_keys: Sequence[str],
     basis: Tensor,
     sigmas: Sequence[float],
     test: tuple[Tensor, Tensor],
     gen: torch.Generator,
 ) -> list[dict[str, object]]:
-    """Rows (space, sigma, loss, accuracy) of net ``net`` perturbed within ``keys``, each space."""
+    """Rows (space, direction, sigma, loss, accuracy) of net ``net`` perturbed within ``keys``."""
     a = finals[net]
-    to_other = flat(finals[1 - net], keys) - flat(a, keys)
-    found = [("clean", 0.0, noisy(model, a, keys, torch.zeros_like(to_other), [0.0], test)[0])]
-    along = noisy(model, a, keys, to_other / to_other.norm(), sigmas, test)
-    found += [("averaging direction", s, m) for s, m in zip(sigmas, along, strict=True)]
+    zero = torch.zeros(sum(a[k].numel() for k in keys), dtype=torch.float64)
+    found = [("clean", "", 0.0, noisy(model, a, keys, zero, [0.0], test)[0])]
+    for way in DIRECTIONS:
+        along = averaging_direction(finals, net, keys, all_keys, way)
+        measured = noisy(model, a, keys, along, sigmas, test)
+        found += [("averaging direction", way, s, m) for s, m in zip(sigmas, measured, strict=True)]
     for space, draw in (("training subspace", in_span), ("null space", in_complement)):
         for sigma in sigmas:
             direction = draw(basis, gen)
             if direction is not None:
-                found.append((space, sigma, noisy(model, a, keys, direction, [sigma], test)[0]))
+                found.append((space, "", sigma, noisy(model, a, keys, direction, [sigma], test)[0]))
     return [
-        {"space": space, "network": net + 1, "sigma": sigma, "loss": m[0], "accuracy": m[1]}
-        for space, sigma, m in found
+        {
+            "space": space,
+            "direction": way,
+            "network": net + 1,
+            "sigma": sigma,
+            "loss": m[0],
+            "accuracy": m[1],
+        }
+        for space, way, sigma, m in found
     ]
 
 
-def run(out: Path, scale: str) -> dict[str, float | str]:
-    """Train both nets, split weight space by their trajectories, and compare noise losses."""
+def run(out: Path, scale: str, direction: str = DIRECTION) -> dict[str, float | str]:
+    """Train both nets, split weight space by their trajectories, and compare noise losses.
+
+    ``direction`` (``away`` or ``towards``) is the averaging direction the figures show and
+    ``mean_loss_averaging_direction`` reports; both directions are measured and reported.
+    """
+    if direction not in DIRECTIONS:
+        raise LwlcError(f"unknown direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead
     model, finals, snapshots, data = train(scale)
     test = data.tensors("test")
@@ -241,40 +288,59 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             sigmas = [
                 low + (high - low) * float(torch.rand((), generator=gen)) for _ in range(draws)
             ]
-            found = perturb(model, finals, net, scope_keys, basis, sigmas, test, gen)
+            found = perturb(model, finals, net, scope_keys, keys, basis, sigmas, test, gen)
             rows += [{"scope": scope, **r} for r in found]
 
     write_csv(out / "noise.csv", rows, COLUMNS)
     df = pd.DataFrame(rows)
+    shown = df[df["direction"].isin(["", direction])]
     figure_dir = out / "figures"
     figures.save_figure(
-        noise_figure(df[df["scope"] == "all layers"], "all layers"), figure_dir / "subspace_noise.png"
+        noise_figure(shown[shown["scope"] == "all layers"], "all layers", direction),
+        figure_dir / "subspace_noise.png",
     )
     figures.save_figure(
-        layer_figure(df[df["scope"] != "all layers"]), figure_dir / "subspace_noise_per_layer.png"
+        layer_figure(shown[shown["scope"] != "all layers"], direction),
+        figure_dir / "subspace_noise_per_layer.png",
     )
-    return summary(df, dims)
+    return summary(df, dims, direction)
 
 
+WAYS = {
+    "away": "away from the other net (whole-model unit vector, masked per layer)",
+    "towards": "towards the other net (unit vector per scope)",
+}
 NETS = "two networks: shared initialisation, each on its own half of the data"
 
 
-def summary(df: pd.DataFrame, dims: dict[str, str]) -> dict[str, float | str]:
-    """Mean test loss over all draws for each space, whole model and per layer."""
+def summary(
+    df: pd.DataFrame, dims: dict[str, str], direction: str = DIRECTION
+) -> dict[str, float | str]:
+    """Mean test loss over all draws for each space (and averaging direction), model and layers.
+
+    ``mean_loss_averaging_direction`` is the ``direction`` one; ``..._away`` and ``..._towards``
+    report both.
+    """
     clean = df[df["space"] == "clean"]
     result: dict[str, float | str] = {
         "pairing": NETS.removeprefix("two networks: "),
+        "averaging_direction": direction,
         "clean_loss": float(clean[clean["scope"] == "all layers"]["loss"].mean()),
         "clean_accuracy": float(clean[clean["scope"] == "all layers"]["accuracy"].mean()),
         "training_subspace_dim": dims["all layers"],
     }
-    means = df[df["space"] != "clean"].groupby(["scope", "space"], sort=False)["loss"].mean()
+    noisy_rows = df[df["space"] != "clean"]
+    means = noisy_rows.groupby(["scope", "space", "direction"], sort=False)["loss"].mean()
     for scope in dict.fromkeys(df["scope"]):
         prefix = "" if scope == "all layers" else f"{scope}/"
         for space in SPACES:
-            result[f"{prefix}mean_loss_{space.replace(' ', '_')}"] = float(
-                means.get((scope, space), math.nan)
-            )
+            name = f"{prefix}mean_loss_{space.replace(' ', '_')}"
+            ways = DIRECTIONS if space == "averaging direction" else ("",)
+            for way in ways:
+                suffix = f"_{way}" if way else ""
+                result[name + suffix] = float(means.get((scope, space, way), math.nan))
+            if space == "averaging direction":
+                result[name] = result[f"{name}_{direction}"]
         if prefix:
             result[f"{prefix}training_subspace_dim"] = dims[scope]
     sub, null = result["mean_loss_training_subspace"], result["mean_loss_null_space"]
@@ -303,17 +369,21 @@ def _scatter(df: pd.DataFrame, ax: object, legend: bool) -> None:
     ax.set_yscale("log")  # type: ignore[attr-defined]
 
 
-def noise_figure(df: pd.DataFrame, title: str) -> Figure:
+def noise_figure(df: pd.DataFrame, title: str, direction: str = DIRECTION) -> Figure:
     """Test loss vs noise scale for each space (dashed: the clean nets)."""
     with figures.look():
         fig, panels = figures.panel_grid(1, 5.5, 3.6, margin=figures.legend_width(SPACES))
         _scatter(df, panels[0][0], legend=True)
         figures.legend_from(fig, panels[0][0])
-        fig.suptitle(f"random unit noise x sigma ({title}), test split\n{NETS}", wrap=True)
+        fig.suptitle(
+            f"random unit noise x sigma ({title}), test split; averaging direction: "
+            f"{WAYS[direction]}\n{NETS}",
+            wrap=True,
+        )
     return fig
 
 
-def layer_figure(df: pd.DataFrame) -> Figure:
+def layer_figure(df: pd.DataFrame, direction: str = DIRECTION) -> Figure:
     """The same, with noise within one layer at a time (one y axis for every layer)."""
     layers = list(dict.fromkeys(df["scope"]))
     with figures.look():
@@ -325,5 +395,8 @@ def layer_figure(df: pd.DataFrame) -> Figure:
             ax.set_ylabel("test loss" if first else "")
             ax.tick_params(axis="y", which="both", labelleft=first)  # the log scale reset it
         figures.legend_from(fig, panels[0][0])
-        fig.suptitle(f"noise within one layer, test split\n{NETS}", wrap=True)
+        fig.suptitle(
+            f"noise within one layer, test split; averaging direction: {WAYS[direction]}\n{NETS}",
+            wrap=True,
+        )
     return fig
