@@ -285,7 +285,8 @@ def test_bad_calibration_sizes_are_one_line(pair, tmp_path, capsys, flag) -> Non
         assert exit_info.value.code == 2 and "Traceback" not in err
         assert f"lwlc: error: {flag} must be a whole number >= 1, got 0" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.ckpt").exists()
-    with pytest.raises(LwlcError, match=f"{flag[2:].replace('-', '_')}=0 must be"):
+    field = flag[2:].replace("-", "_")  # the same message as analyze's, naming the field
+    with pytest.raises(LwlcError, match=f"{field} must be a whole number >= 1, got 0"):
         LayerwiseBarrierCallback(**{flag[2:].replace("-", "_"): 0})
 
 

@@ -343,17 +343,17 @@ def test_callback_does_not_change_training(tmp_path):
     ("kwargs", "message"),
     [
         (dict(every_n_epochs=0), "every_n_epochs=0"),
-        (dict(plans=["full", "singel"]), "'singel'; choose from full, single"),
-        (dict(splits=["dev"]), "'dev'; choose from train, val, test"),
+        (dict(plans=["full", "singel"]), "plans: 'singel' is not one of full, single"),
+        (dict(splits=["dev"]), "splits: 'dev' is not one of train, val, test"),
         (dict(rest_from=["c"]), "'c'"),
         (dict(reference="middle"), "'middle'; choose from path, models, midpoint"),
         (dict(alphas=[0, 0.3, 1]), "needs 0.5 among the alphas"),
         (dict(alphas=[0.2, 0.5, 1]), "must include 0 and 1"),
         (dict(at_epochs=[-1]), "at_epochs holds -1"),
         (dict(every_n_epochs=None, at_fit_end=False), "nothing scheduled"),
-        (dict(max_samples=0), "max_samples=0"),
+        (dict(max_samples=0), "max_samples must be a whole number >= 1, got 0"),
         (dict(max_batches=0), "max_batches=0"),
-        (dict(bn="recompute"), "'recompute'; choose from keep, reset"),
+        (dict(bn="recompute"), "bn: 'recompute' is not one of keep, reset"),
         (dict(media_interval_s=-1), "media_interval_s=-1 must be >= 0"),
     ],
 )
@@ -430,7 +430,7 @@ def test_two_process_ddp_matches_one_process_engine_and_logs_each_row_once(tmp_p
         assert ours[key]["loss_barrier"] == pytest.approx(row["loss_barrier"], abs=1e-9), key
         assert ours[key]["error_barrier"] == pytest.approx(row["error_barrier"], abs=1e-9), key
     metrics = read_csv(next(run.glob("lightning_logs/version_*/metrics.csv")))
-    logged = [r["step"] for r in metrics if r.get("barrier/full/loss") not in ("", None)]
+    logged = [r["step"] for r in metrics if r.get("barrier/midpoint/full/loss") not in ("", None)]
     assert sorted(logged) == sorted({r["step"] for r in rows}), "each evaluation logged once"
 
 
@@ -442,14 +442,14 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
     tmp_path, monkeypatch, capfd, slow
 ):
     """Only an evaluation that outlasts 1 s writes its line (then erases it), on stderr."""
-    measured = callbacks_module.measure
+    measured = callbacks_module.measure_spec
 
     def slow_measure(*args, **kwargs):
         time.sleep(1.5)  # a real evaluation of a big model takes this long
         return measured(*args, **kwargs)
 
     if slow:
-        monkeypatch.setattr(callbacks_module, "measure", slow_measure)
+        monkeypatch.setattr(callbacks_module, "measure_spec", slow_measure)
     _cli_fit(
         tmp_path / "run",
         {**PROGRESS_FIT, "alphas": [0, 0.5, 1], "max_samples": 64},
@@ -466,3 +466,26 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
         assert re.search(rf"\| {paths}/{paths} [^\r\n]*[\r\n]+ +[\r\n]", err), err
     else:
         assert "barriers (epoch" not in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a whole number >= 1, got 0"),
+        ("splits", ["dev"], "splits: 'dev' is not one of train, val, test"),
+        ("precision", "fp8", "precision: 'fp8' is not one of fp32, tf32, bf16"),
+        ("bn", "recompute", "bn: 'recompute' is not one of keep, reset"),
+    ],
+)
+def test_the_callback_and_the_spec_reject_a_bad_value_with_one_message(field, value, message):
+    from lwlc.core.spec import MeasureSpec, from_flags
+
+    with pytest.raises(LwlcError) as spec_error:
+        MeasureSpec(**{field: value})
+    with pytest.raises(LwlcError) as callback_error:
+        LayerwiseBarrierCallback(**{field: value})
+    with pytest.raises(LwlcError) as flag_error:
+        from_flags(**{field: value})
+    assert str(spec_error.value) == message
+    assert str(callback_error.value) == f"LayerwiseBarrierCallback {message}"
+    assert str(flag_error.value).lstrip("-").replace("-", "_") == message.replace("-", "_")

@@ -63,7 +63,7 @@ def test_tensorboard_gets_the_barrier_scalars_heatmaps_and_curves(tmp_path: Path
     with (tmp_path / "barriers" / "barriers.csv").open() as f:
         written = [r for r in csv.DictReader(f) if r["reference"] == "midpoint"]
     full = {int(r["step"]): float(r["loss_barrier"]) for r in written if r["plan"] == "full"}
-    logged = {e.step: e.value for e in run.Scalars("barrier/full/loss")}
+    logged = {e.step: e.value for e in run.Scalars("barrier/midpoint/full/loss")}
     assert logged.keys() == full.keys() == {0, 5, 10}
     assert [logged[s] for s in sorted(logged)] == pytest.approx(
         [full[s] for s in sorted(full)], rel=1e-6

@@ -262,8 +262,9 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     assert any(r.WhichOneof("record_type") == "exit" for r in records)
     rows = history(records)
 
+    FULL = "barrier/midpoint/full/loss"  # noqa: N806
     logged = {
-        r["trainer/global_step"]: r["barrier/full/loss"] for r in rows if "barrier/full/loss" in r
+        r["trainer/global_step"]: r[FULL] for r in rows if FULL in r
     }
     expected = {
         r["step"]: r["loss_barrier"]
@@ -275,7 +276,7 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
         [expected[s] for s in sorted(expected)], abs=1e-12
     )
     for layer in ("fc1", "fc2", "head"):
-        assert sum(f"barrier/single/{layer}/error" in r for r in rows) == 3
+        assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
     # With media_interval_s=0 the loss heatmap, the curve plots and the table follow every
     # evaluation; the end of fit adds the error heatmap and repeats nothing already up to date.

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,9 @@ from tqdm import tqdm
 
 from lwlc.core import layers
 from lwlc.core.barriers import REFERENCES
-from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import (
-    PLANS,
-    REST_FROM,
-    InterpolationPath,
-    check_alphas,
-    default_alphas,
-    make_paths,
-)
+from lwlc.core.interpolation import REST_FROM, InterpolationPath
+from lwlc.core.spec import ALIGNED, MeasureSpec, plan_paths, prepare_sweeps
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.formats.io import append_csv, write_csv, write_json
@@ -58,43 +52,47 @@ OUTPUTS = ("curves.csv", "barriers.csv", "summary.json", *FIGURES, ".*.tmp")
 TIME_COLUMNS = ("epoch", "step")
 HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
 HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
-SPLITS = ("train", "val", "test")
-LAYERWISE_PLANS = tuple(p for p in PLANS if p != "custom")
 # An evaluation that lasts longer than this shows a progress line.
 PROGRESS_AFTER_S = 1.0
 Data = dict[str, tuple[Tensor, Tensor]]
 
 
-def measure(
+def measure_spec(
+    spec: MeasureSpec,
     model: nn.Module,
     state_a: Mapping[str, Tensor],
     state_b: Mapping[str, Tensor],
     paths: Sequence[InterpolationPath],
-    alphas: Sequence[float],
     data: Data,
     *,
-    bn: str = "keep",
     calibration: Tensor | None = None,
-    bn_batch_size: int = 256,
-    batch_size: int = 512,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Rows, Rows]:
-    """Curve rows and barrier rows of ``paths`` between two states of ``model`` (the sweep);
-    ``progress`` is called with the number of paths finished after each chunk of them."""
-    evaluator = Evaluator(
-        model, state_a, state_b, device=device, bn=bn, bn_batch_size=bn_batch_size
-    )
-    result = sweep(
-        evaluator,
-        paths,
-        alphas,
-        data,
-        calibration=calibration if evaluator.has_batchnorm() else None,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    return result.curves, result.barriers
+    """Curve rows and barrier rows of ``paths`` between two states of ``model`` as ``spec``
+    measures them (``aligned:`` paths after weight matching), through the same sweeps as
+    ``lwlc analyze``; ``progress`` is called with the paths finished after each chunk."""
+    wanted = set(paths)
+    base = list(dict.fromkeys(replace(p, plan=p.plan.removeprefix(ALIGNED)) for p in paths))
+    curves: Rows = []
+    barriers: Rows = []
+    for evaluator, own in prepare_sweeps(spec, model, state_a, state_b, base, device):
+        own = [p for p in own if p in wanted]
+        if not own:
+            continue
+        result = sweep(
+            evaluator,
+            own,
+            spec.grid,
+            data,
+            calibration=calibration if evaluator.has_batchnorm() else None,
+            batch_size=spec.batch_size,
+            chunk_size=spec.chunk_size,
+            progress=progress,
+        )
+        curves += result.curves
+        barriers += result.barriers
+    return curves, barriers
 
 
 @contextmanager
@@ -135,9 +133,10 @@ def path_label(row: Mapping[str, Any]) -> str:
 
 
 def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
-    """``barrier/full/loss``, ``barrier/single/<layer>/error``, ``barrier/<split>/...``."""
+    """``barrier/<reference>/full/loss``, ``barrier/midpoint/single/<layer>/error``,
+    ``barrier/<reference>/<split>/...``: the name says against what the barrier is taken."""
     split = f"{row['split']}/" if with_split else ""
-    return f"barrier/{split}{path_label(row)}/{metric}"
+    return f"barrier/{row['reference']}/{split}{path_label(row)}/{metric}"
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
@@ -220,6 +219,7 @@ class LayerwiseBarrierCallback(Callback):
         at_epochs: Sequence[int] = (),
         at_fit_end: bool = True,
         plans: Sequence[str] = ("full", "single"),
+        custom: Mapping[str, Sequence[str]] | None = None,
         groups: Sequence[str] = (),
         group_depth: int | None = None,
         alphas: Sequence[float] | None = None,
@@ -233,6 +233,9 @@ class LayerwiseBarrierCallback(Callback):
         max_samples: int | None = 1000,
         max_batches: int | None = None,
         batch_size: int = 512,
+        chunk_size: int = 16,
+        precision: str = "fp32",
+        align: str = "none",
         reference_ckpt: str | None = None,
         reference_member: str = "a",
         dirpath: str | None = None,
@@ -240,20 +243,34 @@ class LayerwiseBarrierCallback(Callback):
         figures: bool = True,
     ) -> None:
         super().__init__()
+        # The measurement itself is lwlc.core.spec.MeasureSpec, checked there as for analyze.
+        try:
+            self.spec = MeasureSpec(
+                plans=plans,
+                custom=custom or {},
+                group=[groups] if isinstance(groups, str) else list(groups),
+                group_depth=group_depth,
+                rest_from=rest_from,
+                splits=splits,
+                alphas=alphas,
+                num_alphas=num_alphas,
+                bn=bn,
+                bn_samples=bn_samples,
+                bn_batch_size=bn_batch_size,
+                max_samples=max_samples,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                precision=precision,
+                align=align,
+            )
+        except LwlcError as err:
+            raise LwlcError(f"LayerwiseBarrierCallback {err}") from None
         for name, value in (
             ("every_n_epochs", every_n_epochs),
             ("every_n_steps", every_n_steps),
-            ("group_depth", group_depth),
-            ("max_samples", max_samples),
             ("max_batches", max_batches),
         ):
             _check_positive(name, value)
-        for name, value in (
-            ("batch_size", batch_size),
-            ("bn_samples", bn_samples),
-            ("bn_batch_size", bn_batch_size),
-        ):
-            _check_positive(name, value, allow_none=False)
         bad_epochs = [
             e for e in at_epochs if not isinstance(e, int) or isinstance(e, bool) or e < 0
         ]
@@ -267,32 +284,19 @@ class LayerwiseBarrierCallback(Callback):
                 "LayerwiseBarrierCallback has nothing scheduled: set every_n_epochs, "
                 "every_n_steps, at_epochs or at_fit_end"
             )
-        if num_alphas < 2:
-            raise LwlcError(
-                f"LayerwiseBarrierCallback num_alphas={num_alphas} must be >= 2 (0 and 1)"
-            )
         self.every_n_epochs = every_n_epochs
         self.every_n_steps = every_n_steps
         self.at_epochs = sorted(set(at_epochs))
         self.at_fit_end = at_fit_end
-        self.plans = _check_choices("plans", plans, LAYERWISE_PLANS)
-        self.groups = [groups] if isinstance(groups, str) else list(groups)
-        self.group_depth = group_depth
-        self.alphas = check_alphas(alphas if alphas is not None else default_alphas(num_alphas))
-        self.splits = _check_choices("splits", splits, SPLITS)
-        self.rest_from = _check_choices("rest_from", rest_from, REST_FROM)
+        self.alphas = self.spec.grid
+        self.splits = list(self.spec.splits)
         self.reference = _check_choices("reference", [reference], REFERENCES)[0]
         if reference == "midpoint" and 0.5 not in self.alphas:
             raise LwlcError(
                 f"LayerwiseBarrierCallback reference='midpoint' needs 0.5 among the alphas, got "
                 f"{self.alphas}: add 0.5 or use reference='path'"
             )
-        self.bn = _check_choices("bn", [bn], ("keep", "reset"))[0]
-        self.bn_samples = bn_samples
-        self.bn_batch_size = bn_batch_size
-        self.max_samples = max_samples
         self.max_batches = max_batches
-        self.batch_size = batch_size
         self.reference_ckpt = reference_ckpt
         self.reference_member = _check_choices("reference_member", [reference_member], REST_FROM)[0]
         self.dirpath = dirpath
@@ -325,8 +329,8 @@ class LayerwiseBarrierCallback(Callback):
     @property
     def sample_budget(self) -> int | None:
         """Samples evaluated per split: ``max_samples`` or ``max_batches`` batches, the smaller."""
-        batches = self.max_batches * self.batch_size if self.max_batches else None
-        budgets = [n for n in (self.max_samples, batches) if n]
+        batches = self.max_batches * self.spec.batch_size if self.max_batches else None
+        budgets = [n for n in (self.spec.max_samples, batches) if n]
         return min(budgets) if budgets else None
 
     @property
@@ -385,7 +389,9 @@ class LayerwiseBarrierCallback(Callback):
                 "another split, e.g. splits: [test]"
             )
         self._calibration = (
-            datamodule.tensors("train", self.bn_samples)[0] if self.bn == "reset" else None
+            datamodule.tensors("train", self.spec.bn_samples)[0]
+            if self.spec.bn == "reset"
+            else None
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -395,12 +401,10 @@ class LayerwiseBarrierCallback(Callback):
         self._load_data(trainer)
         self._template = copy.deepcopy(net).eval()
         example = next(iter(self._data.values()))[0][:2].to(next(net.parameters()).device)
-        groups = layers.default_groups(self._template, example)
-        if self.group_depth is not None:
-            groups = layers.group_by_depth(groups, self.group_depth)
-        if self.groups:
-            groups = layers.regroup(groups, self.groups)
-        self._paths = make_paths(groups, self.plans, self.rest_from)
+        groups, paths = plan_paths(self.spec, self._template, example)
+        self._paths = paths
+        if self.spec.align != "none":
+            self._paths = paths + [replace(p, plan=ALIGNED + p.plan) for p in paths]
         self._dir = self.output_dir(trainer)
         self._in_files = {}
         self._info = {
@@ -409,14 +413,8 @@ class LayerwiseBarrierCallback(Callback):
             "alphas": self.alphas,
             "samples": {s: len(y) for s, (_, y) in self._data.items()},
             "options": {
-                "plans": self.plans,
-                "splits": self.splits,
-                "rest_from": self.rest_from,
+                **self.spec.as_dict(),
                 "reference": self.reference,
-                "bn": self.bn,
-                "bn_samples": self.bn_samples,
-                "bn_batch_size": self.bn_batch_size,
-                "max_samples": self.max_samples,
                 "max_batches": self.max_batches,
                 "every_n_epochs": self.every_n_epochs,
                 "every_n_steps": self.every_n_steps,
@@ -536,17 +534,14 @@ class LayerwiseBarrierCallback(Callback):
         # Lightning's bar stands still meanwhile: say what runs (rank 0, where bars are shown).
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         with progress_line(f"barriers (epoch {epoch})", len(shard), show) as progress:
-            rows = measure(
+            rows = measure_spec(
+                self.spec,
                 self._template,
                 state_a,
                 state_b,
                 shard,
-                self.alphas,
                 self._data,
-                bn=self.bn,
                 calibration=self._calibration,
-                bn_batch_size=self.bn_batch_size,
-                batch_size=self.batch_size,
                 device=pl_module.device,
                 progress=progress,
             )
@@ -599,12 +594,11 @@ class LayerwiseBarrierCallback(Callback):
             write_json(self._dir / "summary.json", summary)
 
     def scalars(self, barriers: Rows) -> dict[str, float]:
-        """The scalars logged for barrier rows: ``barrier/<plan>[/<layer>]/loss|error``."""
+        """The scalars logged for barrier rows, every reference:
+        ``barrier/<reference>/<plan>[/<layer>]/loss|error``."""
         with_split = len(self.splits) > 1
         out: dict[str, float] = {}
         for row in barriers:
-            if row["reference"] != self.reference:
-                continue
             for metric in METRICS:
                 out[metric_name(row, metric, with_split and row["split"] != self.splits[0])] = (
                     float(row[f"{metric}_barrier"])

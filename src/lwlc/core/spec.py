@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args
 
 import torch
@@ -126,6 +126,17 @@ class MeasureSpec:
         budget = self.memory_budget
         if budget is not None and not (math.isfinite(budget) and budget > 0):
             raise LwlcError(f"memory_budget is in GiB and must be a number > 0, got {budget}")
+
+    def as_dict(self) -> dict[str, object]:
+        """The spec as plain data (lists and dicts), for summary.json and the run info."""
+        def plain(value: object) -> object:
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def grid(self) -> list[float]:
