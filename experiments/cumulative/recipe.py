@@ -5,7 +5,8 @@ first k of a random order, and the first k of an outer-first order (the first m 
 layers, then the middle ones; the paper: first 5 + last 5 of ResNet-18), k = 1..n, rest from A.
 Front and back are measured through training by the barrier Callback (heatmaps over k and
 epochs); the other orders at the end of training with ``lwlc analyze``'s custom plan. Values
-are the paper's midpoint barriers against the two whole models.
+are the paper's midpoint barriers against the two whole models; the full model's barrier is
+also reported against the ``models`` and ``path`` references.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ CLAIM = (
     "Averaging layers cumulatively from the front or from the back shows no barrier until the "
     "middle layers are included: the barrier-prone layers sit in the middle of the network."
 )
+SCALES = ("smoke", "quick", "fmnist", "full")
 CALLBACK = {
     "smoke": "experiments/cumulative/smoke.yaml",
     "quick": "experiments/cumulative/quick.yaml",
+    "fmnist": "experiments/cumulative/fmnist.yaml",
     "full": "experiments/cumulative/full.yaml",
 }
 ORDER_SEED = 0
-ANALYZE = ["--plans", "full", "--splits", "test", "--rest-from", "a", "--no_plots"]
+ANALYZE = ["--plans", "full", "--splits", "test", "--rest-from", "a", "--no-plots"]
 SMOKE_ANALYZE = ["--max-samples", "100", "--num-alphas", "3"]
 TIME_COLUMNS = ("epoch", "step")
 
@@ -121,6 +124,10 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         result[f"{prefix}pairing"] = setup.description
         result.update({prefix + k: v for k, v in experiment.accuracies(curves).items()})
         result[f"{prefix}full_loss_barrier"] = full
+        for reference in ("models", "path"):
+            result[f"{prefix}{reference}/full_loss_barrier"] = experiment.value(
+                final, "loss_barrier", plan="full", reference=reference
+            )
         for label, profile in profiles(final, orders, layers).items():
             result[f"{prefix}{label}/order"] = ",".join(name for name, _ in profile)
             result[f"{prefix}{label}/loss_barriers"] = ",".join(f"{v:.3f}" for _, v in profile)

@@ -33,7 +33,9 @@ from lwlc.core.errors import LwlcError
 from lwlc.formats import outputs
 from lwlc.formats.io import read_csv, write_json
 
-SCALES = ("smoke", "quick", "full")
+SCALES = ("smoke", "quick", "fmnist", "full")
+# The scales a recipe runs at unless it declares its own ``SCALES``.
+RECIPE_SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
 RECIPE_FILE = "recipe.py"
 MARK = ".lwlc-experiment"
@@ -126,6 +128,13 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     (out / MARK).touch()
 
 
+def check_scale(recipe: ModuleType, name: str, scale: str) -> None:
+    """Refuse a scale the recipe does not run at (``SCALES`` in the recipe, else the three)."""
+    scales = getattr(recipe, "SCALES", RECIPE_SCALES)
+    if scale not in scales:
+        raise LwlcError(f"experiment {name!r} has no {scale} scale; it runs at {', '.join(scales)}")
+
+
 def run_experiment(
     name: str, scale: str, out: Path, fit_overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -136,6 +145,7 @@ def run_experiment(
     if scale not in SCALES:
         raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     recipe = load_recipe(name)
+    check_scale(recipe, name, scale)
     started = time.perf_counter()
     token = FIT_OVERRIDES.set(tuple(fit_overrides))
     try:
@@ -183,6 +193,11 @@ def build_parser() -> Any:
     p.add_argument("--quick", action="store_true", help="minutes on a CPU with embedded data")
     p.add_argument("--smoke", action="store_true", help="seconds: checks that the recipe runs")
     p.add_argument(
+        "--fmnist",
+        action="store_true",
+        help="real Fashion-MNIST at full size on a CPU (experiments 1-3; minutes to an hour)",
+    )
+    p.add_argument(
         "--out", type=str | None, default=None, help="default runs/experiments/NAME-SCALE"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -210,11 +225,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise LwlcError(
             "name an experiment, e.g. lwlc experiment full_vs_single --quick (see --list)"
         )
-    if args.quick and args.smoke:
-        raise LwlcError("--quick and --smoke exclude each other: choose one scale")
-    scale = "smoke" if args.smoke else "quick" if args.quick else "full"
+    chosen = [flag for flag in ("quick", "smoke", "fmnist") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise LwlcError(
+            f"{' and '.join('--' + c for c in chosen)} exclude each other: choose one scale"
+        )
+    scale = chosen[0] if chosen else "full"
     out = Path(args.out or Path("runs") / "experiments" / f"{args.name}-{scale}")
-    load_recipe(args.name)  # an unknown name fails before anything is created
+    # an unknown name or scale fails before anything is created
+    check_scale(load_recipe(args.name), args.name, scale)
     prepare_out(out, args.overwrite)
     record = run_experiment(args.name, scale, out, args.fit)
     print(format_headline(record))
@@ -299,10 +318,12 @@ PAIRINGS = {
     ),
 }
 # Quick and smoke: the paper's MNIST network (3 hidden layers) on the embedded digits.
+# fmnist: the paper's MNIST network at its own size on the real Fashion-MNIST (CPU).
 # Full: the paper's CIFAR-10 networks and schedules.
 NETWORKS = {
     "smoke": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
     "quick": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
+    "fmnist": {"mlp": ("configs/paper_mnist_mlp.yaml", "experiments/full_vs_single/fmnist.yaml")},
     "full": {
         "vgg11": ("configs/cifar10_vgg.yaml",),
         "resnet18": ("configs/cifar10_resnet18.yaml",),
