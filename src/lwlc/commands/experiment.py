@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -88,8 +89,10 @@ def load_recipe(name: str) -> ModuleType:
 
 
 def machine() -> dict[str, object]:
-    """The machine a result was measured on: CPU, cores, accelerator, library versions."""
+    """The machine a result was measured on: CPU, cores, load, accelerator, library versions."""
     import torch
+
+    import lwlc
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
@@ -100,7 +103,32 @@ def machine() -> dict[str, object]:
         "gpu": gpu,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "lwlc": lwlc.__version__,
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+def git_state(name: str) -> dict[str, object]:
+    """The commit a recipe ran at and whether its folder had uncommitted changes.
+
+    Lets a report tell a result made by the recipe at HEAD from a stale one. Empty when the
+    recipes are not in a git checkout.
+    """
+    folder = experiments_dir() / name
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=folder, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "recipe_modified": bool(git("status", "--porcelain", "--", ".")),
+        }
+    except (OSError, subprocess.CalledProcessError):
+        return {}
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -146,6 +174,7 @@ def run_experiment(
         raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
     recipe = load_recipe(name)
     check_scale(recipe, name, scale)
+    state = git_state(name)
     started = time.perf_counter()
     token = FIT_OVERRIDES.set(tuple(fit_overrides))
     try:
@@ -161,6 +190,7 @@ def run_experiment(
             "claim": recipe.CLAIM,
             "wall_time_s": round(time.perf_counter() - started, 1),
             "machine": machine(),
+            **state,
         },
     }
     write_json(out / "result.json", record)
