@@ -39,6 +39,7 @@ SCALES = ("smoke", "quick", "fmnist", "full")
 RECIPE_SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
 RECIPE_FILE = "recipe.py"
+REPORT_FILE = "report.py"
 MARK = ".lwlc-experiment"
 Result = dict[str, float | str]
 # The user's extra ``lwlc fit`` arguments for every pair of the running recipe.
@@ -69,17 +70,35 @@ def recipe_names() -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{RECIPE_FILE}"))
 
 
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import the Python file ``path`` as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a recipe look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def report(runs: Path | None) -> Path:
+    """Write ``REPRODUCTION.md`` with the experiments folder's ``report.py``; its path.
+
+    ``runs`` holds the run folders (``NAME-SCALE/``) to copy in first; None renders the copies.
+    """
+    path = experiments_dir() / REPORT_FILE
+    if not path.is_file():
+        raise LwlcError(f"no {REPORT_FILE} in {experiments_dir()}: run from a source checkout")
+    generator = load_module(path, "lwlc_experiments.report")
+    return generator.write(experiments_dir(), experiments_dir().parent, runs)
+
+
 def load_recipe(name: str) -> ModuleType:
     """Import ``experiments/<name>/recipe.py`` and check that it defines CLAIM and run."""
     names = recipe_names()
     if name not in names:
         raise LwlcError(f"unknown experiment {name!r}; available: {', '.join(names) or 'none'}")
     path = experiments_dir() / name / RECIPE_FILE
-    spec = importlib.util.spec_from_file_location(f"lwlc_experiments.{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in a recipe look their module up there
-    spec.loader.exec_module(module)
+    module = load_module(path, f"lwlc_experiments.{name}")
     missing = [attr for attr in ("CLAIM", "run") if not hasattr(module, attr)]
     if missing:
         raise LwlcError(
@@ -228,6 +247,17 @@ def build_parser() -> Any:
         help="real Fashion-MNIST at full size on a CPU (experiments 1-3; minutes to an hour)",
     )
     p.add_argument(
+        "--report",
+        action="store_true",
+        help="copy the runs in --runs into experiments/ and write experiments/REPRODUCTION.md",
+    )
+    p.add_argument(
+        "--runs",
+        type=str | None,
+        default="runs/experiments",
+        help="with --report: the folder of run folders NAME-SCALE (null: render the copies)",
+    )
+    p.add_argument(
         "--out", type=str | None, default=None, help="default runs/experiments/NAME-SCALE"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -250,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.list:
         for name in recipe_names():
             print(f"{name}: {load_recipe(name).CLAIM}")
+        return
+    if args.report:
+        print(f"wrote {report(None if args.runs is None else Path(args.runs))}")
         return
     if args.name is None:
         raise LwlcError(

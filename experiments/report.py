@@ -1,0 +1,737 @@
+"""Write experiments/REPRODUCTION.md from the experiments' runs, so it cannot drift from them.
+
+``lwlc experiment --report`` (or ``python experiments/report.py``) does two steps:
+
+1. collect: for every recipe and reported scale whose run folder
+   (``runs/experiments/NAME-SCALE/``) holds a ``result.json``, copy that record, every
+   ``barriers.csv`` of the run and its figures into the repository
+   (``experiments/NAME/results/SCALE/``, ``experiments/NAME/figures/[fmnist/]``);
+2. render: write REPRODUCTION.md from those copies alone (``--no-collect`` renders only).
+
+Every number in the markdown is read from the copied files; only the verdicts' words are
+written here, one function per experiment, and they choose their words from the numbers. Each
+result says its pairing, the reference its verdict rests on, the machine, the versions, the
+commit it ran at and whether the recipe has changed since (then it is marked stale).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lwlc.formats.io import read_csv
+
+SCALES = ("quick", "fmnist")
+SCALE_WORDS = {
+    "quick": "quick (scikit-learn's 8x8 digits and other embedded data, minutes on a CPU)",
+    "fmnist": "fmnist (the real Fashion-MNIST at full size: 60000 training, 10000 test images)",
+}
+PAIRING_WORDS = {
+    "shared_init": "shared init (the paper's pairing: one initialisation, different data order)",
+    "independent": "independent (different initialisation and data order)",
+}
+REFERENCE_WORDS = (
+    "**Barrier references** (every loss barrier in nats of test cross-entropy, error barriers "
+    "in percentage points): *midpoint* is the paper's heatmap value "
+    "`f(theta(0.5)) - (f(A) + f(B)) / 2`; *models* the largest excess over the line between "
+    "the two whole models A and B (for a single layer this includes the end where one layer "
+    "is swapped into the other model); *path* the largest excess over the line between the "
+    "path's own ends."
+)
+Record = dict[str, Any]
+Rows = list[dict[str, object]]
+
+
+# ------------------------------------------------------------------------------ collect
+
+
+def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
+    """Copy each run's record, barrier CSVs and figures into ``experiments``; the runs copied."""
+    copied = []
+    for name in names:
+        for scale in SCALES:
+            run = runs / f"{name}-{scale}"
+            if not (run / "result.json").is_file():
+                continue
+            results = experiments / name / "results" / scale
+            if results.exists():
+                shutil.rmtree(results)
+            results.mkdir(parents=True)
+            shutil.copyfile(run / "result.json", results / "result.json")
+            for csv in run.rglob("barriers.csv"):
+                target = results / csv.relative_to(run)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(csv, target)
+            figures = figure_dir(experiments, name, scale)
+            figures.mkdir(parents=True, exist_ok=True)
+            for old in figures.glob("*.png"):
+                old.unlink()
+            for png in sorted((run / "figures").glob("*.png")):
+                shutil.copyfile(png, figures / png.name)
+            copied.append(f"{name}-{scale}")
+    return copied
+
+
+def figure_dir(experiments: Path, name: str, scale: str) -> Path:
+    """Where a scale's figures live: ``figures/`` for quick (as before), ``figures/<scale>/``."""
+    root = experiments / name / "figures"
+    return root if scale == "quick" else root / scale
+
+
+# ------------------------------------------------------------------------------- format
+
+
+def nats(value: object) -> str:
+    """A loss barrier with 3 decimals; numerical noise (|x| < 5e-4) prints as 0.000."""
+    x = float(value)  # type: ignore[arg-type]
+    if math.isnan(x):
+        return "nan"
+    return "0.000" if abs(x) < 5e-4 else f"{x:.3f}"
+
+
+def pp(value: object) -> str:
+    """An error barrier (a fraction) in percentage points, 1 decimal."""
+    x = 100 * float(value)  # type: ignore[arg-type]
+    return "0.0" if abs(x) < 0.05 else f"{x:.1f}"
+
+
+def pct(value: object) -> str:
+    """An accuracy as a percentage."""
+    return f"{100 * float(value):.1f}%"  # type: ignore[arg-type]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def image(path: str, alt: str) -> str:
+    return f"![{alt}]({path})"
+
+
+# ------------------------------------------------------------------------------- records
+
+
+class Result:
+    """One copied run: its record, its CSVs and where its figures are (relative to the md)."""
+
+    def __init__(self, experiments: Path, name: str, scale: str) -> None:
+        self.name, self.scale = name, scale
+        self.folder = experiments / name / "results" / scale
+        self.record: Record = json.loads((self.folder / "result.json").read_text())
+        self.figures = figure_dir(experiments, name, scale)
+        self.experiments = experiments
+
+    def __getitem__(self, key: str) -> Any:
+        return self.record[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.record.get(key, default)
+
+    @property
+    def run(self) -> Record:
+        return self.record["run"]
+
+    def csv(self, relative: str) -> Rows:
+        return read_csv(self.folder / relative)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(network, pairing) of every pair in the record, in the record's order."""
+        seen = []
+        for key in self.record:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == "pairing" and (parts[0], parts[1]) not in seen:
+                seen.append((parts[0], parts[1]))
+        return seen
+
+    def figure(self, file: str) -> str | None:
+        """The figure's path relative to REPRODUCTION.md, or None when the run drew none."""
+        path = self.figures / file
+        return str(path.relative_to(self.experiments)) if path.is_file() else None
+
+    def figure_lines(self, files: Sequence[tuple[str, str]]) -> list[str]:
+        lines = [image(p, alt) for file, alt in files if (p := self.figure(file))]
+        return lines + [""] if lines else []
+
+
+def freshness(result: Result, repo: Path) -> str:
+    """Whether the run was made by the recipe at HEAD: the commit and any change since."""
+    run = result.run
+    commit = run.get("commit")
+    if not commit:
+        return "commit not recorded"
+    words = f"commit {commit[:7]}"
+    if run.get("recipe_modified"):
+        words += ", recipe folder modified (uncommitted) during the run"
+    folder = f"experiments/{result.name}"
+    try:
+        recipe = [f"{folder}/recipe.py", f"{folder}/*.yaml"]
+        changed = subprocess.run(
+            ["git", "diff", "--quiet", commit, "HEAD", "--", *recipe], cwd=repo, capture_output=True
+        ).returncode
+    except OSError:
+        return words
+    if changed == 1:
+        return f"**stale**: {words}; the recipe changed since (rerun it)"
+    return words + ", recipe unchanged at HEAD" if changed == 0 else words
+
+
+def machine_line(result: Result, repo: Path) -> str:
+    run = result.run
+    m = run["machine"]
+    gpu = m.get("gpu") or "no GPU"
+    load = f", load average {m['load_average_1min']}" if "load_average_1min" in m else ""
+    lwlc = f", lwlc {m['lwlc']}" if "lwlc" in m else ""
+    return (
+        f"Machine and time: {m['processor']}, {m['cpu_cores']} cores ({m['torch_threads']} "
+        f"torch threads{load}), {gpu}; Python {m['python']}, torch {m['torch']}{lwlc}; "
+        f"{run['wall_time_s']} s; {freshness(result, repo)}."
+    )
+
+
+# ----------------------------------------------------------------- 1. full vs single
+
+
+def full_vs_single(result: Result) -> tuple[list[str], str]:
+    lines = []
+    summary = []
+    rows = []
+    for network, pairing in result.pairs():
+        p = f"{network}/{pairing}/"
+        rows.append(
+            [
+                f"{network}, {pairing}",
+                f"{pct(result[p + 'acc_a'])} / {pct(result[p + 'acc_b'])}",
+                " / ".join(nats(result[f"{p}{r}/full_loss_barrier"]) for r in REFS),
+                " / ".join(nats(result[f"{p}{r}/max_single_loss_barrier"]) for r in REFS),
+                result[p + "midpoint/max_single_layer"],
+                f"{pp(result[p + 'midpoint/full_error_barrier'])} / "
+                f"{pp(result[p + 'midpoint/max_single_error_barrier'])}",
+            ]
+        )
+    lines += table(
+        [
+            "pair",
+            "test acc A / B",
+            "full barrier (midpoint / models / path)",
+            "max single-layer barrier (midpoint / models / path)",
+            "its layer (midpoint)",
+            "full / max single error (pp, midpoint)",
+        ],
+        rows,
+    )
+    for network, pairing in result.pairs():
+        barriers = result.csv(f"{network}/{pairing}/analysis/barriers.csv")
+        per_layer = single_layers(barriers)
+        lines.append(f"Every single layer, {network} {pairing} (loss barriers, nats):")
+        lines.append("")
+        lines += table(
+            ["layer", "rest from", "midpoint", "models", "path"],
+            [[g, rest, *(nats(v[r]) for r in REFS)] for (g, rest), v in per_layer.items()],
+        )
+        lines += result.figure_lines(
+            [
+                (f"{network}_{pairing}_barriers.png", f"{pairing}: per-layer midpoint barriers"),
+                (f"{network}_{pairing}_curves.png", f"{pairing}: interpolation curves"),
+            ]
+        )
+        summary.append(verdict_full_vs_single(result, network, pairing))
+    return lines, "; ".join(summary)
+
+
+REFS = ("midpoint", "models", "path")
+
+
+def single_layers(barriers: Rows) -> dict[tuple[str, str], dict[str, float]]:
+    """(layer, rest_from) -> {reference: loss barrier} of the single-layer paths."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for row in barriers:
+        if row["plan"] == "single":
+            key = (str(row["group"]), str(row["rest_from"]))
+            out.setdefault(key, {})[str(row["reference"])] = float(row["loss_barrier"])  # type: ignore[arg-type]
+    return out
+
+
+def verdict_full_vs_single(result: Result, network: str, pairing: str) -> str:
+    """Reproduced when the full midpoint barrier is clear (>= 0.1 nats) and at least 3 times
+    every single layer's midpoint barrier; rests on the midpoint reference."""
+    p = f"{network}/{pairing}/"
+    full = float(result[p + "midpoint/full_loss_barrier"])
+    single = float(result[p + "midpoint/max_single_loss_barrier"])
+    models = float(result[p + "models/max_single_loss_barrier"])
+    where = f"{network}, {pairing}, midpoint reference"
+    if full < 0.1:
+        return (
+            f"**no barrier to test** ({where}): the full barrier is {nats(full)} nats, the two "
+            "models lie in one linearly connected basin"
+        )
+    word = "**reproduced**" if single * 3 <= full else "**not reproduced**"
+    return (
+        f"{word} ({where}): full {nats(full)} nats vs at most {nats(single)} for a single layer"
+        f" (against the whole models, models reference: up to {nats(models)})"
+    )
+
+
+# ---------------------------------------------------------------- 2. through training
+
+
+def through_training(result: Result) -> tuple[list[str], str]:
+    lines = []
+    summary = []
+    rows = []
+    for network, pairing in result.pairs():
+        p = f"{network}/{pairing}/"
+        rows.append(
+            [
+                f"{network}, {pairing}",
+                result[p + "epochs"].split(",")[-1],
+                " / ".join(nats(result[f"{p}{ref_key(r)}full_loss_barrier"]) for r in REFS),
+                f"{nats(result[p + 'peak_full_loss_barrier'])} "
+                f"({int(result[p + 'peak_full_epoch'])})",
+                " / ".join(nats(result[f"{p}{ref_key(r)}max_single_loss_barrier"]) for r in REFS),
+                nats(result[p + "max_single_loss_barrier_any_epoch"]),
+            ]
+        )
+    lines += table(
+        [
+            "pair",
+            "last epoch",
+            "full barrier at the last epoch (midpoint / models / path)",
+            "full midpoint peak (epoch)",
+            "max single-layer barrier at the last epoch (midpoint / models / path)",
+            "max single-layer midpoint barrier, any epoch",
+        ],
+        rows,
+    )
+    for network, pairing in result.pairs():
+        barriers = result.csv(f"{network}/{pairing}/barriers/barriers.csv")
+        lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, rest from A):")
+        lines.append("")
+        lines += table(
+            ["epoch", "full (midpoint)", "max single (midpoint)", "max single (models)"],
+            by_epoch(barriers),
+        )
+        lines += result.figure_lines(
+            [(f"{network}_{pairing}_heatmap_loss.png", f"{pairing}: layers x epochs, midpoint")]
+        )
+        summary.append(verdict_through_training(result, network, pairing))
+    return lines, "; ".join(summary)
+
+
+def ref_key(reference: str) -> str:
+    """The record's key prefix of a reference's last-epoch values (midpoint: ``last/``)."""
+    return "last/" if reference == "midpoint" else f"{reference}/last/"
+
+
+def losses(rows: Rows, plan: str, reference: str) -> list[float]:
+    """The loss barriers of ``plan``'s paths against ``reference``."""
+    return [
+        float(r["loss_barrier"])  # type: ignore[arg-type]
+        for r in rows
+        if r["plan"] == plan and r["reference"] == reference
+    ]
+
+
+def by_epoch(barriers: Rows) -> list[list[object]]:
+    """Per epoch: the full midpoint barrier and the largest single-layer midpoint and models."""
+    out: list[list[object]] = []
+    for epoch in sorted({float(r["epoch"]) for r in barriers}):  # type: ignore[arg-type]
+        rows = [r for r in barriers if float(r["epoch"]) == epoch]  # type: ignore[arg-type]
+        out.append(
+            [
+                int(epoch),
+                nats(losses(rows, "full", "midpoint")[0]),
+                nats(max(losses(rows, "single", "midpoint"))),
+                nats(max(losses(rows, "single", "models"))),
+            ]
+        )
+    return out
+
+
+def verdict_through_training(result: Result, network: str, pairing: str) -> str:
+    """Reproduced when the full midpoint barrier clearly grows (>= 0.1 nats at its peak) and no
+    single layer ever reaches a third of that peak; rests on the midpoint reference."""
+    p = f"{network}/{pairing}/"
+    peak = float(result[p + "peak_full_loss_barrier"])
+    single = float(result[p + "max_single_loss_barrier_any_epoch"])
+    where = f"{network}, {pairing}, midpoint reference"
+    if peak < 0.1:
+        return f"**no barrier to test** ({where}): the full barrier peaks at {nats(peak)} nats"
+    word = "**reproduced**" if single * 3 <= peak else "**partly**"
+    return (
+        f"{word} ({where}): the full barrier peaks at {nats(peak)} nats (epoch "
+        f"{int(result[p + 'peak_full_epoch'])}); single layers reach at most {nats(single)}"
+    )
+
+
+# ----------------------------------------------------------------------- 3. cumulative
+
+ORDERS = ("front", "back", "random", "outer_first")
+
+
+def cumulative(result: Result) -> tuple[list[str], str]:
+    lines = []
+    summary = []
+    rows = []
+    for network, pairing in result.pairs():
+        p = f"{network}/{pairing}/"
+        for order in ORDERS:
+            rows.append(
+                [
+                    f"{network}, {pairing}",
+                    order.replace("_", " "),
+                    result[f"{p}{order}/order"].replace(",", ", "),
+                    ", ".join(nats(v) for v in result[f"{p}{order}/loss_barriers"].split(",")),
+                    result[f"{p}{order}/onset_layer"],
+                ]
+            )
+    lines.append(
+        "Midpoint loss barriers (nats) at the last epoch after averaging the first k layers:"
+    )
+    lines.append("")
+    lines += table(
+        ["pair", "order", "layers added", "barrier for k = 1..n (midpoint)", "onset"], rows
+    )
+    full_rows = [
+        [
+            f"{n}, {pg}",
+            f"{pct(result[f'{n}/{pg}/acc_a'])} / {pct(result[f'{n}/{pg}/acc_b'])}",
+            " / ".join(
+                nats(result[f"{n}/{pg}/{'' if r == 'midpoint' else r + '/'}full_loss_barrier"])
+                for r in REFS
+            ),
+        ]
+        for n, pg in result.pairs()
+    ]
+    lines += table(["pair", "test acc A / B", "full barrier (midpoint / models / path)"], full_rows)
+    for network, pairing in result.pairs():
+        lines += result.figure_lines(
+            [
+                (f"{network}_{pairing}_orders.png", f"{pairing}: barrier after the first k layers"),
+                (
+                    f"{network}_{pairing}_heatmap_test_cumulative_front_loss.png",
+                    f"{pairing}: from the front through training",
+                ),
+                (
+                    f"{network}_{pairing}_heatmap_test_cumulative_back_loss.png",
+                    f"{pairing}: from the back through training",
+                ),
+            ]
+        )
+        summary.append(verdict_cumulative(result, network, pairing))
+    return lines, "; ".join(summary)
+
+
+def verdict_cumulative(result: Result, network: str, pairing: str) -> str:
+    """Reproduced when neither the first nor the last layer alone carries half the full
+    barrier (the onset lies inside); rests on the midpoint reference."""
+    p = f"{network}/{pairing}/"
+    full = float(result[p + "full_loss_barrier"])
+    where = f"{network}, {pairing}, midpoint reference"
+    if full < 0.1:
+        return f"**no barrier to test** ({where}): full barrier {nats(full)} nats"
+    first = {o: result[f"{p}{o}/order"].split(",")[0] for o in ("front", "back")}
+    onset = {o: result[f"{p}{o}/onset_layer"] for o in ("front", "back")}
+    outer = [o for o in ("front", "back") if onset[o] == first[o]]
+    if not outer:
+        return (
+            f"**reproduced** ({where}): from the front the barrier passes half the full "
+            f"{nats(full)} nats at {onset['front']}, from the back at {onset['back']}"
+        )
+    return (
+        f"**partly** ({where}): the outermost layer alone ({', '.join(first[o] for o in outer)}) "
+        f"already carries half the full {nats(full)} nats"
+    )
+
+
+# ----------------------------------------------------------------------- 4-8, headlines
+
+
+def headline_rows(result: Result, keys: Sequence[tuple[str, str]]) -> list[str]:
+    """A table of (label, record key) headline values, formatted by their kind."""
+    rows = []
+    for label, key in keys:
+        if key in result.record:
+            v = result[key]
+            rows.append([label, f"{v:.4g}" if isinstance(v, float) else v])
+    return table(["quantity", "value"], rows)
+
+
+def deep_linear(result: Result) -> tuple[list[str], str]:
+    lines = []
+    verdicts = []
+    for pair in ("sign_symmetry", "independent"):
+        p = f"{pair}/"
+        lines.append(f"{pair.replace('_', ' ')}: {result[p + 'pair']}")
+        lines.append("")
+        lines += headline_rows(
+            result,
+            [
+                ("loss A / B", p + "loss_a"),
+                ("", p + "loss_b"),
+                ("full path barrier", p + "full_path_barrier"),
+                ("full curve's smallest second difference", p + "full_min_second_difference"),
+                ("max single-layer path barrier", p + "max_single_path_barrier"),
+                ("single-layer smallest second difference", p + "single_min_second_difference"),
+                ("single-layer curves convex", p + "single_curves_convex"),
+            ],
+        )
+        convex = result[p + "single_curves_convex"] == "yes"
+        barrier = float(result[p + "full_path_barrier"])
+        ok = convex and barrier > 0.1
+        verdicts.append(
+            f"{'**reproduced**' if ok else '**not**'} ({pair.replace('_', ' ')}, path reference):"
+            f" single-layer curves convex: {result[p + 'single_curves_convex']}, full path "
+            f"barrier {barrier:.3f}"
+        )
+        lines += result.figure_lines([(f"{pair}_curves.png", f"{pair}: interpolation curves")])
+    return lines, "; ".join(verdicts)
+
+
+def robustness(result: Result) -> tuple[list[str], str]:
+    ends = [k.split("/") for k in result.record if k.endswith("/averaging_loss_increase")]
+    layers = [parts[-2] for parts in ends]
+    # keys are prefixed by the network when a scale has several
+    base = "".join(part + "/" for part in ends[0][:-2]) if ends else ""
+    rows = []
+    for layer in layers:
+        key = f"{base}{layer}/"
+        rows.append(
+            [
+                layer,
+                f"{float(result[key + 'averaging_loss_increase']):.4f}",
+                f"{float(result[key + 'random_loss_increase']):.4f}",
+                f"{float(result.get(f'{base}noise/{layer}_loss_increase', math.nan)):.3f}",
+            ]
+        )
+    whole = result.get(f"{base}noise/whole_model_loss_increase")
+    if whole is not None:
+        rows.append(["whole model (isotropic)", "", "", f"{float(whole):.3f}"])
+    lines = table(
+        [
+            "layer",
+            "loss increase, averaging direction",
+            "loss increase, random direction (mean)",
+            f"loss increase, noise of norm {float(result.get(base + 'noise_norm', math.nan)):.3g}",
+        ],
+        rows,
+    )
+    lines += result.figure_lines(
+        [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
+    )
+    count = str(result.get(base + "layers_averaging_hurts_more_than_random", "?/?"))
+    worse, total = count.split("/")
+    word = "**reproduced**" if worse == total else "**partly**"
+    pairing = result.get(base + "pairing", "")
+    return lines, (
+        f"{word} ({pairing}; rest from A, loss at the end of the move): averaging hurts more "
+        f"than random in {count} layers"
+    )
+
+
+def subspace(result: Result) -> tuple[list[str], str]:
+    keys = [
+        ("pairing", "pairing"),
+        ("averaging direction shown", "averaging_direction"),
+        ("clean test loss", "clean_loss"),
+        ("clean test accuracy", "clean_accuracy"),
+        ("training subspace dimension", "training_subspace_dim"),
+        ("mean loss, noise in the training subspace", "mean_loss_training_subspace"),
+        ("mean loss, noise in the orthogonal complement", "mean_loss_null_space"),
+        ("mean loss, averaging direction (away)", "mean_loss_averaging_direction_away"),
+        ("mean loss, averaging direction (towards)", "mean_loss_averaging_direction_towards"),
+        ("increase ratio, subspace / complement", "subspace_over_null_loss_increase"),
+    ]
+    lines = headline_rows(result, keys)
+    per_layer = sorted(
+        k for k in result.record if "/" in k and k.split("/")[-1].startswith("mean_loss")
+    )
+    if per_layer:
+        lines += table(["per layer", "value"], [[k, f"{float(result[k]):.4g}"] for k in per_layer])
+    lines += result.figure_lines(
+        [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
+    )
+    ratio = float(result.get("subspace_over_null_loss_increase", math.nan))
+    word = "**reproduced**" if ratio > 2 else "**not**"
+    return lines, (
+        f"{word} (two nets from one initialisation, whole model): noise in the training "
+        f"subspace raises the loss {ratio:.1f} times more than in its complement"
+    )
+
+
+def federated(result: Result) -> tuple[list[str], str]:
+    splits = [k.split("/")[0] for k in result.record if k.endswith("/best_partial")]
+    schemes: list[str] = []
+    for k in result.record:
+        parts = k.split("/")
+        if len(parts) == 3 and parts[2] == "local_acc" and parts[1] not in schemes:
+            schemes.append(parts[1])
+    rows = [
+        [
+            scheme,
+            *(
+                f"{pct(result[f'{s}/{scheme}/local_acc'])} / {pct(result[f'{s}/{scheme}/acc'])}"
+                if f"{s}/{scheme}/local_acc" in result.record
+                else ""
+                for s in splits
+            ),
+        ]
+        for scheme in schemes
+    ]
+    rows.append(
+        [
+            "best partial minus FedAvg, own task",
+            *(
+                f"{100 * float(result[f'{s}/best_partial_minus_fedavg_local_acc']):+.1f} pp"
+                for s in splits
+            ),
+        ]
+    )
+    lines = [
+        f"{result.get('pairing', '')}; mean client test accuracy after the last round, on the "
+        "client's own task / on all classes:",
+        "",
+        *table(["server averages", *splits], rows),
+    ]
+    lines += result.figure_lines(
+        [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
+    )
+    gains = {s: float(result[f"{s}/best_partial_minus_fedavg_local_acc"]) for s in splits}
+    wins = [s for s, g in gains.items() if g > 0]
+    word = "**reproduced**" if wins in ([], [splits[-1]]) else "**partly**"
+    return lines, (
+        f"{word} ({result.get('pairing', '')}, accuracy on the clients' own tasks): partial "
+        f"averaging beats FedAvg on {', '.join(wins) or 'no split'}"
+    )
+
+
+def language_model(result: Result) -> tuple[list[str], str]:
+    keys = [
+        ("pairing", "pairing"),
+        ("corpus", "corpus"),
+        ("held-out characters", "test_tokens"),
+        ("loss A (nats/char)", "loss_a"),
+        ("loss B", "loss_b"),
+        ("accuracy A", "acc_a"),
+        ("accuracy B", "acc_b"),
+    ]
+    for ref in REFS:
+        keys += [
+            (f"full barrier ({ref})", f"{ref}/full_loss_barrier"),
+            (f"max single-layer barrier ({ref})", f"{ref}/max_single_loss_barrier"),
+            (f"its layer ({ref})", f"{ref}/max_single_layer"),
+        ]
+    lines = headline_rows(result, keys)
+    lines += result.figure_lines(
+        [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
+    )
+    full = float(result["midpoint/full_loss_barrier"])
+    single = float(result["midpoint/max_single_loss_barrier"])
+    word = "**reproduced**" if single * 3 <= full else "**not**"
+    return lines, (
+        f"{word} ({result['pairing']}, midpoint reference): full {nats(full)} nats vs up to "
+        f"{nats(single)} for a single layer ({result['midpoint/max_single_layer']})"
+    )
+
+
+SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
+    "full_vs_single": ("Full-model vs single-layer barriers", full_vs_single),
+    "through_training": ("Barriers through training", through_training),
+    "cumulative": ("Cumulative averaging", cumulative),
+    "deep_linear": ("Deep linear network", deep_linear),
+    "robustness": ("Averaging direction vs random directions and noise", robustness),
+    "subspace": ("Subspace noise", subspace),
+    "federated": ("Federated and personalised averaging", federated),
+    "language_model": ("Language model", language_model),
+}
+
+
+# ------------------------------------------------------------------------------- render
+
+
+def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[str], str]:
+    """One experiment at one scale: claim, command, numbers, figures, machine, verdict."""
+    body, verdict = SECTIONS[result.name][1](result)
+    flag = f" --{result.scale}"
+    lines = [
+        f"### {number}. {title} ({result.name}, {result.scale})",
+        "",
+        f"Claim: {result.run['claim']}",
+        "",
+        f"Command: `lwlc experiment {result.name}{flag}`",
+        "",
+        *body,
+        machine_line(result, repo),
+        "",
+        f"Verdict: {verdict}.",
+        "",
+    ]
+    return lines, verdict
+
+
+def render(experiments: Path, repo: Path) -> str:
+    """REPRODUCTION.md from the copied runs under ``experiments``."""
+    head = [
+        '# Reproducing "Layer-wise Linear Mode Connectivity": what lwlc\'s recipes gave',
+        "",
+        "Generated by `lwlc experiment --report` (experiments/report.py) from the runs' own",
+        "files (`experiments/NAME/results/SCALE/`: `result.json` and the barrier CSVs, copied",
+        "from `runs/experiments/NAME-SCALE/`); do not edit by hand. Each verdict names its pair",
+        "(shared init or independent) and the barrier reference it rests on; its words are",
+        "chosen by fixed rules in the generator, its numbers read from the files. A result is",
+        "marked **stale** when its recipe changed after the commit it ran at.",
+        "",
+        REFERENCE_WORDS,
+        "",
+        "**Pairings**: *shared init* = the paper's default (one initialisation, different data",
+        "order), *independent* = different initialisation too.",
+        "",
+        "Full (paper-scale, CIFAR-10 on a GPU) variants are not reported here: they were not run.",
+        "",
+    ]
+    summary: list[list[object]] = []
+    bodies: list[str] = []
+    for scale in SCALES:
+        found = [
+            Result(experiments, name, scale)
+            for name in SECTIONS
+            if (experiments / name / "results" / scale / "result.json").is_file()
+        ]
+        if not found:
+            continue
+        bodies += [f"## Scale {SCALE_WORDS[scale]}", ""]
+        for result in found:
+            number = list(SECTIONS).index(result.name) + 1
+            title = SECTIONS[result.name][0]
+            lines, verdict = section(result, number, title, repo)
+            bodies += lines
+            summary.append([number, result.name, scale, verdict, f"{result.run['wall_time_s']} s"])
+    head += table(["#", "experiment", "scale", "verdict", "wall time"], summary)
+    return "\n".join(head + bodies).rstrip() + "\n"
+
+
+def write(experiments: Path, repo: Path, runs: Path | None) -> Path:
+    """Collect the runs (unless ``runs`` is None), then write ``experiments/REPRODUCTION.md``."""
+    if runs is not None:
+        collect(runs, experiments, list(SECTIONS))
+    target = experiments / "REPRODUCTION.md"
+    target.write_text(render(experiments, repo))
+    return target
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/experiments", help="the run folders")
+    parser.add_argument("--no-collect", action="store_true", help="render the copies only")
+    args = parser.parse_args()
+    here = Path(__file__).resolve().parent
+    print(write(here, here.parent, None if args.no_collect else Path(args.runs)))

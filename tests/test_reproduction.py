@@ -1,0 +1,158 @@
+"""REPRODUCTION.md is generated from the run folders: fabricated runs, markdown read back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lwlc.commands import experiment
+from lwlc.commands.cli import main
+
+COLUMNS = ["plan", "group", "rest_from", "split", "reference", "loss_barrier", "error_barrier"]
+# (plan, group, rest_from) -> loss barrier per reference (midpoint, models, path)
+INDEPENDENT = {
+    ("full", "all", "a"): (1.0634, 1.2, 1.0634),
+    ("single", "fc1", "a"): (0.05, 2.61, 0.0),
+    ("single", "fc1", "b"): (0.1481, 3.2104, 0.0),
+    ("single", "head", "a"): (0.0002, 0.4, 0.0),
+}
+SHARED = {
+    ("full", "all", "a"): (-0.0001, 0.0, 0.0),
+    ("single", "fc1", "a"): (0.015, 0.02, 0.0),
+}
+MACHINE = {
+    "platform": "Linux",
+    "processor": "x86_64",
+    "cpu_cores": 4,
+    "torch_threads": 2,
+    "gpu": None,
+    "python": "3.11.7",
+    "torch": "2.14.1",
+    "lwlc": "0.1.0",
+    "load_average_1min": 3.5,
+}
+
+
+def write_barriers(path: Path, values: dict[tuple[str, str, str], tuple[float, ...]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for (plan, group, rest), losses in values.items():
+            for reference, loss in zip(("midpoint", "models", "path"), losses, strict=True):
+                writer.writerow([plan, group, rest, "test", reference, loss, loss / 20])
+
+
+def record(values: dict[str, dict[tuple[str, str, str], tuple[float, ...]]]) -> dict:
+    """The record full_vs_single writes, computed here from the fabricated barriers."""
+    out: dict[str, object] = {}
+    for pairing, table in values.items():
+        p = f"mlp/{pairing}/"
+        out[p + "pairing"] = experiment.PAIRINGS[pairing][0]
+        out[p + "acc_a"], out[p + "acc_b"] = 0.989, 0.983
+        for i, ref in enumerate(("midpoint", "models", "path")):
+            singles = {k: v[i] for k, v in table.items() if k[0] == "single"}
+            worst = max(singles, key=singles.__getitem__)
+            out[f"{p}{ref}/full_loss_barrier"] = table[("full", "all", "a")][i]
+            out[f"{p}{ref}/max_single_loss_barrier"] = singles[worst]
+            out[f"{p}{ref}/max_single_layer"] = f"{worst[1]} (rest {worst[2]})"
+            out[f"{p}{ref}/full_error_barrier"] = table[("full", "all", "a")][i] / 20
+            out[f"{p}{ref}/max_single_error_barrier"] = singles[worst] / 20
+    return out
+
+
+@pytest.fixture
+def fabricated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A git repository with experiments/ (the real report.py) and one full_vs_single run."""
+    repo = tmp_path / "repo"
+    experiments = repo / "experiments"
+    (experiments / "full_vs_single").mkdir(parents=True)
+    shutil.copyfile(experiment.repo_root() / "experiments" / "report.py", experiments / "report.py")
+    (experiments / "full_vs_single" / "recipe.py").write_text("CLAIM = 'c'\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "recipe"], check=True)
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    run = tmp_path / "runs" / "full_vs_single-quick"
+    values = {"independent": INDEPENDENT, "shared_init": SHARED}
+    for pairing, table in values.items():
+        write_barriers(run / "mlp" / pairing / "analysis" / "barriers.csv", table)
+    (run / "figures").mkdir()
+    (run / "figures" / "mlp_independent_barriers.png").write_bytes(b"\x89PNG fake")
+    meta = {
+        "experiment": "full_vs_single",
+        "scale": "quick",
+        "claim": "Averaging a single layer barely changes the loss.",
+        "wall_time_s": 101.5,
+        "machine": MACHINE,
+        "commit": commit,
+        "recipe_modified": False,
+    }
+    (run / "result.json").write_text(json.dumps({**record(values), "run": meta}))
+    monkeypatch.setenv(experiment.ENV_DIR, str(experiments))
+    return repo, tmp_path / "runs"
+
+
+def test_report_turns_a_run_folder_into_its_numbers(
+    fabricated: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, runs = fabricated
+    main(["experiment", "--report", "--runs", str(runs)])
+    md_path = repo / "experiments" / "REPRODUCTION.md"
+    assert str(md_path) in capsys.readouterr().out
+    md = md_path.read_text().splitlines()
+    copied = repo / "experiments" / "full_vs_single" / "results" / "quick"
+    assert (copied / "mlp" / "independent" / "analysis" / "barriers.csv").is_file()
+    assert (repo / "experiments/full_vs_single/figures/mlp_independent_barriers.png").is_file()
+    assert (
+        "| mlp, independent | 98.9% / 98.3% | 1.063 / 1.200 / 1.063 | 0.148 / 3.210 / 0.000 "
+        "| fc1 (rest b) | 5.3 / 0.7 |" in md
+    )
+    # noise below 5e-4 prints as 0; the shared pair's midpoint max is fc1 rest a
+    assert (
+        "| mlp, shared_init | 98.9% / 98.3% | 0.000 / 0.000 / 0.000 | 0.015 / 0.020 / 0.000 "
+        "| fc1 (rest a) | 0.0 / 0.1 |" in md
+    )
+    # every single layer, all three references side by side, read from the copied CSV
+    assert "| fc1 | b | 0.148 | 3.210 | 0.000 |" in md
+    assert "| head | a | 0.000 | 0.400 | 0.000 |" in md
+    assert (
+        "![independent: per-layer midpoint barriers]"
+        "(full_vs_single/figures/mlp_independent_barriers.png)" in md
+    )
+    assert not any("mlp_independent_curves.png" in line for line in md)  # not drawn, not linked
+    verdicts = next(line for line in md if line.startswith("Verdict: "))
+    assert (
+        "**reproduced** (mlp, independent, midpoint reference): full 1.063 nats vs at most 0.148"
+        in verdicts
+    )
+    assert "(against the whole models, models reference: up to 3.210)" in verdicts
+    assert "**no barrier to test** (mlp, shared_init, midpoint reference)" in verdicts
+    machine = next(line for line in md if line.startswith("Machine and time: "))
+    assert "4 cores (2 torch threads, load average 3.5), no GPU" in machine
+    assert "torch 2.14.1, lwlc 0.1.0; 101.5 s; commit " in machine
+    assert machine.endswith("recipe unchanged at HEAD.")
+    summary = next(line for line in md if line.startswith("| 1 | full_vs_single | quick |"))
+    assert summary.endswith("| 101.5 s |")
+
+
+def test_a_result_whose_recipe_changed_since_is_marked_stale(
+    fabricated: tuple[Path, Path],
+) -> None:
+    repo, runs = fabricated
+    (repo / "experiments" / "full_vs_single" / "recipe.py").write_text("CLAIM = 'new'\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "commit", "-qam", "recipe changed"], check=True)
+    md = experiment.report(runs).read_text()
+    assert "**stale**: commit " in md and "the recipe changed since (rerun it)" in md
+    # rendering again from the copies alone (no runs) gives the same file
+    shutil.rmtree(runs)
+    assert experiment.report(None).read_text() == md
