@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lwlc.formats.io import read_csv
 
 SCALES = ("quick", "fmnist")
@@ -43,6 +45,9 @@ REFERENCE_WORDS = (
     "is swapped into the other model); *path* the largest excess over the line between the "
     "path's own ends."
 )
+# What a run's record is made of, besides result.json and the figures: the barrier CSVs, the
+# measurement summaries and each pair's resolved training config.
+COPIED = ("**/barriers.csv", "**/summary.json", "*/*/logs/version_0/config.yaml")
 Record = dict[str, Any]
 Rows = list[dict[str, object]]
 
@@ -63,10 +68,11 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
                 shutil.rmtree(results)
             results.mkdir(parents=True)
             shutil.copyfile(run / "result.json", results / "result.json")
-            for csv in run.rglob("barriers.csv"):
-                target = results / csv.relative_to(run)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(csv, target)
+            for pattern in COPIED:
+                for file in run.glob(pattern):
+                    target = results / file.relative_to(run)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(file, target)
             figures = figure_dir(experiments, name, scale)
             figures.mkdir(parents=True, exist_ok=True)
             for old in figures.glob("*.png"):
@@ -159,6 +165,44 @@ class Result:
     def figure_lines(self, files: Sequence[tuple[str, str]]) -> list[str]:
         lines = [image(p, alt) for file, alt in files if (p := self.figure(file))]
         return lines + [""] if lines else []
+
+
+def training_line(result: Result) -> str:
+    """How the first pair was trained and on how many test images it was measured."""
+    pairs = result.pairs()
+    if not pairs:
+        return ""
+    folder = result.folder / pairs[0][0] / pairs[0][1]
+    config_file = folder / "logs" / "version_0" / "config.yaml"
+    if not config_file.is_file():
+        return ""
+    config = yaml.safe_load(config_file.read_text())
+    net = config["model"]["init_args"]["model"]
+    shape = net["init_args"]
+    optimizer = config["optimizer"]["init_args"]
+    schedule = config.get("lr_scheduler") or {}
+    data = config["data"]
+    words = (
+        f"Training (each pair's `config.yaml`): {net['class_path'].rsplit('.', 1)[-1]} "
+        f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
+        f"{shape.get('num_classes')}, {data['class_path'].rsplit('.', 1)[-1]} "
+        f"(held out for validation: {data['init_args'].get('val_size')}), batch "
+        f"{data['init_args']['batch_size']}, {config['trainer']['max_epochs']} epochs, "
+        f"{config['optimizer']['class_path'].rsplit('.', 1)[-1]} lr {optimizer['lr']} momentum "
+        f"{optimizer.get('momentum')} weight decay {optimizer.get('weight_decay')}"
+    )
+    if schedule:
+        steps = schedule["init_args"].get("warmup_steps")
+        warmup = f" ({steps} warm-up steps)" if steps else ""
+        words += f", {schedule['class_path'].rsplit('.', 1)[-1]}{warmup}"
+    words += f", precision {config['trainer']['precision']}"
+    summaries = [folder / "analysis" / "summary.json", folder / "barriers" / "summary.json"]
+    samples = [json.loads(f.read_text()).get("samples") for f in summaries if f.is_file()]
+    counts = next((s for s in samples if s), None)
+    if counts:
+        words += "; measured on " + ", ".join(f"{n} {split}" for split, n in counts.items())
+        words += " images"
+    return words + "."
 
 
 def freshness(result: Result, repo: Path) -> str:
@@ -668,6 +712,7 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
         f"Command: `lwlc experiment {result.name}{flag}`",
         "",
         *body,
+        *([line, ""] if (line := training_line(result)) else []),
         machine_line(result, repo),
         "",
         f"Verdict: {verdict}.",

@@ -37,6 +37,21 @@ MACHINE = {
     "load_average_1min": 3.5,
 }
 
+CONFIG = """
+trainer: {max_epochs: 30, precision: 32-true}
+model:
+  init_args:
+    model:
+      class_path: lwlc.models.MLP
+      init_args: {in_features: 64, num_classes: 10, width: 128, depth: 3}
+data:
+  class_path: lwlc.data.DigitsDataModule
+  init_args: {batch_size: 32, val_size: 0.1}
+optimizer:
+  class_path: torch.optim.SGD
+  init_args: {lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
+"""
+
 
 def write_barriers(path: Path, values: dict[tuple[str, str, str], tuple[float, ...]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +100,10 @@ def fabricated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, P
     values = {"independent": INDEPENDENT, "shared_init": SHARED}
     for pairing, table in values.items():
         write_barriers(run / "mlp" / pairing / "analysis" / "barriers.csv", table)
+    pair = run / "mlp" / "independent"
+    (pair / "logs" / "version_0").mkdir(parents=True)
+    (pair / "logs" / "version_0" / "config.yaml").write_text(CONFIG)
+    (pair / "analysis" / "summary.json").write_text(json.dumps({"samples": {"test": 360}}))
     (run / "figures").mkdir()
     (run / "figures" / "mlp_independent_barriers.png").write_bytes(b"\x89PNG fake")
     meta = {
@@ -136,6 +155,11 @@ def test_report_turns_a_run_folder_into_its_numbers(
     )
     assert "(against the whole models, models reference: up to 3.210)" in verdicts
     assert "**no barrier to test** (mlp, shared_init, midpoint reference)" in verdicts
+    assert (
+        "Training (each pair's `config.yaml`): MLP 64 -> 3 x 128 -> 10, DigitsDataModule (held "
+        "out for validation: 0.1), batch 32, 30 epochs, SGD lr 0.05 momentum 0.9 weight decay "
+        "0.0005, precision 32-true; measured on 360 test images." in md
+    )
     machine = next(line for line in md if line.startswith("Machine and time: "))
     assert "4 cores (2 torch threads, load average 3.5), no GPU" in machine
     assert "torch 2.14.1, lwlc 0.1.0; 101.5 s; commit " in machine
