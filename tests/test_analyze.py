@@ -35,7 +35,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
 
 def analyze(out: Path, *args: str) -> Path:
     """``lwlc analyze`` as a user runs it, on a few test and val samples, without figures."""
-    main(["analyze", *args, "--out", str(out), "--max-samples", str(SAMPLES), "--no_plots"])
+    main(["analyze", *args, "--out", str(out), "--max-samples", str(SAMPLES), "--no-plots"])
     return out
 
 
@@ -239,3 +239,17 @@ def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(
     assert any("paper's heatmap value" in line for line in out)
     fields = out[-1].split()
     assert fields == ["single", "fc1", "a", "0.0000", "2.6123", "2.5000", "0.00"]
+
+
+def test_switches_are_spelled_with_dashes_and_the_older_underscore_form_still_works(
+    runs, tmp_path, capsys
+):
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    shown = capsys.readouterr().out
+    assert "--no-plots" in shown and "--no_" not in shown and "--max-samples" in shown
+    for spelling in ("--no-plots", "--no_plots"):
+        out = tmp_path / spelling.strip("-")
+        main(["analyze", "--ckpt", str(runs["pair"]), "--out", str(out), "--plans", "full",
+              "--max-samples", "40", spelling])  # fmt: skip
+        assert (out / "barriers.csv").exists() and not list(out.glob("*.png"))

@@ -98,7 +98,7 @@ def test_align_reports_every_path_before_and_after_alignment(
 
 def test_several_checkpoints_compare_every_pair(runs: dict[str, Path], tmp_path: Path) -> None:
     ckpts = [str(runs[s]) for s in ("s1", "s2", "s3")]
-    out = analyze(tmp_path / "many", "--ckpt", *ckpts, "--plans", "full,single", "--no_plots")
+    out = analyze(tmp_path / "many", "--ckpt", *ckpts, "--plans", "full,single", "--no-plots")
     labels = ["s1", "s2", "s3"]  # the part of each path the three do not share
     header, rows = read_rows(out / "barriers.csv")
     assert header == BARRIER_HEADER + ",model_a,model_b"
@@ -112,7 +112,7 @@ def test_several_checkpoints_compare_every_pair(runs: dict[str, Path], tmp_path:
         ckpts[2],
         "--plans",
         "full,single",
-        "--no_plots",
+        "--no-plots",
     )
     _, expected = read_rows(alone / "barriers.csv")
     got = [

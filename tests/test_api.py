@@ -39,7 +39,7 @@ def cli_rows(out: Path, name: str) -> list[dict[str, str]]:
 def test_measure_equals_lwlc_analyze(pair: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     main(
-        ["analyze", "--ckpt", str(pair), "--out", str(out), "--no_plots"]
+        ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots"]
         + ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "200"]
     )
     a, b = networks(pair)
@@ -146,7 +146,7 @@ def test_print_config_then_config_reproduces_the_run(
     as the command line (lists as YAML lists, repeatable options as lists)."""
     if command == "analyze":
         flags = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "100",
-                 "--custom=x=fc1", "--custom", "y=fc2,head", "--no_plots"]  # fmt: skip
+                 "--custom=x=fc1", "--custom", "y=fc2,head", "--no-plots"]  # fmt: skip
         result = "barriers.csv"
     else:
         flags = ["--groups", "fc1,head", "--alpha", "0.25"]

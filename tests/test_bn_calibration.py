@@ -34,7 +34,7 @@ MODEL = ["--model", "lwlc.models.ResNet18", "--model.init_args.in_channels", "1"
 DATA = ["--data", "lwlc.data.DigitsDataModule"]
 SWEEP = ["--bn", "reset", "--bn-samples", str(BN_SAMPLES), "--plans", "full,single",
          "--group-depth", "1", "--rest-from", "a", "--alphas", "0,0.5,1", "--splits", "test",
-         "--max-samples", str(EVAL_SAMPLES), "--no_plots"]  # fmt: skip
+         "--max-samples", str(EVAL_SAMPLES), "--no-plots"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -229,7 +229,7 @@ def test_callback_bn_reset_equals_analyze_on_the_same_checkpoint(tmp_path) -> No
           str(out), "--bn", "reset", "--bn-samples", str(BN_SAMPLES), "--bn-batch-size",
           str(BN_BATCH), "--plans", "full", "--rest-from", "a", "--splits", "val", "--alphas",
           "0,0.5,1", "--max-samples", str(EVAL_SAMPLES), "--batch-size", "64",
-          "--no_plots"])  # fmt: skip
+          "--no-plots"])  # fmt: skip
     theirs = {r["alpha"]: r["loss"] for r in read_csv(out / "curves.csv")}
     ours = {r["alpha"]: r["loss"] for r in read_csv(tmp_path / "run" / "barriers" / "curves.csv")}
     assert ours.keys() == theirs.keys() == {0.0, 0.5, 1.0}

@@ -118,7 +118,7 @@ def test_callback_values_equal_lwlc_analyze_on_the_same_checkpoint(tmp_path):
     }
     _cli_fit(run, options, "--trainer.max_epochs", "2")
     out = tmp_path / "analysis"
-    options = "--plans full,single,cumulative_front --splits val,test --no_plots".split()
+    options = "--plans full,single,cumulative_front --splits val,test --no-plots".split()
     analyze.run(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(out), *options])
     ours = _by_key(_last_step(read_csv(run / "barriers" / "barriers.csv")))
     theirs = _by_key(read_csv(out / "barriers.csv"))
@@ -278,7 +278,7 @@ def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
     )
     module, data = _Single(_mlp()), _data(order_seeds=(0,))
     _trainer(tmp_path, [callback], max_epochs=1).fit(module, datamodule=data)
-    x, y = data.tensors("val", 1000)
+    x, y = data.tensors("test", 1000)  # the Callback's default split, as analyze's
     a, b = module.net.state_dict(), reference.state_dict()
     losses, accuracies = naive_curve(_mlp(), a, b, set(a), [0, 0.25, 0.5, 1], "a", x, y)
     full = [r for r in callback.curves if r["plan"] == "full"]
@@ -322,7 +322,7 @@ def test_max_batches_evaluates_the_same_samples_as_the_equal_max_samples(tmp_pat
             _Pair(_mlp(), init_seed_b=1), datamodule=_data()
         )
         summary = json.loads((tmp_path / name / "barriers" / "summary.json").read_text())
-        assert summary["samples"] == {"val": 32}  # 2 batches of 16, below max_samples' default 1000
+        assert summary["samples"] == {"test": 32}  # 2 batches of 16, below max_samples' default 1000
         curves[name] = read_csv(tmp_path / name / "barriers" / "curves.csv")
     assert [r["loss"] for r in curves["batches"]] == pytest.approx(
         [r["loss"] for r in curves["samples"]], abs=1e-6
@@ -442,14 +442,14 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
     tmp_path, monkeypatch, capfd, slow
 ):
     """Only an evaluation that outlasts 1 s writes its line (then erases it), on stderr."""
-    measured = callbacks_module.measure_spec
+    measured = callbacks_module.prepare
 
     def slow_measure(*args, **kwargs):
         time.sleep(1.5)  # a real evaluation of a big model takes this long
         return measured(*args, **kwargs)
 
     if slow:
-        monkeypatch.setattr(callbacks_module, "measure_spec", slow_measure)
+        monkeypatch.setattr(callbacks_module, "prepare", slow_measure)
     _cli_fit(
         tmp_path / "run",
         {**PROGRESS_FIT, "alphas": [0, 0.5, 1], "max_samples": 64},
@@ -459,7 +459,8 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
         "true",
     )
     err = capfd.readouterr().err
-    paths = len({(r["plan"], r["group"]) for r in read_csv(tmp_path / "run/barriers/barriers.csv")})
+    rows = read_csv(tmp_path / "run/barriers/barriers.csv")
+    paths = len({(r["plan"], r["group"], r["rest_from"]) for r in rows})
     if slow:
         assert re.search(rf"barriers \(epoch 0\):\s+0%\|[^|]*\| 0/{paths} \[00:0[1-9]", err), err
         # Its last state, then blanks over it (leave=False: it leaves no line behind).

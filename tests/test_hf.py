@@ -149,7 +149,7 @@ def test_analyze_compares_two_local_models_like_transformers_does(
         ]
         + ["--data.init_args.path", str(text_file), "--data.init_args.seq_len", str(SEQ_LEN)]
         + ["--plans", "full", "--custom", f"mlp={MLP_IN[arch]}", "--rest-from", "a"]
-        + ["--alphas", "0,0.5,1", "--out", str(out), "--no_plots"]
+        + ["--alphas", "0,0.5,1", "--out", str(out), "--no-plots"]
     )
     rows = list(csv.DictReader((out / "curves.csv").open()))
     assert {r["plan"] for r in rows} == {"full", "custom"} and len(rows) == 6

@@ -30,6 +30,7 @@ from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.commands import analyze as analyze_module
 from lwlc.commands.cli import main
 from lwlc.core import memory
+from lwlc.core import spec as spec_module
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import coefficients, make_paths
@@ -73,7 +74,7 @@ class CrashAtEpoch(Callback):
 
 
 def analyze(out: Path, *args: str) -> Path:
-    main(["analyze", *args, "--out", str(out), "--no_plots"])
+    main(["analyze", *args, "--out", str(out), "--no-plots"])
     return out
 
 
@@ -684,13 +685,13 @@ def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys
 def _resume_spy(monkeypatch: pytest.MonkeyPatch) -> list[list]:
     """Record the paths each sweep is asked to compute."""
     calls: list[list] = []
-    real = analyze_module.sweep
+    real = spec_module.sweep
 
     def spy(evaluator, paths, *args, **kwargs):
         calls.append(list(paths))
         return real(evaluator, paths, *args, **kwargs)
 
-    monkeypatch.setattr(analyze_module, "sweep", spy)
+    monkeypatch.setattr(spec_module, "sweep", spy)
     return calls
 
 
@@ -719,7 +720,7 @@ def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
     monkeypatch.setattr(analyze_module, "write_csv", write_then_terminate)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["analyze", *common, "--out", str(out), "--no_plots"])
+        main(["analyze", *common, "--out", str(out), "--no-plots"])
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert "--resume" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
@@ -745,7 +746,7 @@ def test_analyze_runs_off_the_main_thread_where_signals_cannot_be_caught(files, 
     argv = ["--ckpt", str(files["pair"]), "--plans", "full", "--max-samples", "40"]
     worker = threading.Thread(
         target=lambda: codes.append(
-            analyze_module.run([*argv, "--out", str(tmp_path / "out"), "--no_plots"])
+            analyze_module.run([*argv, "--out", str(tmp_path / "out"), "--no-plots"])
         )
     )
     worker.start()
@@ -795,7 +796,7 @@ def test_a_real_sigterm_to_a_running_analyze_process_loses_no_finished_path(file
         str(paths[1]),
         "--chunk-size",
         "1",
-        "--no_plots",
+        "--no-plots",
         "--model",
         "lwlc.models.MLP",
         "--model.init_args.width",
@@ -1019,7 +1020,7 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
             "a",
             "--max-samples",
             "2",
-            "--no_plots",
+            "--no-plots",
             "--memory-budget",
             str(budget),
             "--out",

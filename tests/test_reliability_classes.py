@@ -136,7 +136,7 @@ def test_a_class_named_anywhere_in_the_model_config_is_never_imported(
     )
     out = tmp_path / "out"
     argv = {
-        "analyze": ["analyze", "--ckpt", str(bad), "--out", str(out), "--no_plots"],
+        "analyze": ["analyze", "--ckpt", str(bad), "--out", str(out), "--no-plots"],
         "merge": ["merge", "--ckpt", str(bad), "--out", str(out / "m.ckpt")],
         "validate": ["validate", "--config", DIGITS, "--ckpt_path", str(bad)],
         "fit": ["fit", "--config", DIGITS, "--ckpt_path", str(bad), "--trainer.max_epochs", "2"],
@@ -205,7 +205,7 @@ def test_the_users_own_model_makes_the_checkpoints_config_irrelevant(
     out = tmp_path / "out"
     main(
         ["analyze", "--ckpt", str(bad), "--model", "lwlc.models.MLP", "--out", str(out)]
-        + ["--plans", "full", "--alphas", "0,0.5,1", "--no_plots"]
+        + ["--plans", "full", "--alphas", "0,0.5,1", "--no-plots"]
     )
     assert not marker.exists()
     assert (out / "barriers.csv").read_text().count("\n") > 1

@@ -267,7 +267,7 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
         real_write_csv(path, rows, columns)
 
     monkeypatch.setattr(analyze, "write_csv", write_csv)
-    argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no_plots", "--splits", "val"]
+    argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"]
     argv += ["--plans", "full,single", "--num-alphas", str(alphas), "--max-samples", "50"]
     expect_exit_2([*argv, "--chunk-size", "1"])
     assert_disk_full_line(error_line(capsys), out / "curves.csv")
@@ -305,7 +305,7 @@ def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
         real_write_csv(path, rows, columns)
 
     monkeypatch.setattr(analyze, "write_csv", write_csv)
-    argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no_plots", "--splits", "val"]
+    argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"]
     expect_exit_2([*argv, "--plans", "full", "--max-samples", "50"])
     assert_disk_full_line(error_line(capsys), out / "curves.csv")
     assert disk.files() == disk.saved
@@ -316,7 +316,7 @@ def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
 @pytest.fixture(scope="module")
 def results(pair: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("results") / "analysis"
-    main(["analyze", "--ckpt", str(pair), "--out", str(out), "--no_plots", "--splits", "val"])
+    main(["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"])
     return out
 
 

@@ -114,7 +114,7 @@ BAD_OUTS = {
 }
 COMMANDS: dict[str, Callable[[Path, str], list[str]]] = {
     "analyze": lambda run, out: [
-        "analyze", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", out, "--no_plots"
+        "analyze", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", out, "--no-plots"
     ],
     "merge": lambda run, out: [
         "merge", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--groups", "fc1",
@@ -189,7 +189,7 @@ def test_plot_draws_a_run_its_barriers_and_an_analysis_through_a_linked_out(
     analysis = tmp_path / "analysis"
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     fast = ["--plans", "single", "--num-alphas", "3", "--max-samples", "64"]
-    main(["analyze", "--ckpt", ckpt, "--out", str(analysis), "--no_plots", *fast])
+    main(["analyze", "--ckpt", ckpt, "--out", str(analysis), "--no-plots", *fast])
     for source, results in (
         (run_dir, run_dir / "barriers"),
         (run_dir / "barriers", run_dir / "barriers"),

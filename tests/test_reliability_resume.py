@@ -17,7 +17,7 @@ import pytest
 from lwlc.commands.cli import main
 from lwlc_runs import fit_pair
 
-COMMON = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "64", "--no_plots"]
+COMMON = ["--plans", "full,single", "--alphas", "0,0.5,1", "--max-samples", "64", "--no-plots"]
 
 
 @pytest.fixture(scope="module")

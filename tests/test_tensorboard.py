@@ -73,9 +73,9 @@ def test_tensorboard_gets_the_barrier_scalars_heatmaps_and_curves(tmp_path: Path
     # of fit adds the error heatmap.
     images = run.Tags()["images"]
     expected = {
-        "barrier_heatmap/val_single_loss": [0, 5, 10],
-        "barrier_heatmap/val_single_error": [10],
-        "barrier_curves/val": [0, 5, 10],
+        "barrier_heatmap/test_single_loss": [0, 5, 10],
+        "barrier_heatmap/test_single_error": [10],
+        "barrier_curves/test": [0, 5, 10],
     }
     assert set(expected) <= set(images)
     for tag, steps in expected.items():
@@ -87,7 +87,7 @@ def test_tensorboard_gets_the_barrier_scalars_heatmaps_and_curves(tmp_path: Path
             assert pixels.std() > 10  # a drawing, not a blank image
     # The last heatmap is the PNG the Callback left in barriers/, pixel for pixel.
     for metric in ("loss", "error"):
-        heatmap = run.Images(f"barrier_heatmap/val_single_{metric}")[-1]
-        on_disk = imread(tmp_path / "barriers" / f"heatmap_val_single_{metric}.png")
+        heatmap = run.Images(f"barrier_heatmap/test_single_{metric}")[-1]
+        on_disk = imread(tmp_path / "barriers" / f"heatmap_test_single_{metric}.png")
         expected_pixels = (on_disk[..., :3] * 255).round().astype(np.uint8)
         assert np.array_equal(png(heatmap.encoded_image_string), expected_pixels)

@@ -284,14 +284,14 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
     for metric, expected_steps in (("loss", [0, 5, 10]), ("error", [10])):
-        key = f"barrier_heatmap/val_single_{metric}"
+        key = f"barrier_heatmap/test_single_{metric}"
         assert steps(key, "image-file") == expected_steps
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
         assert heatmaps[-1][f"{key}/caption"] == "through epoch 2"
         for r in heatmaps:
             assert (run_dir / "files" / r[f"{key}/path"]).stat().st_size > 1000
     assert steps("barrier_table", "table-file") == [0, 5, 10]
-    assert steps("barrier_curves/val/loss_table", "table-file") == [0, 5, 10]
+    assert steps("barrier_curves/test/loss_table", "table-file") == [0, 5, 10]
 
     recorded = config(records)["lwlc"]
     assert recorded["barriers"]["pairing"]["init"] == "independent"
@@ -305,11 +305,11 @@ def test_a_fit_shorter_than_the_media_interval_logs_each_panel_once_at_the_end(t
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
     panels = {
-        "barrier_heatmap/val_single_loss": "image-file",
-        "barrier_heatmap/val_single_error": "image-file",
+        "barrier_heatmap/test_single_loss": "image-file",
+        "barrier_heatmap/test_single_error": "image-file",
         "barrier_table": "table-file",
-        "barrier_curves/val/loss_table": "table-file",
-        "barrier_curves/val/error_table": "table-file",
+        "barrier_curves/test/loss_table": "table-file",
+        "barrier_curves/test/error_table": "table-file",
     }
     for key, kind in panels.items():
         assert [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind] == [5]

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lwlc.core import layers, memory
+from lwlc.core import layers
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import merged_state
-from lwlc.core.spec import MeasureSpec, plan_paths, prepare_sweeps
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
+from lwlc.core.spec import MeasureSpec, plan_paths, prepare
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
 Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
 
@@ -148,26 +148,12 @@ def measure(
     splits = _splits(data, spec)
     example = next(iter(splits.values()))[0][:2]
     groups, paths = plan_paths(spec, model, example)
-    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, device)
     samples = _calibration(data, spec, calibration, model)
-    every_path = [p for _, own in sweeps for p in own]
-    sizes = memory.plan_sweep(
-        sweeps[0][0], model, every_path, spec.grid, splits, samples,
-        spec.memory_budget, spec.batch_size, spec.chunk_size,
-    )  # fmt: skip
-    results = [
-        sweep(
-            ev, own, spec.grid, splits, calibration=samples,
-            batch_size=sizes.batch_size, chunk_size=sizes.chunk_size,
-        )  # fmt: skip
-        for ev, own in sweeps
-    ]
+    result = prepare(spec, model, state_a, state_b, paths, splits, samples, device).run()
     return Measurement(
-        curves=pd.DataFrame([r for res in results for r in res.curves], columns=CURVE_COLUMNS),
-        barriers=pd.DataFrame(
-            [r for res in results for r in res.barriers], columns=BARRIER_COLUMNS
-        ),
-        endpoints=results[0].endpoints,
+        curves=pd.DataFrame(result.curves, columns=CURVE_COLUMNS),
+        barriers=pd.DataFrame(result.barriers, columns=BARRIER_COLUMNS),
+        endpoints=result.endpoints,
         layers={g.name: list(g.keys) for g in groups},
         spec=spec,
     )

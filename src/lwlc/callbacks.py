@@ -37,8 +37,8 @@ from lwlc.core import layers
 from lwlc.core.barriers import REFERENCES
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import REST_FROM, InterpolationPath
-from lwlc.core.spec import ALIGNED, MeasureSpec, plan_paths, prepare_sweeps
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+from lwlc.core.spec import ALIGNED, MeasureSpec, plan_paths, prepare
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.formats.io import append_csv, write_csv, write_json
 from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run_info, warn
@@ -55,44 +55,6 @@ HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
 # An evaluation that lasts longer than this shows a progress line.
 PROGRESS_AFTER_S = 1.0
 Data = dict[str, tuple[Tensor, Tensor]]
-
-
-def measure_spec(
-    spec: MeasureSpec,
-    model: nn.Module,
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    paths: Sequence[InterpolationPath],
-    data: Data,
-    *,
-    calibration: Tensor | None = None,
-    device: str | torch.device = "cpu",
-    progress: Callable[[int], None] | None = None,
-) -> tuple[Rows, Rows]:
-    """Curve rows and barrier rows of ``paths`` between two states of ``model`` as ``spec``
-    measures them (``aligned:`` paths after weight matching), through the same sweeps as
-    ``lwlc analyze``; ``progress`` is called with the paths finished after each chunk."""
-    wanted = set(paths)
-    base = list(dict.fromkeys(replace(p, plan=p.plan.removeprefix(ALIGNED)) for p in paths))
-    curves: Rows = []
-    barriers: Rows = []
-    for evaluator, own in prepare_sweeps(spec, model, state_a, state_b, base, device):
-        own = [p for p in own if p in wanted]
-        if not own:
-            continue
-        result = sweep(
-            evaluator,
-            own,
-            spec.grid,
-            data,
-            calibration=calibration if evaluator.has_batchnorm() else None,
-            batch_size=spec.batch_size,
-            chunk_size=spec.chunk_size,
-            progress=progress,
-        )
-        curves += result.curves
-        barriers += result.barriers
-    return curves, barriers
 
 
 @contextmanager
@@ -175,16 +137,25 @@ class LayerwiseBarrierCallback(Callback):
         at_epochs: also evaluate after these completed epochs (0 = before training), e.g.
             ``[0, 1, ..., 9]``.
         at_fit_end: also evaluate when training ends.
+        The measurement options (``plans`` to ``align``, except ``reference`` and
+        ``max_batches``) are :class:`lwlc.MeasureSpec`'s, with its defaults and checks, so the
+        Callback measures what ``lwlc analyze`` measures (test split, rest from A and from B,
+        every reference in the CSVs and in W&B); only ``max_samples`` differs (1000: an
+        evaluation every epoch must stay cheap; None measures the whole split).
+
         plans: interpolation plans among ``full, single, cumulative_front, cumulative_back``.
+        custom: named layer sets for the ``custom`` plan, e.g. ``{"body": ["features.*"]}``.
         groups: merge the layers matching each glob (or ``re:`` regex) into one group.
         group_depth: group layers by the first N parts of their module path (1: top-level blocks).
         alphas: the interpolation grid (must contain 0 and 1); default ``num_alphas`` even points.
         num_alphas: points of the default grid.
         splits: data splits to evaluate on (``train``, ``val``, ``test``); the first one is logged
-            without a split prefix.
+            without a split prefix (``barrier/path/full/loss``), the others with it
+            (``barrier/path/train/full/loss``).
         rest_from: where the layers that are not interpolated come from: ``a``, ``b`` or both.
-        reference: barrier reference logged and drawn: ``midpoint`` (the paper's heatmap value,
-            needs 0.5 among the alphas), ``path`` or ``models``; the CSVs hold all of them.
+        reference: barrier reference of the heatmaps: ``midpoint`` (the paper's heatmap value,
+            needs 0.5 among the alphas), ``path`` or ``models``; the CSVs and W&B hold all of them,
+            each metric named for its reference (``barrier/midpoint/single/fc1/loss``).
         bn: BatchNorm statistics of interpolated models: ``keep`` (interpolated) or ``reset``
             (recomputed).
         bn_samples: the first N training samples, in order, recompute BatchNorm statistics for
@@ -194,7 +165,11 @@ class LayerwiseBarrierCallback(Callback):
         max_samples: evaluate on the first N samples of each split (None: the whole split).
         max_batches: or on the first N evaluation batches (``batch_size`` samples each); with
             both, the smaller budget wins.
-        batch_size: evaluation batch size.
+        batch_size: evaluation batch size (lowered to fit ``memory_budget``).
+        chunk_size: paths evaluated together.
+        memory_budget: GiB an evaluation may use (None: 80% of the free memory of the device).
+        precision: ``fp32`` (exact), ``tf32`` or ``bf16``.
+        align: also measure every path after permuting B's units to A's: ``weight-matching``.
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
@@ -224,8 +199,8 @@ class LayerwiseBarrierCallback(Callback):
         group_depth: int | None = None,
         alphas: Sequence[float] | None = None,
         num_alphas: int = 11,
-        splits: Sequence[str] = ("val",),
-        rest_from: Sequence[str] = ("a",),
+        splits: Sequence[str] = ("test",),
+        rest_from: Sequence[str] = ("a", "b"),
         reference: str = "midpoint",
         bn: str = "keep",
         bn_samples: int = 2048,
@@ -234,6 +209,7 @@ class LayerwiseBarrierCallback(Callback):
         max_batches: int | None = None,
         batch_size: int = 512,
         chunk_size: int = 16,
+        memory_budget: float | None = None,
         precision: str = "fp32",
         align: str = "none",
         reference_ckpt: str | None = None,
@@ -260,6 +236,7 @@ class LayerwiseBarrierCallback(Callback):
                 max_samples=max_samples,
                 batch_size=batch_size,
                 chunk_size=chunk_size,
+                memory_budget=memory_budget,
                 precision=precision,
                 align=align,
             )
@@ -316,6 +293,7 @@ class LayerwiseBarrierCallback(Callback):
         self._paths: list[InterpolationPath] = []
         self._data: Data = {}
         self._calibration: Tensor | None = None
+        self._memory: dict[str, Any] = {}  # the last evaluation's memory plan
         self._dir = Path(dirpath) if dirpath else Path("barriers")
         self._media = False
         self._last_media = -math.inf
@@ -534,17 +512,20 @@ class LayerwiseBarrierCallback(Callback):
         # Lightning's bar stands still meanwhile: say what runs (rank 0, where bars are shown).
         show = trainer.is_global_zero and trainer.progress_bar_callback is not None
         with progress_line(f"barriers (epoch {epoch})", len(shard), show) as progress:
-            rows = measure_spec(
+            base = [replace(p, plan=p.plan.removeprefix(ALIGNED)) for p in shard]
+            measurement = prepare(
                 self.spec,
                 self._template,
                 state_a,
                 state_b,
-                shard,
+                list(dict.fromkeys(base)),
                 self._data,
-                calibration=self._calibration,
-                device=pl_module.device,
-                progress=progress,
+                self._calibration,
+                pl_module.device,
             )
+            result = measurement.run(set(shard), progress=progress)
+            self._memory = measurement.sizes.as_dict()
+        rows = (result.curves, result.barriers)
         curves, barriers = self._gather(trainer, rows)
         stamp = {"epoch": epoch, "step": trainer.global_step}
         curves = [{**stamp, **r} for r in curves]
@@ -590,6 +571,7 @@ class LayerwiseBarrierCallback(Callback):
                 **self._info,
                 "status": status,
                 "evaluations": [{"epoch": e, "step": s} for e, s in evaluations],
+                "memory": self._memory,
             }
             write_json(self._dir / "summary.json", summary)
 

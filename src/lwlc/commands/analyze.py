@@ -26,10 +26,11 @@ from lwlc.commands import results
 from lwlc.commands.cli import argument_error, short_help
 from lwlc.core import layers, memory
 from lwlc.core.barriers import REFERENCES
+from lwlc.core.calibration import batchnorm_layers
 from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import PLANS, InterpolationPath
-from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare_sweeps
+from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
 from lwlc.formats import inputs, outputs
@@ -162,13 +163,13 @@ def build_parser() -> Any:
     )
     p.add_argument(
         "--overwrite",
-        action=ActionYesNo,
+        action=ActionYesNo(no_prefix="no-"),
         default=False,
         help="replace an existing non-empty results directory",
     )
     p.add_argument(
         "--resume",
-        action=ActionYesNo,
+        action=ActionYesNo(no_prefix="no-"),
         default=False,
         help="continue an interrupted run in --out without recomputing",
     )
@@ -179,10 +180,16 @@ def build_parser() -> Any:
         help="also measure every path with B's units permuted to match A: none, weight-matching",
     )
     p.add_argument(
-        "--list-layers", action=ActionYesNo, default=False, help="print the layers/groups and exit"
+        "--list-layers",
+        action=ActionYesNo(no_prefix="no-"),
+        default=False,
+        help="print the layers/groups and exit",
     )
     p.add_argument(
-        "--plots", action=ActionYesNo, default=True, help="draw PNG figures of the results"
+        "--plots",
+        action=ActionYesNo(no_prefix="no-"),
+        default=True,
+        help="draw PNG figures of the results (--no-plots: none)",
     )
     return p
 
@@ -201,10 +208,13 @@ REPEATABLE = ("--group", "--custom")
 
 def _repeats(argv: Sequence[str]) -> list[str]:
     """``argv`` with the second and later ``--group``/``--custom`` written as jsonargparse's
-    appending ``--group+`` (each is a list that a config file gives as YAML)."""
+    appending ``--group+`` (each is a list that a config file gives as YAML), and the older
+    spelling ``--no_plots`` of a negated switch as ``--no-plots``."""
     seen: set[str] = set()
     out = []
     for arg in argv:
+        if arg.startswith("--no_"):
+            arg = "--no-" + arg.removeprefix("--no_")
         flag, equals, value = arg.partition("=")
         if flag in REPEATABLE:
             if flag in seen:
@@ -576,16 +586,12 @@ def _run_pair(args: Any) -> int:
         return 0
 
     alphas = spec.grid
-    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, opts.device)
-    evaluator = sweeps[0][0]
-    paths = all_paths = [p for _, own in sweeps for p in own]
     calibration = None
-    if spec.bn == "reset" and evaluator.has_batchnorm():
+    if spec.bn == "reset" and batchnorm_layers(model):
         calibration = datamodule.tensors("train", spec.bn_samples)[0]
-    sizes = memory.plan_sweep(
-        evaluator, model, paths, alphas, data, calibration,
-        args.memory_budget, args.batch_size, args.chunk_size,
-    )  # fmt: skip
+    measurement = prepare(spec, model, state_a, state_b, paths, data, calibration, opts.device)
+    paths = all_paths = measurement.paths
+    calibration = measurement.calibration
     _prepare_out(out, args)
 
     summary: dict[str, Any] = {
@@ -618,7 +624,7 @@ def _run_pair(args: Any) -> int:
     barriers: Rows = []
     if args.resume:
         curves, barriers, paths = _resume(out, summary, paths, spec.splits, alphas)
-    summary["memory"] = sizes.as_dict()
+    summary["memory"] = measurement.sizes.as_dict()
     total = len(paths)
 
     from tqdm.auto import tqdm
@@ -637,21 +643,7 @@ def _run_pair(args: Any) -> int:
             with interrupts.writing():
                 write_json(out / "summary.json", summary)
                 save([], [])
-            todo = set(paths)
-            result, *_ = [
-                sweep(
-                    ev,
-                    [p for p in own if p in todo],
-                    alphas,
-                    data,
-                    calibration=calibration,
-                    batch_size=sizes.batch_size,
-                    chunk_size=sizes.chunk_size,
-                    on_rows=save,
-                    progress=bar.update,
-                )
-                for ev, own in sweeps
-            ]
+            result = measurement.run(set(paths), on_rows=save, progress=bar.update)
             bar.close()
             nonfinite = _warn_nonfinite(curves)
             summary.update(

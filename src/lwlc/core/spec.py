@@ -4,25 +4,27 @@
 networks (which paths, which layers, which alphas, splits and references, BatchNorm handling)
 and how it is computed (batch size, memory budget, precision). Every field is checked when the
 spec is made, with one-line messages; :func:`plan_paths` turns a spec and a model into the
-layer groups and paths that :func:`lwlc.core.sweep.sweep` evaluates. ``lwlc analyze`` and
-``lwlc.measure`` build their sweeps through it.
+layer groups and paths, and :func:`prepare` into a :class:`PreparedSweep` (evaluators and a
+memory plan) whose ``run`` sweeps them: analyze, the Callback and ``lwlc.measure`` all go
+through these two functions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from lwlc.core import layers
+from lwlc.core import layers, memory
 from lwlc.core.alignment import align
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath, check_alphas, default_alphas, make_paths
+from lwlc.core.sweep import Data, Rows, SweepResult, sweep
 
 Plan = Literal["full", "single", "cumulative_front", "cumulative_back", "custom"]
 Split = Literal["train", "val", "test"]
@@ -200,3 +202,69 @@ def prepare_sweeps(
             )
         )
     return sweeps
+
+
+@dataclass
+class PreparedSweep:
+    """A measurement ready to run: its evaluators with the paths each evaluates, the data, and
+    the batch and chunk sizes that keep it within ``spec.memory_budget``."""
+
+    spec: MeasureSpec
+    sweeps: list[tuple[Evaluator, list[InterpolationPath]]]
+    data: Data
+    calibration: Tensor | None
+    sizes: memory.MemoryPlan
+
+    @property
+    def paths(self) -> list[InterpolationPath]:
+        """Every path measured, the aligned ones (if any) after the others."""
+        return [p for _, own in self.sweeps for p in own]
+
+    def run(
+        self,
+        todo: Collection[InterpolationPath] | None = None,
+        on_rows: Callable[[Rows, Rows], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> SweepResult:
+        """Sweep the paths (only those in ``todo``, if given); the endpoints are the pair's."""
+        result = SweepResult()
+        for i, (evaluator, own) in enumerate(self.sweeps):
+            found = sweep(
+                evaluator,
+                [p for p in own if todo is None or p in todo],
+                self.spec.grid,
+                self.data,
+                calibration=self.calibration if evaluator.has_batchnorm() else None,
+                batch_size=self.sizes.batch_size,
+                chunk_size=self.sizes.chunk_size,
+                on_rows=on_rows,
+                progress=progress,
+            )
+            result.curves += found.curves
+            result.barriers += found.barriers
+            if i == 0:
+                result.endpoints = found.endpoints
+        return result
+
+
+def prepare(
+    spec: MeasureSpec,
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    paths: Sequence[InterpolationPath],
+    data: Data,
+    calibration: Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> PreparedSweep:
+    """The one way every front end (analyze, the Callback, ``lwlc.measure``) sets a measurement
+    up: evaluators (with alignment), and a memory plan for the batch and chunk sizes."""
+    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, device)
+    if spec.bn != "reset" or not sweeps[0][0].has_batchnorm():
+        calibration = None
+    every_path = [p for _, own in sweeps for p in own]
+    sizes = memory.plan_sweep(
+        sweeps[0][0], model, every_path, spec.grid, data, calibration,
+        spec.memory_budget, spec.batch_size, spec.chunk_size,
+    )  # fmt: skip
+    return PreparedSweep(spec, sweeps, data, calibration, sizes)

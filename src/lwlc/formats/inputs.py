@@ -47,7 +47,7 @@ def add_network_arguments(
     parser.add_subclass_arguments(LightningDataModule, "data", required=False, help=data_help)
     parser.add_argument(
         "--trust-class-paths",
-        action=ActionYesNo,
+        action=ActionYesNo(no_prefix="no-"),
         default=False,
         help="allow model/data classes outside lwlc/torch/torchvision",
     )
