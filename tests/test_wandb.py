@@ -422,3 +422,34 @@ def test_lwlc_fit_records_its_config_once_and_test_continues_its_run(tmp_path):
     test_rows = history(finished_records(next(runs[1].glob("run-*.wandb"))))
     assert any("a/test/acc" in row for row in test_rows)
     assert not any("a/test/acc" in row for row in history(fit_records))
+
+
+def test_the_demo_runs_wandb_values_are_lwlc_analyzes_for_its_last_checkpoint(tmp_path, capsys):
+    """`make demo` as a user runs it (shorter): what W&B shows at the end of fit is what
+    `lwlc analyze` prints and writes for the same checkpoint, under the same reference names."""
+    from conftest import CONFIGS
+    from lwlc.commands.cli import main
+    from lwlc.formats.io import read_csv
+
+    root = tmp_path / "demo"
+    main(["fit", "--config", str(CONFIGS / "digits_mlp.yaml"), "--trainer.max_epochs", "2",
+          "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    main(["analyze", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--out",
+          str(root / "analysis"), "--no-plots"])  # fmt: skip
+    (run_dir,) = (root / "wandb").glob("offline-run-*")
+    rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+    last = {k: v for r in rows for k, v in r.items() if k.startswith("barrier/")}
+    analyzed = read_csv(root / "analysis" / "barriers.csv")
+    compared = 0
+    for r in analyzed:
+        if r["plan"] not in ("full", "single"):
+            continue
+        rest = "" if r["plan"] == "full" or r["rest_from"] == "a" else "/rest_b"
+        group = "" if r["plan"] == "full" else f"/{r['group']}"
+        name = f"barrier/{r['reference']}/{r['plan']}{group}{rest}/loss"
+        assert last[name] == pytest.approx(float(r["loss_barrier"]), abs=1e-6), name
+        compared += 1
+    assert compared == 3 * (1 + 2 * 3)  # 3 references x (full + 3 layers x rest a, b)
+    full_path = next(r for r in analyzed if r["plan"] == "full" and r["reference"] == "path")
+    console = capsys.readouterr().out
+    assert f"{float(full_path['loss_barrier']):.4f}" in console
