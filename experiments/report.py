@@ -187,7 +187,7 @@ def training_line(result: Result) -> str:
         f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
         f"{shape.get('num_classes')}, {data['class_path'].rsplit('.', 1)[-1]} "
         f"(held out for validation: {data['init_args'].get('val_size')}), batch "
-        f"{data['init_args']['batch_size']}, {config['trainer']['max_epochs']} epochs, "
+        f"{data['init_args']['batch_size']}, epochs {config['trainer']['max_epochs']}, "
         f"{config['optimizer']['class_path'].rsplit('.', 1)[-1]} lr {optimizer['lr']} momentum "
         f"{optimizer.get('momentum')} weight decay {optimizer.get('weight_decay')}"
     )
@@ -195,7 +195,7 @@ def training_line(result: Result) -> str:
         steps = schedule["init_args"].get("warmup_steps")
         warmup = f" ({steps} warm-up steps)" if steps else ""
         words += f", {schedule['class_path'].rsplit('.', 1)[-1]}{warmup}"
-    words += f", precision {config['trainer']['precision']}"
+    words += f", precision {config['trainer'].get('precision') or '32-true (default)'}"
     summaries = [folder / "analysis" / "summary.json", folder / "barriers" / "summary.json"]
     samples = [json.loads(f.read_text()).get("samples") for f in summaries if f.is_file()]
     counts = next((s for s in samples if s), None)
@@ -518,8 +518,8 @@ def deep_linear(result: Result) -> tuple[list[str], str]:
         lines += headline_rows(
             result,
             [
-                ("loss A / B", p + "loss_a"),
-                ("", p + "loss_b"),
+                ("loss A", p + "loss_a"),
+                ("loss B", p + "loss_b"),
                 ("full path barrier", p + "full_path_barrier"),
                 ("full curve's smallest second difference", p + "full_min_second_difference"),
                 ("max single-layer path barrier", p + "max_single_path_barrier"),
@@ -594,11 +594,26 @@ def subspace(result: Result) -> tuple[list[str], str]:
         ("increase ratio, subspace / complement", "subspace_over_null_loss_increase"),
     ]
     lines = headline_rows(result, keys)
-    per_layer = sorted(
-        k for k in result.record if "/" in k and k.split("/")[-1].startswith("mean_loss")
-    )
-    if per_layer:
-        lines += table(["per layer", "value"], [[k, f"{float(result[k]):.4g}"] for k in per_layer])
+    layers = sorted({k.split("/")[0] for k in result.record if k.endswith("/mean_loss_null_space")})
+    spaces = [
+        ("training subspace", "mean_loss_training_subspace"),
+        ("orthogonal complement", "mean_loss_null_space"),
+        ("averaging direction, away", "mean_loss_averaging_direction_away"),
+        ("averaging direction, towards", "mean_loss_averaging_direction_towards"),
+    ]
+    if layers:
+        lines.append("Mean test loss with noise within one layer (nats):")
+        lines.append("")
+        lines += table(
+            ["layer", *(label for label, _ in spaces)],
+            [
+                [
+                    layer,
+                    *(f"{float(result.get(f'{layer}/{key}', math.nan)):.3f}" for _, key in spaces),
+                ]
+                for layer in layers
+            ],
+        )
     lines += result.figure_lines(
         [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
     )
@@ -685,6 +700,24 @@ def language_model(result: Result) -> tuple[list[str], str]:
     )
 
 
+RULES = {
+    "full_vs_single": "reproduced when the full midpoint loss barrier is at least 0.1 nats and "
+    "at least 3 times every single layer's midpoint barrier; no barrier to test below 0.1",
+    "through_training": "reproduced when the full midpoint barrier peaks at 0.1 nats or more "
+    "and no single layer's midpoint barrier reaches a third of that peak at any epoch",
+    "cumulative": "reproduced when, from the front and from the back, the layer whose addition "
+    "first lifts the midpoint barrier above half the full model's is not the outermost one",
+    "deep_linear": "reproduced when every single-layer curve is convex (second differences >= 0 "
+    "up to float error) and the full path barrier exceeds 0.1",
+    "robustness": "reproduced when in every layer moving along the averaging direction raises "
+    "the loss more than moving as far along random directions",
+    "subspace": "reproduced when noise in the training subspace raises the mean test loss more "
+    "than twice as much as noise of the same size in its orthogonal complement",
+    "federated": "reproduced when partial averaging beats FedAvg (clients' own tasks) on no "
+    "split or only on the most skewed one",
+    "language_model": "reproduced when the full midpoint barrier is at least 3 times every "
+    "single layer's",
+}
 SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
     "full_vs_single": ("Full-model vs single-layer barriers", full_vs_single),
     "through_training": ("Barriers through training", through_training),
@@ -715,7 +748,7 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
         *([line, ""] if (line := training_line(result)) else []),
         machine_line(result, repo),
         "",
-        f"Verdict: {verdict}.",
+        f"Verdict: {verdict}. (Rule: {RULES[result.name]}.)",
         "",
     ]
     return lines, verdict

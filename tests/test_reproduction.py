@@ -157,7 +157,7 @@ def test_report_turns_a_run_folder_into_its_numbers(
     assert "**no barrier to test** (mlp, shared_init, midpoint reference)" in verdicts
     assert (
         "Training (each pair's `config.yaml`): MLP 64 -> 3 x 128 -> 10, DigitsDataModule (held "
-        "out for validation: 0.1), batch 32, 30 epochs, SGD lr 0.05 momentum 0.9 weight decay "
+        "out for validation: 0.1), batch 32, epochs 30, SGD lr 0.05 momentum 0.9 weight decay "
         "0.0005, precision 32-true; measured on 360 test images." in md
     )
     machine = next(line for line in md if line.startswith("Machine and time: "))
