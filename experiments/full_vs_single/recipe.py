@@ -7,7 +7,7 @@ from B) with ``lwlc analyze``. Headline values use the paper's heatmap reference
 against the mean of the two whole models); the ``models`` reference (the largest excess over
 the line between the whole models) and the ``path`` reference (over the path's own ends) are
 reported alongside. Scales: smoke, quick (digits), fmnist (the paper's MNIST network on the
-real Fashion-MNIST, 2 epochs on a CPU), full (CIFAR-10, GPU).
+real Fashion-MNIST, 10 epochs on a CPU), full (CIFAR-10, GPU).
 """
 
 from __future__ import annotations

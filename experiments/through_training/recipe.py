@@ -2,7 +2,7 @@
 
 Trains each pair with lwlc's barrier Callback (``LayerwiseBarrierCallback``), which measures
 the full model and every single layer (rest from A) at epochs 0-9 and then every k epochs
-(the paper: k = 20 over 200 epochs; quick: k = 5 over 30; fmnist: every epoch of 2). The
+(the paper: k = 20 over 200 epochs; quick: k = 5 over 30; fmnist: every epoch of 10). The
 heatmaps show the paper's value, the midpoint barrier against the two whole models, with the
 full model as the first row; the last epoch is also reported against the ``models`` and
 ``path`` references.
