@@ -1,6 +1,7 @@
 """The federated simulation: client splits, the server's weighted averaging, per-client metrics."""
 
 import logging
+import math
 
 import lightning.pytorch as pl
 import pytest
@@ -8,8 +9,9 @@ import torch
 
 from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.models import MLP
+from lwlc.models import MLP, ResNet18
 from lwlc.training.federated import (
+    AVERAGING_SCHEMES,
     FederatedDataModule,
     FederatedModule,
     averaged_keys,
@@ -102,19 +104,25 @@ def test_averaged_keys_select_layers_by_pattern() -> None:
 
 
 def _train(
-    average: str | list[str], epochs: int, local_epochs: int = 2
+    average: str | list[str],
+    epochs: int,
+    local_epochs: int = 2,
+    test_sets: str = "shared",
+    model: torch.nn.Module | None = None,
+    num_clients: int = 2,
 ) -> tuple[FederatedModule, FederatedDataModule]:
     torch.set_num_threads(1)  # tiny matrices: more threads only add overhead
     data = FederatedDataModule(
         DigitsDataModule(batch_size=64),
-        num_clients=2,
+        num_clients=num_clients,
         split="dirichlet",
         concentration=1.0,
         split_seed=1,
+        test_sets=test_sets,
     )
     module = FederatedModule(
-        MLP(in_features=64, width=16, depth=2),
-        num_clients=2,
+        model or MLP(in_features=64, width=16, depth=2),
+        num_clients=num_clients,
         local_epochs=local_epochs,
         average=average,
         lr=0.05,
@@ -195,3 +203,68 @@ def test_logged_accuracies_match_a_direct_evaluation(local_only) -> None:
         global_acc = (mean.eval()(x).argmax(dim=1) == y).double().mean().item()
     assert row["global/acc"] == pytest.approx(global_acc, abs=1e-3)
     assert [r["round"] for r in module.history] == [1.0]
+
+
+def test_clients_are_evaluated_on_their_own_matched_test_sets() -> None:
+    module, data = _train("none", epochs=2, test_sets="matched")
+    x, y = data.data.tensors("test")
+    tests = data.test_indices
+    assert sorted(torch.cat(tests).tolist()) == list(range(len(y)))  # disjoint, cover the split
+    counts = data.label_counts()
+    row = module.history[-1]
+    own = []
+    for i, net in enumerate(module.clients):
+        with torch.no_grad():
+            hit = net.eval()(x).argmax(dim=1) == y
+        assert row[f"client{i}/local_acc"] == pytest.approx(hit[tests[i]].double().mean().item())
+        assert row[f"client{i}/acc"] == pytest.approx(hit.double().mean().item())
+        own.append(hit[tests[i]].double().mean().item())
+        # the client holds its share of each class's training samples of the test samples too
+        quota = counts[i] / counts.sum(dim=0) * torch.bincount(y, minlength=10)
+        got = torch.bincount(y[tests[i]], minlength=10)
+        assert (got >= quota.floor()).all() and (got <= quota.ceil()).all()
+    assert row["clients/local_acc"] == pytest.approx(sum(own) / 2)
+
+
+def test_split_test_sets_cut_each_clients_pooled_data_three_to_one() -> None:
+    digits = DigitsDataModule(batch_size=64)
+    data = FederatedDataModule(
+        digits, num_clients=20, split="dirichlet", concentration=0.01, min_size=8, test_sets="split"
+    )
+    pooled = torch.cat([digits.tensors("train")[1], digits.tensors("test")[1]])
+    parts = split_clients(pooled, 20, "dirichlet", concentration=0.01, min_size=8)
+    for part, train, test in zip(parts, data.client_indices, data.test_indices, strict=True):
+        assert sorted(torch.cat([train, test]).tolist()) == part.tolist()
+        assert len(train) == int(0.75 * len(part))
+    inputs, labels, owner = data.evaluation_set()
+    assert len(labels) == sum(len(t) for t in data.test_indices)
+    assert torch.equal(labels[owner == 3], pooled[data.test_indices[3]])
+
+
+def test_authors_scheme_names_their_nine_resnet18_tensors() -> None:
+    net = ResNet18(norm="none", conv_bias=False, width=4)
+    assert averaged_keys(net, "authors_resnet18") == list(AVERAGING_SCHEMES["authors_resnet18"][0])
+    with pytest.raises(LwlcError, match="averaging scheme 'authors_resnet18' needs the tensors "):
+        averaged_keys(MLP(in_features=64, width=8, depth=2), "authors_resnet18")
+
+
+def test_authors_scheme_averages_nine_tensors_weighted_by_training_batches() -> None:
+    def net() -> torch.nn.Module:
+        return ResNet18(num_classes=10, in_channels=1, norm="none", conv_bias=False, width=4)
+
+    before, data = _train("none", epochs=1, local_epochs=1, model=net(), num_clients=3)
+    after, _ = _train("authors_resnet18", epochs=1, local_epochs=1, model=net(), num_clients=3)
+    batches = [math.ceil(n / 64) for n in data.sizes]
+    assert batches == data.batch_counts
+    shares = [b / sum(batches) for b in batches]
+    by_size = [n / sum(data.sizes) for n in data.sizes]
+    assert max(abs(a - b) for a, b in zip(shares, by_size, strict=True)) > 0.01
+    chosen = set(AVERAGING_SCHEMES["authors_resnet18"][0])
+    old = [c.state_dict() for c in before.clients]
+    for i, client in enumerate(after.clients):
+        for key, value in client.state_dict().items():
+            if key in chosen:
+                expected = sum(s * o[key].double() for s, o in zip(shares, old, strict=True))
+                torch.testing.assert_close(value.double(), expected, rtol=1e-6, atol=1e-7)
+            else:
+                assert torch.equal(value, old[i][key]), key
