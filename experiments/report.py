@@ -754,6 +754,32 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
     return lines, verdict
 
 
+def scale_note(found: Sequence[Result], repo: Path) -> list[str]:
+    """For the fmnist scale: how many epochs of the paper config's the pairs trained, and why."""
+    if found[0].scale != "fmnist":
+        return []
+    base = repo / "configs" / "paper_mnist_mlp.yaml"
+    trained = {
+        yaml.safe_load(f.read_text())["trainer"]["max_epochs"]
+        for r in found
+        for f in r.folder.glob("*/*/logs/version_0/config.yaml")
+    }
+    if not base.is_file() or not trained:
+        return []
+    paper = yaml.safe_load(base.read_text())["trainer"]["max_epochs"]
+    cifar_file = repo / "configs" / "paper_cifar10_resnet18.yaml"
+    cifar = yaml.safe_load(cifar_file.read_text())["trainer"]["max_epochs"]
+    return [
+        f"What was scaled: the pairs trained for {', '.join(map(str, sorted(trained)))} epochs "
+        f"of `configs/paper_mnist_mlp.yaml`'s {paper} (the paper's CIFAR-10 ResNet-18: {cifar}) "
+        "so that each "
+        "experiment fits a shared 2-core CPU in about a quarter of an hour; everything else is "
+        "the config's (network, optimiser, batch, schedule shape, full training and test sets). "
+        "Why and how: `experiments/full_vs_single/fmnist.yaml`.",
+        "",
+    ]
+
+
 def render(experiments: Path, repo: Path) -> str:
     """REPRODUCTION.md from the copied runs under ``experiments``."""
     head = [
@@ -784,7 +810,7 @@ def render(experiments: Path, repo: Path) -> str:
         ]
         if not found:
             continue
-        bodies += [f"## Scale {SCALE_WORDS[scale]}", ""]
+        bodies += [f"## Scale {SCALE_WORDS[scale]}", "", *scale_note(found, repo)]
         for result in found:
             number = list(SECTIONS).index(result.name) + 1
             title = SECTIONS[result.name][0]
