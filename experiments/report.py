@@ -700,6 +700,28 @@ def language_model(result: Result) -> tuple[list[str], str]:
     )
 
 
+# Context that holds whatever the numbers are (so it has none of them).
+NOTES = {
+    "full_vs_single": "A shared-init pair whose full barrier is near zero is no test of the "
+    "claim: two networks from one initialisation may stay in one linearly connected basin, and "
+    "then no single layer can fall short of the full barrier. Against the whole models "
+    "(*models*) a single layer's value includes the path's end where that layer alone is "
+    "swapped into the other model, which for independently trained networks can be far worse "
+    "than either model; the *path* reference, over the path's own ends, does not see that end.",
+    "through_training": "Rest from A: each single-layer path starts at A and ends at A with B's "
+    "layer. The first epochs are the noisiest, as in the paper's heatmaps.",
+    "cumulative": "Front: the first k layers averaged; back: the last k; random: a seeded "
+    "random order; outer first: the first m and the last m layers, then the middle (the "
+    "paper's order for deep networks, m = 5; fewer here so that a middle remains).",
+    "subspace": "Random directions are isotropic within each subspace (Gaussian coordinates in "
+    "an orthonormal basis); the authors drew non-negative coordinates in the basis.",
+    "federated": "Two accuracies answer different questions: on the client's own task "
+    "(per-class accuracy weighted by its label distribution, the authors' per-client test "
+    "sets) personal models are favoured; on all classes FedAvg is.",
+    "language_model": "The authors' script (`LLMC/get_llm.py`) loads the second model with the "
+    "first model's weights (`model2.load_state_dict(st1['model'])`), so its endpoint B there is "
+    "A; lwlc evaluates both models.",
+}
 RULES = {
     "full_vs_single": "reproduced when the full midpoint loss barrier is at least 0.1 nats and "
     "at least 3 times every single layer's midpoint barrier; no barrier to test below 0.1",
@@ -745,6 +767,7 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
         f"Command: `lwlc experiment {result.name}{flag}`",
         "",
         *body,
+        *([NOTES[result.name], ""] if result.name in NOTES else []),
         *([line, ""] if (line := training_line(result)) else []),
         machine_line(result, repo),
         "",
