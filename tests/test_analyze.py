@@ -103,7 +103,9 @@ def check_against_naive(out: Path, model: torch.nn.Module, a: dict, b: dict) -> 
 
 
 def test_paired_checkpoint_results_match_the_naive_loop(runs, tmp_path):
-    out = analyze(tmp_path / "out", "--ckpt", str(runs["pair"]), "--splits", "test,val")
+    plans = "full,single,cumulative_front,cumulative_back"
+    pair = str(runs["pair"])
+    out = analyze(tmp_path / "out", "--ckpt", pair, "--splits", "test,val", "--plans", plans)
     m = members(runs["pair"])
     check_against_naive(out, mlp_of(runs["pair"]), m["a"], m["b"])
     _, curves = read_rows(out / "curves.csv")

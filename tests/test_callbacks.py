@@ -322,7 +322,7 @@ def test_max_batches_evaluates_the_same_samples_as_the_equal_max_samples(tmp_pat
             _Pair(_mlp(), init_seed_b=1), datamodule=_data()
         )
         summary = json.loads((tmp_path / name / "barriers" / "summary.json").read_text())
-        assert summary["samples"] == {"test": 32}  # 2 batches of 16, below max_samples' default 1000
+        assert summary["samples"] == {"test": 32}  # 2 batches of 16 (< 1000)
         curves[name] = read_csv(tmp_path / name / "barriers" / "curves.csv")
     assert [r["loss"] for r in curves["batches"]] == pytest.approx(
         [r["loss"] for r in curves["samples"]], abs=1e-6

@@ -433,7 +433,8 @@ def test_the_demo_runs_wandb_values_are_lwlc_analyzes_for_its_last_checkpoint(tm
 
     root = tmp_path / "demo"
     main(["fit", "--config", str(CONFIGS / "digits_mlp.yaml"), "--trainer.max_epochs", "2",
-          "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"])  # fmt: skip
+          "--trainer.default_root_dir", str(root),
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
     main(["analyze", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--out",
           str(root / "analysis"), "--no-plots"])  # fmt: skip
     (run_dir,) = (root / "wandb").glob("offline-run-*")

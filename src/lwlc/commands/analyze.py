@@ -24,20 +24,27 @@ import torch
 
 from lwlc.commands import results
 from lwlc.commands.cli import argument_error, short_help
-from lwlc.core import layers, memory
+from lwlc.commands.spec_flags import add_spec_arguments
+from lwlc.core import layers
 from lwlc.core.barriers import REFERENCES
 from lwlc.core.calibration import batchnorm_layers
 from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import PLANS, InterpolationPath
+from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare
 from lwlc.core.stages import find_stages
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key, sweep
+from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats import inputs, outputs
 from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.io import as_json, read_csv, write_csv, write_json
 
-DEFAULT_PLANS = "full,single,cumulative_front,cumulative_back"
+# The measurement's flags, made from MeasureSpec's fields (--group and --custom take their own
+# syntax, below).
+SPEC_FLAGS = (
+    "plans", "group_depth", "alphas", "num_alphas", "splits", "rest_from", "bn", "bn_samples",
+    "bn_batch_size", "max_samples", "batch_size", "chunk_size", "memory_budget", "precision",
+    "align",
+)  # fmt: skip
 RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
 PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
@@ -67,22 +74,10 @@ def build_parser() -> Any:
         help="a YAML file of these options (--print_config writes one)",
     )
     p.add_argument(
-        "--plans",
-        type=str | list[str],
-        default=DEFAULT_PLANS,
-        help=f"comma-separated plans (or a YAML list) from {', '.join(PLANS)}",
-    )
-    p.add_argument(
         "--group",
         type=list[str] | str,
         default=[],
         help="merge the layers matching a glob (or re:regex) into one group; repeatable",
-    )
-    p.add_argument(
-        "--group-depth",
-        type=int | None,
-        default=None,
-        help="group layers by the first N parts of their module path",
     )
     p.add_argument(
         "--custom",
@@ -90,71 +85,8 @@ def build_parser() -> Any:
         default=[],
         help="custom plan set 'name=pattern,pattern'; repeatable",
     )
-    p.add_argument(
-        "--alphas",
-        type=str | list[float] | None,
-        default=None,
-        help="comma-separated alphas in [0,1] including 0 and 1 (e.g. 0,0.5,1)",
-    )
-    p.add_argument(
-        "--num-alphas", type=int, default=11, help="evenly spaced alphas when --alphas is not given"
-    )
-    p.add_argument(
-        "--splits",
-        type=str | list[str],
-        default="test",
-        help="comma-separated splits (or a YAML list): test, val, train",
-    )
-    p.add_argument(
-        "--rest-from",
-        type=str | list[str],
-        default="a,b",
-        help="where non-interpolated layers come from: a, b or a,b",
-    )
-    p.add_argument(
-        "--bn",
-        type=str,
-        default="keep",
-        help="BatchNorm statistics: keep (interpolate) or reset (recompute on train data)",
-    )
-    p.add_argument(
-        "--bn-samples",
-        type=int,
-        default=2048,
-        help="the first N training samples, in order, recompute BatchNorm statistics",
-    )
-    p.add_argument(
-        "--bn-batch-size",
-        type=int,
-        default=256,
-        help="batch size of the BatchNorm recomputation (part of its definition: it sets the "
-        "statistics; --batch-size and --memory-budget never change it)",
-    )
-    p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        default=16,
-        help="paths evaluated together (results are saved after each chunk)",
-    )
-    p.add_argument(
-        "--memory-budget",
-        type=float | None,
-        default=None,
-        help="GiB the evaluation may use; batch and chunk sizes shrink to fit "
-        "(default: 80 percent of the free memory)",
-    )
+    add_spec_arguments(p, SPEC_FLAGS)
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument(
-        "--precision", type=str, default="fp32",
-        help="fp32 (exact, default), tf32 (CUDA) or bf16 (autocast): faster, less exact",
-    )
-    p.add_argument(
-        "--max-samples",
-        type=int | None,
-        default=None,
-        help="evaluate on the first N samples of each split",
-    )
     p.add_argument(
         "--out",
         type=str | None,
@@ -172,12 +104,6 @@ def build_parser() -> Any:
         action=ActionYesNo(no_prefix="no-"),
         default=False,
         help="continue an interrupted run in --out without recomputing",
-    )
-    p.add_argument(
-        "--align",
-        type=str,
-        default="none",
-        help="also measure every path with B's units permuted to match A: none, weight-matching",
     )
     p.add_argument(
         "--list-layers",

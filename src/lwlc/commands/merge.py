@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from lwlc.commands.cli import argument_error, short_help
+from lwlc.commands.spec_flags import add_spec_arguments
 from lwlc.core import layers
-from lwlc.core.alignment import ALIGN_METHODS, align
+from lwlc.core.alignment import align
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import merged_state
-from lwlc.core.spec import from_flags
+from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.formats import inputs, outputs
 from lwlc.formats.io import save_state_dict
 
@@ -70,29 +71,12 @@ def build_parser() -> Any:
     p.add_argument(
         "--rest-from", type=str, default="a", help="where the other layers come from: a or b"
     )
-    p.add_argument(
-        "--align",
-        type=str,
-        default="none",
-        help=f"permute B to match A first: {' or '.join(ALIGN_METHODS)}",
-    )
-    p.add_argument(
-        "--bn",
-        type=str,
-        default="keep",
-        help="BatchNorm statistics: keep (averaged) or reset (recomputed)",
-    )
-    p.add_argument(
-        "--bn-samples",
-        type=int,
-        default=2048,
-        help="the first N training samples, in order, recompute BatchNorm statistics",
-    )
+    add_spec_arguments(p, ("align", "bn", "bn_samples"))
     p.add_argument(
         "--bn-batch-size",
         "--batch-size",
         type=int,
-        default=256,
+        default=MeasureSpec.bn_batch_size,
         help="batch size of --bn reset (as lwlc analyze --bn-batch-size: it sets the statistics)",
     )
     p.add_argument(
@@ -140,7 +124,7 @@ def _check_args(args: Any) -> None:
         raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b")
     # the options merge shares with a measurement, checked by the same spec
     from_flags(**{k: getattr(args, k) for k in ("align", "bn", "bn_samples", "bn_batch_size")})
-    out = FsPath(args.out)
+    out = Path(args.out)
     if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
         raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")
     outputs.check_out(out, is_file=True)
@@ -162,7 +146,7 @@ def _calibration(args: Any, data_cfg: dict[str, Any] | None, model: nn.Module) -
     return samples
 
 
-def run(argv: Sequence[str]) -> FsPath:
+def run(argv: Sequence[str]) -> Path:
     """Parse ``argv``, merge, and write the checkpoint; returns its path."""
     try:
         args = build_parser().parse_args(list(argv))
@@ -197,7 +181,7 @@ def run(argv: Sequence[str]) -> FsPath:
             else {}
         ),
     }
-    out = FsPath(args.out)
+    out = Path(args.out)
     if out.suffix == ".safetensors":
         save_state_dict(out, state, {"lwlc_merge": provenance, "model": model_cfg})
     else:
