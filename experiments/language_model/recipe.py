@@ -51,23 +51,12 @@ PAIRING = "different initialisation, different data order (init seeds 0/1, order
 
 
 class SequencePairedModule(PairedModule):
-    """``PairedModule`` for per-token logits ``[N, T, V]``, trained with AdamW and warm-up + cosine.
-
-    ``PairedModule`` scores one label per sample; this flattens tokens into samples (every
-    position is one next-character prediction) and reuses its step, logging and pairing as is.
-    """
+    """``PairedModule`` trained with AdamW and warm-up + cosine; its step scores per-token
+    logits ``[N, T, V]`` as it is (every position is one next-character prediction)."""
 
     def __init__(self, model: GPT, lr: float, warmup: int, steps: int, **pair: Any) -> None:
         super().__init__(model, **pair)
         self.lr, self.warmup, self.steps = lr, warmup, steps
-
-    def _member_step(
-        self, net: torch.nn.Module, batch: Any, stage: str, member: str
-    ) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        return super()._member_step(
-            lambda ids: net(ids).flatten(0, 1), (x, y.flatten()), stage, member
-        )
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(
