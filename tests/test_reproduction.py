@@ -128,9 +128,10 @@ def test_report_turns_a_run_folder_into_its_numbers(
     md_path = repo / "experiments" / "REPRODUCTION.md"
     assert str(md_path) in capsys.readouterr().out
     md = md_path.read_text().splitlines()
-    copied = repo / "experiments" / "full_vs_single" / "results" / "quick"
+    copied = repo / "experiments" / "results" / "full_vs_single" / "quick"
     assert (copied / "mlp" / "independent" / "analysis" / "barriers.csv").is_file()
-    assert (repo / "experiments/full_vs_single/figures/mlp_independent_barriers.png").is_file()
+    assert (copied / "mlp" / "independent" / "logs" / "version_0" / "config.yaml").is_file()
+    assert (copied / "figures" / "mlp_independent_barriers.png").read_bytes() == b"\x89PNG fake"
     assert (
         "| mlp, independent | 98.9% / 98.3% | 1.063 / 1.200 / 1.063 | 0.148 / 3.210 / 0.000 "
         "| fc1 (rest b) | 5.3 / 0.7 |" in md
@@ -145,7 +146,7 @@ def test_report_turns_a_run_folder_into_its_numbers(
     assert "| head | a | 0.000 | 0.400 | 0.000 |" in md
     assert (
         "![independent: per-layer midpoint barriers]"
-        "(full_vs_single/figures/mlp_independent_barriers.png)" in md
+        "(results/full_vs_single/quick/figures/mlp_independent_barriers.png)" in md
     )
     assert not any("mlp_independent_curves.png" in line for line in md)  # not drawn, not linked
     verdicts = next(line for line in md if line.startswith("Verdict: "))
