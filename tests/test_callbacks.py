@@ -306,7 +306,12 @@ def test_heatmaps_are_drawn_at_fit_end_without_wandb_when_asked(tmp_path, figure
     callback = LayerwiseBarrierCallback(splits=["val", "test"], figures=figures)
     _trainer(tmp_path, [callback]).fit(_Pair(_mlp(), init_seed_b=1), datamodule=_data())
     drawn = sorted(p.name for p in (tmp_path / "barriers").glob("*.png"))
-    expected = [f"heatmap_{s}_single_{m}.png" for s in ("test", "val") for m in ("error", "loss")]
+    expected = [
+        f"heatmap_{s}_single{rest}_{m}.png"
+        for s in ("test", "val")
+        for rest in ("", "_rest_b")
+        for m in ("error", "loss")
+    ]
     assert drawn == (expected if figures else [])
     assert all(min(_png_size(tmp_path / "barriers" / name)) > 100 for name in drawn)
 

@@ -147,7 +147,8 @@ def test_the_callbacks_figures_are_redrawn_or_removed_with_their_csvs(tmp_path: 
     drawn, none = callback_config(tmp_path, figures=True), callback_config(tmp_path, figures=False)
     fit(root, "--config", drawn, "--trainer.max_epochs", "1", *quiet)
     heatmaps = sorted((root / "barriers").glob("heatmap_*.png"))
-    names = ["heatmap_test_single_error.png", "heatmap_test_single_loss.png"]
+    names = [f"heatmap_test_single{rest}_{m}.png" for rest in ("", "_rest_b")
+             for m in ("error", "loss")]  # fmt: skip
     assert [p.name for p in heatmaps] == names
     first = {p.name: p.read_bytes() for p in heatmaps}
     fit(root, "--config", drawn, "--trainer.max_epochs", "2", "--ckpt_path", last, *quiet)

@@ -22,7 +22,8 @@ from lwlc.core import layers
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import merged_state
-from lwlc.core.spec import MeasureSpec, plan_paths, prepare
+from lwlc.core.measures import MEASURE_COLUMNS
+from lwlc.core.spec import MeasureSpec, measure_extras, plan_paths, prepare
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
 Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
@@ -40,6 +41,8 @@ class Measurement:
         endpoints: Loss and accuracy of A and B on each split.
         layers: The layer groups, in forward order, with their tensors.
         spec: The measurement's spec.
+        measures: The rows of ``spec.measures`` (``measures.csv``): measure, group, between,
+            split, alpha, value; empty when none were asked for.
     """
 
     curves: pd.DataFrame
@@ -47,6 +50,7 @@ class Measurement:
     endpoints: dict[str, dict[str, float]]
     layers: dict[str, list[str]]
     spec: MeasureSpec
+    measures: pd.DataFrame
 
     def barrier(self, plan: str = "full", group: str = "all", reference: str = "models",
                 split: str | None = None, rest_from: str = "a") -> float:  # fmt: skip
@@ -156,6 +160,10 @@ def measure(
         endpoints=result.endpoints,
         layers={g.name: list(g.keys) for g in groups},
         spec=spec,
+        measures=pd.DataFrame(
+            measure_extras(spec, model, groups, state_a, state_b, splits) if spec.measures else [],
+            columns=MEASURE_COLUMNS,
+        ),
     )
 
 

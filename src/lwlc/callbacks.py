@@ -36,7 +36,8 @@ from lwlc.core import layers
 from lwlc.core.barriers import REFERENCES
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import REST_FROM, InterpolationPath
-from lwlc.core.spec import ALIGNED, MeasureSpec, plan_paths, prepare
+from lwlc.core.measures import MEASURE_COLUMNS
+from lwlc.core.spec import ALIGNED, MeasureSpec, measure_extras, plan_paths, prepare
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.formats.io import append_csv, write_csv, write_json
@@ -46,11 +47,15 @@ METRICS = ("loss", "error")
 # Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
 # the summary, the figures and the temporary files of an interrupted write.
 FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png")
-OUTPUTS = ("curves.csv", "barriers.csv", "summary.json", *FIGURES, ".*.tmp")
+OUTPUTS = (
+    "curves.csv", "barriers.csv", "measures.csv", "summary.json", "distances.png", *FIGURES,
+    ".*.tmp",
+)  # fmt: skip
 
 TIME_COLUMNS = ("epoch", "step")
 HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
 HISTORY_BARRIER_COLUMNS = TIME_COLUMNS + BARRIER_COLUMNS
+HISTORY_MEASURE_COLUMNS = TIME_COLUMNS + MEASURE_COLUMNS
 # An evaluation that lasts longer than this shows a progress line.
 PROGRESS_AFTER_S = 1.0
 Data = dict[str, tuple[Tensor, Tensor]]
@@ -98,6 +103,17 @@ def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
     ``barrier/<reference>/<split>/...``: the name says against what the barrier is taken."""
     split = f"{row['split']}/" if with_split else ""
     return f"barrier/{row['reference']}/{split}{path_label(row)}/{metric}"
+
+
+def measure_metric_name(row: Mapping[str, Any]) -> str:
+    """``measure/l2_distance/a-b/fc1``, ``measure/agreement/a-b/all/test``,
+    ``measure/random_loss/a/fc1/test/alpha_0.5``."""
+    name = f"measure/{row['measure']}/{row['between']}/{row['group']}"
+    if row["split"]:
+        name += f"/{row['split']}"
+    if row["alpha"] not in ("", None):
+        name += f"/alpha_{float(row['alpha']):g}"
+    return name
 
 
 def _check_positive(name: str, value: int | None, allow_none: bool = True) -> None:
@@ -169,6 +185,12 @@ class LayerwiseBarrierCallback(Callback):
         memory_budget: GiB an evaluation may use (None: 80% of the free memory of the device).
         precision: ``fp32`` (exact), ``tf32`` or ``bf16``.
         align: also measure every path after permuting B's units to A's: ``weight-matching``.
+        measures: also log, at every evaluation, ``weights`` (per-layer L2 distance and cosine
+            similarity between A and B and from each to its weights when fit began),
+            ``agreement`` of their predictions, ``robustness`` (A's loss along random
+            directions); ``measures.csv`` and ``measure/...`` scalars; ``distances.png`` at
+            the end of fit with ``figures``.
+        robustness_seeds: random directions averaged per layer for ``robustness``.
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
@@ -211,6 +233,8 @@ class LayerwiseBarrierCallback(Callback):
         memory_budget: float | None = None,
         precision: str = "fp32",
         align: str = "none",
+        measures: Sequence[str] = (),
+        robustness_seeds: int = 3,
         reference_ckpt: str | None = None,
         reference_member: str = "a",
         dirpath: str | None = None,
@@ -238,6 +262,8 @@ class LayerwiseBarrierCallback(Callback):
                 memory_budget=memory_budget,
                 precision=precision,
                 align=align,
+                measures=measures,
+                robustness_seeds=robustness_seeds,
             )
         except LwlcError as err:
             raise LwlcError(f"LayerwiseBarrierCallback {err}") from None
@@ -285,6 +311,9 @@ class LayerwiseBarrierCallback(Callback):
 
         self.curves: Rows = []
         self.barriers: Rows = []
+        self.measures: Rows = []
+        self._groups: list[layers.Group] = []
+        self._init: tuple[dict[str, Tensor] | None, dict[str, Tensor] | None] = (None, None)
         self._done_epochs: set[int] = set()
         self._info: dict[str, Any] = {}
         self._template: nn.Module | None = None
@@ -380,6 +409,15 @@ class LayerwiseBarrierCallback(Callback):
         example = next(iter(self._data.values()))[0][:2].to(next(net.parameters()).device)
         groups, paths = plan_paths(self.spec, self._template, example)
         self._paths = paths
+        self._groups = groups
+        if "weights" in self.spec.measures:  # the weights before training (and before a resume
+            # restores the checkpoint's): what the distances "to the initialisation" start from
+            init = [getattr(pl_module, n, None) for n in ("net_a", "net_b")]
+            init = init if self._reference_state is None else [net, None]
+            self._init = tuple(  # type: ignore[assignment]
+                {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} if m else None
+                for m in init
+            )
         if self.spec.align != "none":
             self._paths = paths + [replace(p, plan=ALIGNED + p.plan) for p in paths]
         self._dir = self.output_dir(trainer)
@@ -462,7 +500,7 @@ class LayerwiseBarrierCallback(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         completed, step = trainer.current_epoch + 1, trainer.global_step
         # An evaluation at the epoch's last step saw the weights after the epoch: label it so.
-        for row in (*self.curves, *self.barriers):
+        for row in (*self.curves, *self.barriers, *self.measures):
             if row["step"] == step and row["epoch"] != completed:
                 row["epoch"] = completed
                 self._changed(rewrite=True)
@@ -480,7 +518,18 @@ class LayerwiseBarrierCallback(Callback):
 
                 pairing = figures.pairing_text(self._info)
                 figures.save_heatmaps(self._dir, self.barriers, self.reference, pairing=pairing)
+            if self.figures and "weights" in self.spec.measures:
+                self._draw_distances()
         self._write_summary(trainer, "complete")
+
+    def _draw_distances(self) -> None:
+        """``distances.png``: the weight measures of the last evaluation, as ``lwlc analyze``."""
+        from lwlc import figures
+
+        last = self.measures[-1]["step"]
+        rows = [r for r in self.measures if r["step"] == last]
+        fig = figures.layer_distances(rows, pairing=figures.pairing_text(self._info))
+        figures.save_figure(fig, self._dir / "distances.png")
 
     # ------------------------------------------------------------ evaluation
     def _states(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -531,6 +580,15 @@ class LayerwiseBarrierCallback(Callback):
         barriers = [{**stamp, **r} for r in barriers]
         self.curves += curves
         self.barriers += barriers
+        if self.spec.measures and trainer.is_global_zero:
+            init = tuple(
+                None if s is None else {k: v.to(pl_module.device) for k, v in s.items()}
+                for s in self._init
+            )
+            extras = measure_extras(
+                self.spec, self._template, self._groups, state_a, state_b, self._data, init
+            )
+            self.measures += [{**stamp, **r} for r in extras]
         self._changed()
         if trainer.is_global_zero:
             self._publish(trainer, barriers, time.perf_counter() - started)
@@ -553,7 +611,10 @@ class LayerwiseBarrierCallback(Callback):
         for name, rows, columns in (
             ("curves.csv", self.curves, HISTORY_CURVE_COLUMNS),
             ("barriers.csv", self.barriers, HISTORY_BARRIER_COLUMNS),
+            ("measures.csv", self.measures, HISTORY_MEASURE_COLUMNS),
         ):
+            if name == "measures.csv" and not self.spec.measures:
+                continue
             done = self._in_files.get(name)
             if done is None:
                 write_csv(self._dir / name, rows, columns)
@@ -589,8 +650,11 @@ class LayerwiseBarrierCallback(Callback):
     def _publish(self, trainer: pl.Trainer, barriers: Rows, seconds: float) -> None:
         self._write_csvs()
         # "epoch" as Lightning logs it with every metric: the index of the running epoch.
+        step = trainer.global_step
+        measured = [r for r in self.measures if r["step"] == step]
         metrics = {
             **self.scalars(barriers),
+            **{measure_metric_name(r): float(r["value"]) for r in measured},
             "barrier/seconds": seconds,
             "epoch": trainer.current_epoch,
         }
@@ -721,12 +785,14 @@ class LayerwiseBarrierCallback(Callback):
         return {
             "curves": json.dumps(self.curves, default=float),
             "barriers": json.dumps(self.barriers, default=float),
+            "measures": json.dumps(self.measures, default=float),
             "done_epochs": sorted(self._done_epochs),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.curves = _saved_rows(state_dict.get("curves", []))
         self.barriers = _saved_rows(state_dict.get("barriers", []))
+        self.measures = _saved_rows(state_dict.get("measures", []))
         self._done_epochs = set(state_dict.get("done_epochs", []))
         self._changed(rewrite=True)
 

@@ -491,6 +491,9 @@ def barrier_heatmap(
         ax.set_xlabel(x_name)
         ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
         what = f"{metric} barrier by {LAYER_AXIS.get(plan, plan)} over training"
+    if plan != "full":
+        rest = str(_pick(frame(barriers), "rest_from", rest_from, "rest_from")["rest_from"].iloc[0])
+        what += f", rest from {rest.upper()}"
         fig.suptitle(_title(what, split_name, reference, pairing), wrap=True)
     return fig
 
@@ -628,14 +631,19 @@ def save_heatmaps(
     metrics: Sequence[str] = METRICS,
     pairing: str | None = None,
 ) -> list[Path]:
-    """``heatmap_<split>_<plan>_<metric>.png`` per split and layer-wise plan (loss and error)."""
+    """``heatmap_<split>_<plan>[_rest_b]_<metric>.png`` per split, layer-wise plan and rest
+    model (A; B as ``_rest_b``), for loss and error: the authors draw both rests."""
     written: list[Path] = []
     df = frame(barriers)
+    layered = df[df["plan"] != "full"]
+    rests = list(dict.fromkeys(layered["rest_from"])) if len(layered) else ["a"]
     for split in _splits(df):
         for plan in _plans(df, with_full=False) or ["full"]:
-            for metric in metrics:
-                fig = barrier_heatmap(df, plan, metric, reference, split, pairing=pairing)
-                written.append(save_figure(fig, Path(out_dir) / heatmap_name(split, plan, metric)))
+            for rest in rests if plan != "full" else ["a"]:
+                for metric in metrics:
+                    fig = barrier_heatmap(df, plan, metric, reference, split, rest, pairing)
+                    name = heatmap_name(split, plan, metric, rest)
+                    written.append(save_figure(fig, Path(out_dir) / name))
     return written
 
 
@@ -652,9 +660,10 @@ def save_training_figures(
     )
 
 
-def heatmap_name(split: str, plan: str, metric: str) -> str:
-    """File name of a training-time heatmap."""
-    return f"heatmap_{split}_{plan}_{metric}.png"
+def heatmap_name(split: str, plan: str, metric: str, rest_from: str = "a") -> str:
+    """File name of a training-time heatmap (``_rest_b`` when the rest is B's)."""
+    rest = "_rest_b" if rest_from == "b" else ""
+    return f"heatmap_{split}_{plan}{rest}_{metric}.png"
 
 
 BETWEEN = {"a-b": "A vs B", "a-init": "A vs its init", "b-init": "B vs its init"}

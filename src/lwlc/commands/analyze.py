@@ -31,7 +31,8 @@ from lwlc.core.calibration import batchnorm_layers
 from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
-from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, plan_paths, prepare
+from lwlc.core.measures import MEASURE_COLUMNS
+from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, measure_extras, plan_paths, prepare
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats import inputs, outputs
@@ -43,9 +44,9 @@ from lwlc.formats.io import as_json, read_csv, write_csv, write_json
 SPEC_FLAGS = (
     "plans", "group_depth", "alphas", "num_alphas", "splits", "rest_from", "bn", "bn_samples",
     "bn_batch_size", "max_samples", "batch_size", "chunk_size", "memory_budget", "precision",
-    "align",
+    "align", "measures", "robustness_seeds",
 )  # fmt: skip
-RESULT_FILES = ("curves.csv", "barriers.csv", "summary.json")
+RESULT_FILES = ("curves.csv", "barriers.csv", "measures.csv", "summary.json")
 PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
 
@@ -170,21 +171,10 @@ def _spec(args: Any) -> MeasureSpec:
         raise LwlcError(
             f"--alphas {args.alphas!r} must be comma-separated numbers in [0, 1], e.g. 0,0.5,1"
         ) from None
-    fields = {
-        "plans": inputs.csv_list(args.plans),
-        "custom": custom,
-        "group": _listed(args.group),
-        "rest_from": inputs.csv_list(args.rest_from),
-        "splits": inputs.csv_list(args.splits),
-        "alphas": alphas,
-        **{
-            name: getattr(args, name)
-            for name in (
-                "group_depth", "num_alphas", "bn", "bn_samples", "bn_batch_size", "max_samples",
-                "batch_size", "chunk_size", "memory_budget", "precision", "align",
-            )  # fmt: skip
-        },
-    }
+    fields = {name: getattr(args, name) for name in SPEC_FLAGS}
+    for name in ("plans", "rest_from", "splits", "measures"):  # comma strings or YAML lists
+        fields[name] = inputs.csv_list(fields[name])
+    fields.update(custom=custom, group=_listed(args.group), alphas=alphas)
     return from_flags(**fields)
 
 
@@ -286,6 +276,18 @@ def _shown(value: object, digits: int) -> str:
     """``value`` to ``digits`` decimals, what rounds to zero shown as 0 (never ``-0.0000``)."""
     x = float(value)  # type: ignore[arg-type]
     return f"{0.0 if abs(x) < 0.5 * 10**-digits else x:.{digits}f}"
+
+
+def print_measures(rows: Rows) -> None:
+    """The whole model's weight measures, and agreement and robustness per split, one line
+    each (measures.csv has every layer)."""
+    print("\nOther measures (every layer in measures.csv):")
+    for r in rows:
+        if r["group"] != "all":
+            continue
+        where = f" on {r['split']}" if r["split"] else ""
+        at = f" at alpha {float(r['alpha']):g}" if r["alpha"] not in ("", None) else ""
+        print(f"  {r['measure']} {r['between']}{where}{at}: {float(r['value']):.4f}")
 
 
 def print_table(barriers: Rows, split: str) -> None:
@@ -571,6 +573,10 @@ def _run_pair(args: Any) -> int:
                 save([], [])
             result = measurement.run(set(paths), on_rows=save, progress=bar.update)
             bar.close()
+            if spec.measures:
+                extras = measure_extras(spec, model, groups, state_a, state_b, data)
+                with interrupts.writing():
+                    write_csv(out / "measures.csv", extras, MEASURE_COLUMNS)
             nonfinite = _warn_nonfinite(curves)
             summary.update(
                 status="complete",
@@ -603,6 +609,8 @@ def _run_pair(args: Any) -> int:
     print(f"stages: {summary['stages']['count']} ({summary['stages']['how']})")
     for split in spec.splits:
         print_table(barriers, split)
+    if spec.measures:
+        print_measures(read_csv(out / "measures.csv"))
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
     return 0
 
@@ -617,6 +625,10 @@ def draw_figures(
 
     pairing = figures.pairing_text(summary)
     written = figures.save_analysis_figures(out, curves, barriers, reference, pairing)
+    measured = read_csv(out / "measures.csv") if (out / "measures.csv").exists() else []
+    if any(r["measure"] in figures.WEIGHT_MEASURES for r in measured):
+        fig = figures.layer_distances(measured, pairing=pairing)
+        written.append(figures.save_figure(fig, out / "distances.png"))
     comparison = _alignment_rows(barriers)
     for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in comparison):
         fig = figures.barrier_matrices(

@@ -23,8 +23,9 @@ from torch.func import functional_call
 from lwlc.core.errors import LwlcError
 from lwlc.core.layers import Group
 
-MEASURE_COLUMNS = ("group", "measure", "between", "value")
-ROBUSTNESS_COLUMNS = ("group", "measure", "between", "alpha", "value")
+# The columns of measures.csv: split and alpha are empty where a measure has none (weights have
+# neither; agreement has no alpha).
+MEASURE_COLUMNS = ("measure", "group", "between", "split", "alpha", "value")
 WHOLE_MODEL = "all"  # the group name of whole-model rows, as in the sweep's "full" plan
 
 Rows = list[dict[str, object]]

@@ -11,6 +11,7 @@ through these two functions.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -19,7 +20,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lwlc.core import layers, memory
+from lwlc.core import layers, measures, memory
 from lwlc.core.alignment import align
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
@@ -32,6 +33,7 @@ Rest = Literal["a", "b"]
 BatchNormMode = Literal["keep", "reset"]
 Precision = Literal["fp32", "tf32", "bf16"]
 Alignment = Literal["none", "weight-matching"]
+Measure = Literal["weights", "agreement", "robustness"]
 
 
 def _choices(name: str, values: Sequence[str], allowed: type) -> tuple[str, ...]:
@@ -78,6 +80,11 @@ class MeasureSpec:
         memory_budget: GiB the evaluation may use (None: 80% of the free memory).
         precision: ``fp32`` (exact), ``tf32`` or ``bf16`` (faster on a GPU).
         align: Permute B's units to match A's first: ``none`` or ``weight-matching``.
+        measures: What else to report per layer, as the paper does: ``weights`` (L2 distance
+            and cosine similarity of A and B, and of each to its initialisation when known),
+            ``agreement`` (of A's and B's predictions), ``robustness`` (A's loss along random
+            directions scaled to each layer's A-B distance, at alpha 0.5 and 1).
+        robustness_seeds: Random directions averaged per layer for ``robustness``.
     """
 
     plans: Sequence[Plan] = ("full", "single")
@@ -97,6 +104,8 @@ class MeasureSpec:
     memory_budget: float | None = None
     precision: Precision = "fp32"
     align: Alignment = "none"
+    measures: Sequence[Measure] = ()
+    robustness_seeds: int = 3
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -117,9 +126,16 @@ class MeasureSpec:
         set_(self, "bn", _choices("bn", self.bn, BatchNormMode)[0])
         set_(self, "precision", _choices("precision", self.precision, Precision)[0])
         set_(self, "align", _choices("align", self.align, Alignment)[0])
+        if self.measures:
+            set_(self, "measures", _choices("measures", self.measures, Measure))
+        else:
+            set_(self, "measures", ())
         _at_least_one("group_depth", self.group_depth, optional=True)
         _at_least_one("max_samples", self.max_samples, optional=True)
-        for name in ("num_alphas", "bn_samples", "bn_batch_size", "batch_size", "chunk_size"):
+        for name in (
+            "num_alphas", "bn_samples", "bn_batch_size", "batch_size", "chunk_size",
+            "robustness_seeds",
+        ):  # fmt: skip
             _at_least_one(name, getattr(self, name))
         if self.alphas is None and self.num_alphas < 2:
             raise LwlcError(f"num_alphas must be at least 2 to give a path, got {self.num_alphas}")
@@ -268,3 +284,35 @@ def prepare(
         spec.memory_budget, spec.batch_size, spec.chunk_size,
     )  # fmt: skip
     return PreparedSweep(spec, sweeps, data, calibration, sizes)
+
+
+def measure_extras(
+    spec: MeasureSpec,
+    model: nn.Module,
+    groups: Sequence[layers.Group],
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    data: Data,
+    init: tuple[Mapping[str, Tensor], Mapping[str, Tensor]] | None = None,
+) -> Rows:
+    """The rows of ``spec.measures`` (``MEASURE_COLUMNS``): weights once, agreement and
+    robustness per split; evaluated where the states are, with A's BatchNorm statistics."""
+    rows: Rows = []
+    if "weights" in spec.measures:
+        found = measures.weight_measures(groups, state_a, state_b, *(init or (None, None)))
+        rows += [{**r, "split": "", "alpha": ""} for r in found]
+    device = next(iter(state_a.values())).device
+    net = copy.deepcopy(model).to(device)
+    seeds = tuple(range(spec.robustness_seeds))
+    for split, (inputs, targets) in data.items():
+        inputs, targets = inputs.to(device), targets.to(device)
+        if "agreement" in spec.measures:
+            found = measures.agreement_rows(net, state_a, state_b, inputs, spec.batch_size)
+            rows += [{**r, "split": split, "alpha": ""} for r in found]
+        if "robustness" in spec.measures:
+            found = measures.robustness_rows(
+                net, groups, state_a, state_b, inputs, targets, seeds=seeds,
+                batch_size=spec.batch_size,
+            )  # fmt: skip
+            rows += [{**r, "split": split} for r in found]
+    return [{c: r[c] for c in measures.MEASURE_COLUMNS} for r in rows]
