@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def test_analyze_compares_two_local_models_like_transformers_does(
     )
     rows = list(csv.DictReader((out / "curves.csv").open()))
     assert {r["plan"] for r in rows} == {"full", "custom"} and len(rows) == 6
+    # embeddings, 2 blocks, final norm, head: the engine shared every prefix of blocks
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert stages == {"count": 5, "how": "hugging face decoder blocks (2 blocks)"}
     a = transformers.AutoModelForCausalLM.from_pretrained(a_dir, dtype=torch.float32).state_dict()
     b = transformers.AutoModelForCausalLM.from_pretrained(b_dir, dtype=torch.float32).state_dict()
     tokens = windows_by_hand(list(TEXT.encode("utf-8")), "test")

@@ -57,7 +57,9 @@ class Stage:
 
 def model_stages(model: nn.Module, keys: Sequence[str]) -> list[Stage]:
     """The model's stages with their keys (``lwlc.core.stages.find_stages``); the whole model as
-    one stage if they do not cover its keys."""
+    one stage if they do not cover its keys. A key held by several stages (a tied tensor, e.g. a
+    language model's embedding reused as its output layer) belongs to each of them, so every
+    stage that uses it is bound to the same model's value."""
     stages: list[Stage] = []
     claimed: set[str] = set()
     for name, module in find_stages(model).pairs:
@@ -66,7 +68,7 @@ def model_stages(model: nn.Module, keys: Sequence[str]) -> list[Stage]:
         own = tuple(
             k
             for k in keys
-            if k.startswith(prefix) and k[len(prefix) :] in local and k not in claimed
+            if k.startswith(prefix) and k[len(prefix) :] in local
         )
         claimed.update(own)
         mixable = isinstance(module, _MIXABLE) and not any(True for _ in module.named_buffers())

@@ -33,11 +33,15 @@ class FoundStages:
 def find_stages(model: nn.Module) -> FoundStages:
     """``model.stages()``, a Sequential's children, fx-graph cuts, or the whole model (in turn).
 
+    A model with ``stages()`` may name how they were found in a ``stages_how`` attribute (e.g.
+    ``lwlc.formats.hf.CausalLM``, whose blocks are found from its module structure).
+
     A stage named ``n`` owns the keys ``n.<its own state-dict key>``; an unnamed stage (an fx
     piece) owns its own state-dict keys, which are the model's.
     """
     if hasattr(model, "stages"):
-        return FoundStages(list(model.stages()), "stages()")
+        pairs = list(model.stages())  # then ``stages_how``, which stages() may set
+        return FoundStages(pairs, getattr(model, "stages_how", "stages()"))
     if isinstance(model, nn.Sequential) and len(model) > 1:
         return FoundStages(list(model.named_children()), "sequential children")
     try:

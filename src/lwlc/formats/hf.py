@@ -4,7 +4,9 @@
 compares two local model directories (``config.json`` + weights, e.g. two Pythia seeds) on
 next-token prediction over a text file; the engine scores every token. The model is wrapped in
 :class:`CausalLM`, whose forward returns the logits and whose state dict holds each tied tensor
-once (an input embedding shared with the output layer is one layer, interpolated as one).
+once (an input embedding shared with the output layer is one layer, interpolated as one), and
+whose ``stages()`` are the decoder's blocks (``lwlc.formats.hf_stages``), so the engine shares
+every prefix of blocks between interpolated models.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lwlc.core.errors import LwlcError
 from lwlc.formats.checkpoints import Checkpoint
+from lwlc.formats.hf_stages import decoder_stages
 from lwlc.formats.io import sha256
 
 SPLITS = ("train", "val", "test")
@@ -116,6 +119,12 @@ class CausalLM(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """Next-token logits, (batch, sequence, vocabulary)."""
         return self.lm(input_ids=tokens, use_cache=False).logits
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Embeddings, each block, final norm, output layer (``lwlc.formats.hf_stages``), or the
+        whole model for a decoder of another layout; ``stages_how`` says which."""
+        pairs, self.stages_how = decoder_stages(self, "lm", self.aliases)
+        return pairs
 
 
 def _weights_digest(folder: Path) -> str:
