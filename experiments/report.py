@@ -232,8 +232,8 @@ def machine_line(result: Result, repo: Path) -> str:
     load = f", load average {m['load_average_1min']}" if "load_average_1min" in m else ""
     lwlc = f", lwlc {m['lwlc']}" if "lwlc" in m else ""
     return (
-        f"Machine and time: {m['processor']}, {m['cpu_cores']} cores ({m['torch_threads']} "
-        f"torch threads{load}), {gpu}; Python {m['python']}, torch {m['torch']}{lwlc}; "
+        f"Machine and time: {m['processor']}, {m['cpu_cores']} cores (torch threads: "
+        f"{m['torch_threads']}{load}), {gpu}; Python {m['python']}, torch {m['torch']}{lwlc}; "
         f"{run['wall_time_s']} s; {freshness(result, repo)}."
     )
 
@@ -710,7 +710,7 @@ NOTES = {
     "swapped into the other model, which for independently trained networks can be far worse "
     "than either model; the *path* reference, over the path's own ends, does not see that end.",
     "through_training": "Rest from A: each single-layer path starts at A and ends at A with B's "
-    "layer. The first epochs are the noisiest, as in the paper's heatmaps.",
+    "layer. The last epoch's values are experiment 1's (same seeds, same schedule), rest from A.",
     "cumulative": "Front: the first k layers averaged; back: the last k; random: a seeded "
     "random order; outer first: the first m and the last m layers, then the middle (the "
     "paper's order for deep networks, m = 5; fewer here so that a middle remains).",
@@ -798,7 +798,7 @@ def scale_note(found: Sequence[Result], repo: Path) -> list[str]:
         f"What was scaled: the pairs trained for {', '.join(map(str, sorted(trained)))} epochs "
         f"of `configs/paper_mnist_mlp.yaml`'s {paper} (the paper's CIFAR-10 ResNet-18: {cifar}) "
         "so that each "
-        "experiment fits a shared 2-core CPU in about a quarter of an hour; everything else is "
+        "experiment fits a shared 2-core CPU in minutes (wall times below); everything else is "
         "the config's (network, optimiser, batch, schedule shape, full training and test sets). "
         "Why and how: `experiments/full_vs_single/fmnist.yaml`.",
         "",

@@ -162,7 +162,7 @@ def test_report_turns_a_run_folder_into_its_numbers(
         "0.0005, precision 32-true; measured on 360 test images." in md
     )
     machine = next(line for line in md if line.startswith("Machine and time: "))
-    assert "4 cores (2 torch threads, load average 3.5), no GPU" in machine
+    assert "4 cores (torch threads: 2, load average 3.5), no GPU" in machine
     assert "torch 2.14.1, lwlc 0.1.0; 101.5 s; commit " in machine
     assert machine.endswith("recipe unchanged at HEAD.")
     summary = next(line for line in md if line.startswith("| 1 | full_vs_single | quick |"))
