@@ -222,7 +222,16 @@ def freshness(result: Result, repo: Path) -> str:
         return words
     if changed == 1:
         return f"**stale**: {words}; the recipe changed since (rerun it)"
-    return words + ", recipe unchanged at HEAD" if changed == 0 else words
+    if changed != 0:
+        return words
+    source = subprocess.run(
+        ["git", "diff", "--name-only", commit, "HEAD", "--", "src/lwlc"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    since = f"; {len(source)} files of src/lwlc changed since" if source else ""
+    return f"{words}, recipe unchanged at HEAD{since}"
 
 
 def machine_line(result: Result, repo: Path) -> str:
