@@ -286,3 +286,13 @@ def test_a_wrong_number_names_the_flag_the_value_and_why() -> None:
         "  Given value: lots"
     )
     assert config_error(union) == "memory_budget: expected a number, got 'lots'"
+
+
+def test_a_run_without_validation_split_keeps_last_ckpt_and_warns_nothing(tmp_path, recwarn):
+    """The paper configs train on the whole training set (val_size 0): there is no a/val/acc
+    to rank a best checkpoint by, so none is made and Lightning has nothing to warn about."""
+    from lwlc_runs import fit_pair
+
+    last = fit_pair(tmp_path / "run", "--data.init_args.val_size", "0")
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    assert not [w for w in recwarn if "monitored key" in str(w.message)]

@@ -153,7 +153,12 @@ def _lightning_cli() -> Callable[[list[str]], None]:
                 for spec in loggers:
                     if spec.class_path == "lwlc.loggers.WandbLogger" and not spec.init_args.version:
                         spec.init_args.version = folder_run_id(spec.init_args.save_dir or ".")
-            if config.best_checkpoint.monitor is None:
+            data_args = getattr(config.get("data"), "init_args", None) or {}
+            if config.best_checkpoint.monitor is None and data_args.get("val_size", 0.1) == 0:
+                # No validation split (the paper configs train on all 50k): nothing to rank a
+                # best checkpoint by, so only last.ckpt is kept (no warning every epoch).
+                config.best_checkpoint.save_top_k = 0
+            elif config.best_checkpoint.monitor is None:
                 paired = issubclass(_model_class(config), PairedModule)
                 config.best_checkpoint.monitor = "a/val/acc" if paired else "val/acc"
 
