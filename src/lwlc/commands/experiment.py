@@ -244,12 +244,12 @@ def build_parser() -> Any:
     p.add_argument(
         "--fmnist",
         action="store_true",
-        help="real Fashion-MNIST at full size on a CPU (experiments 1-3; minutes to an hour)",
+        help="real Fashion-MNIST at full size on a CPU (experiments 1-3; about 10 minutes each)",
     )
     p.add_argument(
         "--report",
         action="store_true",
-        help="copy the runs in --runs into experiments/ and write experiments/REPRODUCTION.md",
+        help="copy the runs in --runs into experiments/results/, write experiments/REPRODUCTION.md",
     )
     p.add_argument(
         "--runs",
