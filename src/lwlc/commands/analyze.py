@@ -8,6 +8,7 @@ its finished paths and ``--resume`` continues without recomputing them.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import signal
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lwlc.commands import results
+from lwlc.commands import processes, results
 from lwlc.commands.cli import argument_error, short_help
 from lwlc.commands.spec_flags import add_spec_arguments
 from lwlc.core import layers
@@ -88,6 +89,13 @@ def build_parser() -> Any:
     )
     add_spec_arguments(p, SPEC_FLAGS)
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="split the paths across N processes on this machine (torchrun; one GPU each on "
+        "CUDA, gloo on CPUs); under torchrun the processes are torchrun's",
+    )
     p.add_argument(
         "--out",
         type=str | None,
@@ -353,7 +361,7 @@ def _resume(
     alphas: Sequence[float],
 ) -> tuple[Rows, Rows, list[InterpolationPath]]:
     """The finished rows in ``out`` and the paths still to do; refuse results of another setup."""
-    files = [out / name for name in RESULT_FILES]
+    files = [out / name for name in ("curves.csv", "barriers.csv", "summary.json")]
     if not any(f.exists() for f in files):
         return [], [], list(paths)
     if not files[2].exists():
@@ -475,18 +483,31 @@ def run(argv: Sequence[str]) -> int:
         args = parser.parse_args(_repeats(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise argument_error(err, "analyze") from None
+    if args.devices < 1:
+        raise LwlcError(f"--devices must be a whole number >= 1, got {args.devices}")
     if args.ckpt and len(args.ckpt) > 1:
+        if args.devices > 1:
+            raise LwlcError("--devices N analyzes one pair; give one --ckpt (or --ckpt-a/-b)")
         return _run_many(args)
+    if args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        _options(args)  # a mistake is one line here, not one per process
+        return processes.launch(argv, args.devices)
     args.ckpt = args.ckpt[0] if args.ckpt else None
-    return _run_pair(args)
+    try:
+        return _run_pair(args)
+    finally:
+        processes.leave()
 
 
 def _run_pair(args: Any) -> int:
-    """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most)."""
+    """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most), by
+    this process alone or, under torchrun, with the others (rank 0 writes and prints)."""
     started = time.time()
     opts = _options(args)
+    group, opts.device = processes.join(opts.device)
     state_a, state_b, cks, found = inputs.read_members(args)
     out = None if args.list_layers else _out_path(args, cks)
+    group.barrier()  # every process has checked --out before rank 0 writes into it
     model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
     layers.check_finite(state_a, "A")
@@ -510,7 +531,8 @@ def _run_pair(args: Any) -> int:
     inputs.check_fits(model, example, type(datamodule).__name__)
     groups, paths = plan_paths(spec, model, example)
     if out is None:
-        _print_layers(groups, state_a, model)
+        if group.lead:
+            _print_layers(groups, state_a, model)
         return 0
 
     alphas = spec.grid
@@ -520,7 +542,8 @@ def _run_pair(args: Any) -> int:
     measurement = prepare(spec, model, state_a, state_b, paths, data, calibration, opts.device)
     paths = all_paths = measurement.paths
     calibration = measurement.calibration
-    _prepare_out(out, args)
+    if group.lead:
+        _prepare_out(out, args)
 
     summary: dict[str, Any] = {
         "checkpoints": [
@@ -541,6 +564,7 @@ def _run_pair(args: Any) -> int:
         "samples": {s: len(t[1]) for s, t in data.items()},
         "bn_calibration_samples": 0 if calibration is None else len(calibration),
         "device": str(opts.device),
+        "processes": group.size,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -550,8 +574,12 @@ def _run_pair(args: Any) -> int:
     }
     curves: Rows = []
     barriers: Rows = []
-    if args.resume:
+    if args.resume and group.lead:
         curves, barriers, paths = _resume(out, summary, paths, spec.splits, alphas)
+    paths = group.broadcast(paths)
+    if not group.lead:  # evaluate this process's share; rank 0 writes every row
+        group.sweep(measurement, paths)
+        return 0
     summary["memory"] = measurement.sizes.as_dict()
     total = len(paths)
 
@@ -571,7 +599,7 @@ def _run_pair(args: Any) -> int:
             with interrupts.writing():
                 write_json(out / "summary.json", summary)
                 save([], [])
-            result = measurement.run(set(paths), on_rows=save, progress=bar.update)
+            result = group.sweep(measurement, paths, on_rows=save, progress=bar.update)
             bar.close()
             if spec.measures:
                 extras = measure_extras(spec, model, groups, state_a, state_b, data)

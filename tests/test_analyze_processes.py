@@ -1,0 +1,79 @@
+"""``lwlc analyze --devices 2``: two CPU processes (torchrun, gloo) give one process's rows,
+written once by rank 0, and ``--resume`` finishes what another run left."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lwlc.commands.cli import main
+from lwlc_runs import fit_pair
+
+OPTIONS = ["--plans", "full,single,cumulative_front", "--chunk-size", "2", "--max-samples", "80",
+           "--alphas", "0,0.25,0.5,0.75,1", "--no-plots"]  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _two_processes(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "lwlc", "analyze", *args, "--devices", "2"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _same(ours: list[dict[str, str]], theirs: list[dict[str, str]], value: str) -> None:
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert {k: v for k, v in a.items() if k != value} == {
+            k: v for k, v in b.items() if k != value
+        }
+        assert float(a[value]) == pytest.approx(float(b[value]), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A trained pair and one process's analysis of it."""
+    root = tmp_path_factory.mktemp("procs")
+    ckpt = fit_pair(root / "run", "--model.init_args.init_seed_b", "1")
+    main(["analyze", "--ckpt", str(ckpt), "--out", str(root / "one"), *OPTIONS])
+    return ckpt, root / "one"
+
+
+def test_two_processes_write_one_processs_rows_once(pair, tmp_path):
+    ckpt, one = pair
+    done = _two_processes("--ckpt", str(ckpt), "--out", str(tmp_path / "two"), *OPTIONS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
+        _same(_rows(tmp_path / "two" / name), _rows(one / name), value)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["status"] == "complete"
+    assert done.stdout.count("Barriers on test") == 1, "only rank 0 prints"
+
+
+def test_two_processes_resume_what_an_interrupted_run_left(pair, tmp_path):
+    ckpt, one = pair
+    out = tmp_path / "resumed"
+    out.mkdir()
+    # an interrupted run: its summary, and the rows of its first paths only
+    (out / "summary.json").write_text((one / "summary.json").read_text())
+    for name in ("curves.csv", "barriers.csv"):
+        lines = (one / name).read_text().splitlines(keepends=True)
+        (out / name).write_text("".join(lines[: 1 + (len(lines) - 1) // 3]))
+    done = _two_processes("--ckpt", str(ckpt), "--out", str(out), *OPTIONS, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
+        _same(_rows(out / name), _rows(one / name), value)
+
+
+def test_devices_with_several_checkpoints_is_one_line(pair, tmp_path, capsys):
+    ckpt, _ = pair
+    with pytest.raises(SystemExit):
+        main(["analyze", "--ckpt", str(ckpt), str(ckpt), "--out", str(tmp_path), "--devices", "2"])
+    assert "--devices N analyzes one pair" in capsys.readouterr().err
