@@ -93,8 +93,7 @@ def build_parser() -> Any:
         "--devices",
         type=int,
         default=1,
-        help="split the paths across N processes on this machine (torchrun; one GPU each on "
-        "CUDA, gloo on CPUs); under torchrun the processes are torchrun's",
+        help="split the paths across N processes here (one GPU each on CUDA)",
     )
     p.add_argument(
         "--out",

@@ -418,14 +418,15 @@ def config_error(message: str) -> str:
 @functools.cache
 def short_help(parser_class: type) -> type:
     """``parser_class`` (a jsonargparse parser) whose help leaves out the list of every known
-    subclass of a class-typed option: ``--model`` listed every ``nn.Module`` in torch, 700 lines
-    of ``--help``. A subclass of the parser, since ``--model.help CLASS`` builds a parser of the
+    subclass of a class-typed option (``--model`` listed every ``nn.Module`` in torch, 700 lines
+    of ``--help``) and the types beside the defaults. A subclass of the parser, since ``--model.help CLASS`` builds a parser of the
     same type."""
     from jsonargparse import DefaultHelpFormatter
 
     class ShortHelp(DefaultHelpFormatter):
         def _get_help_string(self, action: Any) -> str:
-            return re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
+            text = re.sub(r", known subclasses: [^)]*", "", super()._get_help_string(action))
+            return re.sub(r"\(type: .*?, default: ", "(default: ", text)
 
     class ShortHelpParser(parser_class):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -67,23 +67,19 @@ class MeasureSpec:
         group_depth: Merge layers by module depth (1: top-level blocks).
         rest_from: Where the layers off the path come from: ``a``, ``b`` or both.
         splits: Data splits to evaluate: ``train``, ``val``, ``test``.
-        alphas: The interpolation grid in [0, 1], with 0 and 1 (default: ``num_alphas`` points).
+        alphas: The interpolation grid in [0, 1], with 0 and 1 (None: ``num_alphas``).
         num_alphas: Evenly spaced alphas when ``alphas`` is not given.
-        bn: BatchNorm statistics of interpolated models: ``keep`` (interpolated) or ``reset``
-            (recomputed on the first ``bn_samples`` training samples).
+        bn: BatchNorm statistics: ``keep`` (interpolated) or ``reset`` (recomputed).
         bn_samples: Training samples that recompute BatchNorm statistics.
         bn_batch_size: Batch size of that recomputation (it defines the statistics).
         max_samples: Evaluate at most this many samples per split (None: all).
-        batch_size: Evaluation batch size (lowered to fit ``memory_budget``; no effect on the
-            numbers).
+        batch_size: Evaluation batch size (lowered to fit ``memory_budget``).
         chunk_size: Paths evaluated (and written) together.
-        memory_budget: GiB the evaluation may use (None: 80% of the free memory).
+        memory_budget: GiB the evaluation may use (None: 80% of free memory).
         precision: ``fp32`` (exact), ``tf32`` or ``bf16`` (faster on a GPU).
         align: Permute B's units to match A's first: ``none`` or ``weight-matching``.
-        measures: What else to report per layer, as the paper does: ``weights`` (L2 distance
-            and cosine similarity of A and B, and of each to its initialisation when known),
-            ``agreement`` (of A's and B's predictions), ``robustness`` (A's loss along random
-            directions scaled to each layer's A-B distance, at alpha 0.5 and 1).
+        measures: Also report, as the paper: ``weights`` (per-layer L2 distance, cosine),
+            ``agreement`` (of predictions), ``robustness`` (loss along random directions).
         robustness_seeds: Random directions averaged per layer for ``robustness``.
     """
 
