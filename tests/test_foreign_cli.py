@@ -13,7 +13,7 @@ from torch import nn
 from lwlc.commands.cli import main
 
 SEQUENTIAL_YAML = """\
-class_path: lwlc.formats.inputs.Sequential
+class_path: lwlc.models.Sequential
 init_args:
   layers:
     - class_path: torch.nn.Conv2d
@@ -59,7 +59,7 @@ def test_plain_torch_sequential_says_how_to_give_its_layers(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (
         "lwlc: error: torch.nn.Sequential takes its layers positionally, which a config cannot "
-        "name: use --model lwlc.formats.inputs.Sequential with --model.init_args.layers, a list "
+        "name: use --model lwlc.models.Sequential with --model.init_args.layers, a list "
         "of class_path/init_args (same state-dict keys)"
     )
 

@@ -26,7 +26,7 @@ def test_the_wandb_run_charts_the_full_model_against_every_single_layer(tmp_path
         barriers = [r for r in csv.DictReader(f) if r["reference"] == "midpoint"]
 
     for metric, scale in (("loss", 1.0), ("error", 100.0)):  # error in percentage points
-        key = f"barrier_layers/val/{metric}_table"
+        key = f"barrier_layers/test/{metric}_table"
         charts = [r for r in rows if r.get(f"{key}/_type") == "table-file"]
         assert charts, f"no {key} in the run"
         table = json.loads((run_dir / "files" / charts[-1][f"{key}/path"]).read_text())
@@ -36,9 +36,11 @@ def test_the_wandb_run_charts_the_full_model_against_every_single_layer(tmp_path
             lines.setdefault(entry["lineKey"], {})[int(entry["step"])] = entry["lineVal"]
         expected: dict[str, dict[int, float]] = {}
         for r in barriers:
-            name = "full" if r["plan"] == "full" else f"single/{r['group']}"
+            rest = "/rest_b" if r["rest_from"] == "b" else ""
+            name = "full" if r["plan"] == "full" else f"single/{r['group']}{rest}"
             expected.setdefault(name, {})[int(r["step"])] = float(r[f"{metric}_barrier"]) * scale
-        assert set(lines) == {"full", "single/fc1", "single/fc2", "single/head"} == set(expected)
+        layers = {f"single/{g}{rest}" for g in ("fc1", "fc2", "head") for rest in ("", "/rest_b")}
+        assert set(lines) == {"full", *layers} == set(expected)
         for name, points in expected.items():
             assert sorted(lines[name]) == sorted(points) == [0, 5, 10]
             assert [lines[name][s] for s in sorted(points)] == pytest.approx(

@@ -419,8 +419,8 @@ def config_error(message: str) -> str:
 def short_help(parser_class: type) -> type:
     """``parser_class`` (a jsonargparse parser) whose help leaves out the list of every known
     subclass of a class-typed option (``--model`` listed every ``nn.Module`` in torch, 700 lines
-    of ``--help``) and the types beside the defaults. A subclass of the parser, since ``--model.help CLASS`` builds a parser of the
-    same type."""
+    of ``--help``) and the types beside the defaults. A subclass of the parser, since
+    ``--model.help CLASS`` builds a parser of the same type."""
     from jsonargparse import DefaultHelpFormatter
 
     class ShortHelp(DefaultHelpFormatter):

@@ -139,20 +139,6 @@ def data_config(args: Any, cks: list[Checkpoint]) -> dict[str, Any] | None:
     return class_config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
 
 
-class Sequential(nn.Sequential):
-    """``torch.nn.Sequential`` built from a config: its ``layers`` are a list of
-    ``class_path``/``init_args`` (a config cannot name torch's positional children). State-dict
-    keys are torch's (``0.weight``, ``1.bias``, ...), so a saved ``nn.Sequential`` loads.
-
-    ``--model lwlc.formats.inputs.Sequential --model.init_args.layers '[{"class_path":
-    "torch.nn.Flatten"}, {"class_path": "torch.nn.Linear", "init_args": {"in_features": 64,
-    "out_features": 10}}]'``, or the same under ``init_args.layers`` in a YAML file.
-    """
-
-    def __init__(self, layers: list[nn.Module]) -> None:
-        super().__init__(*layers)
-
-
 def build_network(args: Any, config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
     """The model of ``config``, checked to fit ``state`` (a class named by --model is trusted)."""
     model = build_model(
@@ -161,7 +147,7 @@ def build_network(args: Any, config: dict[str, Any], state: dict[str, Tensor]) -
     if type(model) is nn.Sequential and not len(model) and state:
         raise LwlcError(
             "torch.nn.Sequential takes its layers positionally, which a config cannot name: use "
-            "--model lwlc.formats.inputs.Sequential with --model.init_args.layers, a list of "
+            "--model lwlc.models.Sequential with --model.init_args.layers, a list of "
             "class_path/init_args (same state-dict keys)"
         )
     check_model(model, state)
