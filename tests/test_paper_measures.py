@@ -142,6 +142,10 @@ def test_the_callback_logs_the_measures_through_training_from_the_initialisation
     assert agreement == pytest.approx([_value(at[0], measure="agreement"),
         *[float(r["value"]) for r in rows if r["measure"] == "agreement"][1:]])  # fmt: skip
     assert not math.isnan(agreement[-1]) and (tmp_path / "barriers" / "distances.png").exists()
+    drawn = tmp_path / "barriers" / "distances.png"
+    drawn.unlink()
+    main(["plot", str(tmp_path / "barriers")])  # lwlc plot redraws it from measures.csv
+    assert drawn.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("front_end", ["spec", "callback"])

@@ -46,11 +46,8 @@ from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run
 METRICS = ("loss", "error")
 # Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
 # the summary, the figures and the temporary files of an interrupted write.
-FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png")
-OUTPUTS = (
-    "curves.csv", "barriers.csv", "measures.csv", "summary.json", "distances.png", *FIGURES,
-    ".*.tmp",
-)  # fmt: skip
+FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png", "distances.png")
+OUTPUTS = ("curves.csv", "barriers.csv", "measures.csv", "summary.json", *FIGURES, ".*.tmp")
 
 TIME_COLUMNS = ("epoch", "step")
 HISTORY_CURVE_COLUMNS = TIME_COLUMNS + CURVE_COLUMNS
@@ -526,10 +523,7 @@ class LayerwiseBarrierCallback(Callback):
         """``distances.png``: the weight measures of the last evaluation, as ``lwlc analyze``."""
         from lwlc import figures
 
-        last = self.measures[-1]["step"]
-        rows = [r for r in self.measures if r["step"] == last]
-        fig = figures.layer_distances(rows, pairing=figures.pairing_text(self._info))
-        figures.save_figure(fig, self._dir / "distances.png")
+        figures.save_distances(self._dir, self.measures, figures.pairing_text(self._info))
 
     # ------------------------------------------------------------ evaluation
     def _states(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

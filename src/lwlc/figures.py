@@ -670,6 +670,18 @@ BETWEEN = {"a-b": "A vs B", "a-init": "A vs its init", "b-init": "B vs its init"
 WEIGHT_MEASURES = {"l2_distance": "L2 distance", "cosine_similarity": "cosine similarity"}
 
 
+def save_distances(out_dir: Path, measures: Rows, pairing: str | None = None) -> list[Path]:
+    """``distances.png`` of the weight measures (of the last evaluation, for a training run's
+    rows), or nothing when there are none."""
+    rows = [r for r in measures if r["measure"] in WEIGHT_MEASURES]
+    if not rows:
+        return []
+    if "step" in rows[0]:
+        last = max(int(r["step"]) for r in rows)
+        rows = [r for r in rows if int(r["step"]) == last]
+    return [save_figure(layer_distances(rows, pairing), Path(out_dir) / "distances.png")]
+
+
 def layer_distances(measures: Rows, pairing: str | None = None) -> Figure:
     """Per-layer L2 distance (above) and cosine similarity (below) of the weights, as bars per
     pair of models (``lwlc.core.measures.weight_measures`` rows); the whole model's values are

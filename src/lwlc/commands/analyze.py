@@ -630,20 +630,26 @@ def _run_pair(args: Any) -> int:
             with suppress(LwlcError, OSError):  # not even it fits: the old summary.json stays
                 write_json(out / "summary.json", summary)
             raise
+    measured = read_csv(out / "measures.csv") if spec.measures else []
     if args.plots:
-        draw_figures(out, curves, barriers, summary)
+        draw_figures(out, curves, barriers, summary, measures=measured)
     print(f"\npair: {describe_pairing(cks)}")
     print(f"stages: {summary['stages']['count']} ({summary['stages']['how']})")
     for split in spec.splits:
         print_table(barriers, split)
-    if spec.measures:
-        print_measures(read_csv(out / "measures.csv"))
+    if measured:
+        print_measures(measured)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
     return 0
 
 
 def draw_figures(
-    out: Path, curves: Rows, barriers: Rows, summary: Mapping[str, Any], reference: str = "path"
+    out: Path,
+    curves: Rows,
+    barriers: Rows,
+    summary: Mapping[str, Any],
+    reference: str = "path",
+    measures: Rows = (),
 ) -> list[Path]:
     """Draw an analysis's figures into ``out`` (also ``lwlc plot``'s): curves and bars per split
     at ``reference``, and with ``--align`` the before/after matrices at every reference; their
@@ -652,10 +658,7 @@ def draw_figures(
 
     pairing = figures.pairing_text(summary)
     written = figures.save_analysis_figures(out, curves, barriers, reference, pairing)
-    measured = read_csv(out / "measures.csv") if (out / "measures.csv").exists() else []
-    if any(r["measure"] in figures.WEIGHT_MEASURES for r in measured):
-        fig = figures.layer_distances(measured, pairing=pairing)
-        written.append(figures.save_figure(fig, out / "distances.png"))
+    written += figures.save_distances(out, measures, pairing)
     comparison = _alignment_rows(barriers)
     for split, ref in dict.fromkeys((r["split"], r["reference"]) for r in comparison):
         fig = figures.barrier_matrices(

@@ -134,10 +134,12 @@ def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
     from lwlc import figures
     from lwlc.commands import analyze
 
+    measures = read_csv(results / "measures.csv") if (results / "measures.csv").exists() else []
     if training:
         pairing = figures.pairing_text(summary)
-        return figures.save_training_figures(out, curves, barriers, reference, pairing)
-    return analyze.draw_figures(out, curves, barriers, summary, reference)
+        drawn = figures.save_training_figures(out, curves, barriers, reference, pairing)
+        return drawn + figures.save_distances(out, measures, pairing)
+    return analyze.draw_figures(out, curves, barriers, summary, reference, measures)
 
 
 def _is_pairwise(run_dir: Path) -> bool:
