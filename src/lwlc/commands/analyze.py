@@ -33,7 +33,15 @@ from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.spec import ALIGNED, MeasureSpec, from_flags, measure_extras, plan_paths, prepare
+from lwlc.core.spec import (
+    ALIGNED,
+    MeasureSpec,
+    PreparedSweep,
+    from_flags,
+    measure_extras,
+    plan_paths,
+    prepare,
+)
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats import inputs, outputs
@@ -498,22 +506,32 @@ def run(argv: Sequence[str]) -> int:
         processes.leave()
 
 
-def _run_pair(args: Any) -> int:
-    """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most), by
-    this process alone or, under torchrun, with the others (rank 0 writes and prints)."""
-    started = time.time()
-    opts = _options(args)
-    group, opts.device = processes.join(opts.device)
-    state_a, state_b, cks, found = inputs.read_members(args)
-    out = None if args.list_layers else _out_path(args, cks)
-    group.barrier()  # every process has checked --out before rank 0 writes into it
+@dataclass
+class _Pair:
+    """The networks and data of one analysis, loaded and checked."""
+
+    state_a: dict[str, torch.Tensor]
+    state_b: dict[str, torch.Tensor]
+    cks: list[Checkpoint]
+    model: torch.nn.Module
+    model_cfg: dict[str, Any]
+    data_cfg: dict[str, Any]
+    datamodule: Any
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    groups: list[layers.Group]
+    paths: list[InterpolationPath]
+
+
+def _load_pair(args: Any, spec: MeasureSpec, members: tuple[Any, ...]) -> _Pair:
+    """Build the model and the data of ``members`` (``inputs.read_members``), check that they
+    fit, and plan the paths."""
+    state_a, state_b, cks, found = members
     model_cfg = inputs.model_config(args, found)
     layers.check_compatible(state_a, state_b)
     layers.check_finite(state_a, "A")
     layers.check_finite(state_b, "B")
     model = inputs.build_network(args, model_cfg, state_a)
     model.load_state_dict(state_a)
-
     data_cfg = inputs.data_config(args, cks)
     if data_cfg is None:
         raise LwlcError(
@@ -521,7 +539,6 @@ def _run_pair(args: Any) -> int:
             "e.g. --data lwlc.data.DigitsDataModule"
         )
     datamodule = inputs.build_data(args, data_cfg)
-    spec = opts.spec
     data = {s: datamodule.tensors(s, spec.max_samples) for s in spec.splits}
     empty = [s for s, (_, y) in data.items() if len(y) == 0]
     if empty:
@@ -529,41 +546,81 @@ def _run_pair(args: Any) -> int:
     example = next(iter(data.values()))[0][:2]
     inputs.check_fits(model, example, type(datamodule).__name__)
     groups, paths = plan_paths(spec, model, example)
+    return _Pair(
+        state_a, state_b, list(cks), model, model_cfg, data_cfg, datamodule, data, groups, paths
+    )
+
+
+def _run_pair(args: Any) -> int:
+    """The analysis of one pair of networks (``args`` parsed, with one ``--ckpt`` at most), by
+    this process alone or, under torchrun, with the others (rank 0 writes and prints)."""
+    started = time.time()
+    opts = _options(args)
+    group, opts.device = processes.join(opts.device)
+    members = inputs.read_members(args)
+    out = None if args.list_layers else _out_path(args, members[2])
+    group.barrier()  # every process has checked --out before rank 0 writes into it
+    spec = opts.spec
+    pair = _load_pair(args, spec, members)
     if out is None:
         if group.lead:
-            _print_layers(groups, state_a, model)
+            _print_layers(pair.groups, pair.state_a, pair.model)
         return 0
 
-    alphas = spec.grid
     calibration = None
-    if spec.bn == "reset" and batchnorm_layers(model):
-        calibration = datamodule.tensors("train", spec.bn_samples)[0]
-    measurement = prepare(spec, model, state_a, state_b, paths, data, calibration, opts.device)
-    paths = all_paths = measurement.paths
-    calibration = measurement.calibration
+    if spec.bn == "reset" and batchnorm_layers(pair.model):
+        calibration = pair.datamodule.tensors("train", spec.bn_samples)[0]
+    measurement = prepare(
+        spec, pair.model, pair.state_a, pair.state_b, pair.paths, pair.data, calibration,
+        opts.device,
+    )  # fmt: skip
     if group.lead:
         _prepare_out(out, args)
+    summary = _summary(args, opts, pair, measurement, group.size)
+    curves: Rows = []
+    barriers: Rows = []
+    paths = measurement.paths
+    if args.resume and group.lead:
+        curves, barriers, paths = _resume(out, summary, paths, spec.splits, spec.grid)
+    paths = group.broadcast(paths)
+    if not group.lead:  # evaluate this process's share; rank 0 writes every row
+        group.sweep(measurement, paths)
+        return 0
+    summary["memory"] = measurement.sizes.as_dict()
+    stopped = _sweep_to_files(
+        out, pair, measurement, group, paths, (curves, barriers), summary, started
+    )
+    if stopped:
+        return stopped
+    _report(out, args, spec, summary, curves, barriers)
+    return 0
 
-    summary: dict[str, Any] = {
+
+def _summary(
+    args: Any, opts: Options, pair: _Pair, measurement: PreparedSweep, processes: int
+) -> dict[str, Any]:
+    """summary.json of a run that starts: what was compared, how, and on what."""
+    calibration = measurement.calibration
+    return {
         "checkpoints": [
-            {"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in cks
+            {"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in pair.cks
         ],
         "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
-        "pairing": describe_pairing(cks),
-        "model": model_cfg,
-        "data": data_cfg,
-        "layers": [{"name": g.name, "keys": list(g.keys)} for g in groups],
-        "stages": stages_record(model, list(state_a)),
-        "alphas": alphas,
+        "pairing": describe_pairing(pair.cks),
+        "model": pair.model_cfg,
+        "data": pair.data_cfg,
+        "layers": [{"name": g.name, "keys": list(g.keys)} for g in pair.groups],
+        "stages": stages_record(pair.model, list(pair.state_a)),
+        "alphas": opts.spec.grid,
         "options": {
             k: (v if not hasattr(v, "as_dict") else v.as_dict())
             for k, v in vars(args).items()
             if k not in ("model", "data")
         },
-        "samples": {s: len(t[1]) for s, t in data.items()},
+        "samples": {s: len(t[1]) for s, t in pair.data.items()},
         "bn_calibration_samples": 0 if calibration is None else len(calibration),
         "device": str(opts.device),
-        "processes": group.size,
+        "processes": processes,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -571,29 +628,35 @@ def _run_pair(args: Any) -> int:
         },
         "status": "running",
     }
-    curves: Rows = []
-    barriers: Rows = []
-    if args.resume and group.lead:
-        curves, barriers, paths = _resume(out, summary, paths, spec.splits, alphas)
-    paths = group.broadcast(paths)
-    if not group.lead:  # evaluate this process's share; rank 0 writes every row
-        group.sweep(measurement, paths)
-        return 0
-    summary["memory"] = measurement.sizes.as_dict()
-    total = len(paths)
 
+
+def _sweep_to_files(
+    out: Path,
+    pair: _Pair,
+    measurement: PreparedSweep,
+    group: processes.Processes,
+    paths: Sequence[InterpolationPath],
+    rows: tuple[Rows, Rows],
+    summary: dict[str, Any],
+    started: float,
+) -> int:
+    """Sweep ``paths``, writing the rows (into ``rows``' curves and barriers and their CSVs) after
+    every chunk and the summary's status; 0, or the exit code of an interrupting signal."""
     from tqdm.auto import tqdm
 
+    spec = measurement.spec
+    every_path = measurement.paths
+    curves, barriers = rows
     with _Interrupts() as interrupts:
 
         def save(new_curves: Rows, new_barriers: Rows) -> None:
             with interrupts.writing():
-                curves[:] = _in_order(curves + new_curves, all_paths, spec.splits)
-                barriers[:] = _in_order(barriers + new_barriers, all_paths, spec.splits)
+                curves[:] = _in_order(curves + new_curves, every_path, spec.splits)
+                barriers[:] = _in_order(barriers + new_barriers, every_path, spec.splits)
                 write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
                 write_csv(out / "barriers.csv", barriers, BARRIER_COLUMNS)
 
-        bar = tqdm(total=total, desc="paths", unit="path", disable=not paths, file=sys.stderr)
+        bar = tqdm(total=len(paths), desc="paths", unit="path", disable=not paths, file=sys.stderr)
         try:
             with interrupts.writing():
                 write_json(out / "summary.json", summary)
@@ -601,14 +664,15 @@ def _run_pair(args: Any) -> int:
             result = group.sweep(measurement, paths, on_rows=save, progress=bar.update)
             bar.close()
             if spec.measures:
-                extras = measure_extras(spec, model, groups, state_a, state_b, data)
+                extras = measure_extras(
+                    spec, pair.model, pair.groups, pair.state_a, pair.state_b, pair.data
+                )
                 with interrupts.writing():
                     write_csv(out / "measures.csv", extras, MEASURE_COLUMNS)
-            nonfinite = _warn_nonfinite(curves)
             summary.update(
                 status="complete",
                 endpoints=result.endpoints,
-                nonfinite_points=nonfinite,
+                nonfinite_points=_warn_nonfinite(curves),
                 wall_time_s=round(time.time() - started, 3),
             )
             with interrupts.writing():
@@ -630,17 +694,24 @@ def _run_pair(args: Any) -> int:
             with suppress(LwlcError, OSError):  # not even it fits: the old summary.json stays
                 write_json(out / "summary.json", summary)
             raise
+    return 0
+
+
+def _report(
+    out: Path, args: Any, spec: MeasureSpec, summary: Mapping[str, Any], curves: Rows,
+    barriers: Rows,
+) -> None:  # fmt: skip
+    """The figures (unless --no-plots) and the console report of a finished analysis."""
     measured = read_csv(out / "measures.csv") if spec.measures else []
     if args.plots:
         draw_figures(out, curves, barriers, summary, measures=measured)
-    print(f"\npair: {describe_pairing(cks)}")
+    print(f"\npair: {summary['pairing']}")
     print(f"stages: {summary['stages']['count']} ({summary['stages']['how']})")
     for split in spec.splits:
         print_table(barriers, split)
     if measured:
         print_measures(measured)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
-    return 0
 
 
 def draw_figures(
