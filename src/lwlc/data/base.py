@@ -169,7 +169,7 @@ class TensorDataModule(L.LightningDataModule):
         """
         raise NotImplementedError
 
-    def _train_augment(self) -> Augment | None:
+    def train_augment(self) -> Augment | None:
         """The augmentation applied to training batches (none by default)."""
         return None
 
@@ -226,9 +226,9 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader | list[DataLoader]:
         """One shuffled loader per order seed (a single loader when there is one seed)."""
         inputs, labels = self.tensors("train")
-        augment = self._train_augment()
+        augment = self.train_augment()
         loaders = [
-            self._loader(
+            self.loader(
                 TensorBatches(inputs, labels, augment, seed),
                 self.batch_size,
                 EpochSeededSampler(len(labels), seed),
@@ -239,15 +239,17 @@ class TensorDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """The validation split in order, without augmentation."""
-        return self._loader(TensorBatches(*self.tensors("val")), self.eval_batch_size)
+        return self.loader(TensorBatches(*self.tensors("val")), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """The test split in order, without augmentation."""
-        return self._loader(TensorBatches(*self.tensors("test")), self.eval_batch_size)
+        return self.loader(TensorBatches(*self.tensors("test")), self.eval_batch_size)
 
-    def _loader(
+    def loader(
         self, data: TensorBatches, batch_size: int, sampler: EpochSeededSampler | None = None
     ) -> DataLoader:
+        """A DataLoader of whole batches of ``data`` with this module's workers (also used by
+        lwlc.training.federated for each client's share)."""
         return DataLoader(
             data,
             batch_size=batch_size,

@@ -81,7 +81,7 @@ class CifarDataModule(TensorDataModule):
         self._require_folder()
         return (*self._read(train=True), *self._read(train=False))
 
-    def _train_augment(self) -> Augment | None:
+    def train_augment(self) -> Augment | None:
         if not self.augment:
             return None
         black = self.normalise(torch.zeros(len(self.mean), 1, 1)).flatten()

@@ -517,13 +517,13 @@ class FederatedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         (inputs, labels), parts, _ = self._divide()
-        augment = self.data._train_augment()
+        augment = self.data.train_augment()
         loaders = []
         for client, index in enumerate(parts):
             seed = mix_seed(self.order_seed, client)
             batches = TensorBatches(inputs[index], labels[index], augment, seed)
             loaders.append(
-                self.data._loader(
+                self.data.loader(
                     batches, self.data.batch_size, EpochSeededSampler(len(index), seed)
                 )
             )
