@@ -113,6 +113,18 @@ def test_heatmap_draws_one_cell_per_value():
             assert drawn[i, epoch] == pytest.approx(epoch + i / 10)
 
 
+def test_heatmap_cells_that_round_to_zero_read_0_not_minus_0():
+    rows = _training_rows(epochs=(0, 1))
+    for row in rows:  # epoch 0: numerical noise on both sides of zero
+        if row["epoch"] == 0:
+            row["loss_barrier"] = -0.0004 if row["group"] != "fc1" else 0.0004
+    fig = figures.barrier_heatmap(rows, reference="midpoint")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "-0.00" not in texts and "-0.0" not in texts
+    assert texts.count("0.00") == len(LAYERS) + 1  # the epoch-0 column, every row
+    assert "1.10" in texts  # real values keep their sign and digits
+
+
 def test_heatmap_of_results_without_epochs_is_a_clear_error():
     _, barriers = _analysis_rows()
     with pytest.raises(LwlcError, match="no epoch/step columns"):

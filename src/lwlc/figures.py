@@ -425,7 +425,7 @@ def _cells(
                 ax.text(
                     centres[j],
                     i + 0.5,
-                    fmt.format(float(values[i, j])),
+                    _cell_text(float(values[i, j]), fmt),
                     ha="center",
                     va="center",
                     fontsize=6,
@@ -433,6 +433,12 @@ def _cells(
                     in_layout=False,
                 )
     return mesh
+
+
+def _cell_text(value: float, fmt: str) -> str:
+    """``value`` in ``fmt``, a value that rounds to zero printed as 0 (never "-0.00")."""
+    text = fmt.format(value)
+    return fmt.format(0.0) if float(text) == 0.0 else text
 
 
 def _decimals(limit: float, metric: str) -> int:
