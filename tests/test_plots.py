@@ -125,6 +125,15 @@ def test_heatmap_cells_that_round_to_zero_read_0_not_minus_0():
     assert "1.10" in texts  # real values keep their sign and digits
 
 
+def test_a_cumulative_heatmaps_title_names_its_rows_in_words():
+    rows = [{**r, "plan": "cumulative_front"} for r in _training_rows() if r["plan"] != "full"]
+    rows += [r for r in _training_rows() if r["plan"] == "full"]
+    fig = figures.barrier_heatmap(rows, plan="cumulative_front", reference="midpoint")
+    title = fig.get_suptitle()
+    assert title.startswith("loss barrier by cumulative group from the front over training")
+    assert fig.axes[0].get_ylabel() == "front layers up to"
+
+
 def test_heatmap_of_results_without_epochs_is_a_clear_error():
     _, barriers = _analysis_rows()
     with pytest.raises(LwlcError, match="no epoch/step columns"):

@@ -48,6 +48,12 @@ LAYER_AXIS = {
     "cumulative_back": "back layers from",
     "custom": "layer set",
 }
+HEATMAP_ROWS = {  # what a heatmap's rows are, in its title
+    "single": "layer",
+    "cumulative_front": "cumulative group from the front",
+    "cumulative_back": "cumulative group from the back",
+    "custom": "layer set",
+}
 REFERENCES = {
     "path": "vs the path's own endpoints",
     "models": "vs the line from A to B",
@@ -496,7 +502,7 @@ def barrier_heatmap(
             ax.set_xlim(edges[0], edges[-1])
         ax.set_xlabel(x_name)
         ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
-        what = f"{metric} barrier by {LAYER_AXIS.get(plan, plan)} over training"
+        what = f"{metric} barrier by {HEATMAP_ROWS.get(plan, plan)} over training"
     if plan != "full":
         rest = str(_pick(frame(barriers), "rest_from", rest_from, "rest_from")["rest_from"].iloc[0])
         what += f", rest from {rest.upper()}"
