@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import platform
 import tempfile
@@ -316,10 +317,11 @@ def run(name: str, args) -> tuple[str, list[str]]:
     peak = args.peaks["fp32"]
     row = (
         f"| {label(name, args)} | {len(ev.stages)} ({find_stages(ev.net).how}) | {len(groups)} | {len(paths)} | "
-        f"{args.samples} | {t_auth:.1f} | {t_tight:.1f} | {t_ours:.1f} | {t_auth / t_ours:.2f}x | {speed_b:.2f}x | "
-        f"{bound:.2f}x | {100 * speed_b / bound:.0f}% | "
-        f"{macs_auth / 1e9:.0f} / {macs_tight / 1e9:.0f} / {macs_ours / 1e9:.0f} | "
-        f"{rate_b:.0f} / {rate_c:.0f} | {100 * rate_b / peak:.0f}% / {100 * rate_c / peak:.0f}% | {dev:.1e} |"
+        f"{args.samples} | {shown(t_auth, '.1f')} | {shown(t_tight, '.1f')} | {t_ours:.1f} | "
+        f"{shown(t_auth / t_ours, '.2f', 'x')} | {shown(speed_b, '.2f', 'x')} | "
+        f"{bound:.2f}x | {shown(100 * speed_b / bound, '.0f', '%')} | "
+        f"{shown(macs_auth / 1e9 if evals else math.nan, '.0f')} / {macs_tight / 1e9:.0f} / {macs_ours / 1e9:.0f} | "
+        f"{shown(rate_b, '.0f')} / {rate_c:.0f} | {shown(100 * rate_b / peak, '.0f', '%')} / {100 * rate_c / peak:.0f}% | {dev:.1e} |"
     )
     print(row, flush=True)
     fast = []
@@ -336,6 +338,11 @@ def run(name: str, args) -> tuple[str, list[str]]:
     if dev > 1e-5:
         raise SystemExit(f"methods disagree by {dev:.2e} > 1e-5")
     return row, notes
+
+
+def shown(value: float, spec: str, unit: str = "") -> str:
+    """``value`` in ``spec`` with its unit, or "-" for a skipped baseline (nan)."""
+    return "-" if math.isnan(value) else format(value, spec) + unit
 
 
 def main() -> None:

@@ -160,3 +160,9 @@ def test_bench_analyze_foreign_models_agree_with_both_baselines(tmp_path: Path) 
     subprocess.run(command, check=True, cwd=tmp_path, timeout=600)  # exits non-zero on disagreement
     row = next(line for line in results.read_text().splitlines() if line.startswith("| GPT-NeoX"))
     assert "15 (hugging face decoder blocks (12 blocks))" in row
+
+
+def test_a_skipped_baseline_reads_as_a_dash_not_nan() -> None:
+    assert bench_analyze.shown(float("nan"), ".2f", "x") == "-"
+    assert bench_analyze.shown(2.654, ".2f", "x") == "2.65x"
+    assert bench_analyze.shown(135.4, ".0f", "%") == "135%"
