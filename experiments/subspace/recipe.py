@@ -33,7 +33,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from torch import Tensor
@@ -368,9 +368,10 @@ def _scatter(df: pd.DataFrame, ax: object, legend: bool) -> None:
     for loss in df[df["space"] == "clean"]["loss"]:
         ax.axhline(loss, color="0.2", lw=0.8, ls="--")  # type: ignore[attr-defined]
     ax.set_yscale("log")  # type: ignore[attr-defined]
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 4 rather than 2x10^0
-    ax.yaxis.set_major_formatter(plain)  # type: ignore[attr-defined]
-    ax.yaxis.set_minor_formatter(plain)  # type: ignore[attr-defined]
+    # labelled at 1, 2, 3, 5 of each decade in plain numbers (2, 3, 5 rather than 2x10^0)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))  # type: ignore[attr-defined]
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # type: ignore[attr-defined]
+    ax.yaxis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
 
 
 def noise_figure(df: pd.DataFrame, title: str, direction: str = DIRECTION) -> Figure:
