@@ -11,7 +11,7 @@ from torch import nn
 from engine_reference import naive_curve, naive_eval, naive_state
 from lwlc.core.engine import Evaluator, model_stages
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import default_alphas, make_paths
+from lwlc.core.interpolation import default_alphas, make_paths, mix
 from lwlc.core.layers import default_groups, group_by_depth, regroup
 from lwlc.core.sweep import sweep
 
@@ -457,3 +457,15 @@ def test_a_float64_pair_is_measured_in_float64_from_float32_data(bn):
             if (r["plan"], r["group"], r["rest_from"]) == (p.plan, p.group, p.rest_from)
         ]
         assert [r["loss"] for r in rows] == pytest.approx(losses, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype_b", [torch.float32, torch.float64])
+def test_mix_is_the_plain_formula_to_the_bit_and_returns_the_endpoints_themselves(dtype_b):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1000, generator=g), torch.randn(1000, generator=g, dtype=dtype_b)
+    assert mix(a, b, 0.0) is a and mix(a, b, 1.0) is b
+    for c in (0.1, 0.3, 0.5, 0.7, 0.9):
+        mixed = mix(a, b, c)
+        assert mixed.dtype == ((1.0 - c) * a + c * b).dtype
+        assert torch.equal(mixed, (1.0 - c) * a + c * b)
+        assert mixed.data_ptr() not in (a.data_ptr(), b.data_ptr())  # the endpoints untouched
