@@ -363,14 +363,23 @@ def through_training(result: Result) -> tuple[list[str], str]:
     )
     for network, pairing in result.pairs():
         barriers = result.csv(f"{network}/{pairing}/barriers/barriers.csv")
-        lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, rest from A):")
+        lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, test split):")
         lines.append("")
         lines += table(
             ["epoch", "full (midpoint)", "max single (midpoint)", "max single (models)"],
             by_epoch(barriers),
         )
         lines += result.figure_lines(
-            [(f"{network}_{pairing}_heatmap_loss.png", f"{pairing}: layers x epochs, midpoint")]
+            [
+                (
+                    f"{network}_{pairing}_heatmap_{split}_single{rest}_loss.png",
+                    f"{pairing}: layers x epochs, midpoint, {split}, rest from {words}",
+                )
+                for split in ("test", "train")
+                for rest, words in (("", "A"), ("_rest_b", "B"))
+            ]
+            # runs from before train and rest B were measured
+            or [(f"{network}_{pairing}_heatmap_loss.png", f"{pairing}: layers x epochs, midpoint")]
         )
         summary.append(verdict_through_training(result, network, pairing))
     return lines, "; ".join(summary)
@@ -391,8 +400,10 @@ def losses(rows: Rows, plan: str, reference: str) -> list[float]:
 
 
 def by_epoch(barriers: Rows) -> list[list[object]]:
-    """Per epoch: the full midpoint barrier and the largest single-layer midpoint and models."""
+    """Per epoch on the test split: the full midpoint barrier and the largest single-layer
+    midpoint and models barriers."""
     out: list[list[object]] = []
+    barriers = [r for r in barriers if r.get("split", "test") == "test"]
     for epoch in sorted({float(r["epoch"]) for r in barriers}):  # type: ignore[arg-type]
         rows = [r for r in barriers if float(r["epoch"]) == epoch]  # type: ignore[arg-type]
         out.append(
@@ -719,7 +730,9 @@ NOTES = {
     "swapped into the other model, which for independently trained networks can be far worse "
     "than either model; the *path* reference, over the path's own ends, does not see that end.",
     "through_training": "Rest from A: each single-layer path starts at A and ends at A with B's "
-    "layer. The last epoch's values are experiment 1's (same seeds, same schedule), rest from A.",
+    "layer; rest from B: at B with A's layer (the authors draw both, on the test and the "
+    "training split). The tables are on the test split, single layers with either rest; the "
+    "last epoch's values are experiment 1's (same seeds, same schedule).",
     "cumulative": "Front: the first k layers averaged; back: the last k; random: a seeded "
     "random order; outer first: the first m and the last m layers, then the middle (the "
     "paper's order for deep networks, m = 5; fewer here so that a middle remains).",

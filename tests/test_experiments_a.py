@@ -245,9 +245,22 @@ def test_through_training_measures_the_scheduled_epochs_with_heatmaps(
         rows = read_csv(out / "mlp" / pairing / "barriers" / "barriers.csv")
         assert sorted({int(r["epoch"]) for r in rows}) == [0, 1]
         assert record[f"mlp/{pairing}/epochs"] == "0,1"
-        for metric in ("loss", "error"):
-            assert (out / "figures" / f"mlp_{pairing}_heatmap_{metric}.png").stat().st_size > 0
-        last = [r for r in rows if r["epoch"] == 1.0 and r["reference"] == "midpoint"]
+        assert {(r["split"], r["rest_from"]) for r in rows if r["plan"] == "single"} == {
+            ("test", "a"),
+            ("test", "b"),
+            ("train", "a"),
+            ("train", "b"),
+        }  # as the authors' heatmaps
+        for split in ("test", "train"):
+            for rest in ("", "_rest_b"):
+                for metric in ("loss", "error"):
+                    name = f"mlp_{pairing}_heatmap_{split}_single{rest}_{metric}.png"
+                    assert (out / "figures" / name).stat().st_size > 0
+        last = [
+            r
+            for r in rows
+            if r["epoch"] == 1.0 and r["reference"] == "midpoint" and r["split"] == "test"
+        ]
         full = [r for r in last if r["plan"] == "full"]
         assert record[f"mlp/{pairing}/last/full_loss_barrier"] == full[0]["loss_barrier"]
 
@@ -257,11 +270,16 @@ def test_a_shared_initialisation_has_no_barrier_before_training(
 ) -> None:
     out, _ = through_training
     shared = read_csv(out / "mlp" / "shared_init" / "barriers" / "curves.csv")
-    at_init = [r for r in shared if r["epoch"] == 0.0]
-    assert at_init and len({r["loss"] for r in at_init}) == 1  # A == B: every model is A
     independent = read_csv(out / "mlp" / "independent" / "barriers" / "curves.csv")
-    full = [r["loss"] for r in independent if r["epoch"] == 0.0 and r["plan"] == "full"]
-    assert len(set(full)) == len(full)  # different networks: the loss moves along the path
+    for split in ("test", "train"):
+        at_init = [r for r in shared if r["epoch"] == 0.0 and r["split"] == split]
+        assert at_init and len({r["loss"] for r in at_init}) == 1  # A == B: every model is A
+        full = [
+            r["loss"]
+            for r in independent
+            if r["epoch"] == 0.0 and r["plan"] == "full" and r["split"] == split
+        ]
+        assert len(set(full)) == len(full) > 1  # different networks: the loss moves along the path
 
 
 # ------------------------------------------------------------------------ 3. cumulative

@@ -1,7 +1,8 @@
 """Experiment 2: layer-wise barriers through training, as a layers x epochs heatmap.
 
 Trains each pair with lwlc's barrier Callback (``LayerwiseBarrierCallback``), which measures
-the full model and every single layer (rest from A) at epochs 0-9 and then every k epochs
+the full model and every single layer (rest from A and from B, on the test and the training
+split, as the authors' heatmaps) at epochs 0-9 and then every k epochs
 (the paper: k = 20 over 200 epochs; quick: k = 5 over 30; fmnist: every epoch of 10). The
 heatmaps show the paper's value, the midpoint barrier against the two whole models, with the
 full model as the first row; the last epoch is also reported against the ``models`` and
@@ -22,6 +23,7 @@ CLAIM = (
     "stays near zero: layers remain linearly connected one at a time at every epoch."
 )
 SCALES = ("smoke", "quick", "fmnist", "full")
+SPLITS = ("test", "train")  # as the authors' heatmaps; every scale's Callback measures both
 CALLBACK = {
     "smoke": "experiments/through_training/smoke.yaml",
     "quick": "experiments/through_training/quick.yaml",
@@ -38,9 +40,8 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         root = out / setup.network / setup.pairing
         setup.fit(root, [CALLBACK[scale]])
         barriers = read_csv(root / "barriers" / "barriers.csv")
-        for metric in figures.METRICS:  # the Callback drew them at the end of fit
-            heatmap = root / "barriers" / figures.heatmap_name("test", "single", metric)
-            name = f"{setup.network}_{setup.pairing}_heatmap_{metric}.png"
+        for heatmap in heatmaps(root / "barriers"):  # the Callback drew them at the end of fit
+            name = f"{setup.network}_{setup.pairing}_{heatmap.name}"
             shutil.copyfile(heatmap, out / "figures" / name)
         prefix = f"{setup.network}/{setup.pairing}/"
         result[f"{prefix}pairing"] = setup.description
@@ -48,8 +49,21 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     return result
 
 
+def heatmaps(folder: Path) -> list[Path]:
+    """The Callback's single-layer heatmaps: test and train, rest from A and from B, loss and
+    error (``heatmap_<split>_single[_rest_b]_<metric>.png``)."""
+    return [
+        folder / figures.heatmap_name(split, "single", metric, rest)
+        for split in SPLITS
+        for rest in ("a", "b")
+        for metric in figures.METRICS
+    ]
+
+
 def course(barriers: experiment.Rows) -> dict[str, float | str]:
-    """Midpoint loss barriers over training: at the last epoch and at the full model's peak."""
+    """Midpoint loss barriers on the test split over training: at the last epoch and at the
+    full model's peak (single layers: either rest)."""
+    barriers = experiment.rows_where(barriers, split="test")
     rows = experiment.rows_where(barriers, reference="midpoint")
     epochs = sorted({int(r["epoch"]) for r in rows})  # type: ignore[call-overload]
     full = {e: experiment.value(rows, "loss_barrier", plan="full", epoch=float(e)) for e in epochs}
