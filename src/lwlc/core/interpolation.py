@@ -104,20 +104,12 @@ def coefficients(
 
 
 def mix(a: Tensor, b: Tensor, c: float) -> Tensor:
-    """``(1 - c) * a + c * b``, returning the endpoint itself (bit-exact) at c = 0 or 1.
-
-    The sum is taken in place into the first product: the same bits as the plain expression,
-    one temporary fewer (1.5x faster on a CPU, where mixing weights is up to a third of a ResNet
-    sweep). ``torch.lerp`` would be faster still, but it rounds differently, and BatchNorm
-    recalibration can amplify one rounding of the weights to 3e-5 in the loss."""
+    """``(1 - c) * a + c * b``, returning the endpoint itself (bit-exact) at c = 0 or 1."""
     if c == 0.0:
         return a
     if c == 1.0:
         return b
-    if a.dtype != b.dtype:  # the sum is promoted past the first product's dtype
-        return (1.0 - c) * a + c * b
-    out = a * (1.0 - c)
-    return out.add_(b * c)
+    return (1.0 - c) * a + c * b
 
 
 def interpolate(
