@@ -230,7 +230,8 @@ def freshness(result: Result, repo: Path) -> str:
         capture_output=True,
         text=True,
     ).stdout.split()
-    since = f"; {len(source)} files of src/lwlc changed since" if source else ""
+    files = "1 file" if len(source) == 1 else f"{len(source)} files"
+    since = f"; {files} of src/lwlc changed since" if source else ""
     return f"{words}, recipe unchanged at HEAD{since}"
 
 
@@ -378,8 +379,6 @@ def through_training(result: Result) -> tuple[list[str], str]:
                 for split in ("test", "train")
                 for rest, words in (("", "A"), ("_rest_b", "B"))
             ]
-            # runs from before train and rest B were measured
-            or [(f"{network}_{pairing}_heatmap_loss.png", f"{pairing}: layers x epochs, midpoint")]
         )
         summary.append(verdict_through_training(result, network, pairing))
     return lines, "; ".join(summary)
@@ -403,7 +402,7 @@ def by_epoch(barriers: Rows) -> list[list[object]]:
     """Per epoch on the test split: the full midpoint barrier and the largest single-layer
     midpoint and models barriers."""
     out: list[list[object]] = []
-    barriers = [r for r in barriers if r.get("split", "test") == "test"]
+    barriers = [r for r in barriers if r["split"] == "test"]
     for epoch in sorted({float(r["epoch"]) for r in barriers}):  # type: ignore[arg-type]
         rows = [r for r in barriers if float(r["epoch"]) == epoch]  # type: ignore[arg-type]
         out.append(
