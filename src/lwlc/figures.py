@@ -48,11 +48,10 @@ LAYER_AXIS = {
     "cumulative_back": "back layers from",
     "custom": "layer set",
 }
-HEATMAP_ROWS = {  # what a heatmap's rows are, in its title
-    "single": "layer",
+HEATMAP_ROWS = {  # what a heatmap's rows are, in its title (the axis words read badly there)
+    **LAYER_AXIS,
     "cumulative_front": "cumulative group from the front",
     "cumulative_back": "cumulative group from the back",
-    "custom": "layer set",
 }
 REFERENCES = {
     "path": "vs the path's own endpoints",
