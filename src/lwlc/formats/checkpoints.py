@@ -8,10 +8,7 @@ others, because importing and calling a class chosen by a file is running its co
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +17,11 @@ from torch import Tensor, nn
 
 from lwlc.core.errors import LwlcError
 from lwlc.formats.io import load_file, sha256
+from lwlc.formats.vouch import class_paths, vouch
 
-TRUSTED_PREFIXES = ("lwlc.", "torch.nn.", "torchvision.models.")
-# Lightning's own instantiator, which lwlc's checkpoints record for ``load_from_checkpoint``.
-TRUSTED_NAMES = frozenset({"lightning.pytorch.cli.instantiate_module"})
-# keys whose string value is an import path (jsonargparse's and Lightning's)
-IMPORT_KEYS = frozenset({"class_path", "_class_path", "_instantiator"})
-DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # ckpt_path values that Lightning resolves itself (to checkpoints of the run being configured)
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+SAVED_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 MEMBER_PREFIXES = {"net_a.": "a", "net_b.": "b"}
 
 
@@ -42,6 +35,8 @@ class Checkpoint:
     model_config: dict[str, Any] | None = None
     data_config: dict[str, Any] | None = None
     pairing: dict[str, Any] | None = None
+    # the saved hyper-parameters as read (model and data side), vouched for before any use
+    saved: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +91,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         model_config=model_cfg,
         data_config=_class_config(obj.get("datamodule_hyper_parameters") or {}),
         pairing=obj.get("lwlc_pairing"),
+        saved={k: obj.get(k) for k in SAVED_KEYS if obj.get(k)},
     )
 
 
@@ -128,56 +124,6 @@ def build_model(config: dict[str, Any], trust: bool = False) -> nn.Module:
     return instantiate(config, nn.Module, "model", trust)
 
 
-def _importable_top(name: str) -> bool:
-    """Whether ``name``'s top-level package exists (found without importing anything)."""
-    top = name.split(".", 1)[0]
-    try:
-        return top in sys.modules or importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def named_imports(obj: Any, where: str = "") -> list[tuple[str, str]]:
-    """Every import path a config or hyper-parameter dict names, with where it stands.
-
-    That is each ``class_path``/``_class_path``/``_instantiator`` value at any depth, and each bare
-    string that jsonargparse (or Lightning) could resolve to a class or function: a dotted name
-    whose top-level package is installed (``"package.Class"``; ``"wiki.txt"`` is not one).
-    """
-    if isinstance(obj, dict):
-        found = []
-        for key, value in obj.items():
-            at = f"{where}.{key}" if where else str(key)
-            if key in IMPORT_KEYS and isinstance(value, str):
-                found.append((value, at))
-            else:
-                found += named_imports(value, at)
-        return found
-    if isinstance(obj, (list, tuple)):
-        return [f for i, value in enumerate(obj) for f in named_imports(value, f"{where}[{i}]")]
-    if isinstance(obj, str) and DOTTED_NAME.fullmatch(obj) and _importable_top(obj):
-        return [(obj, where)]
-    return []
-
-
-def class_paths(obj: Any) -> list[str]:
-    """Every import path named in a nested config (see :func:`named_imports`)."""
-    return [name for name, _ in named_imports(obj)]
-
-
-def vouch(config: Any, source: str, remedy: str, allowed: Iterable[str] = ()) -> None:
-    """Refuse ``config`` (from ``source``) in one line if it names any import path that is neither
-    lwlc's, torch.nn's, torchvision.models' nor in ``allowed``; checked before anything is
-    imported, since importing a module runs its code."""
-    allowed = set(allowed)
-    for name, where in named_imports(config):
-        if not (name.startswith(TRUSTED_PREFIXES) or name in TRUSTED_NAMES or name in allowed):
-            raise LwlcError(
-                f"{source} names {name!r} (at {where}), outside lwlc/torch.nn/torchvision.models; "
-                f"lwlc imports nothing a checkpoint chooses: {remedy}"
-            )
-
-
 def check_lightning_checkpoint(
     path: str | os.PathLike[str], allowed: Iterable[str] = (), paired: bool | None = None
 ) -> None:
@@ -193,7 +139,7 @@ def check_lightning_checkpoint(
             f"{path} is not a Lightning checkpoint (it has no 'state_dict'): give a .ckpt "
             "written by lwlc fit"
         )
-    saved = {k: obj.get(k) for k in ("hyper_parameters", "datamodule_hyper_parameters")}
+    saved = {k: obj.get(k) for k in SAVED_KEYS}
     vouch(saved, str(path), "name that class in your own config if you trust the file", allowed)
     holds_pair = any(k.startswith(tuple(MEMBER_PREFIXES)) for k in obj["state_dict"])
     if paired is not None and holds_pair != paired:

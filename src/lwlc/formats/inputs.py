@@ -17,6 +17,10 @@ from torch import Tensor, nn
 from lwlc.core.errors import LwlcError
 from lwlc.formats.checkpoints import Checkpoint, build_model, instantiate, read_checkpoint
 from lwlc.formats.io import unpickling_error
+from lwlc.formats.vouch import vouch
+
+VOUCH_MODEL = "pass --model explicitly, or --trust-class-paths if you trust the file"
+VOUCH_DATA = "pass --data explicitly, or --trust-class-paths if you trust the file"
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -99,7 +103,7 @@ def read_members(args: Any, verb: str = "compare") -> Members:
                 f"{args.ckpt} holds a single network, not a pair: "
                 f"use --ckpt-a {args.ckpt} --ckpt-b OTHER"
             )
-        return Members(ck.members["a"], ck.members["b"], [ck], ck.model_config)
+        return Members(ck.members["a"], ck.members["b"], [ck], saved_model_config(args, [ck]))
     cks = [read_network(args.ckpt_a), read_network(args.ckpt_b)]
     for ck, flag in zip(cks, ("--ckpt-a", "--ckpt-b"), strict=True):
         if ck.paired:
@@ -108,11 +112,20 @@ def read_members(args: Any, verb: str = "compare") -> Members:
                 f"use --ckpt {ck.path} to {verb} its members"
             )
     return Members(
-        cks[0].members["model"],
-        cks[1].members["model"],
-        cks,
-        cks[0].model_config or cks[1].model_config,
+        cks[0].members["model"], cks[1].members["model"], cks, saved_model_config(args, cks)
     )
+
+
+def saved_model_config(args: Any, cks: list[Checkpoint]) -> dict[str, Any] | None:
+    """The first model config recorded in ``cks``; unless --model or --trust-class-paths makes
+    it irrelevant or trusted, that checkpoint's whole saved hyper-parameters (``_instantiator``
+    and strings holding YAML too) must name nothing foreign, checked before any import."""
+    ck = next((ck for ck in cks if ck.model_config), None)
+    if ck is None:
+        return None
+    if class_config(args.model) is None and not args.trust_class_paths:
+        vouch(ck.saved.get("hyper_parameters"), f"{ck.path}'s saved model config", VOUCH_MODEL)
+    return ck.model_config
 
 
 def class_config(value: Any) -> dict[str, Any] | None:
@@ -135,8 +148,17 @@ def model_config(args: Any, found: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def data_config(args: Any, cks: list[Checkpoint]) -> dict[str, Any] | None:
-    """--data if given, else the first data config recorded in the checkpoints (or None)."""
-    return class_config(args.data) or next((ck.data_config for ck in cks if ck.data_config), None)
+    """--data if given, else the first data config recorded in the checkpoints (or None), whose
+    whole saved data hyper-parameters must then name nothing foreign (unless trusted)."""
+    if class_config(args.data) is not None:
+        return class_config(args.data)
+    ck = next((ck for ck in cks if ck.data_config), None)
+    if ck is None:
+        return None
+    if not args.trust_class_paths:
+        saved = ck.saved.get("datamodule_hyper_parameters")
+        vouch(saved, f"{ck.path}'s saved data config", VOUCH_DATA)
+    return ck.data_config
 
 
 def build_network(args: Any, config: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
