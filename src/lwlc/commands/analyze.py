@@ -44,7 +44,7 @@ from lwlc.core.spec import (
 )
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
-from lwlc.formats import inputs, outputs
+from lwlc.formats import inputs, lock, outputs
 from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.io import as_json, read_csv, write_csv, write_json
 
@@ -220,7 +220,8 @@ def _out_path(args: Any, cks: Sequence[Checkpoint]) -> Path:
         src = Path(cks[0].path).resolve().parent
         out = (src.parent if src.name == "checkpoints" else src) / "analysis"
     outputs.check_out(out)
-    if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
+    lock.check_free(out)  # another run writing there is named first, with or without --resume
+    if lock.holds_files(out) and not (args.overwrite or args.resume):
         raise LwlcError(
             f"--out {out} exists and is not empty: pass --overwrite to replace it "
             "or --resume to continue it"
@@ -504,6 +505,7 @@ def run(argv: Sequence[str]) -> int:
         return _run_pair(args)
     finally:
         processes.leave()
+        lock.release_held()
 
 
 @dataclass
@@ -559,6 +561,8 @@ def _run_pair(args: Any) -> int:
     group, opts.device = processes.join(opts.device)
     members = inputs.read_members(args)
     out = None if args.list_layers else _out_path(args, members[2])
+    if out is not None and group.lead:
+        lock.acquire(out, "lwlc analyze")
     group.barrier()  # every process has checked --out before rank 0 writes into it
     spec = opts.spec
     pair = _load_pair(args, spec, members)
@@ -808,6 +812,8 @@ def _run_many(args: Any) -> int:
         raise LwlcError("comparing several checkpoints writes one folder per pair: give --out DIR")
     _options(args)
     out = None if args.list_layers else _out_path(args, [])
+    if out is not None:
+        lock.acquire(out, "lwlc analyze")
     labels = _labels(args.ckpt)
     _check_networks(args.ckpt)
     rows: Rows = []

@@ -190,6 +190,9 @@ def _lightning_cli() -> Callable[[list[str]], None]:
             """Make the fit's folder hold this run only: refuse an earlier run's files, or
             remove them with ``overwrite``; a resume continues the run already there."""
             root, ckpt_path = trainer.default_root_dir, self.config.fit.ckpt_path
+            from lwlc.formats import lock
+
+            lock.acquire(root, "lwlc fit")
             if self.continues:
                 if self.overwrite:
                     raise LwlcError(
@@ -464,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug or user_error is None:
             raise
         _fail(_one_line(str(user_error)))
+    finally:  # the folders this command locked (lwlc.formats.lock), however it ended
+        if "lwlc.formats.lock" in sys.modules:
+            sys.modules["lwlc.formats.lock"].release_held()
 
 
 def _fail(message: str) -> None:

@@ -25,7 +25,7 @@ from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import merged_state
 from lwlc.core.spec import MeasureSpec, from_flags
-from lwlc.formats import inputs, outputs
+from lwlc.formats import inputs, lock, outputs
 from lwlc.formats.io import save_state_dict
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
@@ -132,6 +132,7 @@ def _check_args(args: Any) -> None:
         raise LwlcError(
             f"{out} already exists: choose another --out (lwlc never overwrites a checkpoint)"
         )
+    lock.acquire(out, "lwlc merge", is_file=True)
 
 
 def _calibration(args: Any, data_cfg: dict[str, Any] | None, model: nn.Module) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 from lwlc.commands.cli import argument_error, short_help
 from lwlc.core.errors import LwlcError
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.formats import lock
 from lwlc.formats.io import read_csv
 from lwlc.formats.outputs import check_out
 
@@ -181,9 +182,10 @@ def run(argv: Sequence[str]) -> list[Path]:
         raise argument_error(err, "plot") from None
     run_dir = Path(args.run_dir)
     if _is_pairwise(run_dir):
-        return _redraw_pairs(run_dir, check_out(args.out or run_dir), args.reference)
+        out = lock.claim(check_out(args.out or run_dir), "lwlc plot")
+        return _redraw_pairs(run_dir, out, args.reference)
     results = find_results(run_dir)
-    return _redraw(results, check_out(args.out or results), args.reference)
+    return _redraw(results, lock.claim(check_out(args.out or results), "lwlc plot"), args.reference)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
