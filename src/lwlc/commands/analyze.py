@@ -542,11 +542,8 @@ def _load_pair(args: Any, spec: MeasureSpec, members: tuple[Any, ...]) -> _Pair:
         )
     datamodule = inputs.build_data(args, data_cfg)
     data = {s: datamodule.tensors(s, spec.max_samples) for s in spec.splits}
-    empty = [s for s, (_, y) in data.items() if len(y) == 0]
-    if empty:
-        raise LwlcError(f"split {empty[0]!r} has no samples (val_size 0?): choose other --splits")
+    inputs.check_data(model, data, type(datamodule).__name__)
     example = next(iter(data.values()))[0][:2]
-    inputs.check_fits(model, example, type(datamodule).__name__)
     groups, paths = plan_paths(spec, model, example)
     return _Pair(
         state_a, state_b, list(cks), model, model_cfg, data_cfg, datamodule, data, groups, paths

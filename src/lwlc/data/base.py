@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lwlc.core.errors import LwlcError
+from lwlc.data.checks import check_splits
 
 SPLITS = ("train", "val", "test")
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -190,6 +191,10 @@ class TensorDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         train_x, train_y, test_x, test_y = self._load()
+        source = f"{type(self).__name__} ({self.source()})"  # sample numbers as in the files
+        check_splits(
+            {"train": (train_x, train_y), "test": (test_x, test_y)}, self.num_classes, source
+        )
         train_x, test_x = self.normalise(train_x), self.normalise(test_x)
         n_val = round(self.val_size * len(train_y))
         order = torch.randperm(

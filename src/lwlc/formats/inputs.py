@@ -236,6 +236,26 @@ def check_fits(model: nn.Module, example: Tensor, data: str) -> None:
         model.train(training)
 
 
+def check_data(model: nn.Module, data: dict[str, tuple[Tensor, Tensor]], name: str) -> None:
+    """Refuse (one line) data the model cannot be measured on: a split without samples, a
+    sample whose input does not fit the model (:func:`check_fits`), a label outside the model's
+    outputs, a NaN/Inf input. ``name`` names the data module."""
+    import torch
+
+    from lwlc.data.checks import check_splits
+
+    empty = next((s for s, (_, y) in data.items() if len(y) == 0), None)
+    if empty is not None:  # named before a forward pass on nothing
+        check_splits({empty: data[empty]}, 1, name, may_be_empty=())
+    example = next(iter(data.values()))[0][:2]
+    check_fits(model, example, name)
+    training = model.training
+    with torch.no_grad():
+        classes = model.eval()(example).shape[-1]
+    model.train(training)
+    check_splits(data, classes, name, may_be_empty=())
+
+
 def _layer_shape(m: nn.Module) -> str:
     """What a layer takes in, for messages: ``(in 784)`` or ``(3 channels in)``."""
     if isinstance(m, nn.Linear):
