@@ -8,6 +8,12 @@ it, and no module with state nor directly read parameter is used on both sides).
 one call of a submodule is that submodule itself (so a lone Linear or Conv stays mixable); any
 other piece is an ``fx.GraphModule`` sharing the network's submodules, whose state-dict keys are
 the network's own. When neither works the whole network is one stage, and ``how`` says why.
+
+Children and fx pieces are a guess about the network (a subclass of ``nn.Sequential`` may flatten
+its input in its own ``forward`` first): :func:`verify_stages` runs them one after another on a
+real sample and compares with the network's own forward; pieces that disagree are replaced by
+the next way (fx, then one stage), and the verified stages are what :func:`find_stages` returns
+for that network from then on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from torch import fx, nn
+import torch
+from torch import Tensor, fx, nn
 
 Pair = tuple[str, nn.Module]
 
@@ -28,6 +35,12 @@ class FoundStages:
 
     pairs: list[Pair]
     how: str
+
+
+# the attribute where verify_stages records its verdict on a network (kept by copy.deepcopy):
+# (which way, how), the way being "children", "fx" or "one"
+VERDICT = "lwlc_verified_stages"
+TOLERANCE = 1e-6
 
 
 def find_stages(model: nn.Module) -> FoundStages:
@@ -42,8 +55,18 @@ def find_stages(model: nn.Module) -> FoundStages:
     if hasattr(model, "stages"):
         pairs = list(model.stages())  # then ``stages_how``, which stages() may set
         return FoundStages(pairs, getattr(model, "stages_how", "stages()"))
+    verdict = getattr(model, VERDICT, None)
+    if verdict is not None:
+        way, how = verdict
+        pairs = {"children": list(model.named_children()), "fx": None, "one": [("", model)]}[way]
+        return FoundStages(pairs or traced_stages(model).pairs, how)
     if isinstance(model, nn.Sequential) and len(model) > 1:
         return FoundStages(list(model.named_children()), "sequential children")
+    return traced_stages(model)
+
+
+def traced_stages(model: nn.Module) -> FoundStages:
+    """The fx-graph cuts of ``model``, or the whole model as one stage (``how`` says why)."""
     try:
         graph = fx.symbolic_trace(model)
     except Exception as err:  # fx refuses data-dependent control flow and much else
@@ -53,6 +76,57 @@ def find_stages(model: nn.Module) -> FoundStages:
     if len(pieces) < 2:
         return FoundStages([("", model)], "one stage: the fx graph has no single-tensor cut")
     return FoundStages(pieces, f"fx graph, {len(pieces) - 1} cuts")
+
+
+def _differs(model: nn.Module, pairs: list[Pair], sample: Tensor) -> str | None:
+    """Why running ``pairs`` in turn on ``sample`` is not ``model(sample)`` (to 1e-6), or None."""
+    try:
+        with torch.no_grad():
+            want = model(sample)
+            got = sample
+            for _, module in pairs:
+                got = module(got)
+    except Exception as err:  # a piece that cannot take its predecessor's output
+        return " ".join(str(err).split())[:120] or type(err).__name__
+    if not isinstance(want, Tensor) or not isinstance(got, Tensor):
+        return None if want is got else "they give no single tensor"
+    if got.shape != want.shape:
+        return f"they give shape {tuple(got.shape)}, the model {tuple(want.shape)}"
+    if not torch.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
+        return f"outputs differ by up to {float((got - want).abs().max()):.3g}"
+    return None
+
+
+def verify_stages(model: nn.Module, sample: Tensor) -> FoundStages:
+    """The stages of ``model`` (:func:`find_stages`), checked against its own forward on the real
+    ``sample`` in eval mode: sequential children that disagree give way to fx cuts, cuts that
+    disagree to one stage, and ``how`` says why. Recorded on ``model`` (and its copies), so
+    :func:`find_stages` gives the same from then on."""
+    if hasattr(model, "stages"):
+        return find_stages(model)
+    if hasattr(model, VERDICT):
+        delattr(model, VERDICT)
+    found = find_stages(model)
+    way = "children" if found.how == "sequential children" else "fx"
+    training = model.training
+    model.eval()
+    try:
+        reason = _differs(model, found.pairs, sample) if len(found.pairs) > 1 else None
+        if reason is not None and found.how == "sequential children":
+            traced = traced_stages(model)
+            why = f"the sequential children differ from its forward: {reason}"
+            reason = _differs(model, traced.pairs, sample) if len(traced.pairs) > 1 else None
+            found, way = FoundStages(traced.pairs, f"{traced.how}; {why}"), "fx"
+        if len(found.pairs) < 2:
+            way = "one"
+        if reason is not None:
+            way = "one"
+            found = FoundStages([("", model)], f"one stage: {found.how} differs from its "
+                                f"forward ({reason})")  # fmt: skip
+    finally:
+        model.train(training)
+    setattr(model, VERDICT, (way, found.how))
+    return found
 
 
 def cut_graph(traced: fx.GraphModule) -> list[Pair]:

@@ -239,9 +239,11 @@ def check_fits(model: nn.Module, example: Tensor, data: str) -> None:
 def check_data(model: nn.Module, data: dict[str, tuple[Tensor, Tensor]], name: str) -> None:
     """Refuse (one line) data the model cannot be measured on: a split without samples, a
     sample whose input does not fit the model (:func:`check_fits`), a label outside the model's
-    outputs, a NaN/Inf input. ``name`` names the data module."""
+    outputs, a NaN/Inf input. ``name`` names the data module. The model's stages are checked
+    against its forward on a sample here too (``lwlc.core.stages.verify_stages``)."""
     import torch
 
+    from lwlc.core.stages import verify_stages
     from lwlc.data.checks import check_splits
 
     empty = next((s for s, (_, y) in data.items() if len(y) == 0), None)
@@ -249,6 +251,7 @@ def check_data(model: nn.Module, data: dict[str, tuple[Tensor, Tensor]], name: s
         check_splits({empty: data[empty]}, 1, name, may_be_empty=())
     example = next(iter(data.values()))[0][:2]
     check_fits(model, example, name)
+    verify_stages(model, example)  # children or fx pieces that the forward does not equal: not used
     training = model.training
     with torch.no_grad():
         classes = model.eval()(example).shape[-1]
