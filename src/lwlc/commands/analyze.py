@@ -181,7 +181,7 @@ def _spec(args: Any) -> MeasureSpec:
             raise LwlcError(f"--custom {text!r} must look like 'name=pattern,pattern'")
         custom[name.strip()] = inputs.csv_list(patterns)
     try:
-        alphas = [float(t) for t in inputs.csv_list(args.alphas)] if args.alphas else None
+        alphas = None if args.alphas is None else [float(t) for t in inputs.csv_list(args.alphas)]
     except ValueError:
         raise LwlcError(
             f"--alphas {args.alphas!r} must be comma-separated numbers in [0, 1], e.g. 0,0.5,1"

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lwlc.core.errors import LwlcError
 from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.hf_stages import decoder_stages
-from lwlc.formats.io import sha256
+from lwlc.formats.io import check_weights_file, sha256
 
 SPLITS = ("train", "val", "test")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -132,6 +132,8 @@ def _weights_digest(folder: Path) -> str:
     files = sorted(f for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise LwlcError(f"{folder} holds no weight files (*.safetensors or *.bin)")
+    for f in files:
+        check_weights_file(f)
     return hashlib.sha256("".join(f"{f.name}:{sha256(f)}" for f in files).encode()).hexdigest()
 
 

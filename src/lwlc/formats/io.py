@@ -118,6 +118,22 @@ def unpickling_error(path: str | os.PathLike[str], err: pickle.UnpicklingError) 
     return _unreadable(Path(path), err)
 
 
+def check_weights_file(path: str | os.PathLike[str]) -> None:
+    """Refuse in one line a weight file another library will read (transformers): missing,
+    empty, or a ``.safetensors`` file whose header is damaged (read without loading tensors)."""
+    p = _check_file(path)
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors' own error types, OSError, ...
+            raise LwlcError(
+                f"{p} is not a readable safetensors file ({err}): re-export it"
+            ) from None
+
+
 def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint or state dict without executing code; raise one clear line otherwise."""
     p = _check_file(path)
