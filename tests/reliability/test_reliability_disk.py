@@ -272,6 +272,7 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     expect_exit_2([*argv, "--chunk-size", "1"])
     assert_disk_full_line(error_line(capsys), out / "curves.csv")
     before, after = disk.saved, disk.files()
+    assert before.pop("analysis/.lwlc.lock")  # held while it ran, gone once it ended
     assert set(after) == set(before) == {f"analysis/{name}" for name in analyze.RESULT_FILES
                                          if name != "measures.csv"}  # no --measures asked
     for name in ("curves.csv", "barriers.csv"):
@@ -291,9 +292,10 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
 
 
-def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
+def test_analyze_records_its_failure_even_on_a_disk_left_with_no_byte_free(
     disk, pair, monkeypatch, capsys
 ):
+    """The room the folder's lock keeps is given back for summary.json's "failed"."""
     from lwlc.commands import analyze
 
     out = disk.root / "analysis"
@@ -309,8 +311,12 @@ def test_analyze_leaves_the_old_summary_when_even_it_cannot_be_written(
     argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"]
     expect_exit_2([*argv, "--plans", "full", "--max-samples", "50"])
     assert_disk_full_line(error_line(capsys), out / "curves.csv")
-    assert disk.files() == disk.saved
+    after = disk.files()
     assert json.loads(disk.saved["analysis/summary.json"])["status"] == "running"
+    summary = json.loads(after.pop("analysis/summary.json"))
+    assert summary["status"] == "failed" and "no space left on device" in summary["error"]
+    assert set(disk.saved) - set(after) == {"analysis/summary.json", "analysis/.lwlc.lock"}
+    assert all(after[name] == disk.saved[name] for name in after)  # the CSVs as they were
 
 
 # ------------------------------------------------------------------ plot and merge

@@ -692,6 +692,7 @@ def _sweep_to_files(
         except Exception as err:  # a full disk, a failing model: summary.json says so
             bar.close()
             summary.update(status="failed", error=" ".join(str(err).split()) or repr(err))
+            lock.free_reserve(out)  # room for it on a full disk
             with suppress(LwlcError, OSError):  # not even it fits: the old summary.json stays
                 write_json(out / "summary.json", summary)
             raise

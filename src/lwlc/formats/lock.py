@@ -23,6 +23,9 @@ from pathlib import Path
 from lwlc.core.errors import LwlcError
 
 LOCK_NAME = ".lwlc.lock"
+# room the lock file keeps after its record, given back by free_reserve: on a full disk the
+# command can still record its failure (analyze's summary.json)
+RESERVE = 256 * 1024
 # this process's locks, with the folder each created (None if it existed), for release_held
 _HELD: dict[Path, Path | None] = {}
 
@@ -46,7 +49,7 @@ def _alive(pid: int) -> bool:
 def _holder(path: Path) -> dict[str, object] | None:
     """The lock's record, or None if it is gone; a record that cannot be read is ``{}``."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_bytes().split(b"\n", 1)[0])
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -66,8 +69,11 @@ def _link(path: Path, what: str) -> bool:
               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(record).encode() + b"\n")
+            f.write(os.urandom(RESERVE))  # random: a compressing file system must store it
+            f.flush()
+            os.fsync(f.fileno())
         os.link(tmp, path)
         return True
     except FileExistsError:
@@ -143,6 +149,14 @@ def holds_files(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` holds anything besides lock files (its own or a dead process's)."""
     folder = Path(folder)
     return folder.is_dir() and any(LOCK_NAME not in p.name for p in folder.iterdir())
+
+
+def free_reserve(folder: str | os.PathLike[str]) -> None:
+    """Give back the room this process's lock on ``folder`` keeps (see :data:`RESERVE`)."""
+    path = lock_path(folder)
+    record = _holder(path)
+    if record and record.get("pid") == os.getpid():
+        os.truncate(path, len(path.read_bytes().split(b"\n", 1)[0]) + 1)
 
 
 def release(path: Path) -> None:
