@@ -31,3 +31,12 @@ def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def reliability_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The reliability battery's real checkpoints and crafted files (tests/reliability/battery.py),
+    built once per session and shared by the modules there, which must not change them."""
+    from battery import make_inputs  # tests/reliability, on the path for the tests there
+
+    return make_inputs(tmp_path_factory.mktemp("inputs"))

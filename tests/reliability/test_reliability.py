@@ -6,7 +6,6 @@ the behaviour depends on being one), on short real ``lwlc fit`` runs of the digi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,14 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from battery import digests
 from lightning.pytorch import Callback, Trainer
 
-from conftest import CONFIGS, REPO_ROOT
+from conftest import REPO_ROOT
 from engine_reference import naive_eval, naive_state
 from fixtures_data import write_cifar10
 from lwlc.callbacks import LayerwiseBarrierCallback
@@ -38,7 +37,7 @@ from lwlc.core.layers import default_groups
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP, ResNet18
 from lwlc.training import ClassifierModule
-from lwlc_runs import DIGITS, QUIET, fit_pair, fit_single, members, mlp_of
+from lwlc_runs import DIGITS, QUIET, fit_pair, members, mlp_of
 
 
 class Payload:
@@ -78,69 +77,14 @@ def analyze(out: Path, *args: str) -> Path:
     return out
 
 
-def digests(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def read_text_rows(path: Path) -> list[list[str]]:
     return [line.split(",") for line in path.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    """Real checkpoints and every kind of broken input, in one folder no test may change."""
-    root = tmp_path_factory.mktemp("inputs")
-    pair = fit_pair(root / "pair")
-    single = fit_single(root / "single", seed=1)
-    made: dict[str, Path] = {"root": root, "pair": pair, "single": single}
-
-    def save(name: str, obj: object) -> None:  # key: the file name without its suffix
-        made[name.partition(".")[0]] = root / name
-        torch.save(obj, root / name)
-
-    torch.manual_seed(0)
-    save("narrow.pt", MLP(width=16).state_dict())
-    save("deeper.pt", MLP(width=32, depth=3).state_dict())
-    save("list.pt", [1, 2, 3])
-    save("no_tensors.pt", {"epoch": 3, "note": "no weights"})
-    broken = torch.load(single, weights_only=True)
-    broken["state_dict"]["net.fc1.weight"][0, 0] = float("nan")
-    broken["state_dict"]["net.head.bias"][3] = float("inf")
-    save("nan.ckpt", broken)
-    foreign = torch.load(pair, weights_only=True)
-    foreign["hyper_parameters"]["model"]["class_path"] = "evil_package.Net"
-    save("foreign.ckpt", foreign)
-    single_state = members(single)["model"]
-    save("double.pt", {k: v.double() if k == "fc2.weight" else v for k, v in single_state.items()})
-    save("nan_state.pt", {k: v.clone() for k, v in single_state.items()} | {
-        "fc1.weight": torch.full_like(single_state["fc1.weight"], float("nan"))
-    })  # fmt: skip
-    save("wide_input.pt", MLP(in_features=784, width=32).state_dict())
-    save("single_copy.pt", single_state)
-    no_hparams = torch.load(pair, weights_only=True)
-    del no_hparams["hyper_parameters"]
-    save("no_hparams.ckpt", no_hparams)
-    made["empty"] = root / "empty.ckpt"
-    made["empty"].touch()
-    made["truncated"] = root / "truncated.ckpt"
-    made["truncated"].write_bytes(pair.read_bytes()[: pair.stat().st_size // 2])
-    made["text"] = root / "text.ckpt"
-    made["text"].write_text("this is not a checkpoint\n")
-    made["a_file"] = root / "a_file"
-    made["a_file"].write_text("a file, not a directory\n")
-    made["results"] = root / "results"
-    made["results"].mkdir()
-    (made["results"] / "curves.csv").write_text("earlier results\n")
-    made["yaml"] = root / "broken.yaml"
-    made["yaml"].write_text("trainer:\n  max_epochs: [1\n")
-    made["unknown_key"] = root / "unknown_key.yaml"
-    made["unknown_key"].write_text("trainer:\n  max_epoch: 1\n")
-    yield made
+@pytest.fixture
+def files(reliability_inputs: dict[str, Path]) -> dict[str, Path]:
+    """Real checkpoints and every kind of broken input (``battery.make_inputs``), shared."""
+    return reliability_inputs
 
 
 # ------------------------------------------------------------------ untrusted checkpoints
@@ -273,355 +217,6 @@ def test_fit_resumes_from_its_own_checkpoint_under_the_safe_loader(files, tmp_pa
     )
     checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 10)
-
-
-# ------------------------------------------------------------------ the bad-input battery
-def _no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-FIT = ["fit", "--config", DIGITS, "--trainer.default_root_dir", "{tmp}", *QUIET]
-BATTERY = [
-    # (id, argv, fragments the one error line must hold, setup)
-    (
-        "missing-path",
-        ["analyze", "--ckpt", "{root}/nowhere.ckpt"],
-        ["nowhere.ckpt", "does not exist"],
-        None,
-    ),
-    ("directory", ["analyze", "--ckpt", "{root}"], ["is a directory"], None),
-    ("empty-file", ["analyze", "--ckpt", "{empty}"], ["empty.ckpt", "is empty"], None),
-    (
-        "truncated-file",
-        ["analyze", "--ckpt", "{truncated}"],
-        ["truncated.ckpt", "not a readable checkpoint", "truncated or corrupted"],
-        None,
-    ),
-    (
-        "not-a-checkpoint",
-        ["analyze", "--ckpt", "{text}"],
-        ["text.ckpt", "not a readable checkpoint"],
-        None,
-    ),
-    ("not-a-dict", ["analyze", "--ckpt", "{list}"], ["list.pt", "holds a list"], None),
-    ("no-tensors", ["analyze", "--ckpt", "{no_tensors}"], ["no state dict of tensors"], None),
-    (
-        "different-shapes",
-        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{narrow}"],
-        ["shape mismatch at 'fc1.weight'", "(32, 64) vs B (16, 64)"],
-        None,
-    ),
-    (
-        "different-architectures",
-        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{deeper}"],
-        ["different layers", "fc3"],
-        None,
-    ),
-    (
-        "paired-where-single-expected",
-        ["analyze", "--ckpt-a", "{pair}", "--ckpt-b", "{single}"],
-        ["is a paired checkpoint", "use --ckpt"],
-        None,
-    ),
-    (
-        "single-where-paired-expected",
-        ["analyze", "--ckpt", "{single}"],
-        ["holds a single network", "--ckpt-a"],
-        None,
-    ),
-    (
-        "both-ckpt-forms",
-        ["analyze", "--ckpt", "{pair}", "--ckpt-a", "{single}"],
-        ["either --ckpt"],
-        None,
-    ),
-    (
-        "unknown-group-pattern",
-        ["analyze", "--ckpt", "{pair}", "--group", "lyr*"],
-        ["'lyr*' matches no layer", "available: fc1, fc2, head"],
-        None,
-    ),
-    (
-        "unknown-custom-layer",
-        ["analyze", "--ckpt", "{pair}", "--custom", "mine=fc1,lyr2"],
-        ["unknown layer or group 'lyr2'", "available: fc1"],
-        None,
-    ),
-    (
-        "unknown-plan",
-        ["analyze", "--ckpt", "{pair}", "--plans", "full,singel"],
-        ["--plans: 'singel' is not one of full, single"],
-        None,
-    ),
-    (
-        "alpha-above-one",
-        ["analyze", "--ckpt", "{pair}", "--alphas", "0,0.5,1.5"],
-        ["[0, 1]", "1.5"],
-        None,
-    ),
-    (
-        "alpha-below-zero",
-        ["analyze", "--ckpt", "{pair}", "--alphas=-0.5,0,1"],
-        ["[0, 1]", "-0.5"],
-        None,
-    ),
-    ("one-alpha", ["analyze", "--ckpt", "{pair}", "--alphas", "0.5"], ["at least 2 alphas"], None),
-    (
-        "num-alphas-one",
-        ["analyze", "--ckpt", "{pair}", "--num-alphas", "1"],
-        ["--num-alphas must be at least 2", "got 1"],
-        None,
-    ),
-    (
-        "alphas-not-numbers",
-        ["analyze", "--ckpt", "{pair}", "--alphas", "0,half,1"],
-        ["--alphas", "numbers"],
-        None,
-    ),
-    (
-        "nan-and-inf-weights",
-        ["analyze", "--ckpt-a", "{nan}", "--ckpt-b", "{single}"],
-        ["NaN/Inf", "fc1.weight", "head.bias"],
-        None,
-    ),
-    (
-        "untrusted-class-in-checkpoint",
-        ["analyze", "--ckpt", "{foreign}"],
-        ["evil_package.Net", "--trust-class-paths"],
-        None,
-    ),
-    (
-        "dataset-missing-offline",
-        [
-            "analyze",
-            "--ckpt",
-            "{pair}",
-            "--data",
-            "lwlc.data.CIFAR10DataModule",
-            "--data.init_args.root",
-            "{tmp}/no_cifar",
-        ],
-        ["CIFAR-10 not found", "no_cifar"],
-        None,
-    ),
-    (
-        "out-not-writable",
-        ["analyze", "--ckpt", "{pair}", "--out", "{a_file}/results"],
-        ["cannot write to --out"],
-        None,
-    ),
-    ("out-is-a-file", ["analyze", "--ckpt", "{pair}", "--out", "{a_file}"], ["is a file"], None),
-    (
-        "out-not-empty",
-        ["analyze", "--ckpt", "{pair}", "--out", "{results}"],
-        ["exists and is not empty", "--overwrite"],
-        None,
-    ),
-    (
-        "device-cuda-without-cuda",
-        ["analyze", "--ckpt", "{pair}", "--device", "cuda"],
-        ["--device cuda", "CUDA is not available"],
-        _no_cuda,
-    ),
-    (
-        "memory-budget-too-small",
-        ["analyze", "--ckpt", "{pair}", "--memory-budget", "0.0001"],
-        ["memory budget is 105 KiB", "--memory-budget"],
-        None,
-    ),
-    (
-        "memory-budget-nan",
-        ["analyze", "--ckpt", "{pair}", "--memory-budget", "nan"],
-        ["--memory-budget: expected a number, got 'nan'", "NaN and infinity"],
-        None,
-    ),
-    (
-        "memory-budget-inf",
-        ["analyze", "--ckpt", "{pair}", "--memory-budget", "inf"],
-        ["--memory-budget: expected a number, got 'inf'"],
-        None,
-    ),
-    (
-        "alphas-nan",
-        ["analyze", "--ckpt", "{pair}", "--alphas", "0,nan,1"],
-        ["alphas must be numbers in [0, 1]", "nan (not a number)"],
-        None,
-    ),
-    (
-        "merge-alpha-nan",
-        ["merge", "--ckpt", "{pair}", "--alpha", "nan", "--out", "{tmp}/out/m.ckpt"],
-        ["--alpha: expected a number, got 'nan'"],
-        None,
-    ),
-    (
-        "different-dtypes",
-        ["analyze", "--ckpt-a", "{single}", "--ckpt-b", "{double}"],
-        ["dtype mismatch at 'fc2.weight'", "torch.float32 vs B torch.float64"],
-        None,
-    ),
-    (
-        "merge-different-dtypes",
-        ["merge", "--ckpt-a", "{single}", "--ckpt-b", "{double}", "--out", "{tmp}/out/m.ckpt"],
-        ["dtype mismatch at 'fc2.weight'"],
-        None,
-    ),
-    (
-        "merge-nan-weights",
-        ["merge", "--ckpt-a", "{single}", "--ckpt-b", "{nan_state}", "--out", "{tmp}/out/m.pt"],
-        ["model B has NaN/Inf weights in: fc1.weight"],
-        None,
-    ),
-    (
-        "model-does-not-fit-the-data",
-        ["analyze", "--ckpt-a", "{wide_input}", "--ckpt-b", "{wide_input}"]
-        + ["--model", "lwlc.models.MLP", "--model.init_args.in_features", "784"]
-        + ["--model.init_args.width", "32", "--data", "lwlc.data.DigitsDataModule"],
-        ["model does not fit the data", "fc1 Linear (takes 784 features)", "shape (1, 8, 8)"],
-        None,
-    ),
-    (
-        "several-ckpts-a-bad-one-last",
-        ["analyze", "--ckpt", "{single}", "{single_copy}", "{truncated}"],
-        ["truncated.ckpt", "truncated or corrupted"],
-        None,
-    ),
-    (
-        "several-ckpts-of-other-shapes",
-        ["analyze", "--ckpt", "{single}", "{single_copy}", "{narrow}"],
-        ["narrow.pt (B) differ", "shape mismatch at 'fc1.weight'"],
-        None,
-    ),
-    (
-        "fit-single-network-ckpt-for-a-pair",
-        [*FIT, "--ckpt_path", "{single}"],
-        ["holds one network, but your config trains a pair"],
-        None,
-    ),
-    (
-        "fit-ckpt-path-of-other-shapes",
-        [*FIT, "--ckpt_path", "{no_hparams}", "--model.init_args.model.init_args.width", "64"],
-        ["--ckpt_path does not fit", "net_a.fc1.weight is (128, 64) in the checkpoint"],
-        None,
-    ),
-    (
-        "validate-ckpt-path-of-other-layers",
-        ["validate", *FIT[1:], "--ckpt_path", "{no_hparams}"]
-        + ["--model.init_args.model.init_args.depth", "3"],
-        ["--ckpt_path does not fit", "net_a.fc3.weight is only in the model"],
-        None,
-    ),
-    (
-        "batch-size-zero",
-        ["analyze", "--ckpt", "{pair}", "--batch-size", "0"],
-        ["--batch-size must be a whole number >= 1, got 0"],
-        None,
-    ),
-    (
-        "unknown-option",
-        ["analyze", "--ckpt", "{pair}", "--alpha", "0,1"],
-        ["unrecognized arguments: --alpha 0,1"],
-        None,
-    ),
-    (
-        "fit-invalid-yaml",
-        ["fit", "--config", "{yaml}", "--trainer.default_root_dir", "{tmp}"],
-        ["invalid configuration"],
-        None,
-    ),
-    (
-        "fit-unknown-config-key",
-        [*FIT, "--model.init_args.init_sed_a", "3"],
-        ["invalid configuration", "init_sed_a"],
-        None,
-    ),
-    (
-        "fit-unknown-key-in-yaml",
-        [*FIT, "--config", "{unknown_key}"],
-        ["invalid configuration", "max_epoch"],
-        None,
-    ),
-    (
-        "fit-gpu-without-cuda",
-        [*FIT, "--trainer.accelerator", "gpu"],
-        ["--trainer.accelerator gpu", "CUDA is not available"],
-        _no_cuda,
-    ),
-    (
-        "fit-missing-ckpt-path",
-        [*FIT, "--ckpt_path", "{root}/nowhere.ckpt"],
-        ["nowhere.ckpt", "does not exist"],
-        None,
-    ),
-    (
-        "fit-truncated-ckpt-path",
-        [*FIT, "--ckpt_path", "{truncated}"],
-        ["truncated or corrupted"],
-        None,
-    ),
-    (
-        "validate-directory-ckpt-path",
-        ["validate", *FIT[1:], "--ckpt_path", "{root}"],
-        ["is a directory"],
-        None,
-    ),
-    (
-        "fit-untrusted-class-in-ckpt",
-        [*FIT, "--ckpt_path", "{foreign}"],
-        ["evil_package.Net", "in your own config"],
-        None,
-    ),
-    (
-        "fit-dataset-missing-offline",
-        [
-            "fit",
-            "--config",
-            str(CONFIGS / "cifar10_vgg.yaml"),
-            "--trainer.default_root_dir",
-            "{tmp}",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.precision",
-            "32-true",
-            "--data.init_args.root",
-            "{tmp}/no_cifar",
-        ],
-        ["CIFAR-10 not found"],
-        None,
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("argv", "fragments", "setup"), [c[1:] for c in BATTERY], ids=[c[0] for c in BATTERY]
-)
-def test_bad_input_is_one_error_line_and_changes_nothing(
-    files, tmp_path, capsys, monkeypatch, argv, fragments, setup
-):
-    if setup is not None:
-        setup(monkeypatch)
-    names = {k: str(v) for k, v in files.items()} | {"tmp": str(tmp_path)}
-    argv = [a.format(**names) for a in argv]
-    if argv[0] == "analyze" and "--out" not in argv:
-        argv += ["--out", str(tmp_path / "out")]
-    before = digests(files["root"])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2
-    assert "Traceback" not in err
-    # lines that say "error" (outside the paths they name: pytest's folders are named after
-    # this test, and W&B lists its run folder)
-    lines = [
-        line
-        for line in err.splitlines()
-        if "error" in " ".join(w for w in line.split() if "/" not in w).lower()
-    ]
-    assert len(lines) == 1 and lines[0].startswith("lwlc: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert digests(files["root"]) == before, "an input or earlier result was changed"
-    assert not (tmp_path / "out").exists() and not (tmp_path / "checkpoints").exists()
 
 
 def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys):

@@ -29,12 +29,14 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from lwlc import checkpoint_io
 from lwlc.commands.cli import main
 from lwlc.core.errors import LwlcError
-from lwlc.formats import io
+from lwlc.formats import io, lock
 from lwlc_runs import fit_pair
 
 DISKS: dict[
     str, Tmpfs | Injected
 ] = {}  # by root, for FillDisk (a callback built by lwlc fit from a config)
+# what a command's lock (lwlc.formats.lock) takes, so that the disk fills at its first real file
+ROOM_FOR_A_LOCK = lock.RESERVE + 8192
 FREE = re.compile(r"\((\d+(?:\.\d+)? (?:B|KiB|MiB|GiB|TiB)) free on (\S+)\)")
 
 
@@ -201,6 +203,7 @@ def test_fit_keeps_the_last_good_checkpoint_when_the_disk_fills(disk, tmp_path, 
     kept = disk.saved
     assert "run/checkpoints/last.ckpt" in kept
     assert any(name.startswith("run/checkpoints/best-epoch=0") for name in kept), kept
+    assert kept.pop("run/.lwlc.lock")  # the run's lock, held while it ran
     # Byte for byte the files of epoch 0: last.ckpt intact, no 0-byte best-*.ckpt, no temp file.
     assert disk.files() == kept
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
@@ -273,8 +276,11 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     assert_disk_full_line(error_line(capsys), out / "curves.csv")
     before, after = disk.saved, disk.files()
     assert before.pop("analysis/.lwlc.lock")  # held while it ran, gone once it ended
-    assert set(after) == set(before) == {f"analysis/{name}" for name in analyze.RESULT_FILES
-                                         if name != "measures.csv"}  # no --measures asked
+    assert (
+        set(after)
+        == set(before)
+        == {f"analysis/{name}" for name in analyze.RESULT_FILES if name != "measures.csv"}
+    )  # no --measures asked
     for name in ("curves.csv", "barriers.csv"):
         assert after[f"analysis/{name}"] == before[f"analysis/{name}"]
     rows = io.read_csv(out / "barriers.csv")
@@ -332,7 +338,7 @@ def test_plot_on_a_full_disk_keeps_the_old_figure(disk, results, capsys):
     figures.mkdir()
     old = figures / "curves_val.png"
     old.write_bytes(b"the figure of an earlier plot")
-    disk.fill(0)
+    disk.fill(ROOM_FOR_A_LOCK)
     expect_exit_2(["plot", str(results), "--out", str(figures)])
     assert_disk_full_line(error_line(capsys), old)
     assert disk.files() == {"figures/curves_val.png": b"the figure of an earlier plot"}
@@ -341,7 +347,7 @@ def test_plot_on_a_full_disk_keeps_the_old_figure(disk, results, capsys):
 @pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
 def test_merge_on_a_full_disk_leaves_no_output(disk, pair, suffix, capsys):
     out = disk.root / f"merged{suffix}"
-    disk.fill(0)
+    disk.fill(ROOM_FOR_A_LOCK)
     expect_exit_2(["merge", "--ckpt", str(pair), "--out", str(out)])
     assert_disk_full_line(error_line(capsys), out)
     assert disk.files() == {}

@@ -12,6 +12,7 @@ process's locks (and a folder that only the lock had created).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -63,23 +64,33 @@ def _stale(record: dict[str, object]) -> bool:
     return record.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
 
 
-def _link(path: Path, what: str) -> bool:
-    """Create ``path`` with this process's record, complete; False if it already exists."""
+def _link(path: Path, what: str, reserve: int = RESERVE) -> bool:
+    """Create ``path`` with this process's record, complete; False if it already exists.
+
+    The record is followed by ``reserve`` random bytes (see :data:`RESERVE`); on a disk too
+    full for them, the lock is made without."""
     record = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(record).encode() + b"\n")
-            f.write(os.urandom(RESERVE))  # random: a compressing file system must store it
+            f.write(os.urandom(reserve))  # random: a compressing file system must store it
             f.flush()
             os.fsync(f.fileno())
         os.link(tmp, path)
         return True
     except FileExistsError:
         return False
+    except OSError as err:
+        if reserve and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            os.unlink(tmp)
+            tmp = None
+            return _link(path, what, 0)
+        raise
     finally:
-        os.unlink(tmp)
+        if tmp is not None:
+            os.unlink(tmp)
 
 
 def acquire(target: str | os.PathLike[str], what: str, is_file: bool = False) -> Path:
@@ -108,6 +119,11 @@ def acquire(target: str | os.PathLike[str], what: str, is_file: bool = False) ->
             except FileNotFoundError:
                 pass
     except OSError as err:
+        from lwlc.formats.io import disk_full_error  # torch: only where it is needed
+
+        full = disk_full_error(err, path)
+        if full is not None:
+            raise full from None
         raise LwlcError(f"cannot create the lock file {path} ({err.strerror}): "
                         "choose a writable folder") from None  # fmt: skip
     raise _busy(Path(target), path, _holder(path) or {})
