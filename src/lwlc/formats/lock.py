@@ -7,7 +7,12 @@ are each written by one process at a time: two writers would interleave their ro
 host and command, complete from its first byte (written aside, then hard-linked into place, which
 fails if it exists). A lock whose process is gone (same host, pid no longer running) is taken
 over; any other is refused in one line naming its holder. :func:`release_held` removes this
-process's locks (and a folder that only the lock had created).
+process's locks (and a folder that only the lock had created); ``lwlc.commands.cli.main`` calls it
+when a command ends, however it ends.
+
+The lock file also keeps :data:`RESERVE` bytes of room that :func:`free_reserve` gives back, so a
+command that met a full disk can still record its failure; and a folder held by this process has
+no live temporary file of another, so :func:`claim` removes those a killed writer left.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ def expand(value: Any, depth: int = 0) -> Any:
         return value
     text = _file_text(value)
     parsed = _load_yaml(value if text is None else text)
-    if isinstance(parsed, (dict, list)):
-        return Unfolded(value, expand(parsed, depth + 1))
+    if isinstance(parsed, (dict, list)) or (isinstance(parsed, str) and parsed != value):
+        return Unfolded(value, expand(parsed, depth + 1))  # a quoted or padded name included
     if "class_path" in (value if text is None else text):
         return OPAQUE
     return value
