@@ -42,6 +42,16 @@ def lock_path(target: str | os.PathLike[str], is_file: bool = False) -> Path:
     return target.parent / f".{target.name}{LOCK_NAME}" if is_file else target / LOCK_NAME
 
 
+def _job() -> str | None:
+    """The distributed job this process belongs to (torchrun's run id, or Slurm's job step):
+    its processes write one folder together, rank 0 holding the lock."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun:{os.environ['TORCHELASTIC_RUN_ID']}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm:{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '')}"
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -75,7 +85,7 @@ def _link(path: Path, what: str, reserve: int = RESERVE) -> bool:
     The record is followed by ``reserve`` random bytes (see :data:`RESERVE`); on a disk too
     full for them, the lock is made without."""
     record = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
-              "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job": _job()}  # fmt: skip
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -159,10 +169,13 @@ def claim(folder: Path, what: str, suffixes: tuple[str, ...] = (".png", ".pdf", 
 
 
 def check_free(target: str | os.PathLike[str], is_file: bool = False) -> None:
-    """Refuse in one line, without taking it, a ``target`` that another live process writes."""
+    """Refuse in one line, without taking it, a ``target`` that another live process writes
+    (one of this process's own distributed job is no other writer)."""
     path = lock_path(target, is_file)
     record = _holder(path)
-    if record is not None and not _stale(record) and record.get("pid") != os.getpid():
+    if record is None or _stale(record) or record.get("pid") == os.getpid():
+        return
+    if record.get("job") is None or record.get("job") != _job():
         raise _busy(Path(target), path, record)
 
 
