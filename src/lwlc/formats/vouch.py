@@ -32,6 +32,7 @@ DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # a config file a string may name is read only up to this size (larger is not a config)
 MAX_CONFIG_FILE = 1 << 20
 OPAQUE = "<a value lwlc cannot read as plain data>"
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,10 @@ def expand(value: Any, depth: int = 0) -> Any:
     """``value`` with every string that holds a YAML/JSON list or mapping, or names a file that
     holds one, replaced by what it holds (recursively): the config jsonargparse could build.
 
-    A string that is not plain data but mentions ``class_path`` becomes :data:`OPAQUE`.
+    A string that is not plain data but mentions ``class_path``, or anything nested deeper than
+    :data:`MAX_DEPTH`, becomes :data:`OPAQUE`.
     """
-    if depth > 20:
+    if depth > MAX_DEPTH:  # deeper than any real config: a file naming itself, or an attack
         return OPAQUE
     if isinstance(value, dict):
         return {k: expand(v, depth + 1) for k, v in value.items()}
