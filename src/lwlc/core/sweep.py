@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from lwlc.core.barriers import barriers_of_curve
+from lwlc.core.barriers import METRICS, REFERENCES, barriers_of_curve
 from lwlc.core.engine import Coefficients, Evaluator, Metrics
 from lwlc.core.interpolation import InterpolationPath, check_alphas, coefficients
+from lwlc.core.spec import BATCH_SIZE, CHUNK_SIZE
 
 CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
 BARRIER_COLUMNS = (
@@ -25,8 +26,7 @@ BARRIER_COLUMNS = (
     "rest_from",
     "split",
     "reference",
-    "loss_barrier",
-    "error_barrier",
+    *(f"{metric}_barrier" for metric in METRICS),
 )
 
 Rows = list[dict[str, object]]
@@ -60,13 +60,17 @@ def curve_barrier_rows(
         {**base, "alpha": t, "loss": m.loss, "accuracy": m.accuracy}
         for t, m in zip(alphas, metrics, strict=True)
     ]
-    losses = [m.loss for m in metrics]
-    errors = [1.0 - m.accuracy for m in metrics]
-    loss_b = barriers_of_curve(losses, alphas, ends[0].loss, ends[1].loss)
-    error_b = barriers_of_curve(errors, alphas, 1.0 - ends[0].accuracy, 1.0 - ends[1].accuracy)
+    found = {
+        name: barriers_of_curve(
+            [value(m.loss, m.accuracy) for m in metrics],
+            alphas,
+            *(value(end.loss, end.accuracy) for end in ends),
+        )
+        for name, value in METRICS.items()
+    }
     barriers = [
-        {**base, "reference": ref, "loss_barrier": loss_b[ref], "error_barrier": error_b[ref]}
-        for ref in loss_b
+        {**base, "reference": ref, **{f"{name}_barrier": b[ref] for name, b in found.items()}}
+        for ref in REFERENCES
         if ref != "midpoint" or 0.5 in alphas
     ]
     return curves, barriers
@@ -79,8 +83,8 @@ def sweep(
     data: Data,
     *,
     calibration: Tensor | None = None,
-    batch_size: int = 512,
-    chunk_size: int = 16,
+    batch_size: int = BATCH_SIZE,
+    chunk_size: int = CHUNK_SIZE,
     on_rows: Callable[[Rows, Rows], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SweepResult:
