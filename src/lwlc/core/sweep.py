@@ -4,7 +4,7 @@ The single entry point shared by ``lwlc analyze``, the barrier Callback and the 
 Paths are evaluated in chunks; each finished chunk is handed to ``on_rows`` (``analyze`` writes
 it to disk at once, so an interrupted sweep keeps every finished path). Every distinct model is
 evaluated once per split: the whole models A and B (for the ``models`` reference) and models
-repeated across plans are looked up in a cache keyed by their coefficients.
+repeated across plans are looked up in a cache keyed by their coefficients (``MetricsCache``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,30 @@ def curve_barrier_rows(
     return curves, barriers
 
 
+class MetricsCache:
+    """The metrics of each distinct model (its coefficients) on each split, evaluated once: the
+    whole models A and B and models repeated across plans are looked up, not re-evaluated."""
+
+    def __init__(
+        self, evaluator: Evaluator, data: Data, batch_size: int, calibration: Tensor | None
+    ) -> None:
+        self.evaluator, self.data = evaluator, data
+        self.batch_size, self.calibration = batch_size, calibration
+        self.found: dict[str, dict[Coefficients, Metrics]] = {split: {} for split in data}
+
+    def __call__(self, split: str, models: Sequence[Coefficients]) -> list[Metrics]:
+        """The metrics of ``models`` on ``split``, evaluating (together) those not seen yet."""
+        cache = self.found[split]
+        todo = list(dict.fromkeys(m for m in models if m not in cache))
+        if todo:
+            inputs, targets = self.data[split]
+            found = self.evaluator.evaluate(
+                todo, inputs, targets, batch_size=self.batch_size, calibration=self.calibration
+            )
+            cache.update(zip(todo, found, strict=True))
+        return [cache[m] for m in models]
+
+
 def sweep(
     evaluator: Evaluator,
     paths: Sequence[InterpolationPath],
@@ -94,22 +118,10 @@ def sweep(
     """
     alphas = check_alphas(alphas)
     keys = evaluator.keys
-    zeros: Coefficients = (0.0,) * len(keys)
-    ones: Coefficients = (1.0,) * len(keys)
-    cache: dict[str, dict[Coefficients, Metrics]] = {split: {} for split in data}
-
-    def measure(split: str, models: Sequence[Coefficients]) -> list[Metrics]:
-        todo = list(dict.fromkeys(m for m in models if m not in cache[split]))
-        if todo:
-            inputs, targets = data[split]
-            found = evaluator.evaluate(
-                todo, inputs, targets, batch_size=batch_size, calibration=calibration
-            )
-            cache[split].update(zip(todo, found, strict=True))
-        return [cache[split][m] for m in models]
-
+    measure = MetricsCache(evaluator, data, batch_size, calibration)
     result = SweepResult()
-    ends = {split: tuple(measure(split, [zeros, ones])) for split in data}
+    whole: list[Coefficients] = [(0.0,) * len(keys), (1.0,) * len(keys)]  # A and B
+    ends = {split: tuple(measure(split, whole)) for split in data}
     for split, (ma, mb) in ends.items():
         result.endpoints[split] = {
             "loss_a": ma.loss,
