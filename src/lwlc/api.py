@@ -22,8 +22,9 @@ from lwlc.core import layers
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import merged_state
+from lwlc.core.measurement import measure_extras, plan_paths, prepare
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.spec import MeasureSpec, measure_extras, plan_paths, prepare
+from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
 Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
@@ -175,7 +176,7 @@ def merge_models(
     rest_from: str = "a",
     *,
     calibration: Tensor | None = None,
-    bn_batch_size: int = 256,
+    bn_batch_size: int = MeasureSpec.bn_batch_size,
 ) -> nn.Module:
     """A copy of ``model_a`` averaged with B on ``groups`` (names or globs), the rest from A or
     B: the model ``measure`` evaluates at ``alpha`` on that set of layers (``lwlc merge``).

@@ -33,17 +33,17 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from lwlc.core import layers
-from lwlc.core.barriers import REFERENCES
+from lwlc.core.barriers import METRICS, REFERENCES
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import REST_FROM, InterpolationPath
+from lwlc.core.measurement import ALIGNED, measure_extras, plan_paths, prepare
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.spec import ALIGNED, MeasureSpec, measure_extras, plan_paths, prepare
+from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.formats.io import append_csv, write_csv, write_json
 from lwlc.loggers import has_media, log_to_tensorboard, log_to_wandb, record_run_info, warn
 
-METRICS = ("loss", "error")
 # Everything the Callback (and ``lwlc plot`` of its folder) writes in its directory: the CSVs,
 # the summary, the figures and the temporary files of an interrupted write.
 FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png", "distances.png")
@@ -216,22 +216,22 @@ class LayerwiseBarrierCallback(Callback):
         groups: Sequence[str] = (),
         group_depth: int | None = None,
         alphas: Sequence[float] | None = None,
-        num_alphas: int = 11,
+        num_alphas: int = MeasureSpec.num_alphas,
         splits: Sequence[str] = ("test",),
         rest_from: Sequence[str] = ("a", "b"),
         reference: str = "midpoint",
         bn: str = "keep",
-        bn_samples: int = 2048,
-        bn_batch_size: int = 256,
+        bn_samples: int = MeasureSpec.bn_samples,
+        bn_batch_size: int = MeasureSpec.bn_batch_size,
         max_samples: int | None = 1000,
         max_batches: int | None = None,
-        batch_size: int = 512,
-        chunk_size: int = 16,
+        batch_size: int = MeasureSpec.batch_size,
+        chunk_size: int = MeasureSpec.chunk_size,
         memory_budget: float | None = None,
         precision: str = "fp32",
         align: str = "none",
         measures: Sequence[str] = (),
-        robustness_seeds: int = 3,
+        robustness_seeds: int = MeasureSpec.robustness_seeds,
         reference_ckpt: str | None = None,
         reference_member: str = "a",
         dirpath: str | None = None,

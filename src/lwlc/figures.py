@@ -31,12 +31,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from lwlc.core.barriers import METRICS
 from lwlc.core.errors import LwlcError
 from lwlc.formats.io import atomic_file
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
-METRICS = ("loss", "error")
 FULL_LABEL = "full model"
 SAME_MODEL = "same model"
 DIVERGING = "vlag"
@@ -639,7 +639,7 @@ def save_heatmaps(
     out_dir: Path,
     barriers: Rows,
     reference: str = "midpoint",
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = tuple(METRICS),
     pairing: str | None = None,
 ) -> list[Path]:
     """``heatmap_<split>_<plan>[_rest_b]_<metric>.png`` per split, layer-wise plan and rest

@@ -28,8 +28,8 @@ from fixtures_data import write_cifar10
 from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.commands import analyze as analyze_module
 from lwlc.commands.cli import main
+from lwlc.core import measurement as measurement_module
 from lwlc.core import memory
-from lwlc.core import spec as spec_module
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import coefficients, make_paths
@@ -280,13 +280,13 @@ def test_a_nan_loss_is_recorded_as_nan_and_never_dropped(files, tmp_path, capsys
 def _resume_spy(monkeypatch: pytest.MonkeyPatch) -> list[list]:
     """Record the paths each sweep is asked to compute."""
     calls: list[list] = []
-    real = spec_module.sweep
+    real = measurement_module.sweep
 
     def spy(evaluator, paths, *args, **kwargs):
         calls.append(list(paths))
         return real(evaluator, paths, *args, **kwargs)
 
-    monkeypatch.setattr(spec_module, "sweep", spy)
+    monkeypatch.setattr(measurement_module, "sweep", spy)
     return calls
 
 

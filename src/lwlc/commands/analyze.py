@@ -32,16 +32,9 @@ from lwlc.core.calibration import batchnorm_layers
 from lwlc.core.engine import model_stages
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
+from lwlc.core.measurement import ALIGNED, PreparedSweep, measure_extras, plan_paths, prepare
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.spec import (
-    ALIGNED,
-    MeasureSpec,
-    PreparedSweep,
-    from_flags,
-    measure_extras,
-    plan_paths,
-    prepare,
-)
+from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.core.stages import find_stages
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats import inputs, lock, outputs

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from lwlc.core.interpolation import InterpolationPath
-from lwlc.core.spec import PreparedSweep
+from lwlc.core.measurement import PreparedSweep
 from lwlc.core.sweep import Rows, SweepResult
 
 

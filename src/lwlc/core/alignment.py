@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,6 @@ from torch import Tensor, fx, nn
 from lwlc.core.errors import LwlcError
 
 Axis = tuple[str, int]  # (state-dict key, tensor axis)
-ALIGN_METHODS = ("none", "weight-matching")
 
 _CARRY_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
@@ -352,12 +351,29 @@ def weight_matching(
     return apply_permutations(spec, state_b, perms), perms
 
 
+def unaligned(
+    model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """``none``: B as it is."""
+    return dict(state_b)
+
+
+def weight_matched(
+    model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """``weight-matching``: B with its units permuted to match A's (:func:`weight_matching`)."""
+    return weight_matching(model, state_a, state_b)[0]
+
+
+Aligner = Callable[[nn.Module, Mapping[str, Tensor], Mapping[str, Tensor]], dict[str, Tensor]]
+# The alignment methods (``MeasureSpec.align``, its ``Alignment`` Literal; ``lwlc merge --align``).
+ALIGN_METHODS: dict[str, Aligner] = {"none": unaligned, "weight-matching": weight_matched}
+
+
 def align(
     method: str, model: nn.Module, state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """B's state dict aligned to A by ``method`` (``none``: B as it is), for ``--align`` options."""
-    if method == "none":
-        return dict(state_b)
-    if method == "weight-matching":
-        return weight_matching(model, state_a, state_b)[0]
-    raise LwlcError(f"unknown --align {method!r}: choose {' or '.join(ALIGN_METHODS)}")
+    """B's state dict aligned to A by ``method``, one of :data:`ALIGN_METHODS`."""
+    if method not in ALIGN_METHODS:
+        raise LwlcError(f"unknown --align {method!r}: choose {' or '.join(ALIGN_METHODS)}")
+    return ALIGN_METHODS[method](model, state_a, state_b)

@@ -10,9 +10,24 @@ anywhere on the curve makes the barrier NaN, so a broken model is never averaged
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 REFERENCES = ("path", "models", "midpoint")
+
+
+def loss_metric(loss: float, accuracy: float) -> float:
+    """The loss itself."""
+    return loss
+
+
+def error_metric(loss: float, accuracy: float) -> float:
+    """The error rate, ``1 - accuracy`` (a fraction; figures show percent)."""
+    return 1.0 - accuracy
+
+
+# The metrics whose barriers are measured (barrier column ``<name>_barrier``), each computed from
+# a model's mean loss and accuracy; every result, figure and logger names them so.
+METRICS: dict[str, Callable[[float, float], float]] = {"loss": loss_metric, "error": error_metric}
 
 
 def barrier(values: Sequence[float], alphas: Sequence[float], start: float, end: float) -> float:

@@ -36,11 +36,11 @@ from torch import Tensor, nn
 from lwlc.core.calibration import calibrating, calibration_batches
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import mix
+from lwlc.core.precision import PRECISIONS
+from lwlc.core.spec import BATCH_SIZE, BN_BATCH_SIZE
 from lwlc.core.stages import find_stages
 
 Coefficients = tuple[float, ...]
-# fp32 is exact; tf32 (CUDA matmuls/convs) and bf16 (autocast) trade accuracy for speed.
-PRECISIONS = ("fp32", "tf32", "bf16")
 _MIXABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -161,7 +161,7 @@ class Evaluator:
         bn: str = "keep",
         precision: str = "fp32",
         stack_bytes: int | None = None,
-        bn_batch_size: int = 256,
+        bn_batch_size: int = BN_BATCH_SIZE,
     ) -> None:
         if bn not in ("keep", "reset"):
             raise LwlcError(f"bn mode must be 'keep' or 'reset', got {bn!r}")
@@ -335,11 +335,7 @@ class Evaluator:
 
     @contextlib.contextmanager
     def _fast_math(self) -> Iterator[None]:
-        """The requested precision for the evaluation pass.
-
-        On CUDA, fp32 turns TF32 off for the pass (PyTorch lets cuDNN use TF32 by default, which
-        would be ~1e-3 off the exact result) and tf32 turns it on; bf16 runs under autocast.
-        """
+        """The requested precision for the evaluation pass (``lwlc.core.precision``)."""
         if self.device.type == "cuda" and torch.backends.cudnn.benchmark:
             # Stacked chains give many one-off batch sizes: autotuning each (a Trainer with
             # benchmark=true turns it on) costs far more than it saves.
@@ -349,20 +345,9 @@ class Evaluator:
                     yield
             finally:
                 torch.backends.cudnn.benchmark = True
-        elif self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                yield
-        elif self.device.type == "cuda":
-            saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
-                self.precision == "tf32"
-            )
-            try:
-                yield
-            finally:
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         else:
-            yield
+            with PRECISIONS[self.precision](self.device):
+                yield
 
     def _init_stats(self, node: _Node) -> None:
         """Fresh running statistics (as ``reset_running_stats``) for every BatchNorm node."""
@@ -400,7 +385,7 @@ class Evaluator:
         models: Sequence[Coefficients],
         inputs: Tensor,
         targets: Tensor,
-        batch_size: int = 512,
+        batch_size: int = BATCH_SIZE,
         calibration: Tensor | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[Metrics]:

@@ -10,7 +10,7 @@ model, which is how duplicates and shared prefixes are found.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +19,7 @@ from torch import Tensor
 from lwlc.core.errors import LwlcError
 from lwlc.core.layers import Group
 
-PLANS = ("full", "single", "cumulative_front", "cumulative_back", "custom")
-REST_FROM = ("a", "b")
+REST_FROM = ("a", "b")  # the model the layers off the path come from (``MeasureSpec.rest_from``)
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,8 @@ class InterpolationPath:
     keys: frozenset[str]
 
 
-def default_alphas(points: int = 11) -> list[float]:
-    """An evenly spaced grid on [0, 1] (11 points by default; the paper used 3)."""
+def default_alphas(points: int) -> list[float]:
+    """An evenly spaced grid of ``points`` alphas on [0, 1] (``MeasureSpec.num_alphas``)."""
     return [i / (points - 1) for i in range(points)]
 
 
@@ -56,6 +55,73 @@ def check_alphas(alphas: Sequence[float]) -> list[float]:
     return values
 
 
+def full_paths(
+    groups: Sequence[Group], rest_from: Sequence[str], custom: Mapping[str, Sequence[Group]]
+) -> list[InterpolationPath]:
+    """The ``full`` plan: one path interpolating every layer (group ``all``; no rest)."""
+    return [InterpolationPath("full", "all", "a", frozenset(k for g in groups for k in g.keys))]
+
+
+def _per_group(
+    plan: str,
+    groups: Sequence[Group],
+    rest_from: Sequence[str],
+    chosen: Callable[[int], Sequence[Group]],
+) -> list[InterpolationPath]:
+    """One path per group ``i`` (reported under its name) interpolating ``chosen(i)``."""
+    return [
+        InterpolationPath(plan, g.name, r, frozenset(k for h in chosen(i) for k in h.keys))
+        for i, g in enumerate(groups)
+        for r in rest_from
+    ]
+
+
+def single_paths(
+    groups: Sequence[Group], rest_from: Sequence[str], custom: Mapping[str, Sequence[Group]]
+) -> list[InterpolationPath]:
+    """The ``single`` plan: each group alone."""
+    return _per_group("single", groups, rest_from, lambda i: groups[i : i + 1])
+
+
+def cumulative_front_paths(
+    groups: Sequence[Group], rest_from: Sequence[str], custom: Mapping[str, Sequence[Group]]
+) -> list[InterpolationPath]:
+    """The ``cumulative_front`` plan: the first groups up to each one."""
+    return _per_group("cumulative_front", groups, rest_from, lambda i: groups[: i + 1])
+
+
+def cumulative_back_paths(
+    groups: Sequence[Group], rest_from: Sequence[str], custom: Mapping[str, Sequence[Group]]
+) -> list[InterpolationPath]:
+    """The ``cumulative_back`` plan: the groups from each one to the last."""
+    return _per_group("cumulative_back", groups, rest_from, lambda i: groups[i:])
+
+
+def custom_paths(
+    groups: Sequence[Group], rest_from: Sequence[str], custom: Mapping[str, Sequence[Group]]
+) -> list[InterpolationPath]:
+    """The ``custom`` plan: each named set of groups, reported under its name."""
+    return [
+        InterpolationPath("custom", label, r, frozenset(k for g in members for k in g.keys))
+        for label, members in custom.items()
+        for r in rest_from
+    ]
+
+
+PathPlan = Callable[
+    [Sequence[Group], Sequence[str], Mapping[str, Sequence[Group]]], list[InterpolationPath]
+]
+# The plans (``MeasureSpec.plans``, its ``Plan`` Literal): each makes its paths from the groups in
+# forward order, the rest models and the custom sets.
+PLANS: dict[str, PathPlan] = {
+    "full": full_paths,
+    "single": single_paths,
+    "cumulative_front": cumulative_front_paths,
+    "cumulative_back": cumulative_back_paths,
+    "custom": custom_paths,
+}
+
+
 def make_paths(
     groups: Sequence[Group],
     plans: Sequence[str],
@@ -73,26 +139,7 @@ def make_paths(
         raise LwlcError(
             "plan 'custom' needs at least one set of groups (--custom 'name=pattern,...')"
         )
-    all_keys = frozenset(k for g in groups for k in g.keys)
-    paths: list[InterpolationPath] = []
-    for plan in plans:
-        if plan == "full":
-            paths.append(InterpolationPath("full", "all", "a", all_keys))
-            continue
-        if plan == "custom":
-            for label, members in (custom or {}).items():
-                keys = frozenset(k for g in members for k in g.keys)
-                paths += [InterpolationPath("custom", label, r, keys) for r in rest_from]
-            continue
-        for i, g in enumerate(groups):
-            if plan == "single":
-                chosen = g.keys
-            elif plan == "cumulative_front":
-                chosen = tuple(k for h in groups[: i + 1] for k in h.keys)
-            else:
-                chosen = tuple(k for h in groups[i:] for k in h.keys)
-            paths += [InterpolationPath(plan, g.name, r, frozenset(chosen)) for r in rest_from]
-    return paths
+    return [p for plan in plans for p in PLANS[plan](groups, rest_from, custom or {})]
 
 
 def coefficients(

@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from lwlc.core.errors import LwlcError
 from lwlc.core.layers import Group
+from lwlc.core.spec import BATCH_SIZE, ROBUSTNESS_SEEDS
 
 # The columns of measures.csv: split and alpha are empty where a measure has none (weights have
 # neither; agreement has no alpha).
@@ -116,7 +117,7 @@ def agreement(logits_a: Tensor, logits_b: Tensor) -> float:
 
 
 def agreement_rows(
-    model: nn.Module, a: State, b: State, inputs: Tensor, batch_size: int = 512
+    model: nn.Module, a: State, b: State, inputs: Tensor, batch_size: int = BATCH_SIZE
 ) -> Rows:
     """One row: prediction agreement of A and B on ``inputs`` (group ``all``)."""
     value = agreement(
@@ -142,7 +143,7 @@ def mean_loss(
     inputs: Tensor,
     targets: Tensor,
     loss_fn: LossFn = nn.functional.cross_entropy,
-    batch_size: int = 512,
+    batch_size: int = BATCH_SIZE,
 ) -> float:
     """Mean per-sample loss of ``model`` with ``state`` (``loss_fn`` averages over a batch)."""
     out = _outputs(model, state, inputs, batch_size)
@@ -161,9 +162,9 @@ def robustness_rows(
     inputs: Tensor,
     targets: Tensor,
     alphas: Sequence[float] = (0.5, 1.0),
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = tuple(range(ROBUSTNESS_SEEDS)),
     loss_fn: LossFn = nn.functional.cross_entropy,
-    batch_size: int = 512,
+    batch_size: int = BATCH_SIZE,
 ) -> Rows:
     """Loss of A moved along random directions, per group and for the whole model.
 

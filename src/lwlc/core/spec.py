@@ -1,31 +1,25 @@
-"""What a connectivity measurement is: one typed, validated declaration and the sweep it makes.
+"""What a connectivity measurement is: one typed, validated, documented declaration.
 
 :class:`MeasureSpec` names everything that decides the numbers of a measurement between two
 networks (which paths, which layers, which alphas, splits and references, BatchNorm handling)
-and how it is computed (batch size, memory budget, precision). Every field is checked when the
-spec is made, with one-line messages; :func:`plan_paths` turns a spec and a model into the
-layer groups and paths, and :func:`prepare` into a :class:`PreparedSweep` (evaluators and a
-memory plan) whose ``run`` sweeps them: analyze, the Callback and ``lwlc.measure`` all go
-through these two functions.
+and how it is computed (batch size, memory budget, precision). Every field is checked once, when
+the spec is made, with one-line messages. Its defaults are this module's constants, which the
+lower layers (engine, sweep, measures) and the front ends take as theirs, so each default has one
+source. The choices are the keys of registries (``interpolation.PLANS``,
+``alignment.ALIGN_METHODS``, ``precision.PRECISIONS``, ``measurement.MEASURES``); the Literals
+below name them for typing and jsonargparse, and a test keeps both equal. Running a spec is
+``lwlc.core.measurement``'s job.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
-import torch
-from torch import Tensor, nn
-
-from lwlc.core import layers, measures, memory
-from lwlc.core.alignment import align
-from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import InterpolationPath, check_alphas, default_alphas, make_paths
-from lwlc.core.sweep import Data, Rows, SweepResult, sweep
+from lwlc.core.interpolation import check_alphas, default_alphas
 
 Plan = Literal["full", "single", "cumulative_front", "cumulative_back", "custom"]
 Split = Literal["train", "val", "test"]
@@ -34,6 +28,14 @@ BatchNormMode = Literal["keep", "reset"]
 Precision = Literal["fp32", "tf32", "bf16"]
 Alignment = Literal["none", "weight-matching"]
 Measure = Literal["weights", "agreement", "robustness"]
+
+# The defaults of the options that lower layers and front ends also take (one source each).
+NUM_ALPHAS = 11
+BN_SAMPLES = 2048
+BN_BATCH_SIZE = 256
+BATCH_SIZE = 512
+CHUNK_SIZE = 16
+ROBUSTNESS_SEEDS = 3
 
 
 def _choices(name: str, values: Sequence[str], allowed: type) -> tuple[str, ...]:
@@ -90,18 +92,18 @@ class MeasureSpec:
     rest_from: Sequence[Rest] = ("a", "b")
     splits: Sequence[Split] = ("test",)
     alphas: Sequence[float] | None = None
-    num_alphas: int = 11
+    num_alphas: int = NUM_ALPHAS
     bn: BatchNormMode = "keep"
-    bn_samples: int = 2048
-    bn_batch_size: int = 256
+    bn_samples: int = BN_SAMPLES
+    bn_batch_size: int = BN_BATCH_SIZE
     max_samples: int | None = None
-    batch_size: int = 512
-    chunk_size: int = 16
+    batch_size: int = BATCH_SIZE
+    chunk_size: int = CHUNK_SIZE
     memory_budget: float | None = None
     precision: Precision = "fp32"
     align: Alignment = "none"
     measures: Sequence[Measure] = ()
-    robustness_seeds: int = 3
+    robustness_seeds: int = ROBUSTNESS_SEEDS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -169,146 +171,3 @@ def from_flags(**fields: object) -> MeasureSpec:
         if name not in fields:
             raise
         raise LwlcError(f"--{name.replace('_', '-')}{head[len(name):]} {rest}") from None
-
-
-def plan_paths(
-    spec: MeasureSpec, model: nn.Module, example: Tensor | None = None
-) -> tuple[list[layers.Group], list[InterpolationPath]]:
-    """The layer groups of ``model`` (in forward order, traced on ``example``) and the paths of
-    ``spec``'s plans over them; unknown layers or patterns are one-line errors."""
-    groups = layers.default_groups(model, example)
-    if spec.group_depth is not None:
-        groups = layers.group_by_depth(groups, spec.group_depth)
-    if spec.group:
-        groups = layers.regroup(groups, list(spec.group))
-    custom = {name: layers.select(groups, list(p)) for name, p in spec.custom.items()}
-    return groups, make_paths(groups, list(spec.plans), list(spec.rest_from), custom)
-
-
-ALIGNED = "aligned:"  # plan prefix of the paths measured after alignment
-
-
-def prepare_sweeps(
-    spec: MeasureSpec,
-    model: nn.Module,
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    paths: Sequence[InterpolationPath],
-    device: str | torch.device = "cpu",
-) -> list[tuple[Evaluator, list[InterpolationPath]]]:
-    """The evaluators of a measurement and the paths each evaluates: the pair as it is and,
-    with ``spec.align``, B permuted to match A (its paths' plans prefixed ``aligned:``)."""
-    options = {
-        "device": device,
-        "bn": spec.bn,
-        "precision": spec.precision,
-        "bn_batch_size": spec.bn_batch_size,
-    }
-    sweeps = [(Evaluator(model, state_a, state_b, **options), list(paths))]
-    if spec.align != "none":
-        aligned = align(spec.align, model, state_a, state_b)
-        sweeps.append(
-            (
-                Evaluator(model, state_a, aligned, **options),
-                [replace(p, plan=ALIGNED + p.plan) for p in paths],
-            )
-        )
-    return sweeps
-
-
-@dataclass
-class PreparedSweep:
-    """A measurement ready to run: its evaluators with the paths each evaluates, the data, and
-    the batch and chunk sizes that keep it within ``spec.memory_budget``."""
-
-    spec: MeasureSpec
-    sweeps: list[tuple[Evaluator, list[InterpolationPath]]]
-    data: Data
-    calibration: Tensor | None
-    sizes: memory.MemoryPlan
-
-    @property
-    def paths(self) -> list[InterpolationPath]:
-        """Every path measured, the aligned ones (if any) after the others."""
-        return [p for _, own in self.sweeps for p in own]
-
-    def run(
-        self,
-        todo: Collection[InterpolationPath] | None = None,
-        on_rows: Callable[[Rows, Rows], None] | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> SweepResult:
-        """Sweep the paths (only those in ``todo``, if given); the endpoints are the pair's."""
-        result = SweepResult()
-        for i, (evaluator, own) in enumerate(self.sweeps):
-            found = sweep(
-                evaluator,
-                [p for p in own if todo is None or p in todo],
-                self.spec.grid,
-                self.data,
-                calibration=self.calibration if evaluator.has_batchnorm() else None,
-                batch_size=self.sizes.batch_size,
-                chunk_size=self.sizes.chunk_size,
-                on_rows=on_rows,
-                progress=progress,
-            )
-            result.curves += found.curves
-            result.barriers += found.barriers
-            if i == 0:
-                result.endpoints = found.endpoints
-        return result
-
-
-def prepare(
-    spec: MeasureSpec,
-    model: nn.Module,
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    paths: Sequence[InterpolationPath],
-    data: Data,
-    calibration: Tensor | None = None,
-    device: str | torch.device = "cpu",
-) -> PreparedSweep:
-    """The one way every front end (analyze, the Callback, ``lwlc.measure``) sets a measurement
-    up: evaluators (with alignment), and a memory plan for the batch and chunk sizes."""
-    sweeps = prepare_sweeps(spec, model, state_a, state_b, paths, device)
-    if spec.bn != "reset" or not sweeps[0][0].has_batchnorm():
-        calibration = None
-    every_path = [p for _, own in sweeps for p in own]
-    sizes = memory.plan_sweep(
-        sweeps[0][0], model, every_path, spec.grid, data, calibration,
-        spec.memory_budget, spec.batch_size, spec.chunk_size,
-    )  # fmt: skip
-    return PreparedSweep(spec, sweeps, data, calibration, sizes)
-
-
-def measure_extras(
-    spec: MeasureSpec,
-    model: nn.Module,
-    groups: Sequence[layers.Group],
-    state_a: Mapping[str, Tensor],
-    state_b: Mapping[str, Tensor],
-    data: Data,
-    init: tuple[Mapping[str, Tensor], Mapping[str, Tensor]] | None = None,
-) -> Rows:
-    """The rows of ``spec.measures`` (``MEASURE_COLUMNS``): weights once, agreement and
-    robustness per split; evaluated where the states are, with A's BatchNorm statistics."""
-    rows: Rows = []
-    if "weights" in spec.measures:
-        found = measures.weight_measures(groups, state_a, state_b, *(init or (None, None)))
-        rows += [{**r, "split": "", "alpha": ""} for r in found]
-    device = next(iter(state_a.values())).device
-    net = copy.deepcopy(model).to(device)
-    seeds = tuple(range(spec.robustness_seeds))
-    for split, (inputs, targets) in data.items():
-        inputs, targets = inputs.to(device), targets.to(device)
-        if "agreement" in spec.measures:
-            found = measures.agreement_rows(net, state_a, state_b, inputs, spec.batch_size)
-            rows += [{**r, "split": split, "alpha": ""} for r in found]
-        if "robustness" in spec.measures:
-            found = measures.robustness_rows(
-                net, groups, state_a, state_b, inputs, targets, seeds=seeds,
-                batch_size=spec.batch_size,
-            )  # fmt: skip
-            rows += [{**r, "split": split} for r in found]
-    return [{c: r[c] for c in measures.MEASURE_COLUMNS} for r in rows]

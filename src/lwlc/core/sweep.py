@@ -4,7 +4,7 @@ The single entry point shared by ``lwlc analyze``, the barrier Callback and the 
 Paths are evaluated in chunks; each finished chunk is handed to ``on_rows`` (``analyze`` writes
 it to disk at once, so an interrupted sweep keeps every finished path). Every distinct model is
 evaluated once per split: the whole models A and B (for the ``models`` reference) and models
-repeated across plans are looked up in a cache keyed by their coefficients.
+repeated across plans are looked up in a cache keyed by their coefficients (``MetricsCache``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from lwlc.core.barriers import barriers_of_curve
+from lwlc.core.barriers import METRICS, REFERENCES, barriers_of_curve
 from lwlc.core.engine import Coefficients, Evaluator, Metrics
 from lwlc.core.interpolation import InterpolationPath, check_alphas, coefficients
+from lwlc.core.spec import BATCH_SIZE, CHUNK_SIZE
 
 CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
 BARRIER_COLUMNS = (
@@ -25,8 +26,7 @@ BARRIER_COLUMNS = (
     "rest_from",
     "split",
     "reference",
-    "loss_barrier",
-    "error_barrier",
+    *(f"{metric}_barrier" for metric in METRICS),
 )
 
 Rows = list[dict[str, object]]
@@ -60,16 +60,44 @@ def curve_barrier_rows(
         {**base, "alpha": t, "loss": m.loss, "accuracy": m.accuracy}
         for t, m in zip(alphas, metrics, strict=True)
     ]
-    losses = [m.loss for m in metrics]
-    errors = [1.0 - m.accuracy for m in metrics]
-    loss_b = barriers_of_curve(losses, alphas, ends[0].loss, ends[1].loss)
-    error_b = barriers_of_curve(errors, alphas, 1.0 - ends[0].accuracy, 1.0 - ends[1].accuracy)
+    found = {
+        name: barriers_of_curve(
+            [value(m.loss, m.accuracy) for m in metrics],
+            alphas,
+            *(value(end.loss, end.accuracy) for end in ends),
+        )
+        for name, value in METRICS.items()
+    }
     barriers = [
-        {**base, "reference": ref, "loss_barrier": loss_b[ref], "error_barrier": error_b[ref]}
-        for ref in loss_b
+        {**base, "reference": ref, **{f"{name}_barrier": b[ref] for name, b in found.items()}}
+        for ref in REFERENCES
         if ref != "midpoint" or 0.5 in alphas
     ]
     return curves, barriers
+
+
+class MetricsCache:
+    """The metrics of each distinct model (its coefficients) on each split, evaluated once: the
+    whole models A and B and models repeated across plans are looked up, not re-evaluated."""
+
+    def __init__(
+        self, evaluator: Evaluator, data: Data, batch_size: int, calibration: Tensor | None
+    ) -> None:
+        self.evaluator, self.data = evaluator, data
+        self.batch_size, self.calibration = batch_size, calibration
+        self.found: dict[str, dict[Coefficients, Metrics]] = {split: {} for split in data}
+
+    def __call__(self, split: str, models: Sequence[Coefficients]) -> list[Metrics]:
+        """The metrics of ``models`` on ``split``, evaluating (together) those not seen yet."""
+        cache = self.found[split]
+        todo = list(dict.fromkeys(m for m in models if m not in cache))
+        if todo:
+            inputs, targets = self.data[split]
+            found = self.evaluator.evaluate(
+                todo, inputs, targets, batch_size=self.batch_size, calibration=self.calibration
+            )
+            cache.update(zip(todo, found, strict=True))
+        return [cache[m] for m in models]
 
 
 def sweep(
@@ -79,8 +107,8 @@ def sweep(
     data: Data,
     *,
     calibration: Tensor | None = None,
-    batch_size: int = 512,
-    chunk_size: int = 16,
+    batch_size: int = BATCH_SIZE,
+    chunk_size: int = CHUNK_SIZE,
     on_rows: Callable[[Rows, Rows], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SweepResult:
@@ -90,22 +118,10 @@ def sweep(
     """
     alphas = check_alphas(alphas)
     keys = evaluator.keys
-    zeros: Coefficients = (0.0,) * len(keys)
-    ones: Coefficients = (1.0,) * len(keys)
-    cache: dict[str, dict[Coefficients, Metrics]] = {split: {} for split in data}
-
-    def measure(split: str, models: Sequence[Coefficients]) -> list[Metrics]:
-        todo = list(dict.fromkeys(m for m in models if m not in cache[split]))
-        if todo:
-            inputs, targets = data[split]
-            found = evaluator.evaluate(
-                todo, inputs, targets, batch_size=batch_size, calibration=calibration
-            )
-            cache[split].update(zip(todo, found, strict=True))
-        return [cache[split][m] for m in models]
-
+    measure = MetricsCache(evaluator, data, batch_size, calibration)
     result = SweepResult()
-    ends = {split: tuple(measure(split, [zeros, ones])) for split in data}
+    whole: list[Coefficients] = [(0.0,) * len(keys), (1.0,) * len(keys)]  # A and B
+    ends = {split: tuple(measure(split, whole)) for split in data}
     for split, (ma, mb) in ends.items():
         result.endpoints[split] = {
             "loss_a": ma.loss,
