@@ -115,6 +115,18 @@ def short_help(parser_class: type) -> type:
             kwargs["allow_abbrev"] = False
             super().__init__(*args, **kwargs)
 
+        def dump(self, cfg: Any, *args: Any, **kwargs: Any) -> str:
+            """The config as YAML, without a derived key whose source is given
+            (``derived_keys``: ``{"num_alphas": "alphas"}``)."""
+            stale = [k for k, given in getattr(self, "derived_keys", {}).items()
+                     if cfg.get(given) is not None and k in cfg]  # fmt: skip
+            if stale:
+                cfg = cfg.clone()
+                for key in stale:
+                    del cfg[key]
+                kwargs["skip_check"] = True
+            return super().dump(cfg, *args, **kwargs)
+
         def error(self, message: str, ex: Exception | None = None) -> NoReturn:
             super().error(with_suggestion(message, self), ex)
 
