@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from lwlc.commands.lightning_setup import (
     check_accelerator,
     check_data,
     cpu_precision,
+    duration,
     forget_failed_start,
     from_checkpoint,
     logger_specs,
@@ -73,8 +75,31 @@ class ResumeHint(Callback):
         self.dirpath = dirpath
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, err: BaseException) -> None:
-        if isinstance(err, KeyboardInterrupt):
+        if isinstance(err, KeyboardInterrupt) and trainer.is_global_zero:
             print(resume_hint(sys.argv[1:], self.dirpath), file=sys.stderr)
+
+
+class EpochEstimate(Callback):
+    """After the first epoch of a fit, one line estimating how long the whole run takes (200
+    epochs on a CPU take days: better to know after one)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.started is None or self.started < 0:
+            return
+        took, self.started = time.monotonic() - self.started, -1.0
+        left = trainer.max_epochs - trainer.current_epoch - 1 if trainer.max_epochs else 0
+        if left > 0 and trainer.is_global_zero:
+            print(
+                f"lwlc: epoch {trainer.current_epoch + 1} of {trainer.max_epochs} took "
+                f"{duration(took)}: the {left} left take about {duration(took * left)}"
+            )
 
 
 class LwlcCLI(LightningCLI):
@@ -135,6 +160,8 @@ class LwlcCLI(LightningCLI):
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         root = config.trainer.default_root_dir or os.getcwd()
+        if not os.path.exists(root):
+            self.started["new_root"] = root  # removed again if the command fails while empty
         for checkpoint in (config.checkpoint, config.best_checkpoint):
             if checkpoint.dirpath is None:
                 checkpoint.dirpath = os.path.join(root, "checkpoints")
@@ -183,9 +210,10 @@ class LwlcCLI(LightningCLI):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):  # SaveConfig records the whole config
                 logger.lightning_hparams = False
+        if self.subcommand == "fit":
+            trainer.callbacks += [ResumeHint(self.config.fit.checkpoint.dirpath), EpochEstimate()]
         if self.subcommand == "fit" and rank_zero_only.rank == 0:
             self._claim_folder(trainer)
-            trainer.callbacks.append(ResumeHint(self.config.fit.checkpoint.dirpath))
         return trainer
 
     def _claim_folder(self, trainer: Trainer) -> None:
@@ -254,5 +282,5 @@ def _run_cli(overwrite: bool) -> None:
             started=started,
         )
     except BaseException:
-        forget_failed_start(started.get("fresh"))
+        forget_failed_start(started.get("fresh"), started.get("new_root"))
         raise

@@ -7,6 +7,7 @@ evaluation of a checkpoint, what a failed or interrupted fit leaves behind and s
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -36,19 +37,19 @@ def logger_specs(value: Any) -> list[Any]:
     return [s for s in specs if getattr(s, "class_path", None) and s.get("init_args") is not None]
 
 
-def forget_failed_start(trainer: Any) -> None:
+def forget_failed_start(trainer: Any, new_root: str | None = None) -> None:
     """After a fit into a fresh folder failed before its first optimizer step (a setting that
     does not work, a data set missing, Ctrl-C), remove what it wrote there (its W&B run, logs,
-    config), so that the folder is fresh again for the corrected command. Best effort: the
-    failure itself is what the user must see."""
-    if trainer is None or trainer.global_step > 0:
-        return
+    config), so that the folder is fresh again for the corrected command, and the folder itself
+    if the command created it (``new_root``) and it is empty. Best effort: the failure itself is
+    what the user must see."""
     from lwlc.commands import rundir
 
-    try:
-        rundir.remove(rundir.run_files(trainer), trainer.default_root_dir)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        if trainer is not None and trainer.global_step == 0:
+            rundir.remove(rundir.run_files(trainer), trainer.default_root_dir)
+        if new_root is not None and os.path.isdir(new_root) and not os.listdir(new_root):
+            os.rmdir(new_root)
 
 
 def _on_cpu(accelerator: object) -> bool:
@@ -210,3 +211,14 @@ def from_checkpoint(args: list[str]) -> list[str]:
             f"--config config.yaml (the run's) or {' and '.join(missing)}"
         )
     return [*args, "--model", json.dumps(model), "--data", json.dumps(data)]
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: ``42 s``, ``17 min``, ``3.5 h``, ``2.1 days``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
