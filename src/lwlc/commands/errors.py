@@ -78,11 +78,11 @@ def with_suggestion(message: str, parser: Any) -> str:
     if unknown is None or "did you mean" in message:
         return message
     dashes, name = unknown.groups()
-    names = option_names(parser)
+    names = [n.lstrip("-") for n in option_names(parser)]
     if not dashes:  # a key inside a class's init_args: compare with the keys themselves
-        names = [n.lstrip("-").rsplit(".", 1)[-1] for n in names]
-    guess = nearest(f"{dashes or ''}{name}", names)
-    return f"{message}; did you mean {guess}?" if guess else message
+        names = [n.rsplit(".", 1)[-1] for n in names]
+    guess = nearest(name, names)
+    return f"{message}; did you mean {dashes or ''}{guess}?" if guess else message
 
 
 def option_names(parser: Any) -> list[str]:
