@@ -36,8 +36,9 @@ def _val_metrics(out: str) -> dict[str, float]:
 
 
 def test_validate_of_a_checkpoint_needs_no_config(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # validate's own files (config.yaml) go to the working folder
     ckpt = fit_pair(tmp_path / "run")
     capsys.readouterr()
     main(["validate", "--ckpt_path", str(ckpt), *QUIET])
