@@ -1,9 +1,9 @@
 """Time to the first line of each ``lwlc`` command's help, set-up and argument errors, as a ratio
 to ``python -c "import torch"`` measured in the same run (issue 27: within 1.5x).
 
-Every case runs in a fresh interpreter, interleaved with the ``import torch`` reference, ``--repeat``
-times; the table shows medians. The first line is the first line on stdout or stderr (help
-text, ``lwlc: error: ...``, the first line of ``--print_config`` or ``--list-layers``).
+Every case runs in a fresh interpreter, interleaved with the ``import torch`` reference,
+``--repeat`` times; the table shows medians. The first line is the first line on stdout or
+stderr (help text, ``lwlc: error: ...``, the first of ``--print_config`` or ``--list-layers``).
 
     python benchmarks/bench_startup.py [--repeat 5] [--markdown]
 """
@@ -74,7 +74,8 @@ def pair_checkpoint(folder: Path) -> str:
 
     config = {"class_path": "lwlc.models.MLP", "init_args": {"width": 64}}
     nets = [MLP(**config["init_args"]) for _ in "ab"]
-    state = {f"net_{m}.{k}": v for m, n in zip("ab", nets) for k, v in n.state_dict().items()}
+    pairs = zip("ab", nets, strict=True)
+    state = {f"net_{m}.{k}": v for m, net in pairs for k, v in net.state_dict().items()}
     data = {"_class_path": "lwlc.data.DigitsDataModule", "batch_size": 64}
     hparams = {"_class_path": "lwlc.training.PairedModule", "model": config}
     path = folder / "pair.ckpt"

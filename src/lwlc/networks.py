@@ -17,9 +17,7 @@ from lwlc.formats.checkpoints import build_model, read_checkpoint
 from lwlc.formats.inputs import check_model
 
 
-def load_network(
-    path: str | os.PathLike[str], member: str = "a", trust: bool = False
-) -> nn.Module:
+def load_network(path: str | os.PathLike[str], member: str = "a", trust: bool = False) -> nn.Module:
     """The network ``member`` (``"a"`` or ``"b"`` of a pair; a single-network checkpoint's one
     network for ``"a"`` or ``"model"``) of the lwlc checkpoint at ``path``, with its weights, in
     eval mode. ``trust`` allows model classes outside lwlc/torch.nn/torchvision.models."""

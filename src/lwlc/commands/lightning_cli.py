@@ -74,7 +74,9 @@ class ResumeHint(Callback):
     def __init__(self, dirpath: str) -> None:
         self.dirpath = dirpath
 
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, err: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, err: BaseException
+    ) -> None:
         if isinstance(err, KeyboardInterrupt) and trainer.is_global_zero:
             print(resume_hint(sys.argv[1:], self.dirpath), file=sys.stderr)
 

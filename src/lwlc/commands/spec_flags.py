@@ -19,7 +19,6 @@ from typing import Any
 from lwlc.core.spec import MeasureSpec
 
 
-
 def _items(value: object) -> list[str]:
     """The stripped, non-empty items of a comma-separated string or a list."""
     items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
