@@ -56,7 +56,7 @@ def test_help_and_argument_errors_import_no_heavy_package(tmp_path: Path) -> Non
     assert report["codes"] == [0, 2, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
     errors = [line for line in result.stderr.splitlines() if line.startswith("lwlc: error: ")]
     assert len(errors) == 7 and "Traceback" not in result.stderr
-    assert "--config missing.yaml: no such file" in result.stderr
+    assert "--config file missing.yaml does not exist" in result.stderr
 
 
 def _imports(path: Path) -> set[str]:

@@ -32,15 +32,19 @@ DEBUG_FLAG = "--debug"
 
 
 def _check_files(args: list[str]) -> None:
-    """A --config or --ckpt_path file that does not exist is one line before Lightning loads."""
+    """A --config or --ckpt_path that is missing or a folder is one line before Lightning loads
+    (in the words of lwlc.formats.io, which checks the same when it reads the file)."""
     for i, arg in enumerate(args[:-1]):
         path = args[i + 1]
         if arg not in ("-c", "--config", "--ckpt_path") or "://" in path or "\n" in path:
             continue  # a URL or an inline YAML config is Lightning's to read
         if arg == "--ckpt_path" and path.split(":")[0] in ("last", "best", "hpc", "registry"):
             continue  # Lightning's names for the run's own checkpoints
-        if not os.path.isfile(path):
-            raise LwlcError(f"{arg} {path}: no such file")
+        what = "checkpoint" if arg == "--ckpt_path" else f"{arg} file"
+        if not os.path.exists(path):
+            raise LwlcError(f"{what} {path} does not exist: check the path")
+        if os.path.isdir(path):
+            raise LwlcError(f"{what} {path} is a directory, not a file: give the file inside it")
 
 
 def _tool(name: str) -> Callable[[list[str]], None]:
