@@ -102,12 +102,21 @@ def main() -> None:
     report(times, args.markdown)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def report(times: dict[str, list[float]], markdown: bool) -> None:
     """One row per case: median seconds and the ratio to the median ``import torch``."""
     torch_s = statistics.median(times["import torch"])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"load {load:.1f}; python {platform.python_version()}; import torch {torch_s:.2f} s "
         f"(median of {len(times['import torch'])})"
     )
