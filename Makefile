@@ -19,6 +19,7 @@ setup: $(STAMP)
 # that is the local index's torch 2.14.1 / torchvision 0.29.1, which its own pip constraints
 # (/etc/xdg/pip/constraints.txt, see `pip config list`) cap; elsewhere the newest 2.x.
 $(STAMP): pyproject.toml
+	@echo "lwlc setup: installing lwlc with torch, Lightning, torchvision, W&B, matplotlib and the test tools into $(VENV)/ (several GB with torch; 2-10 minutes the first time, instant afterwards)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@

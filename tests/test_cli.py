@@ -13,7 +13,8 @@ import yaml
 
 from conftest import CONFIGS, REPO_ROOT
 from lwlc.commands import cli
-from lwlc.commands.cli import argument_error, config_error, main
+from lwlc.commands.cli import main
+from lwlc.commands.errors import argument_error, config_error
 from lwlc.core.errors import LwlcError, readable_bytes
 from lwlc.models import MLP
 

@@ -1,22 +1,28 @@
 """lwlc: train pairs of networks and measure layer-wise linear mode connectivity.
 
 ``lwlc.measure(model_a, model_b, data, lwlc.MeasureSpec(...))`` measures two networks as
-``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does. Both
-are imported on first use, so ``import lwlc`` (and every command) stays light.
+``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does;
+``lwlc.load_network(path, member="a")`` is one network of a checkpoint as a plain ``nn.Module``.
+All are imported on first use, so ``import lwlc`` (and every command) stays light.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MeasureSpec", "Measurement", "measure", "merge_models"]
+__all__ = ["MeasureSpec", "Measurement", "load_network", "measure", "merge_models"]
 
 
 def __getattr__(name: str) -> Any:
-    """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.MeasureSpec``, ``lwlc.Measurement``."""
+    """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.MeasureSpec``, ``lwlc.Measurement``,
+    ``lwlc.load_network``."""
     if name in ("measure", "merge_models", "Measurement"):
         from lwlc import api
 
         return getattr(api, name)
+    if name == "load_network":
+        from lwlc.networks import load_network
+
+        return load_network
     if name == "MeasureSpec":
         from lwlc.core.spec import MeasureSpec
 

@@ -1,3 +1,5 @@
-"""The ``lwlc`` commands, thin over ``lwlc.core`` and ``lwlc.formats``: ``cli`` (dispatch and
-``fit``/``validate``/``test``), ``analyze``, ``merge``, ``plot``, ``experiment``; ``results``
-(an analyze results folder, its resume and interrupts) and ``rundir`` (a fit's folder)."""
+"""The ``lwlc`` commands, thin over ``lwlc.core`` and ``lwlc.formats``: ``cli`` (the dispatcher,
+light), ``lightning_cli`` (``fit``/``validate``/``test``/``predict``, with ``lightning_setup``),
+``analyze``, ``merge``, ``plot``, ``experiment``; ``errors`` (one-line argument errors and short
+help, imported by every command, never the dispatcher); ``results`` (an analyze results folder,
+its resume and interrupts) and ``rundir`` (a fit's folder)."""

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lwlc.commands import processes, results
-from lwlc.commands.cli import argument_error, short_help
+from lwlc.commands.errors import argument_error, short_help
 from lwlc.commands.spec_flags import add_spec_arguments
 from lwlc.core import layers
 from lwlc.core.barriers import REFERENCES

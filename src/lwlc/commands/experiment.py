@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lwlc.commands.cli import argument_error, short_help
+from lwlc.commands.errors import argument_error, short_help
 from lwlc.core.errors import LwlcError
 from lwlc.formats import outputs
 from lwlc.formats.io import read_csv, write_json

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lwlc.commands.cli import argument_error, short_help
+from lwlc.commands.errors import argument_error, short_help
 from lwlc.commands.spec_flags import add_spec_arguments
 from lwlc.core import layers
 from lwlc.core.alignment import align

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lwlc.commands.cli import argument_error, short_help
+from lwlc.commands.errors import argument_error, short_help
 from lwlc.core.errors import LwlcError
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats import lock

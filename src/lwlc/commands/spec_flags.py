@@ -18,8 +18,35 @@ from typing import Any
 
 from lwlc.core.spec import MeasureSpec
 
-# Sequences of choices are given comma-separated (``--splits test,train``) or as a YAML list.
-SEQUENCE_TYPES = {str: str | list[str], float: str | list[float] | None}
+
+def _items(value: object) -> list[str]:
+    """The stripped, non-empty items of a comma-separated string or a list."""
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    return [str(t).strip() for t in items if str(t).strip()]
+
+
+def choice_list(value: object) -> list[str]:
+    """A sequence of choices, given comma-separated (``--splits test,train``) or as a YAML list;
+    a list either way, so ``--print_config`` writes a YAML list."""
+    return _items(value)
+
+
+def number_list(value: object) -> list[float] | object:
+    """A sequence of numbers (``--alphas 0,0.5,1``) as a list of floats; a value with an item
+    that is no number is kept as given, for the spec to refuse with the message every front
+    end gives."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
+        return None
+    try:
+        return [float(item) for item in _items(value)]
+    except ValueError:
+        return value
+
+
+SEQUENCE_TYPES = {str: choice_list, float: number_list}
+# A key derived from another one when that one is not given: left out of --print_config's
+# output when the other is given (num_alphas beside explicit alphas would be stale).
+DERIVED = {"num_alphas": "alphas"}
 
 
 @cache
@@ -61,10 +88,12 @@ def add_spec_arguments(parser: Any, names: Sequence[str], **defaults: Any) -> No
     for name in names:
         default = defaults.get(name, _default(name))
         if isinstance(default, tuple):
-            default = ",".join(map(str, default))
+            default = list(default)
         parser.add_argument(
             flag(name), type=_parser_type(hints[name]), default=default, help=_for_flags(name)
         )
+    derived = {key: given for key, given in DERIVED.items() if {key, given} <= set(names)}
+    parser.derived_keys = {**getattr(parser, "derived_keys", {}), **derived}
 
 
 def _for_flags(name: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from torch import Tensor, nn
 
@@ -27,13 +27,20 @@ if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule
 
 
+class DataModuleLike(Protocol):
+    """What ``--data`` names: a data module (Lightning's, or any class with
+    ``train_dataloader``). A protocol, so that declaring ``--data`` imports no Lightning:
+    ``--help`` and argument errors answer at once; the named class is imported when used."""
+
+    def train_dataloader(self) -> Any: ...
+
+
 def add_network_arguments(
     parser: ArgumentParser, data_help: str = "data module (default: from the checkpoint's config)"
 ) -> None:
     """Add --ckpt-a, --ckpt-b, --model, --data and --trust-class-paths (each command adds its
     own --ckpt: one pair, or several files)."""
     from jsonargparse import ActionYesNo
-    from lightning.pytorch import LightningDataModule
 
     for member in ("a", "b"):
         parser.add_argument(
@@ -48,7 +55,7 @@ def add_network_arguments(
         required=False,
         help="model class (default: from the checkpoint's config)",
     )
-    parser.add_subclass_arguments(LightningDataModule, "data", required=False, help=data_help)
+    parser.add_subclass_arguments(DataModuleLike, "data", required=False, help=data_help)
     parser.add_argument(
         "--trust-class-paths",
         action=ActionYesNo(no_prefix="no-"),
