@@ -1,0 +1,217 @@
+"""What the barrier Callback shows on its loggers: scalars after every evaluation, and on its
+media schedule the heatmaps, W&B line charts of every layer's barrier, the latest curves and a
+table (W&B) or images (TensorBoard).
+
+One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
+a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
+evaluation is logged with the CSVs' epoch (completed epochs) and step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from lwlc.core.sweep import Rows
+from lwlc.tracking.files import METRICS, ResultFiles
+from lwlc.tracking.history import COLUMNS, History
+from lwlc.tracking.media import log_to_tensorboard, log_to_wandb
+
+UNITS = {"loss": "nats", "error": "fraction of samples"}
+
+
+def path_label(row: Mapping[str, Any]) -> str:
+    """A path's short name: ``full``, ``single/<layer>``, ``single/<layer>/rest_b``."""
+    parts = [str(row["plan"])]
+    if row["plan"] != "full":
+        parts.append(str(row["group"]))
+    if row["rest_from"] == "b":
+        parts.append("rest_b")
+    return "/".join(parts)
+
+
+def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
+    """``barrier/<reference>/full/loss``, ``barrier/midpoint/single/<layer>/error``,
+    ``barrier/<reference>/<split>/...``: the name says against what the barrier is taken."""
+    split = f"{row['split']}/" if with_split else ""
+    return f"barrier/{row['reference']}/{split}{path_label(row)}/{metric}"
+
+
+def measure_metric_name(row: Mapping[str, Any]) -> str:
+    """``measure/l2_distance/a-b/fc1``, ``measure/agreement/a-b/all/test``,
+    ``measure/random_loss/a/fc1/test/alpha_0.5``."""
+    name = f"measure/{row['measure']}/{row['between']}/{row['group']}"
+    if row["split"]:
+        name += f"/{row['split']}"
+    if row["alpha"] not in ("", None):
+        name += f"/alpha_{float(row['alpha']):g}"
+    return name
+
+
+def scalars(barriers: Rows, splits: Sequence[str]) -> dict[str, float]:
+    """The scalars of barrier rows, every reference, in the CSV's units; the first split is
+    logged without a split in the name."""
+    out: dict[str, float] = {}
+    for row in barriers:
+        with_split = row["split"] != splits[0]
+        for metric in METRICS:
+            out[metric_name(row, metric, with_split)] = float(row[f"{metric}_barrier"])
+    return out
+
+
+def log_scalars(
+    trainer: pl.Trainer, barriers: Rows, measures: Rows, splits: Sequence[str], seconds: float
+) -> None:
+    """One evaluation's scalars on every logger, at its step, with the CSVs' ``epoch``."""
+    metrics = {
+        **scalars(barriers, splits),
+        **{measure_metric_name(r): float(r["value"]) for r in measures},
+        "barrier/seconds": seconds,
+        "epoch": int(barriers[0]["epoch"]),
+    }
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=int(barriers[0]["step"]))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def layer_charts(history: Rows, splits: Sequence[str], reference: str) -> dict[str, Any]:
+    """W&B line plots of the full model's and every single layer's barrier over the steps, per
+    split, at ``reference``, in the scalars' units."""
+    import wandb
+
+    payload: dict[str, Any] = {}
+    for split in splits:
+        wanted = {(split, reference, plan) for plan in ("full", "single")}
+        rows = [r for r in history if (r["split"], r["reference"], r["plan"]) in wanted]
+        steps = sorted({int(r["step"]) for r in rows})
+        for metric in METRICS:
+            series: dict[str, dict[int, float | None]] = {}
+            for r in rows:
+                value = _finite(float(r[f"{metric}_barrier"]))
+                series.setdefault(path_label(r), {})[int(r["step"])] = value
+            payload[f"barrier_layers/{split}/{metric}"] = wandb.plot.line_series(
+                xs=steps,
+                ys=[[line.get(step) for step in steps] for line in series.values()],
+                keys=list(series),
+                title=f"{metric} barrier ({UNITS[metric]}): full model and single layers "
+                f"({split}, {reference} reference)",
+                xname="step",
+            )
+    return payload
+
+
+def curve_plots(curves: Rows, splits: Sequence[str], alphas: Sequence[float]) -> dict[str, Any]:
+    """W&B line plots of one evaluation's interpolation curves (loss in nats, error as a
+    fraction of samples) per split."""
+    import wandb
+
+    payload: dict[str, Any] = {}
+    for split in splits:
+        rows = [r for r in curves if r["split"] == split]
+        for metric in METRICS:
+            series: dict[str, list[float | None]] = {}
+            for r in rows:
+                value = float(r["loss"]) if metric == "loss" else 1.0 - float(r["accuracy"])
+                series.setdefault(path_label(r), []).append(_finite(value))
+            payload[f"barrier_curves/{split}/{metric}"] = wandb.plot.line_series(
+                xs=list(alphas),
+                ys=list(series.values()),
+                keys=list(series),
+                title=f"{metric} ({UNITS[metric]}) along the paths ({split}, epoch "
+                f"{rows[0]['epoch']})",
+                xname="alpha",
+            )
+    return payload
+
+
+@dataclass
+class Media:
+    """The media of a run's loggers and what they show: the history revision of the charts and
+    of each metric's heatmaps (nothing is drawn or logged twice for the same history)."""
+
+    reference: str
+    splits: Sequence[str]
+    alphas: Sequence[float]
+    shown: int | None = None
+    drawn: dict[str, int] = field(default_factory=dict)
+
+    def refresh(
+        self,
+        trainer: pl.Trainer,
+        history: History,
+        files: ResultFiles,
+        info: Mapping[str, Any],
+        metrics: Sequence[str],
+    ) -> None:
+        """Draw the heatmaps of ``metrics`` into the files' directory and log them, the layer
+        charts, the latest curves and the table, unless the loggers show them already."""
+        revision = history.revision
+        fresh = self.shown != revision
+        metrics = [m for m in metrics if self.drawn.get(m) != revision]
+        if not (fresh or metrics):
+            return
+        drawn: dict[str, Path] | None = None
+
+        def heatmaps() -> dict[str, Path]:
+            nonlocal drawn
+            if drawn is None:
+                paths = files.draw(history, self.reference, info, metrics)
+                drawn = {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
+            return drawn
+
+        step = int(history.barriers[-1]["step"])
+        log_to_wandb(trainer.loggers, self._wandb(history, heatmaps, fresh), step)
+        tensorboard = self._tensorboard(history, heatmaps, fresh, info)
+        log_to_tensorboard(trainer.loggers, tensorboard, step)
+        self.shown = revision
+        self.drawn |= dict.fromkeys(metrics, revision)
+
+    def _wandb(
+        self, history: History, heatmaps: Callable[[], dict[str, Path]], fresh: bool
+    ) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            import wandb
+
+            caption = f"through epoch {history.barriers[-1]['epoch']}"
+            payload: dict[str, Any] = {
+                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps().items()
+            }
+            if fresh:
+                columns = list(COLUMNS["barriers"])
+                rows = [[r[c] for c in columns] for r in history.barriers]
+                payload |= {
+                    **curve_plots(history.latest_curves(), self.splits, self.alphas),
+                    **layer_charts(history.barriers, self.splits, self.reference),
+                    "barrier_table": wandb.Table(columns=columns, data=rows),
+                }
+            return payload
+
+        return build
+
+    def _tensorboard(
+        self,
+        history: History,
+        heatmaps: Callable[[], dict[str, Path]],
+        fresh: bool,
+        info: Mapping[str, Any],
+    ) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            payload: dict[str, Any] = dict(heatmaps())
+            if fresh:
+                from lwlc import figures
+
+                latest, pairing = history.latest_curves(), figures.pairing_text(info)
+                for split in self.splits:
+                    figure = figures.interpolation_curves(latest, split, pairing=pairing)
+                    payload[f"barrier_curves/{split}"] = figure
+            return payload
+
+        return build
