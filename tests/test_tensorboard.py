@@ -55,7 +55,7 @@ def png(data: bytes) -> np.ndarray:
 
 
 def test_tensorboard_gets_the_barrier_scalars_heatmaps_and_curves(tmp_path: Path) -> None:
-    fit(tmp_path, "--trainer.callbacks.media_interval_s", "0")
+    fit(tmp_path, "--trainer.callbacks.media_every", "1")
     (events,) = tmp_path.glob("lightning_logs/version_0/events.out.tfevents.*")
     run = EventAccumulator(str(events), size_guidance={IMAGES: 0})
     run.Reload()
@@ -69,7 +69,7 @@ def test_tensorboard_gets_the_barrier_scalars_heatmaps_and_curves(tmp_path: Path
         [full[s] for s in sorted(full)], rel=1e-6
     )
 
-    # With media_interval_s=0 the loss heatmap and the curves follow every evaluation; the end
+    # With media_every=1 the loss heatmap and the curves follow every evaluation; the end
     # of fit adds the error heatmap.
     images = run.Tags()["images"]
     expected = {

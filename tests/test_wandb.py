@@ -254,7 +254,7 @@ def test_online_without_credentials_under_a_terminal_never_waits_for_a_login_pro
 
 def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_path, capsys):
     logger = WandbLogger(save_dir=str(tmp_path), name="digits")
-    callback = _fit(tmp_path, logger, media_interval_s=0)
+    callback = _fit(tmp_path, logger, media_every=1)
     assert logger.mode == "offline"
     # The logger finished the run when fit ended: one complete offline run under the run dir.
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -268,7 +268,7 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     }
     expected = {
         r["step"]: r["loss_barrier"]
-        for r in callback.barriers
+        for r in callback.history.barriers
         if r["plan"] == "full" and r["reference"] == "midpoint"
     }
     assert logged.keys() == expected.keys() == {0, 5, 10}
@@ -278,7 +278,7 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
-    # With media_interval_s=0 the loss heatmap, the curve plots and the table follow every
+    # With media_every=1 the loss heatmap, the curve plots and the table follow every
     # evaluation; the end of fit adds the error heatmap and repeats nothing already up to date.
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
@@ -299,9 +299,9 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     assert _warnings(capsys) == []
 
 
-def test_a_fit_shorter_than_the_media_interval_logs_each_panel_once_at_the_end(tmp_path):
+def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(tmp_path):
     logger = WandbLogger(save_dir=str(tmp_path))
-    _fit(tmp_path, logger, epochs=1)  # media_interval_s=30: no refresh while training
+    _fit(tmp_path, logger, epochs=1)  # 2 evaluations, media_every=5: none drawn while training
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
     panels = {
@@ -323,7 +323,7 @@ def test_wandb_failing_to_start_warns_once_and_training_goes_on(tmp_path, capsys
     logger = WandbLogger(save_dir=str(tmp_path))
     callback = _fit(tmp_path, logger)
     assert logger.mode == "disabled"
-    assert len(callback.barriers) > 0 and (tmp_path / "barriers" / "barriers.csv").exists()
+    assert len(callback.history.barriers) > 0 and (tmp_path / "barriers" / "barriers.csv").exists()
     warnings = _warnings(capsys)
     assert len(warnings) == 1
     assert "W&B logging is off" in warnings[0] and "wandb-core did not start" in warnings[0]
@@ -352,7 +352,7 @@ def test_missing_wandb_package_warns_once_and_training_goes_on(tmp_path, capsys,
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # `import wandb` now fails
     logger = WandbLogger(save_dir=str(tmp_path))
     callback = _fit(tmp_path, logger, epochs=1)
-    assert logger.mode == "disabled" and len(callback.barriers) > 0
+    assert logger.mode == "disabled" and len(callback.history.barriers) > 0
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "import of wandb halted" in warnings[0]
 
@@ -366,7 +366,7 @@ def test_a_failing_log_call_turns_wandb_off_with_one_warning(tmp_path, capsys, m
     monkeypatch.setattr(type(logger.experiment), "log", failing_log)
     callback = _fit(tmp_path, logger)
     assert logger.mode == "disabled"
-    assert {r["step"] for r in callback.barriers} == {0, 5, 10}, "training and measuring went on"
+    assert {r["step"] for r in callback.history.barriers} == {0, 5, 10}, "training and measuring went on"
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "pipe to wandb-core closed" in warnings[0]
 
