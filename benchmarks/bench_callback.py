@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -58,6 +59,8 @@ def child(config: str, args: list[str], out: str) -> None:
     timing = {"fit_s": 0.0, "callback_s": 0.0, "start_s": 0.0, "end_s": 0.0}
 
     def timed(method: Any, key: str) -> Any:
+        # wraps: LightningCLI reads Trainer.fit's signature (ckpt_path, ...) to build its parser.
+        @functools.wraps(method)
         def run(*call_args: object, **kwargs: object) -> Any:
             start = time.perf_counter()
             try:

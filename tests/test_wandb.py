@@ -279,12 +279,12 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
-    # With media_every=1 the loss heatmap, the curve plots and the table follow every
-    # evaluation; the end of fit adds the error heatmap and repeats nothing already up to date.
+    # With media_every=1 the curve plots and the table follow every evaluation; the heatmaps
+    # are drawn for the last one, at the end of fit, which repeats nothing already up to date.
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
-    for metric, expected_steps in (("loss", [0, 5, 10]), ("error", [10])):
+    for metric, expected_steps in (("loss", [10]), ("error", [10])):
         key = f"barrier_heatmap/test_single_{metric}"
         assert steps(key, "image-file") == expected_steps
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
@@ -501,8 +501,8 @@ def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
 
 
 def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
-    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the loss heatmap, the charts and
-    the table after the 2nd and the 4th; the error heatmap once, at the end; nothing twice."""
+    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the charts and the table after
+    the 2nd and the 4th, the heatmaps once, for the last; nothing twice."""
     _fit(tmp_path, WandbLogger(save_dir=str(tmp_path)), epochs=3, media_every=2)
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
@@ -510,7 +510,7 @@ def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
-    assert steps("barrier_heatmap/test_single_loss", "image-file") == [5, 15]
+    assert steps("barrier_heatmap/test_single_loss", "image-file") == [15]
     assert steps("barrier_heatmap/test_single_error", "image-file") == [15]
     assert steps("barrier_table", "table-file") == [5, 15]
     assert steps("barrier_layers/test/error_table", "table-file") == [5, 15]

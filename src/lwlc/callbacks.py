@@ -4,8 +4,9 @@ At the moments its schedule names, the Callback measures the two current network
 engine of ``lwlc analyze`` (``lwlc.tracking.measure``), keeps the rows as one history (saved in
 every checkpoint, so a resumed run goes on without gaps or duplicates), appends them to
 ``curves.csv``/``barriers.csv`` in its directory and logs scalars to every logger; every few
-evaluations, and always after the last, it draws the heatmaps and, with W&B or TensorBoard,
-shows them there with line charts and a table (``lwlc.tracking.publish``).
+evaluations it refreshes W&B's line charts and table, and after the last one (at the end of fit
+or an interrupt) it draws the heatmaps and shows them on W&B and TensorBoard
+(``lwlc.tracking.publish``).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        media_every: redraw the heatmaps (and W&B/TensorBoard media) every n evaluations; the
-            last evaluation is always drawn, at the end of fit or after an interrupt.
+        media_every: refresh W&B's line charts, curves and table every n evaluations; the last
+            evaluation is always shown, with the heatmaps, at the end of fit or an interrupt.
         figures: draw the heatmaps into ``dirpath`` at the end of fit even without W&B or
             TensorBoard (with them they are always drawn).
 
@@ -225,7 +226,7 @@ class LayerwiseBarrierCallback(Callback):
         log_scalars(trainer, barriers, measured, self.spec.splits, time.perf_counter() - started)
         evaluations = len(self.history.evaluations())
         if self.show_media and self.schedule.should_draw(evaluations):
-            self.media.refresh(trainer, self.history, self.files, self.info, ("loss",))
+            self.media.refresh(trainer, self.history, self.files, self.info, ())
 
     def _finish(self, trainer: pl.Trainer, status: str) -> None:
         """The CSVs, every figure and the summary, up to date with the whole history (rank 0)."""

@@ -1,6 +1,7 @@
-"""What the barrier Callback shows on its loggers: scalars after every evaluation, and on its
-media schedule the heatmaps, W&B line charts of every layer's barrier, the latest curves and a
-table (W&B) or images (TensorBoard).
+"""What the barrier Callback shows on its loggers: scalars after every evaluation; on its media
+schedule W&B line charts of every layer's barrier, the latest curves and a table (W&B's own
+plots: nothing to draw); and for the last evaluation the heatmaps (W&B and TensorBoard) and the
+curves (TensorBoard), whose matplotlib drawing costs more than a digits sweep.
 
 One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
 a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
@@ -151,8 +152,9 @@ class Media:
         info: Mapping[str, Any],
         metrics: Sequence[str],
     ) -> None:
-        """Draw the heatmaps of ``metrics`` into the files' directory and log them, the layer
-        charts, the latest curves and the table, unless the loggers show them already."""
+        """Log the layer charts, the latest curves and the table to W&B (cheap: no drawing),
+        and with ``metrics`` (the end of a run) draw their heatmaps into the files' directory
+        and log them, and the curves to TensorBoard; nothing the loggers show already."""
         revision = history.revision
         fresh = self.shown != revision
         metrics = [m for m in metrics if self.drawn.get(m) != revision]
@@ -162,6 +164,8 @@ class Media:
 
         def heatmaps() -> dict[str, Path]:
             nonlocal drawn
+            if not metrics:
+                return {}
             if drawn is None:
                 paths = files.draw(history, self.reference, info, metrics)
                 drawn = {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
@@ -169,7 +173,7 @@ class Media:
 
         step = int(history.barriers[-1]["step"])
         log_to_wandb(trainer.loggers, self._wandb(history, heatmaps, fresh), step)
-        tensorboard = self._tensorboard(history, heatmaps, fresh, info)
+        tensorboard = self._tensorboard(history, heatmaps, bool(metrics), info)
         log_to_tensorboard(trainer.loggers, tensorboard, step)
         self.shown = revision
         self.drawn |= dict.fromkeys(metrics, revision)
@@ -200,12 +204,12 @@ class Media:
         self,
         history: History,
         heatmaps: Callable[[], dict[str, Path]],
-        fresh: bool,
+        final: bool,
         info: Mapping[str, Any],
     ) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
             payload: dict[str, Any] = dict(heatmaps())
-            if fresh:
+            if final:  # matplotlib images: drawn once, for the last evaluation
                 from lwlc import figures
 
                 latest, pairing = history.latest_curves(), figures.pairing_text(info)
