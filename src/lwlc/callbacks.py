@@ -12,6 +12,7 @@ or an interrupt) it draws the heatmaps and shows them on W&B and TensorBoard
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ class LayerwiseBarrierCallback(Callback):
             raise LwlcError(f"LayerwiseBarrierCallback spec must be a MeasureSpec, got {spec!r}")
         self.spec = spec
         self.schedule = Schedule(
-            every_n_epochs, every_n_steps, tuple(at_epochs), at_fit_end, media_every
+            every_n_epochs, every_n_steps, list(at_epochs), at_fit_end, media_every
         )
         _check_choice("reference", reference, REFERENCES)
         _check_choice("reference_member", reference_member, REST_FROM)
@@ -130,6 +131,7 @@ class LayerwiseBarrierCallback(Callback):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Resolve the pair, the data and the paths, once fit starts."""
         if stage != "fit":
             return
         member = self.reference_member
@@ -137,22 +139,9 @@ class LayerwiseBarrierCallback(Callback):
         data = split_tensors(trainer, self.spec, self.sample_budget)
         self.measurement = found = Measurement.build(self.spec, net, pl_module, data, state)
         self.files = ResultFiles(self.output_dir(trainer), bool(self.spec.measures))
-        schedule = {k: getattr(self.schedule, k) for k in ("every_n_epochs", "every_n_steps")}
-        self.info = {
-            "pairing": pairing,
-            "layers": [{"name": g.name, "keys": list(g.keys)} for g in found.groups],
-            "alphas": self.spec.grid,
-            "samples": {s: len(y) for s, (_, y) in found.data.items()},
-            "options": {
-                **self.spec.as_dict(),
-                "reference": self.reference,
-                "max_batches": self.max_batches,
-                **schedule,
-                "at_epochs": list(self.schedule.at_epochs),
-                "at_fit_end": self.schedule.at_fit_end,
-                "media_every": self.schedule.media_every,
-            },
-        }
+        options = {"reference": self.reference, "max_batches": self.max_batches}
+        options |= {**self.spec.as_dict(), **asdict(self.schedule)}
+        self.info = {"pairing": pairing, **found.describe(), "options": options}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         barriers = self.files.directory / "barriers.csv"
@@ -234,17 +223,16 @@ class LayerwiseBarrierCallback(Callback):
             return
         if self.history.barriers:
             self.files.write(self.history)
-            distances = self.figures and "weights" in self.spec.measures
             if self.show_media:
                 self.media.refresh(trainer, self.history, self.files, self.info, METRICS)
             elif self.figures:
                 self.files.draw(self.history, self.reference, self.info)
-            if distances:
+            if self.figures and "weights" in self.spec.measures:
                 self.files.draw(self.history, self.reference, self.info, (), distances=True)
         self._write_summary(trainer, status)
 
     def _write_summary(self, trainer: pl.Trainer, status: str) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # the memory plan: the last evaluation's
             memory = self.measurement.memory if self.measurement else {}
             self.files.write_summary(self.info, status, self.history, memory)
 

@@ -159,6 +159,14 @@ class Measurement:
             )
         return found
 
+    def describe(self) -> dict[str, Any]:
+        """The layers, alphas and samples per split, for ``summary.json`` and the run info."""
+        return {
+            "layers": [{"name": g.name, "keys": list(g.keys)} for g in self.groups],
+            "alphas": self.spec.grid,
+            "samples": {s: len(y) for s, (_, y) in self.data.items()},
+        }
+
     def states(self, pl_module: pl.LightningModule) -> tuple[State, State]:
         """A's and B's current weights."""
         if self.reference_state is not None:

@@ -27,7 +27,7 @@ class Schedule:
 
     every_n_epochs: int | None = 1
     every_n_steps: int | None = None
-    at_epochs: Sequence[int] = field(default_factory=tuple)
+    at_epochs: Sequence[int] = field(default_factory=list)
     at_fit_end: bool = True
     media_every: int = 5
 
@@ -41,7 +41,7 @@ class Schedule:
                 f"LayerwiseBarrierCallback at_epochs holds {bad[0]!r}; give counts of "
                 "completed epochs >= 0 (0 = before training)"
             )
-        object.__setattr__(self, "at_epochs", tuple(sorted(set(self.at_epochs))))
+        object.__setattr__(self, "at_epochs", sorted(set(self.at_epochs)))
         if not (self.every_n_epochs or self.every_n_steps or self.at_epochs or self.at_fit_end):
             raise LwlcError(
                 "LayerwiseBarrierCallback has nothing scheduled: set every_n_epochs, "

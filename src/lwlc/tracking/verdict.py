@@ -31,7 +31,7 @@ def sentence(directory: Path) -> str:
     rows = [r for r in rows if (r["step"], r["split"], r["reference"]) == (last, split, reference)]
     full = next(float(r["loss_barrier"]) for r in rows if r["plan"] == "full")
     single = [float(r["loss_barrier"]) for r in rows if r["plan"] == "single"]
-    epoch = rows[0]["epoch"]
+    epoch = int(rows[0]["epoch"])
     figure = directory / f"heatmap_{split}_single_loss.png"
     where = figure if figure.is_file() else csv
     if not single:
