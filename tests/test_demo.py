@@ -24,8 +24,16 @@ def _barriers(folder: Path, full: float, singles: list[float]) -> None:
         rows.append(dict(epoch=5, step=50, plan="full", group="all", rest_from="a",
                          split="test", reference=reference, loss_barrier=scale * full))  # fmt: skip
         rows += [
-            dict(epoch=5, step=50, plan="single", group=f"fc{i // 2}", rest_from="ab"[i % 2],
-                 split="test", reference=reference, loss_barrier=scale * b)  # fmt: skip
+            dict(
+                epoch=5,
+                step=50,
+                plan="single",
+                group=f"fc{i // 2}",
+                rest_from="ab"[i % 2],
+                split="test",
+                reference=reference,
+                loss_barrier=scale * b,
+            )  # fmt: skip
             for i, b in enumerate(singles)
         ]
     folder.mkdir(parents=True)
@@ -41,7 +49,8 @@ def test_the_sentence_counts_single_layers_below_a_tenth_of_the_full_barrier(tmp
     text = sentence(folder)
     assert text.startswith(f"{folder / 'heatmap_test_single_loss.png'} shows where")
     assert "costs 1.20 nats of test loss after 5 epochs" in text
-    assert "6 of 8 single-layer paths stay below a tenth of that (largest 0.50)" in text
+    assert "6 of 8 single-layer paths stay below a tenth of that; the exceptions" in text
+    assert text.endswith("alone carries a barrier: fc3 (rest from B) 0.50, fc3 (rest from A) 0.20.")
 
 
 def test_a_pair_without_a_barrier_is_said_to_be_connected(tmp_path, capsys):

@@ -30,25 +30,27 @@ def sentence(directory: Path) -> str:
     last = max(int(r["step"]) for r in rows)
     rows = [r for r in rows if (r["step"], r["split"], r["reference"]) == (last, split, reference)]
     full = next(float(r["loss_barrier"]) for r in rows if r["plan"] == "full")
-    single = [float(r["loss_barrier"]) for r in rows if r["plan"] == "single"]
+    single = {f"{r['group']} (rest from {str(r['rest_from']).upper()})": float(r["loss_barrier"])
+              for r in rows if r["plan"] == "single"}  # fmt: skip
     epoch = int(rows[0]["epoch"])
     figure = directory / f"heatmap_{split}_single_loss.png"
     where = figure if figure.is_file() else csv
-    if not single:
-        return f"{where} holds a full-model barrier of {full:.2f} nats after {epoch} epochs."
-    below = sum(b < SHARE * full for b in single)
     if full <= 0.1:
         return (
             f"{where} shows no barrier worth the name after {epoch} epochs: averaging the whole "
             f"models costs only {full:.3f} nats of {split} loss ({reference} reference), so this "
             "pair is linearly connected."
         )
-    return (
+    above = sorted(((b, name) for name, b in single.items() if b >= SHARE * full), reverse=True)
+    text = (
         f"{where} shows where the barrier lives: averaging the whole models costs {full:.2f} "
-        f"nats of {split} loss after {epoch} epochs ({reference} reference), while {below} of "
-        f"{len(single)} single-layer paths stay below a tenth of that (largest "
-        f"{max(single):.2f}), so the barrier comes from the layers together, not from one layer."
+        f"nats of {split} loss after {epoch} epochs ({reference} reference), while "
+        f"{len(single) - len(above)} of {len(single)} single-layer paths stay below a tenth of that"
     )
+    if not above:
+        return text + ": the barrier comes from the layers together, not from any one of them."
+    named = ", ".join(f"{name} {b:.2f}" for b, name in above)
+    return text + f"; the exceptions, where one layer alone carries a barrier: {named}."
 
 
 def main(argv: list[str] | None = None) -> None:
