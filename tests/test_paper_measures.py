@@ -149,6 +149,9 @@ def test_the_callback_logs_the_measures_through_training_from_the_initialisation
 
 @pytest.mark.parametrize("front_end", ["spec", "callback"])
 def test_an_unknown_measure_is_one_line_naming_the_choices(front_end):
-    build = lwlc.MeasureSpec if front_end == "spec" else LayerwiseBarrierCallback
+    def callback(**fields: object) -> LayerwiseBarrierCallback:
+        return LayerwiseBarrierCallback(lwlc.MeasureSpec(**fields))
+
+    build = lwlc.MeasureSpec if front_end == "spec" else callback
     with pytest.raises(LwlcError, match="measures: 'hessian' is not one of weights, agreement"):
         build(measures=["hessian"])
