@@ -19,6 +19,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from lwlc.core.sweep import Rows
+from lwlc.notices import first_line, warn
 from lwlc.tracking.files import METRICS, ResultFiles
 from lwlc.tracking.history import COLUMNS, History
 from lwlc.tracking.media import log_to_tensorboard, log_to_wandb
@@ -160,33 +161,36 @@ class Media:
         metrics = [m for m in metrics if self.drawn.get(m) != revision]
         if not (fresh or metrics):
             return
-        drawn: dict[str, Path] | None = None
-
-        def heatmaps() -> dict[str, Path]:
-            nonlocal drawn
-            if not metrics:
-                return {}
-            if drawn is None:
-                paths = files.draw(history, self.reference, info, metrics)
-                drawn = {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
-            return drawn
+        drawn = self._draw(history, files, info, metrics)
 
         step = int(history.barriers[-1]["step"])
-        log_to_wandb(trainer.loggers, self._wandb(history, heatmaps, fresh), step)
-        tensorboard = self._tensorboard(history, heatmaps, bool(metrics), info)
+        log_to_wandb(trainer.loggers, self._wandb(history, drawn, fresh), step)
+        tensorboard = self._tensorboard(history, drawn, bool(metrics), info)
         log_to_tensorboard(trainer.loggers, tensorboard, step)
         self.shown = revision
         self.drawn |= dict.fromkeys(metrics, revision)
 
+    def _draw(
+        self, history: History, files: ResultFiles, info: Mapping[str, Any], metrics: Sequence[str]
+    ) -> dict[str, Path]:
+        """The heatmaps of ``metrics`` drawn into the directory (even when no logger takes them
+        any more, W&B turned off) by tag; a figure that cannot be drawn warns, training goes on."""
+        try:
+            paths = files.draw(history, self.reference, info, metrics) if metrics else []
+        except Exception as err:  # a view: never worth stopping a run for
+            warn(f"could not draw the barrier heatmaps ({first_line(err)}); training continues")
+            return {}
+        return {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
+
     def _wandb(
-        self, history: History, heatmaps: Callable[[], dict[str, Path]], fresh: bool
+        self, history: History, heatmaps: Mapping[str, Path], fresh: bool
     ) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
             import wandb
 
             caption = f"through epoch {history.barriers[-1]['epoch']}"
             payload: dict[str, Any] = {
-                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps().items()
+                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps.items()
             }
             if fresh:
                 columns = list(COLUMNS["barriers"])
@@ -203,12 +207,12 @@ class Media:
     def _tensorboard(
         self,
         history: History,
-        heatmaps: Callable[[], dict[str, Path]],
+        heatmaps: Mapping[str, Path],
         final: bool,
         info: Mapping[str, Any],
     ) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
-            payload: dict[str, Any] = dict(heatmaps())
+            payload: dict[str, Any] = dict(heatmaps)
             if final:  # matplotlib images: drawn once, for the last evaluation
                 from lwlc import figures
 
