@@ -308,9 +308,7 @@ def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
     assert [r["loss"] for r in full] == pytest.approx(losses, rel=1e-5)
     assert [r["accuracy"] for r in full] == pytest.approx(accuracies, abs=1e-6)
     midpoint = next(
-        r
-        for r in callback.history.barriers
-        if r["plan"] == "full" and r["reference"] == "midpoint"
+        r for r in callback.history.barriers if r["plan"] == "full" and r["reference"] == "midpoint"
     )
     # A difference of losses each within rel=1e-5: the barrier is within 2e-5 of the largest loss.
     assert midpoint["loss_barrier"] == pytest.approx(

@@ -24,9 +24,9 @@ from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
 from lwlc.loggers import WandbLogger
-from lwlc.wandb_auth import choose_mode, has_credentials
 from lwlc.models import MLP
 from lwlc.training import PairedModule
+from lwlc.wandb_auth import choose_mode, has_credentials
 
 # The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
 # each with a 7-byte header (checksum, length, type); a record may span blocks (types 2-4).
@@ -264,9 +264,7 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     rows = history(records)
 
     FULL = "barrier/midpoint/full/loss"  # noqa: N806
-    logged = {
-        r["trainer/global_step"]: r[FULL] for r in rows if FULL in r
-    }
+    logged = {r["trainer/global_step"]: r[FULL] for r in rows if FULL in r}
     expected = {
         r["step"]: r["loss_barrier"]
         for r in callback.history.barriers
@@ -367,7 +365,9 @@ def test_a_failing_log_call_turns_wandb_off_with_one_warning(tmp_path, capsys, m
     monkeypatch.setattr(type(logger.experiment), "log", failing_log)
     callback = _fit(tmp_path, logger)
     assert logger.mode == "disabled"
-    assert {r["step"] for r in callback.history.barriers} == {0, 5, 10}, "training and measuring went on"
+    assert {r["step"] for r in callback.history.barriers} == {0, 5, 10}, (
+        "training and measuring went on"
+    )
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "pipe to wandb-core closed" in warnings[0]
 
