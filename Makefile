@@ -6,8 +6,8 @@ LWLC := $(BIN)/lwlc
 # Rebuilt (pip install) only when pyproject.toml changes, so a second `make setup` is instant.
 STAMP := $(VENV)/.lwlc-installed
 
-DEMO_CONFIG := configs/digits_mlp.yaml
-DEMO_DIR := runs/digits_mlp
+DEMO_CONFIG := configs/demo.yaml
+DEMO_DIR := runs/demo
 DEMO_CKPT := $(DEMO_DIR)/checkpoints/last.ckpt
 DEMO_ANALYZE = $(LWLC) analyze --ckpt $(DEMO_CKPT) --out $(DEMO_DIR)/analysis --overwrite
 
@@ -26,9 +26,11 @@ $(STAMP): pyproject.toml
 
 # --overwrite replaces an earlier demo run in $(DEMO_DIR) (its checkpoints, barriers, logs and
 # W&B run; nothing else there), so that $(DEMO_CKPT) is always this run's.
+# It ends with one sentence saying what the barrier heatmap shows and where it is.
 demo: setup
 	$(LWLC) fit --config $(DEMO_CONFIG) --overwrite
 	$(DEMO_ANALYZE)
+	@$(BIN)/python -m lwlc.tracking.verdict $(DEMO_DIR)/barriers
 
 test: setup
 	$(BIN)/pytest -m "not slow and not gpu" -q

@@ -185,7 +185,7 @@ def derived_config(
     if args.precision:
         trainer["precision"] = args.precision
     barrier = trainer["callbacks"][0]
-    barrier["init_args"]["plans"] = args.plans.split(",")
+    barrier["init_args"]["spec"]["plans"] = args.plans.split(",")
     clock = {
         "class_path": "paper_gpu.EpochClock",
         "init_args": {"path": str(run_dir / "epochs.json"), "stop_after": args.epochs},

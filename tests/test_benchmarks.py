@@ -59,7 +59,8 @@ def test_derived_config_changes_only_the_short_runs_settings(name: str, tmp_path
     clock, barrier = got["trainer"]["callbacks"]
     assert clock["class_path"] == "paper_gpu.EpochClock"
     assert clock["init_args"]["stop_after"] == 3
-    want = {**paper["trainer"]["callbacks"][0]["init_args"], "plans": ["full"]}
+    paper_args = paper["trainer"]["callbacks"][0]["init_args"]
+    want = {**paper_args, "spec": {**paper_args["spec"], "plans": ["full"]}}
     assert barrier["init_args"] == want
     shared = paper["data"]["init_args"]
     assert got["data"] == {

@@ -22,6 +22,7 @@ from lwlc.commands.cli import main
 from lwlc.core.calibration import recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.memory import GIB, TENSOR_SHARE, plan
+from lwlc.core.spec import MeasureSpec
 from lwlc.data import DigitsDataModule
 from lwlc.formats.io import read_csv
 from lwlc.models import ResNet18
@@ -206,9 +207,10 @@ def test_merge_bn_reset_builds_the_model_analyze_measures(pair, reference, tmp_p
 
 def test_callback_bn_reset_equals_analyze_on_the_same_checkpoint(tmp_path) -> None:
     callback = {"class_path": "lwlc.callbacks.LayerwiseBarrierCallback", "init_args": {
-        "every_n_epochs": None, "plans": ["full"], "splits": ["val"], "alphas": [0, 0.5, 1],
-        "bn": "reset", "bn_samples": BN_SAMPLES, "bn_batch_size": BN_BATCH, "batch_size": 7,
-        "max_samples": EVAL_SAMPLES, "figures": False}}  # fmt: skip
+        "every_n_epochs": None, "figures": False, "spec": {
+            "plans": ["full"], "splits": ["val"], "alphas": [0, 0.5, 1], "bn": "reset",
+            "bn_samples": BN_SAMPLES, "bn_batch_size": BN_BATCH, "batch_size": 7,
+            "max_samples": EVAL_SAMPLES}}}  # fmt: skip
     config = {
         "seed_everything": 0,
         "trainer": {"max_epochs": 1, "limit_train_batches": 2, "accelerator": "cpu",
@@ -287,7 +289,7 @@ def test_bad_calibration_sizes_are_one_line(pair, tmp_path, capsys, flag) -> Non
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.ckpt").exists()
     field = flag[2:].replace("-", "_")  # the same message as analyze's, naming the field
     with pytest.raises(LwlcError, match=f"{field} must be a whole number >= 1, got 0"):
-        LayerwiseBarrierCallback(**{flag[2:].replace("-", "_"): 0})
+        LayerwiseBarrierCallback(MeasureSpec(**{field: 0}))
 
 
 def test_resume_refuses_results_made_with_another_bn_batch_size(pair, tmp_path, capsys) -> None:

@@ -14,16 +14,18 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-import lwlc.callbacks as callbacks_module
+import lwlc.tracking.measure as measure_module
 from engine_reference import naive_curve
-from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.callbacks import DEFAULT_SPEC, LayerwiseBarrierCallback
 from lwlc.commands import analyze, cli
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import default_alphas, make_paths
 from lwlc.core.layers import default_groups
+from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import sweep
 from lwlc.data import DigitsDataModule
 from lwlc.formats.checkpoints import read_checkpoint
@@ -71,8 +73,25 @@ def _trainer(root: Path, callbacks: list, max_epochs: int = 2, **kwargs) -> Trai
     )
 
 
+SPEC_FIELDS = set(MeasureSpec.__dataclass_fields__)
+
+
+def _options(options: dict) -> dict:
+    """The Callback's init_args of ``options``: MeasureSpec's fields go under ``spec``."""
+    spec = {k: v for k, v in options.items() if k in SPEC_FIELDS}
+    rest = {k: v for k, v in options.items() if k not in SPEC_FIELDS}
+    return {**rest, "spec": {"max_samples": 1000, **spec}} if spec else rest
+
+
+def _callback(**options) -> LayerwiseBarrierCallback:
+    """A Callback with ``options``, MeasureSpec's among them going to its spec."""
+    spec = options.pop("spec", None) or {k: options.pop(k) for k in SPEC_FIELDS & set(options)}
+    return LayerwiseBarrierCallback(MeasureSpec(**{"max_samples": 1000, **spec}), **options)
+
+
 def _cli_fit(root: Path, callback: dict, *args: str) -> None:
     """``lwlc fit`` of the digits config (5 batches an epoch) with the Callback configured so."""
+    callback = _options(callback)
     extra = root.with_suffix(".callback.yaml")
     extra.write_text(
         yaml.safe_dump(
@@ -199,18 +218,20 @@ def test_schedule_evaluates_at_the_requested_epochs_and_steps(tmp_path, schedule
         _Pair(_mlp(), init_seed_b=1), datamodule=_data()
     )
     assert (
-        sorted({(r["epoch"], r["step"]) for r in callback.barriers}, key=lambda t: t[1]) == expected
+        sorted({(r["epoch"], r["step"]) for r in callback.history.barriers}, key=lambda t: t[1])
+        == expected
     )
     # Appended after each evaluation, rewritten when an epoch's end relabels rows on disk.
-    for name, history in (("barriers.csv", callback.barriers), ("curves.csv", callback.curves)):
+    history = callback.history
+    for name, rows in (("barriers.csv", history.barriers), ("curves.csv", history.curves)):
         on_disk = read_csv(tmp_path / "barriers" / name)
-        assert on_disk == [{k: r[k] for k in on_disk[0]} for r in history]
+        assert on_disk == [{k: r[k] for k in on_disk[0]} for r in rows]
 
 
 @pytest.mark.parametrize("read_back", [True, False], ids=["file_read_back", "dumped_again"])
 def test_run_info_holds_the_config_lightning_saved(tmp_path, monkeypatch, read_back):
     if not read_back:  # as on a node without the config file
-        monkeypatch.setattr("lwlc.loggers._saved_config", lambda trainer, callback: None)
+        monkeypatch.setattr("lwlc.run_records.saved_config", lambda callback: None)
     run = tmp_path / "run"
     _cli_fit(
         run,
@@ -236,19 +257,21 @@ def test_history_survives_a_checkpoint_exactly_and_earlier_checkpoints_still_loa
         {"epoch": 2, "step": 10, "plan": "single", "group": "1", "loss_barrier": -1e-300},
     ]
     saved = LayerwiseBarrierCallback()
-    saved.barriers, saved.curves = [dict(r) for r in rows], [dict(r) for r in rows[:1]]
-    saved._done_epochs = {0, 1, 2}
+    saved.history.barriers = [dict(r) for r in rows]
+    saved.history.curves = [dict(r) for r in rows[:1]]
+    saved.history.done_epochs = {0, 1, 2}
     torch.save({"callbacks": {"barrier": saved.state_dict()}}, tmp_path / "ckpt")
     state = torch.load(tmp_path / "ckpt", weights_only=True)["callbacks"]["barrier"]
     earlier = {"curves": rows[:1], "barriers": rows, "done_epochs": [0, 1, 2]}
     for checkpoint in (state, earlier):
         loaded = LayerwiseBarrierCallback()
         loaded.load_state_dict(checkpoint)
-        assert loaded.curves == rows[:1] and loaded._done_epochs == {0, 1, 2}
-        assert [r["group"] for r in loaded.barriers] == ["all", "0", "1"]
-        values = [r["loss_barrier"] for r in loaded.barriers]
+        history = loaded.history
+        assert history.curves == rows[:1] and history.done_epochs == {0, 1, 2}
+        assert [r["group"] for r in history.barriers] == ["all", "0", "1"]
+        values = [r["loss_barrier"] for r in history.barriers]
         assert values[0] == 1 / 3 and math.isnan(values[1]) and values[2] == -1e-300
-        assert [type(r["step"]) for r in loaded.barriers] == [int] * 3
+        assert [type(r["step"]) for r in history.barriers] == [int] * 3
 
 
 def test_appended_csv_rows_read_as_one_written_file(tmp_path):
@@ -269,7 +292,7 @@ def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
     reinitialize(reference, seed=7)
     ref_path = tmp_path / "reference.pt"
     torch.save(reference.state_dict(), ref_path)
-    callback = LayerwiseBarrierCallback(
+    callback = _callback(
         every_n_epochs=None,
         at_fit_end=True,
         alphas=[0, 0.25, 0.5, 1],
@@ -281,11 +304,11 @@ def test_single_network_is_compared_with_its_reference_checkpoint(tmp_path):
     x, y = data.tensors("test", 1000)  # the Callback's default split, as analyze's
     a, b = module.net.state_dict(), reference.state_dict()
     losses, accuracies = naive_curve(_mlp(), a, b, set(a), [0, 0.25, 0.5, 1], "a", x, y)
-    full = [r for r in callback.curves if r["plan"] == "full"]
+    full = [r for r in callback.history.curves if r["plan"] == "full"]
     assert [r["loss"] for r in full] == pytest.approx(losses, rel=1e-5)
     assert [r["accuracy"] for r in full] == pytest.approx(accuracies, abs=1e-6)
     midpoint = next(
-        r for r in callback.barriers if r["plan"] == "full" and r["reference"] == "midpoint"
+        r for r in callback.history.barriers if r["plan"] == "full" and r["reference"] == "midpoint"
     )
     # A difference of losses each within rel=1e-5: the barrier is within 2e-5 of the largest loss.
     assert midpoint["loss_barrier"] == pytest.approx(
@@ -303,7 +326,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("figures", [True, False])
 def test_heatmaps_are_drawn_at_fit_end_without_wandb_when_asked(tmp_path, figures):
-    callback = LayerwiseBarrierCallback(splits=["val", "test"], figures=figures)
+    callback = _callback(splits=["val", "test"], figures=figures)
     _trainer(tmp_path, [callback]).fit(_Pair(_mlp(), init_seed_b=1), datamodule=_data())
     drawn = sorted(p.name for p in (tmp_path / "barriers").glob("*.png"))
     expected = [
@@ -319,10 +342,10 @@ def test_heatmaps_are_drawn_at_fit_end_without_wandb_when_asked(tmp_path, figure
 def test_max_batches_evaluates_the_same_samples_as_the_equal_max_samples(tmp_path):
     curves = {}
     for name, budget in (
-        ("batches", dict(max_batches=2, batch_size=16)),
-        ("samples", dict(max_samples=32)),
+        ("batches", dict(max_batches=2, spec=dict(batch_size=16))),
+        ("samples", dict(spec=dict(max_samples=32))),
     ):
-        callback = LayerwiseBarrierCallback(every_n_epochs=None, figures=False, **budget)
+        callback = _callback(every_n_epochs=None, figures=False, **budget)
         _trainer(tmp_path / name, [callback], max_epochs=1).fit(
             _Pair(_mlp(), init_seed_b=1), datamodule=_data()
         )
@@ -359,12 +382,16 @@ def test_callback_does_not_change_training(tmp_path):
         (dict(max_samples=0), "max_samples must be a whole number >= 1, got 0"),
         (dict(max_batches=0), "max_batches=0"),
         (dict(bn="recompute"), "bn: 'recompute' is not one of keep, reset"),
-        (dict(media_interval_s=-1), "media_interval_s=-1 must be >= 0"),
+        (dict(media_every=0), "media_every=0 must be an integer >= 1"),
+        (dict(spec={"plans": ["full"]}), "spec must be a MeasureSpec, got {'plans': ['full']}"),
     ],
 )
 def test_invalid_arguments_are_one_line_errors_naming_the_value(kwargs, message):
     with pytest.raises(LwlcError) as err:
-        LayerwiseBarrierCallback(**kwargs)
+        if isinstance(kwargs.get("spec"), dict):
+            LayerwiseBarrierCallback(**kwargs)
+        else:
+            _callback(**kwargs)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -384,6 +411,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lwlc.callbacks import LayerwiseBarrierCallback
+from lwlc.core.spec import MeasureSpec
 from lwlc.formats.checkpoints import read_checkpoint
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
@@ -398,7 +426,7 @@ class Pair(PairedModule):
 
 root = sys.argv[1]
 callback = LayerwiseBarrierCallback(
-    rest_from=["a", "b"], splits=["val", "test"], max_samples=None, figures=False
+    MeasureSpec(rest_from=["a", "b"], splits=["val", "test"], max_samples=None), figures=False
 )
 trainer = Trainer(
     default_root_dir=root, max_epochs=2, limit_train_batches=5, accelerator="cpu", devices=2,
@@ -447,14 +475,14 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
     tmp_path, monkeypatch, capfd, slow
 ):
     """Only an evaluation that outlasts 1 s writes its line (then erases it), on stderr."""
-    measured = callbacks_module.prepare
+    measured = measure_module.prepare
 
     def slow_measure(*args, **kwargs):
         time.sleep(1.5)  # a real evaluation of a big model takes this long
         return measured(*args, **kwargs)
 
     if slow:
-        monkeypatch.setattr(callbacks_module, "prepare", slow_measure)
+        monkeypatch.setattr(measure_module, "prepare", slow_measure)
     _cli_fit(
         tmp_path / "run",
         {**PROGRESS_FIT, "alphas": [0, 0.5, 1], "max_samples": 64},
@@ -484,14 +512,77 @@ def test_an_evaluation_longer_than_a_second_shows_a_progress_line(
     ],
 )
 def test_the_callback_and_the_spec_reject_a_bad_value_with_one_message(field, value, message):
-    from lwlc.core.spec import MeasureSpec, from_flags
+    """The Callback's measurement is a MeasureSpec: a config's bad ``spec`` value gets the
+    spec's own message, as analyze's flag does."""
+    from lwlc.core.spec import from_flags
 
     with pytest.raises(LwlcError) as spec_error:
         MeasureSpec(**{field: value})
-    with pytest.raises(LwlcError) as callback_error:
-        LayerwiseBarrierCallback(**{field: value})
     with pytest.raises(LwlcError) as flag_error:
         from_flags(**{field: value})
     assert str(spec_error.value) == message
-    assert str(callback_error.value) == f"LayerwiseBarrierCallback {message}"
     assert str(flag_error.value).lstrip("-").replace("-", "_") == message.replace("-", "_")
+
+
+def test_the_callbacks_measurement_options_are_exactly_measurespecs_fields():
+    """One declaration per measurement option: a config's ``spec:`` keys are MeasureSpec's
+    fields with its defaults (max_samples aside), and no other option of the Callback is one."""
+    import inspect
+    from dataclasses import fields, replace
+
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(LayerwiseBarrierCallback, "callback")
+    declared = vars(parser.get_defaults().callback.spec)
+    spec_fields = [f.name for f in fields(MeasureSpec)]
+    assert list(declared) == spec_fields
+    assert replace(MeasureSpec(**declared), max_samples=None) == MeasureSpec()
+    own = set(inspect.signature(LayerwiseBarrierCallback).parameters) - {"spec"}
+    assert own and not own & set(spec_fields)
+
+
+class _Interrupt(Callback):
+    """Raises once ``epochs`` epochs are complete, as a Ctrl-C between two epochs would."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: object) -> None:
+        if trainer.current_epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_after_an_interrupt_the_figures_show_every_row_of_their_csv(tmp_path, monkeypatch):
+    from lwlc import figures
+
+    drawn: list[int] = []
+    save = figures.save_heatmaps
+
+    def spy(out_dir, barriers, *args, **kwargs):
+        drawn.append(max(int(r["epoch"]) for r in barriers))
+        return save(out_dir, barriers, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "save_heatmaps", spy)
+    callback = _callback(figures=True, plans=["full", "single"], rest_from=["a"])
+    trainer = _trainer(tmp_path, [callback, _Interrupt(3)], max_epochs=6)
+    with pytest.raises(SystemExit):  # Lightning's answer to Ctrl-C
+        trainer.fit(_Pair(_mlp(), init_seed_b=1), datamodule=_data())
+    written = read_csv(tmp_path / "barriers" / "barriers.csv")
+    assert max(r["epoch"] for r in written) == 3 == drawn[-1]
+    assert sorted(p.name for p in (tmp_path / "barriers").glob("heatmap_*.png")) == [
+        "heatmap_test_single_error.png",
+        "heatmap_test_single_loss.png",
+    ]
+    summary = json.loads((tmp_path / "barriers" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and len(summary["evaluations"]) == 4
+
+
+def test_a_subclass_chooses_its_own_schedule_with_should_evaluate(tmp_path):
+    class Odd(LayerwiseBarrierCallback):
+        def should_evaluate(self, step=None, epoch=None):
+            return epoch is not None and epoch % 2 == 1
+
+    callback = Odd(DEFAULT_SPEC, at_fit_end=False, figures=False)
+    _trainer(tmp_path, [callback], max_epochs=4).fit(_Pair(_mlp()), datamodule=_data())
+    assert [e["epoch"] for e in callback.history.evaluations()] == [1, 3]

@@ -112,9 +112,8 @@ class _Pair(PairedModule):
 
 
 def test_the_callback_logs_the_measures_through_training_from_the_initialisation(tmp_path):
-    callback = LayerwiseBarrierCallback(
-        plans=["full"], max_samples=SAMPLES, measures=["weights", "agreement"], figures=True
-    )
+    spec = lwlc.MeasureSpec(plans=["full"], max_samples=SAMPLES, measures=["weights", "agreement"])
+    callback = LayerwiseBarrierCallback(spec, figures=True)
     module = _Pair(MLP(in_features=64, num_classes=10, width=32, depth=2), init_seed_b=1)
     init_a = {k: v.clone() for k, v in module.net_a.state_dict().items()}
     trainer = Trainer(
@@ -150,6 +149,9 @@ def test_the_callback_logs_the_measures_through_training_from_the_initialisation
 
 @pytest.mark.parametrize("front_end", ["spec", "callback"])
 def test_an_unknown_measure_is_one_line_naming_the_choices(front_end):
-    build = lwlc.MeasureSpec if front_end == "spec" else LayerwiseBarrierCallback
+    def callback(**fields: object) -> LayerwiseBarrierCallback:
+        return LayerwiseBarrierCallback(lwlc.MeasureSpec(**fields))
+
+    build = lwlc.MeasureSpec if front_end == "spec" else callback
     with pytest.raises(LwlcError, match="measures: 'hessian' is not one of weights, agreement"):
         build(measures=["hessian"])

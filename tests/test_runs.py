@@ -58,7 +58,8 @@ def refused(capsys: pytest.CaptureFixture[str], run: callable) -> str:
 def callback_config(tmp_path: Path, **init_args: object) -> str:
     """A config replacing the demo's Callback by one with ``init_args``."""
     path = tmp_path / f"callback_{len(list(tmp_path.glob('callback_*')))}.yaml"
-    callback = {"class_path": CALLBACK, "init_args": {"max_samples": 200, **init_args}}
+    spec = {"max_samples": 200, **init_args.pop("spec", {})}
+    callback = {"class_path": CALLBACK, "init_args": {"spec": spec, **init_args}}
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
     return str(path)
 
@@ -131,7 +132,7 @@ def test_a_fit_that_fails_at_start_leaves_no_run_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "run"
-    bad = callback_config(tmp_path, groups=["nothere.*"])
+    bad = callback_config(tmp_path, spec={"group": ["nothere.*"]})
     line = refused(capsys, lambda: fit(root, "--config", bad, "--trainer.max_epochs", "1"))
     assert "group pattern 'nothere.*' matches no layer" in line
     # W&B had started its run and the CSV logger its version before the Callback refused.

@@ -23,9 +23,10 @@ from wandb.proto import wandb_internal_pb2
 from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
-from lwlc.loggers import WandbLogger, choose_mode, has_credentials
+from lwlc.loggers import WandbLogger
 from lwlc.models import MLP
 from lwlc.training import PairedModule
+from lwlc.wandb_auth import choose_mode, has_credentials
 
 # The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
 # each with a 7-byte header (checksum, length, type); a record may span blocks (types 2-4).
@@ -254,7 +255,7 @@ def test_online_without_credentials_under_a_terminal_never_waits_for_a_login_pro
 
 def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_path, capsys):
     logger = WandbLogger(save_dir=str(tmp_path), name="digits")
-    callback = _fit(tmp_path, logger, media_interval_s=0)
+    callback = _fit(tmp_path, logger, media_every=1)
     assert logger.mode == "offline"
     # The logger finished the run when fit ended: one complete offline run under the run dir.
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -263,12 +264,10 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     rows = history(records)
 
     FULL = "barrier/midpoint/full/loss"  # noqa: N806
-    logged = {
-        r["trainer/global_step"]: r[FULL] for r in rows if FULL in r
-    }
+    logged = {r["trainer/global_step"]: r[FULL] for r in rows if FULL in r}
     expected = {
         r["step"]: r["loss_barrier"]
-        for r in callback.barriers
+        for r in callback.history.barriers
         if r["plan"] == "full" and r["reference"] == "midpoint"
     }
     assert logged.keys() == expected.keys() == {0, 5, 10}
@@ -278,12 +277,12 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
-    # With media_interval_s=0 the loss heatmap, the curve plots and the table follow every
-    # evaluation; the end of fit adds the error heatmap and repeats nothing already up to date.
+    # With media_every=1 the curve plots and the table follow every evaluation; the heatmaps
+    # are drawn for the last one, at the end of fit, which repeats nothing already up to date.
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
-    for metric, expected_steps in (("loss", [0, 5, 10]), ("error", [10])):
+    for metric, expected_steps in (("loss", [10]), ("error", [10])):
         key = f"barrier_heatmap/test_single_{metric}"
         assert steps(key, "image-file") == expected_steps
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
@@ -299,9 +298,9 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     assert _warnings(capsys) == []
 
 
-def test_a_fit_shorter_than_the_media_interval_logs_each_panel_once_at_the_end(tmp_path):
+def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(tmp_path):
     logger = WandbLogger(save_dir=str(tmp_path))
-    _fit(tmp_path, logger, epochs=1)  # media_interval_s=30: no refresh while training
+    _fit(tmp_path, logger, epochs=1)  # 2 evaluations, media_every=5: none drawn while training
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
     panels = {
@@ -323,7 +322,7 @@ def test_wandb_failing_to_start_warns_once_and_training_goes_on(tmp_path, capsys
     logger = WandbLogger(save_dir=str(tmp_path))
     callback = _fit(tmp_path, logger)
     assert logger.mode == "disabled"
-    assert len(callback.barriers) > 0 and (tmp_path / "barriers" / "barriers.csv").exists()
+    assert len(callback.history.barriers) > 0 and (tmp_path / "barriers" / "barriers.csv").exists()
     warnings = _warnings(capsys)
     assert len(warnings) == 1
     assert "W&B logging is off" in warnings[0] and "wandb-core did not start" in warnings[0]
@@ -352,7 +351,7 @@ def test_missing_wandb_package_warns_once_and_training_goes_on(tmp_path, capsys,
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # `import wandb` now fails
     logger = WandbLogger(save_dir=str(tmp_path))
     callback = _fit(tmp_path, logger, epochs=1)
-    assert logger.mode == "disabled" and len(callback.barriers) > 0
+    assert logger.mode == "disabled" and len(callback.history.barriers) > 0
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "import of wandb halted" in warnings[0]
 
@@ -366,7 +365,9 @@ def test_a_failing_log_call_turns_wandb_off_with_one_warning(tmp_path, capsys, m
     monkeypatch.setattr(type(logger.experiment), "log", failing_log)
     callback = _fit(tmp_path, logger)
     assert logger.mode == "disabled"
-    assert {r["step"] for r in callback.barriers} == {0, 5, 10}, "training and measuring went on"
+    assert {r["step"] for r in callback.history.barriers} == {0, 5, 10}, (
+        "training and measuring went on"
+    )
     warnings = _warnings(capsys)
     assert len(warnings) == 1 and "pipe to wandb-core closed" in warnings[0]
 
@@ -454,3 +455,87 @@ def test_the_demo_runs_wandb_values_are_lwlc_analyzes_for_its_last_checkpoint(tm
     full_path = next(r for r in analyzed if r["plan"] == "full" and r["reference"] == "path")
     console = capsys.readouterr().out
     assert f"{float(full_path['loss_barrier']):.4f}" in console
+
+
+def _chart(run_dir: Path, rows: list[dict[str, object]], key: str) -> list[list[object]]:
+    """The data of the last W&B line chart logged under ``key`` (step, line, value)."""
+    last = [r for r in rows if r.get(f"{key}_table/_type") == "table-file"][-1]
+    table = json.loads((run_dir / "files" / str(last[f"{key}_table/path"])).read_text())
+    assert table["columns"] == ["step", "lineKey", "lineVal"]
+    return table["data"]
+
+
+def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
+    """Each evaluation's W&B row carries the CSV's epoch (completed epochs, 0 = the
+    initialisation) and its error barriers as the CSV holds them (fractions), and the
+    barrier_layers charts plot the same numbers."""
+    from lwlc.formats.io import read_csv
+
+    _fit(tmp_path, WandbLogger(save_dir=str(tmp_path)), epochs=2, media_every=1)
+    written = read_csv(tmp_path / "barriers" / "barriers.csv")
+    epoch_of = {r["step"]: r["epoch"] for r in written}
+    assert sorted(epoch_of.items()) == [(0, 0), (5, 1), (10, 2)]
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+    logged = [r for r in rows if "barrier/midpoint/full/error" in r]
+    assert [(r["trainer/global_step"], r["epoch"]) for r in logged] == sorted(epoch_of.items())
+    for csv_row in written:
+        rest = "/rest_b" if csv_row["rest_from"] == "b" else ""
+        path = "full" if csv_row["plan"] == "full" else f"single/{csv_row['group']}{rest}"
+        (row,) = [r for r in logged if r["trainer/global_step"] == csv_row["step"]]
+        for metric in ("loss", "error"):
+            name = f"barrier/{csv_row['reference']}/{path}/{metric}"
+            assert row[name] == pytest.approx(csv_row[f"{metric}_barrier"], abs=1e-12), name
+    midpoint = {
+        (r["step"], "full" if r["plan"] == "full" else f"single/{r['group']}"
+         + ("/rest_b" if r["rest_from"] == "b" else "")): r
+        for r in written
+        if r["reference"] == "midpoint"
+    }  # fmt: skip
+    for metric in ("loss", "error"):
+        chart = _chart(run_dir, rows, f"barrier_layers/test/{metric}")
+        assert len(chart) == len(midpoint)
+        for step, line, value in chart:
+            expected = midpoint[(step, line)][f"{metric}_barrier"]
+            assert value == pytest.approx(expected, abs=1e-12), (metric, step, line)
+
+
+def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
+    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the charts and the table after
+    the 2nd and the 4th, the heatmaps once, for the last; nothing twice."""
+    _fit(tmp_path, WandbLogger(save_dir=str(tmp_path)), epochs=3, media_every=2)
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+
+    def steps(key: str, kind: str) -> list[object]:
+        return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
+
+    assert steps("barrier_heatmap/test_single_loss", "image-file") == [15]
+    assert steps("barrier_heatmap/test_single_error", "image-file") == [15]
+    assert steps("barrier_table", "table-file") == [5, 15]
+    assert steps("barrier_layers/test/error_table", "table-file") == [5, 15]
+
+
+def test_a_validate_of_a_merged_checkpoint_leaves_the_pairs_wandb_run_untouched(tmp_path):
+    """`lwlc validate --ckpt_path merged.ckpt` in the pair's folder logs into a run of its own:
+    the pair's run keeps its id's only files, byte for byte."""
+    from lwlc.commands.cli import main
+    from lwlc_runs import DIGITS
+
+    root = tmp_path / "run"
+    common = ["--config", DIGITS, "--trainer.default_root_dir", str(root)]
+    common += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5"])
+    (fit_run,) = (root / "wandb").glob("offline-run-*")
+    fit_file = next(fit_run.glob("run-*.wandb"))
+    finished_records(fit_file)  # wandb-core may still be writing it
+    before = fit_file.read_bytes()
+    merged = tmp_path / "merged.ckpt"
+    main(["merge", "--ckpt", str(root / "checkpoints" / "last.ckpt"), "--out", str(merged)])
+    main(["validate", *common, "--ckpt_path", str(merged)])
+    assert fit_file.read_bytes() == before
+    (validate_run,) = set((root / "wandb").glob("offline-run-*")) - {fit_run}
+    validate_file = next(validate_run.glob("run-*.wandb"))
+    assert validate_file.stem != fit_file.stem, "the validate has a run id of its own"
+    validated = history(finished_records(validate_file))
+    assert any("a/val/acc" in r or "val/acc" in r for r in validated)

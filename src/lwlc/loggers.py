@@ -1,4 +1,4 @@
-"""Weights & Biases for lwlc runs: a logger that never stops training, and what to record on a run.
+"""lwlc's loggers: a Weights & Biases logger that never stops training, and a CSV logger.
 
 ``WandbLogger`` wraps Lightning's WandbLogger. Without W&B credentials it runs offline (the run
 is written under ``<save_dir>/wandb/`` and uploaded later with ``wandb sync``); an online start
@@ -9,107 +9,20 @@ continues.
 
 from __future__ import annotations
 
-import configparser
-import inspect
-import json
-import netrc
 import os
 import pathlib
-import platform
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lwlc.core.errors import LwlcError
-
-MODES = ("online", "offline", "disabled")
-DEFAULT_HOST = "https://api.wandb.ai"
-
-
-@rank_zero_only
-def warn(message: str) -> None:
-    """One line on stderr, once per process group (rank 0), in lwlc's ``lwlc: ...`` style."""
-    print(f"lwlc: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
-
-
-def _settings_files() -> list[pathlib.Path]:
-    """W&B's settings files, global then workspace (the later one wins), as ``wandb`` reads them."""
-    config_dir = os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb"
-    workspace = pathlib.Path(os.environ.get("WANDB_DIR") or ".", "wandb", "settings")
-    return [pathlib.Path(config_dir, "settings").expanduser(), workspace.expanduser()]
-
-
-def _file_settings() -> dict[str, str]:
-    """The ``[default]`` section of W&B's settings files; unreadable files count as empty."""
-    merged: dict[str, str] = {}
-    for path in _settings_files():
-        parser = configparser.ConfigParser()
-        try:
-            parser.read(path)
-            merged.update(parser.items("default"))
-        except (OSError, configparser.Error):
-            continue
-    return merged
-
-
-def _netrc_path() -> pathlib.Path:
-    """The netrc file W&B reads: ``$NETRC``, else ``~/.netrc``, else ``~/_netrc``."""
-    if os.environ.get("NETRC"):
-        return pathlib.Path(os.environ["NETRC"]).expanduser()
-    unix = pathlib.Path("~/.netrc").expanduser()
-    windows = pathlib.Path("~/_netrc").expanduser()
-    return windows if not unix.exists() and windows.exists() else unix
-
-
-def has_credentials() -> bool:
-    """Whether W&B finds credentials without asking, from the sources it reads before it would
-    prompt: ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, an ``api_key`` in its settings
-    files, or the netrc entry of the W&B host (``WANDB_BASE_URL``, the settings' ``base_url`` or
-    api.wandb.ai). Nothing here prompts or touches the network."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    settings = _file_settings()
-    if settings.get("api_key"):
-        return True
-    host = os.environ.get("WANDB_BASE_URL") or settings.get("base_url") or DEFAULT_HOST
-    try:
-        entry = netrc.netrc(_netrc_path()).authenticators(urlparse(host).netloc)
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(entry and entry[2])
-
-
-def choose_mode(mode: str | None) -> str:
-    """``mode``, else ``$WANDB_MODE``, else online with credentials and offline without.
-
-    Online without credentials would stop at W&B's login prompt under a terminal (no timeout
-    applies there), so it becomes offline with one warning saying how to log in.
-    """
-    chosen = mode or os.environ.get("WANDB_MODE") or ("online" if has_credentials() else "offline")
-    chosen = {"dryrun": "offline", "run": "online"}.get(chosen, chosen)
-    if chosen not in MODES:
-        raise LwlcError(f"unknown W&B mode {chosen!r}; choose from {', '.join(MODES)}")
-    if chosen == "online" and not has_credentials():
-        warn(
-            "W&B mode is online but no W&B credentials were found (WANDB_API_KEY, ~/.netrc); "
-            "logging offline instead, without waiting for a login prompt: run `wandb login` "
-            "once (or set WANDB_API_KEY), and upload this run later with `wandb sync`"
-        )
-        return "offline"
-    return chosen
+from lwlc.notices import first_line, warn
+from lwlc.wandb_auth import choose_mode
 
 
 class _Off:
@@ -206,7 +119,7 @@ class WandbLogger(Logger):
         self._inner = None
         self._mode = "disabled"
         warn(
-            f"W&B logging is off ({action} failed: {_first_line(err)}); training goes on without it"
+            f"W&B logging is off ({action} failed: {first_line(err)}); training goes on without it"
         )
 
     def _guard(self, action: str, fn: Callable[[], Any]) -> Any:
@@ -230,7 +143,7 @@ class WandbLogger(Logger):
                 self.turn_off("starting the run", err)
                 return None
             warn(
-                f"W&B could not start online ({_first_line(err)}); logging offline instead "
+                f"W&B could not start online ({first_line(err)}); logging offline instead "
                 "(upload later with `wandb sync`)"
             )
             self._mode = "offline"
@@ -374,35 +287,6 @@ def has_wandb(loggers: list[Logger]) -> bool:
     )
 
 
-def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], step: int) -> None:
-    """Log ``build()`` (tables, plots, images) to every W&B run, building it only if there is one.
-
-    Nothing here propagates: a failing drawing warns, a failing W&B call turns lwlc's logger off
-    (one warning); media are a view and training goes on.
-    """
-    targets = [(lg, run) for lg in loggers if (run := wandb_run(lg)) is not None]
-    if not targets:
-        return
-    try:
-        payload = build()
-    except Exception as err:  # a figure that cannot be drawn must not stop training
-        warn(f"could not draw the barrier plots for W&B ({_first_line(err)}); training continues")
-        return
-    for logger, run in targets:
-        try:
-            run.log({**payload, "trainer/global_step": step})
-        except Exception as err:  # W&B failing must not stop training
-            if isinstance(logger, WandbLogger):
-                logger.turn_off("logging barrier plots", err)
-            else:
-                warn(f"could not log barrier plots to W&B ({_first_line(err)}); training continues")
-
-
-def has_media(loggers: list[Logger]) -> bool:
-    """Whether any of ``loggers`` shows figures: W&B or TensorBoard."""
-    return has_wandb(loggers) or any(isinstance(lg, TensorBoardLogger) for lg in loggers)
-
-
 def check_logger_packages(logger_config: Any) -> None:
     """A TensorBoardLogger among the configured loggers needs ``tensorboard`` (or tensorboardX):
     without it, one line naming the extra, before anything is set up (Lightning's own error is a
@@ -426,121 +310,21 @@ def check_logger_packages(logger_config: Any) -> None:
             )
 
 
-def figure_pixels(figure: Any) -> Any:
-    """An RGB uint8 array (height x width x 3) of a matplotlib Figure or of a PNG file."""
-    import numpy as np
+def own_checkpoint(ckpt_path: object, checkpoint_dirs: list[str]) -> bool:
+    """Whether ``ckpt_path`` is a checkpoint the folder's fit wrote (``last``/``hpc``, or a file
+    in its checkpoint folders that no ``lwlc merge`` wrote): only then does a validate or test
+    of it log into the fit's W&B run, whose history it then belongs to."""
+    if ckpt_path is None:
+        return False
+    if str(ckpt_path) in ("last", "hpc"):
+        return True
+    path = pathlib.Path(os.fspath(ckpt_path)).resolve()
+    if not any(path.is_relative_to(pathlib.Path(d).resolve()) for d in checkpoint_dirs):
+        return False
+    import torch
 
-    if isinstance(figure, (str, os.PathLike)):
-        from matplotlib.image import imread
-
-        pixels = imread(os.fspath(figure))
-        if pixels.dtype != np.uint8:
-            pixels = (pixels * 255).round().astype(np.uint8)
-        return pixels[..., :3]
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def log_to_tensorboard(
-    loggers: list[Logger], build: Callable[[], Mapping[str, Any]], step: int
-) -> None:
-    """Add ``build()`` (tag -> matplotlib Figure or PNG path) as images to every TensorBoard
-    logger (rank 0), building them only if there is one. Nothing here propagates: figures are a
-    view, and training goes on (one warning) when drawing or writing them fails."""
-    if rank_zero_only.rank != 0:
-        return
-    writers = [lg.experiment for lg in loggers if isinstance(lg, TensorBoardLogger)]
-    if not writers:
-        return
     try:
-        images = {tag: figure_pixels(figure) for tag, figure in build().items()}
-    except Exception as err:  # a figure that cannot be drawn must not stop training
-        warn(f"could not draw the barrier plots for TensorBoard ({_first_line(err)})")
-        return
-    for writer in writers:
-        try:
-            for tag, pixels in images.items():
-                writer.add_image(tag, pixels, global_step=step, dataformats="HWC")
-            writer.flush()
-        except Exception as err:  # TensorBoard failing must not stop training
-            warn(f"could not log barrier plots to TensorBoard ({_first_line(err)})")
-
-def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
-    """The resolved ``lwlc fit`` config (from LightningCLI's SaveConfigCallback) as plain data."""
-    from lightning.pytorch.cli import SaveConfigCallback
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, SaveConfigCallback):
-            try:
-                return _saved_config(trainer, callback) or _dumped_config(callback)
-            except Exception:  # an undumpable config is not worth failing a run over
-                return None
-    return None
-
-
-def _saved_config(trainer: pl.Trainer, callback: Any) -> dict[str, Any] | None:
-    """The config file the callback wrote in the log directory at setup, read back (a second
-    dump takes 20 times longer); None when there is none (no log directory, another node).
-    The path is the one lwlc's SaveConfig noted at setup: ``Trainer.log_dir`` broadcasts, and
-    this runs on rank 0 alone."""
-    path = getattr(callback, "config_path", None)
-    if not callback.save_to_log_dir or callback.multifile or path is None:
-        return None
-    if not os.path.isfile(path):
-        return None
-    import yaml
-
-    with open(path) as f:
-        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def _dumped_config(callback: Any) -> dict[str, Any]:
-    """The config dumped from the parser: every option, None included, as JSON (which reads back
-    faster than YAML), not validated again (jsonargparse >= 4.35): it was when parsed."""
-    dump = callback.parser.dump
-    accepted = inspect.signature(dump).parameters
-    options = {"skip_unset" if "skip_unset" in accepted else "skip_none": False}
-    if "skip_validation" in accepted:
-        options["skip_validation"] = True
-    return json.loads(dump(callback.config, format="json", **options))
-
-
-def environment(trainer: pl.Trainer) -> dict[str, Any]:
-    """Versions, devices and parallelism of this run, for reproducing it."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "not installed"
-
-    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": str(torch.__version__),  # a str subclass YAML would tag as a Python object
-        **{package: installed(package) for package in ("lightning", "lwlc", "wandb")},
-        "accelerator": type(trainer.accelerator).__name__,
-        "cuda_devices": devices,
-        "world_size": trainer.world_size,
-        "num_nodes": trainer.num_nodes,
-        "precision": str(trainer.precision),
-    }
-
-
-def record_run_info(trainer: pl.Trainer, info: Mapping[str, Any]) -> None:
-    """Record ``info``, the config and the environment as hyper-parameters ``lwlc.<key>`` (each
-    call records all of them: a later call replaces the key ``lwlc`` with a superset)."""
-    record = {**info, "config": cli_config(trainer), "environment": environment(trainer)}
-    for logger in trainer.loggers:
-        try:
-            if isinstance(logger, WandbLogger):
-                logger.log_run_info(record)
-            else:
-                logger.log_hyperparams({"lwlc": record})
-        except Exception as err:  # a logger that cannot store nested data must not stop training
-            warn(f"{type(logger).__name__} could not record the run info ({_first_line(err)})")
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # unreadable here: Lightning says why when it loads it
+        return False
+    return isinstance(saved, dict) and "lwlc_merge" not in saved

@@ -646,10 +646,12 @@ def test_every_layer_of_a_full_width_resnet18_at_11_alphas_fits_the_memory_budge
 CALLBACK = {
     "class_path": "lwlc.callbacks.LayerwiseBarrierCallback",
     "init_args": {
-        "plans": ["full", "single"],
-        "rest_from": ["a", "b"],
-        "splits": ["val", "test"],
-        "max_samples": None,
+        "spec": {
+            "plans": ["full", "single"],
+            "rest_from": ["a", "b"],
+            "splits": ["val", "test"],
+            "max_samples": None,
+        },
         "figures": False,
         "every_n_epochs": 1,
     },

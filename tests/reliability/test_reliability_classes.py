@@ -230,7 +230,10 @@ def test_a_reference_checkpoint_of_the_callback_imports_nothing(
                     "callbacks": [
                         {
                             "class_path": "lwlc.callbacks.LayerwiseBarrierCallback",
-                            "init_args": {"reference_ckpt": str(bad), "plans": ["full"]},
+                            "init_args": {
+                                "reference_ckpt": str(bad),
+                                "spec": {"plans": ["full"]},
+                            },
                         }
                     ]
                 }

@@ -39,7 +39,8 @@ from lwlc.commands.lightning_setup import (
 )
 from lwlc.core.errors import LwlcError
 from lwlc.formats.checkpoints import check_lightning_run
-from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, record_run_info
+from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, own_checkpoint
+from lwlc.run_records import record_run_info
 from lwlc.training import PairedModule
 from lwlc.training.schedules import RunSchedule, lightning_entry
 
@@ -186,7 +187,11 @@ class LwlcCLI(LightningCLI):
                 spec.init_args.save_dir = root
         dirs = [config.checkpoint.dirpath, config.best_checkpoint.dirpath]
         self.continues = rundir.continues(root, dirs, config.ckpt_path)
-        if self.subcommand != "fit" or self.continues:
+        # W&B: a resumed fit, or a validate/test/predict of the run's own checkpoint, goes on
+        # in the folder's run; anything else (a merged checkpoint) starts a run of its own.
+        fit = self.subcommand == "fit"
+        same = self.continues if fit else own_checkpoint(config.ckpt_path, dirs)
+        if same:
             for spec in loggers:
                 if spec.class_path == "lwlc.loggers.WandbLogger" and not spec.init_args.version:
                     spec.init_args.version = folder_run_id(spec.init_args.save_dir or ".")

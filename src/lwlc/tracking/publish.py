@@ -1,0 +1,226 @@
+"""What the barrier Callback shows on its loggers: scalars after every evaluation; on its media
+schedule W&B line charts of every layer's barrier, the latest curves and a table (W&B's own
+plots: nothing to draw); and for the last evaluation the heatmaps (W&B and TensorBoard) and the
+curves (TensorBoard), whose matplotlib drawing costs more than a digits sweep.
+
+One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
+a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
+evaluation is logged with the CSVs' epoch (completed epochs) and step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from lwlc.core.barriers import METRICS
+from lwlc.core.sweep import Rows
+from lwlc.notices import first_line, warn
+from lwlc.tracking.files import ResultFiles
+from lwlc.tracking.history import COLUMNS, History
+from lwlc.tracking.media import log_to_tensorboard, log_to_wandb
+
+UNITS = {"loss": "nats", "error": "fraction of samples"}
+
+
+def path_label(row: Mapping[str, Any]) -> str:
+    """A path's short name: ``full``, ``single/<layer>``, ``single/<layer>/rest_b``."""
+    parts = [str(row["plan"])]
+    if row["plan"] != "full":
+        parts.append(str(row["group"]))
+    if row["rest_from"] == "b":
+        parts.append("rest_b")
+    return "/".join(parts)
+
+
+def metric_name(row: Mapping[str, Any], metric: str, with_split: bool) -> str:
+    """``barrier/<reference>/full/loss``, ``barrier/midpoint/single/<layer>/error``,
+    ``barrier/<reference>/<split>/...``: the name says against what the barrier is taken."""
+    split = f"{row['split']}/" if with_split else ""
+    return f"barrier/{row['reference']}/{split}{path_label(row)}/{metric}"
+
+
+def measure_metric_name(row: Mapping[str, Any]) -> str:
+    """``measure/l2_distance/a-b/fc1``, ``measure/agreement/a-b/all/test``,
+    ``measure/random_loss/a/fc1/test/alpha_0.5``."""
+    name = f"measure/{row['measure']}/{row['between']}/{row['group']}"
+    if row["split"]:
+        name += f"/{row['split']}"
+    if row["alpha"] not in ("", None):
+        name += f"/alpha_{float(row['alpha']):g}"
+    return name
+
+
+def scalars(barriers: Rows, splits: Sequence[str]) -> dict[str, float]:
+    """The scalars of barrier rows, every reference, in the CSV's units; the first split is
+    logged without a split in the name."""
+    out: dict[str, float] = {}
+    for row in barriers:
+        with_split = row["split"] != splits[0]
+        for metric in METRICS:
+            out[metric_name(row, metric, with_split)] = float(row[f"{metric}_barrier"])
+    return out
+
+
+def log_scalars(
+    trainer: pl.Trainer, barriers: Rows, measures: Rows, splits: Sequence[str], seconds: float
+) -> None:
+    """One evaluation's scalars on every logger, at its step, with the CSVs' ``epoch``."""
+    metrics = {
+        **scalars(barriers, splits),
+        **{measure_metric_name(r): float(r["value"]) for r in measures},
+        "barrier/seconds": seconds,
+        "epoch": int(barriers[0]["epoch"]),
+    }
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=int(barriers[0]["step"]))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def layer_charts(history: Rows, splits: Sequence[str], reference: str) -> dict[str, Any]:
+    """W&B line plots of the full model's and every single layer's barrier over the steps, per
+    split, at ``reference``, in the scalars' units."""
+    import wandb
+
+    payload: dict[str, Any] = {}
+    for split in splits:
+        wanted = {(split, reference, plan) for plan in ("full", "single")}
+        rows = [r for r in history if (r["split"], r["reference"], r["plan"]) in wanted]
+        steps = sorted({int(r["step"]) for r in rows})
+        for metric in METRICS:
+            series: dict[str, dict[int, float | None]] = {}
+            for r in rows:
+                value = _finite(float(r[f"{metric}_barrier"]))
+                series.setdefault(path_label(r), {})[int(r["step"])] = value
+            payload[f"barrier_layers/{split}/{metric}"] = wandb.plot.line_series(
+                xs=steps,
+                ys=[[line.get(step) for step in steps] for line in series.values()],
+                keys=list(series),
+                title=f"{metric} barrier ({UNITS[metric]}): full model and single layers "
+                f"({split}, {reference} reference)",
+                xname="step",
+            )
+    return payload
+
+
+def curve_plots(curves: Rows, splits: Sequence[str], alphas: Sequence[float]) -> dict[str, Any]:
+    """W&B line plots of one evaluation's interpolation curves (loss in nats, error as a
+    fraction of samples) per split."""
+    import wandb
+
+    payload: dict[str, Any] = {}
+    for split in splits:
+        rows = [r for r in curves if r["split"] == split]
+        for metric in METRICS:
+            series: dict[str, list[float | None]] = {}
+            for r in rows:
+                value = float(r["loss"]) if metric == "loss" else 1.0 - float(r["accuracy"])
+                series.setdefault(path_label(r), []).append(_finite(value))
+            payload[f"barrier_curves/{split}/{metric}"] = wandb.plot.line_series(
+                xs=list(alphas),
+                ys=list(series.values()),
+                keys=list(series),
+                title=f"{metric} ({UNITS[metric]}) along the paths ({split}, epoch "
+                f"{rows[0]['epoch']})",
+                xname="alpha",
+            )
+    return payload
+
+
+@dataclass
+class Media:
+    """The media of a run's loggers and what they show: the history revision of the charts and
+    of each metric's heatmaps (nothing is drawn or logged twice for the same history)."""
+
+    reference: str
+    splits: Sequence[str]
+    alphas: Sequence[float]
+    shown: int | None = None
+    drawn: dict[str, int] = field(default_factory=dict)
+
+    def refresh(
+        self,
+        trainer: pl.Trainer,
+        history: History,
+        files: ResultFiles,
+        info: Mapping[str, Any],
+        metrics: Sequence[str],
+    ) -> None:
+        """Log the layer charts, the latest curves and the table to W&B (cheap: no drawing),
+        and with ``metrics`` (the end of a run) draw their heatmaps into the files' directory
+        and log them, and the curves to TensorBoard; nothing the loggers show already."""
+        revision = history.revision
+        fresh = self.shown != revision
+        metrics = [m for m in metrics if self.drawn.get(m) != revision]
+        if not (fresh or metrics):
+            return
+        drawn = self._draw(history, files, info, metrics)
+
+        step = int(history.barriers[-1]["step"])
+        log_to_wandb(trainer.loggers, self._wandb(history, drawn, fresh), step)
+        tensorboard = self._tensorboard(history, drawn, bool(metrics), info)
+        log_to_tensorboard(trainer.loggers, tensorboard, step)
+        self.shown = revision
+        self.drawn |= dict.fromkeys(metrics, revision)
+
+    def _draw(
+        self, history: History, files: ResultFiles, info: Mapping[str, Any], metrics: Sequence[str]
+    ) -> dict[str, Path]:
+        """The heatmaps of ``metrics`` drawn into the directory (even when no logger takes them
+        any more, W&B turned off) by tag; a figure that cannot be drawn warns, training goes on."""
+        try:
+            paths = files.draw(history, self.reference, info, metrics) if metrics else []
+        except Exception as err:  # a view: never worth stopping a run for
+            warn(f"could not draw the barrier heatmaps ({first_line(err)}); training continues")
+            return {}
+        return {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
+
+    def _wandb(
+        self, history: History, heatmaps: Mapping[str, Path], fresh: bool
+    ) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            import wandb
+
+            caption = f"through epoch {history.barriers[-1]['epoch']}"
+            payload: dict[str, Any] = {
+                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps.items()
+            }
+            if fresh:
+                columns = list(COLUMNS["barriers"])
+                rows = [[r[c] for c in columns] for r in history.barriers]
+                payload |= {
+                    **curve_plots(history.latest_curves(), self.splits, self.alphas),
+                    **layer_charts(history.barriers, self.splits, self.reference),
+                    "barrier_table": wandb.Table(columns=columns, data=rows),
+                }
+            return payload
+
+        return build
+
+    def _tensorboard(
+        self,
+        history: History,
+        heatmaps: Mapping[str, Path],
+        final: bool,
+        info: Mapping[str, Any],
+    ) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            payload: dict[str, Any] = dict(heatmaps)
+            if final:  # matplotlib images: drawn once, for the last evaluation
+                from lwlc import figures
+
+                latest, pairing = history.latest_curves(), figures.pairing_text(info)
+                for split in self.splits:
+                    figure = figures.interpolation_curves(latest, split, pairing=pairing)
+                    payload[f"barrier_curves/{split}"] = figure
+            return payload
+
+        return build
