@@ -19,6 +19,7 @@ from lwlc import figures
 from lwlc.commands.cli import main
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats.io import write_csv, write_json
+from lwlc.results import draw
 
 PLANS = ("full", "single", "cumulative_front", "cumulative_back")
 LAYERS = ("fc1", "fc2", "layer4.1.downsample.0", "head")
@@ -241,8 +242,8 @@ def test_lwlc_plot_redraws_a_folder_of_several_checkpoints(tmp_path, capsys, mon
     _pair_folder(tmp_path / "abc")
     drawn: dict[str, Figure] = {}
     save = figures.save_figure
-    monkeypatch.setattr(
-        figures, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
+    monkeypatch.setattr(  # every figure of lwlc plot is saved by lwlc.results.draw
+        draw, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
     )
     main(["plot", str(tmp_path / "abc"), "--out", str(tmp_path / "figures")])
     written = capsys.readouterr().out.split()
