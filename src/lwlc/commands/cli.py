@@ -406,9 +406,11 @@ def config_error(message: str) -> str:
     wrong = re.search(r"Expected a <class '(int|float|bool)'>.*?(?:Given|Got) value: (\S+)", full)
     if keys and wrong and "class_path" not in full:
         kind, value = wrong.groups()
-        note = " (NaN and infinity are not numbers here)" if value.lower().lstrip("+-") in (
-            "nan", "inf", "infinity"
-        ) else ""
+        note = (
+            " (NaN and infinity are not numbers here)"
+            if value.lower().lstrip("+-") in ("nan", "inf", "infinity")
+            else ""
+        )
         return f"{'.init_args.'.join(keys)}: expected {KINDS[kind]}, got {value!r}{note}"
     reason = re.split(r"Problem with given class_path '[^']*': |Parser key \"[^\"]+\": ", text)[-1]
     reason = reason.split("Errors: - ")[-1]
@@ -441,7 +443,7 @@ def argument_error(err: Exception, command: str) -> LwlcError:
     reason = config_error(str(err))
     flag = re.match(r"([\w.]+): ", reason)
     if flag and "." not in flag.group(1):
-        reason = f"--{flag.group(1).replace('_', '-')}{reason[flag.end(1):]}"
+        reason = f"--{flag.group(1).replace('_', '-')}{reason[flag.end(1) :]}"
     return LwlcError(f"{reason} (see lwlc {command} --help)")
 
 

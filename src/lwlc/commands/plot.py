@@ -47,7 +47,9 @@ def build_parser() -> Any:
         "--reference",
         type=str | None,
         default=None,
-        help="barrier reference to draw: path, models or midpoint (default: the one logged)",
+        help="barrier reference of barriers_<split>.png: models, midpoint or path (default: "
+        "models, against the whole A and B, with the others beside; a training run's: the one "
+        "logged)",
     )
     return p
 
@@ -128,9 +130,8 @@ def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
     training = "step" in barriers[0]
     if training:
         reference = reference or _logged_reference(summary) or "midpoint"
-    else:
-        reference = reference or "path"
-    _check_reference(reference, barriers, results / "barriers.csv")
+    if reference is not None:
+        _check_reference(reference, barriers, results / "barriers.csv")
     from lwlc.results import draw
     from lwlc.results.style import pairing_text
 
@@ -167,7 +168,8 @@ def _redraw_pairs(run_dir: Path, out: Path, reference: str | None) -> list[Path]
         rows = [r for r in rows if r["reference"] == reference]
     for pair in pairs:  # every pair's CSVs are checked before anything is drawn
         _, barriers = (read_results(run_dir / pair / name) for name in RESULT_FILES)
-        _check_reference(reference or "path", barriers, run_dir / pair / "barriers.csv")
+        if reference is not None:
+            _check_reference(reference, barriers, run_dir / pair / "barriers.csv")
     written = pairwise_figures(out, rows)
     for pair in pairs:
         written += _redraw(run_dir / pair, check_out(out / pair), reference)

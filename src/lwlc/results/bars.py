@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lwlc.core.errors import LwlcError
+from lwlc.results.references import default_reference
 from lwlc.results.style import (
     FULL_LABEL,
     LAYER_AXIS,
@@ -29,10 +30,12 @@ from lwlc.results.style import (
     legend_outside,
     legend_width,
     look,
+    note_flat,
     panel_grid,
     pick,
     plans_of,
     title,
+    unbroken,
 )
 
 
@@ -88,15 +91,20 @@ def interpolation_curves(
 
 
 def layer_barriers(
-    barriers: Rows, reference: str = "path", split: str | None = None, pairing: str | None = None
+    barriers: Rows,
+    reference: str | None = None,
+    split: str | None = None,
+    pairing: str | None = None,
 ) -> Figure:
-    """Per-layer barriers (bars) of each layer-wise plan, the full model's as a dashed line.
+    """Per-layer barriers (bars) of each layer-wise plan, the full model's as a dashed line, at
+    ``reference`` (default: ``models``, against the whole A and B, if measured).
 
     Loss and error bars are each on one y axis across plans, so the plans compare at a glance.
+    A panel whose bars are all about 0 says so, and why for the ``path`` reference.
     """
-    df = latest(
-        pick(pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
-    )
+    df = pick(frame(barriers), "split", split, "split")
+    reference = reference or default_reference(df["reference"])
+    df = latest(pick(df, "reference", reference, "reference"))
     plans = plans_of(df, with_full=False) or plans_of(df, with_full=True)
     has_full = bool((df["plan"] == "full").any())
     rests = list(dict.fromkeys(df["rest_from"]))
@@ -124,6 +132,7 @@ def layer_barriers(
                     value = float(barrier_values(full, metric).iloc[0])
                     ax.axhline(value, color="0.2", ls="--", lw=1, label=FULL_LABEL)
                 ax.axhline(0.0, color="0.5", lw=0.6)
+                note_flat(ax, barrier_values(sub, metric), metric, reference)
                 first = ax.get_subplotspec().is_first_col()
                 ax.set_ylabel(barrier_label(metric) if first else "")
                 ax.set_xlabel(LAYER_AXIS.get(plan, "") if ax is panel[-1] else "")
@@ -189,5 +198,5 @@ def layer_distances(measures: Rows, pairing: str | None = None) -> Figure:
         handles.append(Line2D([], [], color="0.2", ls="--", lw=1))
         legend_outside(fig, handles, entries)
         heading = "weight distances and cosines per layer"
-        fig.suptitle(heading + (f"\npair: {pairing}" if pairing else ""), wrap=True)
+        fig.suptitle(unbroken(heading + (f"\npair: {pairing}" if pairing else "")), wrap=True)
     return fig

@@ -20,6 +20,7 @@ from lwlc.results.bars import (
     layer_distances,
 )
 from lwlc.results.heatmaps import barrier_heatmap, barrier_matrices
+from lwlc.results.references import default_reference, shown_order
 from lwlc.results.style import METRICS, Rows, frame, pairing_text, plans_of, save_figure
 
 # The pairwise matrices' axes: the model whose other layers are kept, the one interpolated toward.
@@ -34,18 +35,26 @@ def save_analysis_figures(
     out_dir: Path,
     curves: Rows,
     barriers: Rows,
-    reference: str = "path",
+    reference: str | None = None,
     pairing: str | None = None,
+    beside: bool = True,
 ) -> list[Path]:
-    """``curves_<split>.png`` and ``barriers_<split>.png`` for each split of an analysis."""
+    """``curves_<split>.png`` and ``barriers_<split>.png`` for each split of an analysis, the bars
+    at ``reference`` (default: ``models``, against the whole A and B, when measured) and, with
+    ``beside``, ``barriers_<split>_<ref>.png`` at each other reference measured."""
     written: list[Path] = []
     curve_df, barrier_df = frame(curves), frame(barriers)
     for split in _splits(curve_df):
         fig = interpolation_curves(curve_df, split, pairing=pairing)
         written.append(save_figure(fig, Path(out_dir) / f"curves_{split}.png"))
     for split in _splits(barrier_df):
-        fig = layer_barriers(barrier_df, reference, split, pairing)
+        present = shown_order(barrier_df[barrier_df["split"] == split]["reference"])
+        main = reference or default_reference(present)
+        fig = layer_barriers(barrier_df, main, split, pairing)
         written.append(save_figure(fig, Path(out_dir) / f"barriers_{split}.png"))
+        for other in [r for r in present if r != main and beside]:
+            fig = layer_barriers(barrier_df, other, split, pairing)
+            written.append(save_figure(fig, Path(out_dir) / f"barriers_{split}_{other}.png"))
     return written
 
 
@@ -79,10 +88,10 @@ def save_training_figures(
     reference: str = "midpoint",
     pairing: str | None = None,
 ) -> list[Path]:
-    """The analysis figures of the last evaluation plus the heatmaps over training."""
-    return save_analysis_figures(out_dir, curves, barriers, reference, pairing) + save_heatmaps(
-        out_dir, barriers, reference, pairing=pairing
-    )
+    """The analysis figures of the last evaluation at ``reference`` (the one the heatmaps show)
+    plus the heatmaps over training."""
+    figures = save_analysis_figures(out_dir, curves, barriers, reference, pairing, beside=False)
+    return figures + save_heatmaps(out_dir, barriers, reference, pairing=pairing)
 
 
 def heatmap_name(split: str, plan: str, metric: str, rest_from: str = "a") -> str:
@@ -108,12 +117,13 @@ def draw_figures(
     curves: Rows,
     barriers: Rows,
     summary: Mapping[str, Any],
-    reference: str = "path",
+    reference: str | None = None,
     measures: Rows = (),
 ) -> list[Path]:
     """Draw an analysis's figures into ``out`` (``lwlc analyze``'s and ``lwlc plot``'s): curves
-    and bars per split at ``reference``, and with ``--align`` the before/after matrices at every
-    reference; their titles say how the pair was made (from ``summary``). Returns the files."""
+    and bars per split (``reference`` first, default ``models``, the others beside), and with
+    ``--align`` the before/after matrices at every reference; their titles say how the pair was
+    made (from ``summary``). Returns the files written."""
     pairing = pairing_text(summary)
     written = save_analysis_figures(out, curves, barriers, reference, pairing)
     written += save_distances(out, measures, pairing)

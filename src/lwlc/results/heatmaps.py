@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import Normalize
+from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from lwlc.core.errors import LwlcError
+from lwlc.results.references import FLAT_REASON
 from lwlc.results.style import (
     DIVERGING,
     DPI,
@@ -31,6 +33,7 @@ from lwlc.results.style import (
     barrier_values,
     column_label,
     frame,
+    is_flat,
     look,
     panel_grid,
     pick,
@@ -39,6 +42,7 @@ from lwlc.results.style import (
 
 _MAX_ANNOTATED_CELLS = 120
 _MIN_ANNOTATED_CELL = 0.3  # inches: narrower cells are drawn without their values
+CELL_FONT = 7.5  # points: a cell's value, legible at the saved size (12 pixels at 120 dpi)
 
 
 def heatmap_table(
@@ -87,7 +91,7 @@ def cell_edges(positions: Sequence[float]) -> np.ndarray:
 def _cells(
     ax: Axes,
     table: pd.DataFrame,
-    norm: Normalize,
+    scale: tuple[Colormap, Normalize],
     x_edges: np.ndarray,
     annotate: bool,
     metric: str,
@@ -96,11 +100,12 @@ def _cells(
     """Draw ``table`` as coloured cells (rows top to bottom) between ``x_edges``, outlined in
     white unless ``edges`` is false; NaN cells are masked (left blank). Returns the QuadMesh,
     for a colour bar."""
+    cmap, norm = scale
     values = np.ma.masked_invalid(table.to_numpy(dtype=float))
     y_edges = np.arange(len(table.index) + 1)
     outline = 0.4 if edges else 0.0
     mesh = ax.pcolormesh(
-        x_edges, y_edges, values, cmap=DIVERGING, norm=norm, edgecolors="white", linewidth=outline
+        x_edges, y_edges, values, cmap=cmap, norm=norm, edgecolors="white", linewidth=outline
     )
     if not edges:  # the rows still apart
         ax.hlines(y_edges[1:-1], x_edges[0], x_edges[-1], colors="white", linewidth=0.8)
@@ -111,7 +116,7 @@ def _cells(
     ax.grid(False)
     if annotate:
         centres = (x_edges[1:] + x_edges[:-1]) / 2
-        fmt = f"{{:.{_decimals(norm.vmax, metric)}f}}"
+        fmt = f"{{:.{_decimals(max(abs(norm.vmin), abs(norm.vmax)), metric)}f}}"
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 if values.mask[i, j] if np.ndim(values.mask) else False:
@@ -124,7 +129,7 @@ def _cells(
                     _cell_text(float(values[i, j]), fmt),
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=CELL_FONT,
                     color="black" if luminance > 0.408 else "white",
                     in_layout=False,
                 )
@@ -144,12 +149,20 @@ def _decimals(limit: float, metric: str) -> int:
     return min(4, max(least, 1 - math.floor(math.log10(limit)) if limit > 0 else least))
 
 
-def _norm(values: pd.Series | np.ndarray) -> Normalize:
-    """A colour scale symmetric around 0 (a barrier's sign matters), covering ``values``."""
-    finite = np.abs(np.asarray(values, dtype=float))
+def colour_scale(values: pd.Series | np.ndarray) -> tuple[Colormap, Normalize]:
+    """The colours of barrier cells: 0 white, positive red, negative blue, equally strong for
+    equal sizes (a barrier's sign matters), on a colour bar that spans the data and 0 only
+    (0 to 3 for barriers that are all >= 0, never -3 to 3)."""
+    finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
-    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    return Normalize(-limit, limit)
+    low = min(0.0, float(finite.min())) if finite.size else 0.0
+    high = max(0.0, float(finite.max())) if finite.size else 0.0
+    limit = max(-low, high)
+    if limit == 0:
+        low, high, limit = 0.0, 1.0, 1.0
+    full = colormaps[DIVERGING]
+    part = full(np.linspace(0.5 + low / (2 * limit), 0.5 + high / (2 * limit), 256))
+    return ListedColormap(part, name=f"{DIVERGING}_part"), Normalize(low, high)
 
 
 def barrier_heatmap(
@@ -180,7 +193,7 @@ def barrier_heatmap(
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.add_subplot()
         outlined = narrowest >= 0.1  # thinner cells would be all outline
-        mesh = _cells(ax, table, _norm(table.to_numpy()), edges, annotate, metric, outlined)
+        mesh = _cells(ax, table, colour_scale(table.to_numpy()), edges, annotate, metric, outlined)
         fig.colorbar(mesh, ax=ax, label=barrier_label(metric))
         spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
         if spacing / (edges[-1] - edges[0]) * cells_width >= _MIN_ANNOTATED_CELL:
@@ -225,7 +238,7 @@ def barrier_matrices(
     square = set(columns) <= set(index)
     if square:  # a square matrix (model x model) keeps one order
         columns = [v for v in index if v in set(columns)]
-    norm = _norm(df["value"])
+    scale = colour_scale(df["value"])
     annotate = len(index) * len(columns) <= _MAX_ANNOTATED_CELLS
     with look():
         fig, grid = panel_grid(
@@ -240,7 +253,7 @@ def barrier_matrices(
             sub = df if panel is None else df[df[facet] == panel]
             table = sub.pivot_table(index=row, columns=col, values="value", aggfunc="last")
             table = table.reindex(index=index, columns=columns)
-            mesh = _cells(ax, table, norm, np.arange(len(columns) + 1.0), annotate, metric)
+            mesh = _cells(ax, table, scale, np.arange(len(columns) + 1.0), annotate, metric)
             ax.set_xticks(np.arange(len(columns)) + 0.5, [str(c) for c in columns])
             if square:
                 for i, name in enumerate(index):
@@ -256,6 +269,10 @@ def barrier_matrices(
             elif facet is not None:
                 ax.set_title(f"{column_label(facet)}: {panel}", fontsize="small")
         fig.colorbar(mesh, ax=[axes[0] for axes in grid], label=barrier_label(metric))
+        layers = df[df["group"] != FULL_LABEL]["value"] if "group" in df else df["value"][:0]
+        if reference in FLAT_REASON and is_flat(layers, metric):
+            reason = FLAT_REASON[reference]
+            fig.supxlabel(f"every layer's cell is 0:\n{reason}", fontsize=7, color="0.25")
         what = f"{metric} barriers"
         fig.suptitle(title(what, str(df["split"].iloc[0]), reference, pairing), wrap=True)
     return fig

@@ -15,8 +15,8 @@ DEFAULT_REFERENCE = "models"
 ORDER = ("models", "midpoint", "path")  # the order views show references in
 # Why a barrier against this reference may be 0 everywhere, said where it is drawn.
 FLAT_REASON = {
-    "path": "single layers are ~0 against their own path's endpoints by construction; "
-    "see the models reference for the barrier against A and B",
+    "path": "against its own endpoints a layer's path\nis nearly convex: ~0 by construction;\n"
+    "reference models compares with A and B",
 }
 
 

@@ -9,7 +9,9 @@ error barriers in percentage points.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ from matplotlib.image import imsave
 
 from lwlc.core.errors import LwlcError
 from lwlc.formats.io import atomic_file
+from lwlc.results.references import FLAT_REASON
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
@@ -50,6 +53,8 @@ REFERENCES = {
     "models": "vs the line from A to B",
     "midpoint": "alpha 0.5 vs the mean of A and B",
 }
+FLAT = {"loss": 5e-4, "error": 5e-3}  # below these (nats, pp) a bar does not show on its axis
+FLAT_NOTE = "flat-note"  # the gid of the note saying why a panel shows no bars
 REST = {"a": "rest from A", "b": "rest from B"}
 NAMES = {"group": "layer", "rest_from": "rest from"}
 _NUMERIC = ("alpha", "loss", "accuracy", "loss_barrier", "error_barrier", "epoch", "step")
@@ -116,11 +121,45 @@ def _pair_words(p: Mapping[str, Any]) -> str:
 
 def title(what: str, split: str, reference: str | None, pairing: str | None) -> str:
     """A figure title naming the split, the barrier reference and how the pair was made,
-    one line each."""
+    one line each, never wrapped inside parentheses."""
     lines = [f"{what}, {split} split"]
     if reference is not None:
         lines.append(f"reference: {reference} ({REFERENCES.get(reference, 'as logged')})")
-    return "\n".join(lines + ([f"pair: {pairing}"] if pairing else []))
+    return unbroken("\n".join(lines + ([f"pair: {pairing}"] if pairing else [])))
+
+
+def unbroken(text: str) -> str:
+    """``text`` with the spaces inside parentheses made non-breaking, so that a wrapped title
+    (matplotlib wraps at plain spaces) never splits a parenthesis over two lines."""
+    return re.sub(r"\([^()]*\)", lambda m: m.group(0).replace(" ", "\u00a0"), text)
+
+
+def is_flat(values: Sequence[float] | pd.Series, metric: str) -> bool:
+    """Whether every finite value of ``values`` is about 0 (below what an axis of it shows)."""
+    finite = [abs(float(v)) for v in values if math.isfinite(float(v))]
+    return bool(finite) and max(finite) < FLAT[metric]
+
+
+def note_flat(
+    ax: Axes, values: Sequence[float] | pd.Series, metric: str, reference: str | None = None
+) -> bool:
+    """Say inside ``ax`` why its bars are not visible: every value is about 0 (below what the
+    axis shows), with the reason for ``reference`` if one is known, or none was measured."""
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    if not finite:
+        text = "not measured (nan)"
+    elif is_flat(finite, metric):
+        unit = "nats" if metric == "loss" else "pp"
+        text = f"every bar is 0 (within {FLAT[metric]:g} {unit}):"
+        text += "\n" + FLAT_REASON[reference] if reference in FLAT_REASON else ""
+    else:
+        return False
+    ax.text(
+        0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7,
+        color="0.25", gid=FLAT_NOTE, bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9},
+        in_layout=False, clip_on=False,
+    )  # fmt: skip
+    return True
 
 
 def column_label(column: str) -> str:
@@ -221,11 +260,11 @@ def legend_from(fig: Figure, ax: Axes, title: str | None = None) -> None:
 
 
 def layer_palette(groups: Sequence[str]) -> dict[str, Any]:
-    """One colour per group across every panel of a figure; the full model dark grey."""
-    colours = sns.color_palette("colorblind", max(1, len(groups)))
+    """One distinct colour per group across every panel of a figure (the colour-blind palette up
+    to its 10 colours, evenly spaced hues beyond, never a repeat); the full model dark grey."""
     named = [g for g in groups if g != "all"]
-    palette: dict[str, Any] = {g: colours[i % len(colours)] for i, g in enumerate(named)}
-    return palette | {"all": "0.15"}
+    colours = sns.color_palette("colorblind" if len(named) <= 10 else "husl", max(1, len(named)))
+    return {g: colours[i] for i, g in enumerate(named)} | {"all": "0.15"}
 
 
 def barrier_values(df: pd.DataFrame, metric: str) -> pd.Series:
