@@ -263,7 +263,13 @@ def layer_palette(groups: Sequence[str]) -> dict[str, Any]:
     """One distinct colour per group across every panel of a figure (the colour-blind palette up
     to its 10 colours, evenly spaced hues beyond, never a repeat); the full model dark grey."""
     named = [g for g in groups if g != "all"]
-    colours = sns.color_palette("colorblind" if len(named) <= 10 else "husl", max(1, len(named)))
+    count = max(1, len(named))
+    if count <= 10:
+        colours = sns.color_palette("colorblind", count)
+    else:  # hues spread round the circle, neighbouring layers about 140 degrees apart
+        hues = sns.color_palette("husl", count)
+        step = next(k for k in range(round(0.38 * count), count) if math.gcd(k, count) == 1)
+        colours = [hues[(i * step) % count] for i in range(count)]
     return {g: colours[i] for i, g in enumerate(named)} | {"all": "0.15"}
 
 
