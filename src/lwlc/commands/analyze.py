@@ -25,7 +25,7 @@ from lwlc.formats import inputs
 
 def build_parser() -> Any:
     """The analyze argument parser (jsonargparse, like the rest of lwlc's CLI)."""
-    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser
 
     p = short_help(ArgumentParser)(
         prog="lwlc analyze",
@@ -60,6 +60,14 @@ def build_parser() -> Any:
         help="custom plan set 'name=pattern,pattern'; repeatable",
     )
     add_spec_arguments(p, SPEC_FLAGS)
+    _add_run_arguments(p)
+    return p
+
+
+def _add_run_arguments(p: Any) -> None:
+    """Where and how the analysis runs and what it leaves: devices, results folder, figures."""
+    from jsonargparse import ActionYesNo
+
     p.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
         "--devices",
@@ -97,7 +105,6 @@ def build_parser() -> Any:
         default=True,
         help="draw PNG figures of the results (--no-plots: none)",
     )
-    return p
 
 
 REPEATABLE = ("--group", "--custom")

@@ -259,15 +259,7 @@ def barrier_matrices(
                 for i, name in enumerate(index):
                     if name in columns and np.isnan(table.iloc[i, columns.index(name)]):
                         _same_model(ax, columns.index(name), i)
-            first = ax.get_subplotspec().is_first_col()
-            ax.set_ylabel(column_label(row) if first else "")
-            if not first:
-                ax.tick_params(axis="y", labelleft=False)
-            ax.set_xlabel(column_label(col))
-            if facet == "rest_from":
-                ax.set_title(REST.get(str(panel), f"rest from {panel}"), fontsize="small")
-            elif facet is not None:
-                ax.set_title(f"{column_label(facet)}: {panel}", fontsize="small")
+            _label_matrix(ax, row, col, facet, panel)
         fig.colorbar(mesh, ax=[axes[0] for axes in grid], label=barrier_label(metric))
         layers = df[df["group"] != FULL_LABEL]["value"] if "group" in df else df["value"][:0]
         if reference in FLAT_REASON and is_flat(layers, metric):
@@ -276,6 +268,19 @@ def barrier_matrices(
         what = f"{metric} barriers"
         fig.suptitle(title(what, str(df["split"].iloc[0]), reference, pairing), wrap=True)
     return fig
+
+
+def _label_matrix(ax: Axes, row: str, col: str, facet: str | None, panel: object) -> None:
+    """Axis labels of one matrix (the row label in the first column only) and its title."""
+    first = ax.get_subplotspec().is_first_col()
+    ax.set_ylabel(column_label(row) if first else "")
+    if not first:
+        ax.tick_params(axis="y", labelleft=False)
+    ax.set_xlabel(column_label(col))
+    if facet == "rest_from":
+        ax.set_title(REST.get(str(panel), f"rest from {panel}"), fontsize="small")
+    elif facet is not None:
+        ax.set_title(f"{column_label(facet)}: {panel}", fontsize="small")
 
 
 def _same_model(ax: Axes, x: int, y: int) -> None:
