@@ -145,3 +145,26 @@ def test_no_command_imports_another_command():
                 for other in commands:
                     if other != path.stem.split("_")[0] and name == f"lwlc.commands.{other}":
                         raise AssertionError(f"{path.name} imports lwlc.commands.{other}")
+
+
+def test_result_files_are_written_in_plan_order_whatever_order_rows_arrive(tmp_path):
+    from lwlc.core.interpolation import InterpolationPath
+    from lwlc.core.sweep import BARRIER_COLUMNS
+    from lwlc.results.files import Interrupts, ResultFiles
+
+    names = (("full", "all"), ("single", "fc1"), ("single", "fc2"))
+    paths = [InterpolationPath(p, g, "a", frozenset()) for p, g in names]
+
+    def row(plan: str, group: str, split: str) -> dict:
+        return dict(plan=plan, group=group, rest_from="a", split=split, reference="models",
+                    loss_barrier=1.0, error_barrier=0.0)  # fmt: skip
+
+    with Interrupts() as interrupts:
+        files = ResultFiles(tmp_path, paths, ["test", "val"], interrupts)
+        files.add([], [row("single", "fc2", "val"), row("single", "fc2", "test")])
+        files.add([], [row("full", "all", "val"), row("single", "fc1", "test")])
+    written = [(r["plan"], r["group"], r["split"]) for r in read_csv(tmp_path / "barriers.csv")]
+    assert written == [("full", "all", "val"), ("single", "fc1", "test"),
+                       ("single", "fc2", "test"), ("single", "fc2", "val")]  # fmt: skip
+    assert (tmp_path / "barriers.csv").read_text().splitlines()[0] == ",".join(BARRIER_COLUMNS)
+    assert files.finished_paths() == 3
