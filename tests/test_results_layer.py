@@ -168,3 +168,46 @@ def test_result_files_are_written_in_plan_order_whatever_order_rows_arrive(tmp_p
                        ("single", "fc2", "test"), ("single", "fc2", "val")]  # fmt: skip
     assert (tmp_path / "barriers.csv").read_text().splitlines()[0] == ",".join(BARRIER_COLUMNS)
     assert files.finished_paths() == 3
+
+
+def test_an_interrupted_analysis_draws_its_finished_paths_and_no_stale_figure(
+    tmp_path, monkeypatch
+):
+    import os
+    import signal
+
+    from lwlc.results import files as results_files
+
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpts.append(tmp_path / f"m{seed}.pt")
+        torch.save(MLP(width=8).state_dict(), ckpts[-1])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "barriers_val.png").write_bytes(b"a figure of an earlier analysis")
+    real_write = results_files.write_csv
+
+    def write_then_terminate(path, rows, columns):  # SIGTERM once two paths are written
+        real_write(path, rows, columns)
+        if Path(path).name == "barriers.csv" and len(rows) >= 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(results_files, "write_csv", write_then_terminate)
+    drawn: dict[str, Figure] = {}
+    save = draw.save_figure
+    monkeypatch.setattr(draw, "save_figure", lambda f, p, **k: drawn.setdefault(Path(p).name, f)
+                        and save(f, p, **k))  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(["analyze", "--ckpt-a", str(ckpts[0]), "--ckpt-b", str(ckpts[1]), "--out", str(out),
+              "--overwrite", "--model", "lwlc.models.MLP", "--model.init_args.width", "8",
+              "--data", "lwlc.data.DigitsDataModule", "--plans", "full,single", "--alphas",
+              "0,0.5,1", "--splits", "test", "--chunk-size", "1",
+              "--max-samples", "50"])  # fmt: skip
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert not (out / "barriers_val.png").exists()  # --overwrite took the old figure too
+    rows = read_csv(out / "barriers.csv")
+    singles = [r for r in rows if r["plan"] == "single" and r["reference"] == "models"]
+    assert 1 <= len(singles) < 6  # some single-layer paths finished, not all
+    heights = sorted(_bar_heights(drawn["barriers_test.png"].axes[0]))
+    assert heights == pytest.approx(sorted(float(r["loss_barrier"]) for r in singles), abs=1e-6)

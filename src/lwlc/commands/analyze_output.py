@@ -11,7 +11,7 @@ from typing import Any
 from lwlc.core.errors import LwlcError
 from lwlc.formats import outputs
 from lwlc.formats.checkpoints import Checkpoint
-from lwlc.results.files import RESULT_FILES, remove_temporaries
+from lwlc.results.files import RESULT_FILES, remove_results, remove_temporaries
 
 
 def out_path(args: Any, cks: Sequence[Checkpoint]) -> Path:
@@ -31,7 +31,8 @@ def out_path(args: Any, cks: Sequence[Checkpoint]) -> Path:
 
 
 def prepare_out(out: Path, args: Any) -> None:
-    """Create ``out`` and prove it writable; with --overwrite, drop the previous results."""
+    """Create ``out`` and prove it writable; with --overwrite, drop the previous results and
+    their figures."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -42,7 +43,6 @@ def prepare_out(out: Path, args: Any) -> None:
             f"cannot write to --out {out} ({err.strerror}): choose a writable directory"
         ) from None
     if args.overwrite and not args.resume:
-        for name in RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
+        remove_results(out)
     for stray in remove_temporaries(out, RESULT_FILES):
         print(f"removed {stray}, left by an earlier run that was stopped", file=sys.stderr)

@@ -119,6 +119,8 @@ def run_pair(args: Any) -> int:
         files = ResultFiles(out, measurement.paths, spec.splits, interrupts, done)
         stopped = sweep_to_files(files, pair, measurement, group, paths, summary, started)
     if stopped:
+        if args.plots and files.barriers:
+            draw_finished(files, summary)
         return stopped
     report(files, args, spec, summary)
     return 0
@@ -226,6 +228,16 @@ def report(files: ResultFiles, args: Any, spec: MeasureSpec, summary: dict[str, 
         draw.draw_figures(out, files.curves, files.barriers, summary, measures=measured)
     console.print_report(summary, spec.splits, files.barriers, measured)
     print(f"\nresults: {out}/curves.csv, {out}/barriers.csv, {out}/summary.json")
+
+
+def draw_finished(files: ResultFiles, summary: dict[str, Any]) -> None:
+    """After an interrupt, the figures of the paths finished so far, so that no figure lags its
+    CSV (a second Ctrl-C skips them; --resume redraws them all at the end)."""
+    from lwlc.results import draw
+
+    with suppress(KeyboardInterrupt):
+        draw.draw_figures(files.out, files.curves, files.barriers, summary)
+        print(f"lwlc: figures of the finished paths drawn in {files.out}", file=sys.stderr)
 
 
 def _version() -> str:

@@ -22,6 +22,8 @@ from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats.io import write_csv, write_json
 
 RESULT_FILES = ("curves.csv", "barriers.csv", "measures.csv", "summary.json")
+# The figures an analysis draws (lwlc.results.draw): dropped with the results they show.
+FIGURES = ("curves_*.png", "barriers_*.png", "alignment_*.png", "pairwise_*.png", "distances.png")
 # The barriers of several checkpoints' pairs (``lwlc analyze --ckpt m1 m2 ...``) in one file.
 PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
@@ -138,6 +140,16 @@ def warn_nonfinite(curves: Rows) -> int:
             file=sys.stderr,
         )
     return bad
+
+
+def remove_results(folder: Path) -> None:
+    """Delete the result files and figures of an earlier analysis in ``folder`` (--overwrite),
+    so that no figure of it is left beside the new CSVs."""
+    for name in RESULT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for pattern in FIGURES:
+        for figure in folder.glob(pattern):
+            figure.unlink(missing_ok=True)
 
 
 def remove_temporaries(folder: Path, names: Sequence[str]) -> list[Path]:
