@@ -235,9 +235,14 @@ def draw_finished(files: ResultFiles, summary: dict[str, Any]) -> None:
     CSV (a second Ctrl-C skips them; --resume redraws them all at the end)."""
     from lwlc.results import draw
 
-    with suppress(KeyboardInterrupt):
+    try:
         draw.draw_figures(files.out, files.curves, files.barriers, summary)
-        print(f"lwlc: figures of the finished paths drawn in {files.out}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return
+    except Exception as err:  # the interrupt's exit code and message come first
+        print(f"lwlc: warning: no figures of the finished paths ({err})", file=sys.stderr)
+        return
+    print(f"lwlc: figures of the finished paths drawn in {files.out}", file=sys.stderr)
 
 
 def _version() -> str:
