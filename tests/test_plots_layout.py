@@ -19,6 +19,7 @@ from lwlc import figures
 from lwlc.commands.cli import main
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats.io import write_csv, write_json
+from lwlc.results import draw
 
 PLANS = ("full", "single", "cumulative_front", "cumulative_back")
 LAYERS = ("fc1", "fc2", "layer4.1.downsample.0", "head")
@@ -201,7 +202,7 @@ def test_pairwise_matrix_has_one_colour_bar_and_a_marked_diagonal():
 
 @pytest.mark.parametrize("name", ["curves", "bars_one_plan", "heatmap", "pairwise"])
 def test_titles_name_the_split_the_reference_and_the_pairing(name):
-    title = FIGURES[name]()._suptitle.get_text()
+    title = FIGURES[name]()._suptitle.get_text().replace("\u00a0", " ")  # unbroken parentheses
     assert "test split" in title or "val split" in title
     assert ("pair: " + PAIRING in title) or ("pair: every pair of m0, m1, m2" in title)
     if name != "curves":  # curves are the measured values: no reference
@@ -241,8 +242,8 @@ def test_lwlc_plot_redraws_a_folder_of_several_checkpoints(tmp_path, capsys, mon
     _pair_folder(tmp_path / "abc")
     drawn: dict[str, Figure] = {}
     save = figures.save_figure
-    monkeypatch.setattr(
-        figures, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
+    monkeypatch.setattr(  # every figure of lwlc plot is saved by lwlc.results.draw
+        draw, "save_figure", lambda f, p, **k: drawn.setdefault(str(p), f) and save(f, p, **k)
     )
     main(["plot", str(tmp_path / "abc"), "--out", str(tmp_path / "figures")])
     written = capsys.readouterr().out.split()
@@ -250,16 +251,17 @@ def test_lwlc_plot_redraws_a_folder_of_several_checkpoints(tmp_path, capsys, mon
     assert sorted(written) == sorted(
         [str(tmp_path / "figures" / f"pairwise_test_{r}.png") for r in ("path", "midpoint")]
         + [
-            str(tmp_path / "figures" / p / f"{n}_test.png")
-            for p in pairs
-            for n in ("curves", "barriers")
+            str(tmp_path / "figures" / p / n)
+            for p in pairs  # each pair's bars at midpoint (no models rows here), path beside
+            for n in ("curves_test.png", "barriers_test.png", "barriers_test_path.png")
         ]
     )
     assert all((tmp_path / "figures" / w).is_file() for w in written)
     matrix = drawn[str(tmp_path / "figures" / "pairwise_test_path.png")]
     assert "pair: every pair of m0, m1, m2" in matrix._suptitle.get_text()
     bars = drawn[str(tmp_path / "figures" / "m0~m2" / "barriers_test.png")]
-    assert "pair: A = m0/last.ckpt, B = m2/last.ckpt (in /runs)" in bars._suptitle.get_text()
+    bars_title = bars._suptitle.get_text().replace("\u00a0", " ")  # unbroken parentheses
+    assert "pair: A = m0/last.ckpt, B = m2/last.ckpt (in /runs)" in bars_title
 
 
 def test_lwlc_plot_of_several_checkpoints_names_a_missing_pair_folder(tmp_path, capsys):

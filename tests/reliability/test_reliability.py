@@ -36,6 +36,7 @@ from lwlc.core.interpolation import coefficients, make_paths
 from lwlc.core.layers import default_groups
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP, ResNet18
+from lwlc.results import files as results_files
 from lwlc.training import ClassifierModule
 from lwlc_runs import DIGITS, QUIET, fit_pair, members, mlp_of
 
@@ -305,14 +306,14 @@ def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
     ]
     whole = analyze(tmp_path / "whole", *common)
     out = tmp_path / "out"
-    real_write = analyze_module.write_csv
+    real_write = results_files.write_csv
 
     def write_then_terminate(path, rows, columns):  # SIGTERM arrives mid-write of chunk 1
         real_write(path, rows, columns)
         if Path(path).name == "curves.csv" and rows:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(analyze_module, "write_csv", write_then_terminate)
+    monkeypatch.setattr(results_files, "write_csv", write_then_terminate)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["analyze", *common, "--out", str(out), "--no-plots"])
@@ -325,7 +326,7 @@ def test_sigterm_keeps_finished_paths_and_resume_completes_without_recomputing(
     kept_curves = read_text_rows(out / "curves.csv")
     assert kept_curves == read_text_rows(whole / "curves.csv")[: len(kept_curves)]
 
-    monkeypatch.setattr(analyze_module, "write_csv", real_write)
+    monkeypatch.setattr(results_files, "write_csv", real_write)
     calls = _resume_spy(monkeypatch)
     analyze(out, *common, "--resume")
     done = {tuple(r[:3]) for r in kept[1:]}

@@ -255,11 +255,11 @@ def test_a_full_disk_in_lightnings_own_writes_is_one_line_naming_the_file(disk, 
 def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     disk, pair, monkeypatch, capsys, tmp_path
 ):
-    from lwlc.commands import analyze
+    from lwlc.results import files as results_files
 
     out = disk.root / "analysis"
     alphas = 101
-    real_write_csv = analyze.write_csv
+    real_write_csv = results_files.write_csv
 
     def write_csv(path: Path, rows: list, columns: Any) -> None:
         """Fill the disk just before the curves of the fifth path are written, leaving room for
@@ -269,7 +269,7 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
             disk.fill(len((out / "summary.json").read_bytes()) + 8192)
         real_write_csv(path, rows, columns)
 
-    monkeypatch.setattr(analyze, "write_csv", write_csv)
+    monkeypatch.setattr(results_files, "write_csv", write_csv)
     argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"]
     argv += ["--plans", "full,single", "--num-alphas", str(alphas), "--max-samples", "50"]
     expect_exit_2([*argv, "--chunk-size", "1"])
@@ -279,7 +279,7 @@ def test_analyze_on_a_full_disk_keeps_its_rows_and_marks_the_summary_failed(
     assert (
         set(after)
         == set(before)
-        == {f"analysis/{name}" for name in analyze.RESULT_FILES if name != "measures.csv"}
+        == {f"analysis/{name}" for name in results_files.RESULT_FILES if name != "measures.csv"}
     )  # no --measures asked
     for name in ("curves.csv", "barriers.csv"):
         assert after[f"analysis/{name}"] == before[f"analysis/{name}"]
@@ -302,10 +302,10 @@ def test_analyze_records_its_failure_even_on_a_disk_left_with_no_byte_free(
     disk, pair, monkeypatch, capsys
 ):
     """The room the folder's lock keeps is given back for summary.json's "failed"."""
-    from lwlc.commands import analyze
+    from lwlc.results import files as results_files
 
     out = disk.root / "analysis"
-    real_write_csv = analyze.write_csv
+    real_write_csv = results_files.write_csv
 
     def write_csv(path: Path, rows: list, columns: Any) -> None:
         if path.name == "curves.csv" and rows and not disk.saved:
@@ -313,7 +313,7 @@ def test_analyze_records_its_failure_even_on_a_disk_left_with_no_byte_free(
             disk.fill(0)
         real_write_csv(path, rows, columns)
 
-    monkeypatch.setattr(analyze, "write_csv", write_csv)
+    monkeypatch.setattr(results_files, "write_csv", write_csv)
     argv = ["analyze", "--ckpt", str(pair), "--out", str(out), "--no-plots", "--splits", "val"]
     expect_exit_2([*argv, "--plans", "full", "--max-samples", "50"])
     assert_disk_full_line(error_line(capsys), out / "curves.csv")

@@ -48,7 +48,9 @@ def build_parser() -> Any:
         "--reference",
         type=str | None,
         default=None,
-        help="barrier reference to draw: path, models or midpoint (default: the one logged)",
+        help="barrier reference of barriers_<split>.png: models, midpoint or path (default: "
+        "models, against the whole A and B, with the others beside; a training run's: the one "
+        "logged)",
     )
     return p
 
@@ -129,18 +131,17 @@ def _redraw(results: Path, out: Path, reference: str | None) -> list[Path]:
     training = "step" in barriers[0]
     if training:
         reference = reference or _logged_reference(summary) or "midpoint"
-    else:
-        reference = reference or "path"
-    _check_reference(reference, barriers, results / "barriers.csv")
-    from lwlc import figures
-    from lwlc.commands import analyze
+    if reference is not None:
+        _check_reference(reference, barriers, results / "barriers.csv")
+    from lwlc.results import draw
+    from lwlc.results.style import pairing_text
 
     measures = read_csv(results / "measures.csv") if (results / "measures.csv").exists() else []
     if training:
-        pairing = figures.pairing_text(summary)
-        drawn = figures.save_training_figures(out, curves, barriers, reference, pairing)
-        return drawn + figures.save_distances(out, measures, pairing)
-    return analyze.draw_figures(out, curves, barriers, summary, reference, measures)
+        pairing = pairing_text(summary)
+        drawn = draw.save_training_figures(out, curves, barriers, reference, pairing)
+        return drawn + draw.save_distances(out, measures, pairing)
+    return draw.draw_figures(out, curves, barriers, summary, reference, measures)
 
 
 def _is_pairwise(run_dir: Path) -> bool:
@@ -151,9 +152,10 @@ def _is_pairwise(run_dir: Path) -> bool:
 
 def _redraw_pairs(run_dir: Path, out: Path, reference: str | None) -> list[Path]:
     """The pairwise matrices of several checkpoints, then each pair's own figures."""
-    from lwlc.commands import analyze
+    from lwlc.results.draw import pairwise_figures
+    from lwlc.results.files import PAIR_COLUMNS
 
-    rows = read_results(run_dir / "barriers.csv", analyze.PAIR_COLUMNS)
+    rows = read_results(run_dir / "barriers.csv", PAIR_COLUMNS)
     pairs = list(dict.fromkeys(f"{r['model_a']}~{r['model_b']}" for r in rows))
     missing = [p for p in pairs if not all((run_dir / p / n).is_file() for n in RESULT_FILES)]
     if missing:
@@ -167,8 +169,9 @@ def _redraw_pairs(run_dir: Path, out: Path, reference: str | None) -> list[Path]
         rows = [r for r in rows if r["reference"] == reference]
     for pair in pairs:  # every pair's CSVs are checked before anything is drawn
         _, barriers = (read_results(run_dir / pair / name) for name in RESULT_FILES)
-        _check_reference(reference or "path", barriers, run_dir / pair / "barriers.csv")
-    written = analyze.pairwise_figures(out, rows)
+        if reference is not None:
+            _check_reference(reference, barriers, run_dir / pair / "barriers.csv")
+    written = pairwise_figures(out, rows)
     for pair in pairs:
         written += _redraw(run_dir / pair, check_out(out / pair), reference)
     return written

@@ -1,0 +1,294 @@
+"""Barrier heatmaps: layers x evaluations over training, and matrices (layer x alignment, model x
+model), each cell coloured on a scale centred at 0 and labelled with its value when it fits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, ListedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from lwlc.core.errors import LwlcError
+from lwlc.results.references import FLAT_REASON
+from lwlc.results.style import (
+    DIVERGING,
+    DPI,
+    FULL_LABEL,
+    HEATMAP_ROWS,
+    LAYER_AXIS,
+    MAX_ROW_PX,
+    METRICS,
+    REST,
+    SAME_MODEL,
+    Rows,
+    barrier_label,
+    barrier_values,
+    column_label,
+    frame,
+    is_flat,
+    look,
+    panel_grid,
+    pick,
+    title,
+)
+
+_MAX_ANNOTATED_CELLS = 120
+_MIN_ANNOTATED_CELL = 0.3  # inches: narrower cells are drawn without their values
+CELL_FONT = 7.5  # points: a cell's value, legible at the saved size (12 pixels at 120 dpi)
+
+
+def heatmap_table(
+    barriers: Rows,
+    plan: str = "single",
+    metric: str = "loss",
+    reference: str = "midpoint",
+    split: str | None = None,
+    rest_from: str | None = None,
+) -> pd.DataFrame:
+    """Barriers as a table: full model first, then the plan's groups (rows) x evaluations (columns).
+
+    Columns are epochs, or steps when one epoch holds several evaluations.
+    """
+    if metric not in METRICS:
+        raise LwlcError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    df = pick(pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
+    if "step" not in df:
+        raise LwlcError(
+            "these barriers come from one evaluation (no epoch/step columns): a heatmap needs "
+            "results of lwlc's barrier Callback"
+        )
+    layered = (
+        pick(df[df["plan"] != "full"], "plan", plan, "plan") if plan != "full" else df.iloc[0:0]
+    )
+    layered = pick(layered, "rest_from", rest_from, "rest_from") if len(layered) else layered
+    full = df[df["plan"] == "full"].assign(group=FULL_LABEL)
+    cells = pd.concat([full, layered])
+    x = "epoch" if cells.groupby("epoch")["step"].nunique().max() <= 1 else "step"
+    cells = cells.assign(value=barrier_values(cells, metric))
+    table = cells.pivot_table(index="group", columns=x, values="value", aggfunc="last", sort=False)
+    order = list(dict.fromkeys(cells["group"]))
+    return table.reindex(index=order, columns=sorted(table.columns))
+
+
+def cell_edges(positions: Sequence[float]) -> np.ndarray:
+    """Edges of cells centred on sorted ``positions``: halfway between neighbours, the outer
+    ones as far out as the nearest inner one (1 wide for a single cell)."""
+    x = np.asarray(positions, dtype=float)
+    if len(x) == 1:
+        return np.array([x[0] - 0.5, x[0] + 0.5])
+    middle = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[x[0] - (middle[0] - x[0])], middle, [x[-1] + (x[-1] - middle[-1])]])
+
+
+def _cells(
+    ax: Axes,
+    table: pd.DataFrame,
+    scale: tuple[Colormap, Normalize],
+    x_edges: np.ndarray,
+    annotate: bool,
+    metric: str,
+    edges: bool = True,
+) -> Any:
+    """Draw ``table`` as coloured cells (rows top to bottom) between ``x_edges``, outlined in
+    white unless ``edges`` is false; NaN cells are masked (left blank). Returns the QuadMesh,
+    for a colour bar."""
+    cmap, norm = scale
+    values = np.ma.masked_invalid(table.to_numpy(dtype=float))
+    y_edges = np.arange(len(table.index) + 1)
+    outline = 0.4 if edges else 0.0
+    mesh = ax.pcolormesh(
+        x_edges, y_edges, values, cmap=cmap, norm=norm, edgecolors="white", linewidth=outline
+    )
+    if not edges:  # the rows still apart
+        ax.hlines(y_edges[1:-1], x_edges[0], x_edges[-1], colors="white", linewidth=0.8)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylim(y_edges[-1], 0)
+    ax.set_yticks(y_edges[:-1] + 0.5, [str(i) for i in table.index])
+    ax.tick_params(axis="y", labelrotation=0, length=0)
+    ax.grid(False)
+    if annotate:
+        centres = (x_edges[1:] + x_edges[:-1]) / 2
+        fmt = f"{{:.{_decimals(max(abs(norm.vmin), abs(norm.vmax)), metric)}f}}"
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if values.mask[i, j] if np.ndim(values.mask) else False:
+                    continue
+                colour = mesh.cmap(norm(float(values[i, j])))
+                luminance = 0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]
+                ax.text(
+                    centres[j],
+                    i + 0.5,
+                    _cell_text(float(values[i, j]), fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=CELL_FONT,
+                    color="black" if luminance > 0.408 else "white",
+                    in_layout=False,
+                )
+    return mesh
+
+
+def _cell_text(value: float, fmt: str) -> str:
+    """``value`` in ``fmt``, a value that rounds to zero printed as 0 (never "-0.00")."""
+    text = fmt.format(value)
+    return fmt.format(0.0) if float(text) == 0.0 else text
+
+
+def _decimals(limit: float, metric: str) -> int:
+    """Decimals that show values up to ``limit`` with two significant digits (loss at least
+    2 decimals, error in pp at least 1, at most 4)."""
+    least = 2 if metric == "loss" else 1
+    return min(4, max(least, 1 - math.floor(math.log10(limit)) if limit > 0 else least))
+
+
+def colour_scale(values: pd.Series | np.ndarray) -> tuple[Colormap, Normalize]:
+    """The colours of barrier cells: 0 white, positive red, negative blue, equally strong for
+    equal sizes (a barrier's sign matters), on a colour bar that spans the data and 0 only
+    (0 to 3 for barriers that are all >= 0, never -3 to 3)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low = min(0.0, float(finite.min())) if finite.size else 0.0
+    high = max(0.0, float(finite.max())) if finite.size else 0.0
+    limit = max(-low, high)
+    if limit == 0:
+        low, high, limit = 0.0, 1.0, 1.0
+    full = colormaps[DIVERGING]
+    part = full(np.linspace(0.5 + low / (2 * limit), 0.5 + high / (2 * limit), 256))
+    return ListedColormap(part, name=f"{DIVERGING}_part"), Normalize(low, high)
+
+
+def barrier_heatmap(
+    barriers: Rows,
+    plan: str = "single",
+    metric: str = "loss",
+    reference: str = "midpoint",
+    split: str | None = None,
+    rest_from: str | None = None,
+    pairing: str | None = None,
+) -> Figure:
+    """The paper's training-time figure: barriers of the full model and each layer over epochs.
+
+    Each evaluation's cell is centred on its epoch (or step), so an uneven schedule (epochs 0-9,
+    then every 20) is drawn to scale: cells reach halfway to their neighbours.
+    """
+    table = heatmap_table(barriers, plan, metric, reference, split, rest_from)
+    x_name = str(table.columns.name)
+    positions = [float(c) for c in table.columns]
+    edges = cell_edges(positions)
+    rows = max(len(str(i)) for i in table.index)
+    cells_width = min(MAX_ROW_PX / DPI - 2.4 - 0.07 * rows, max(3.0, 0.45 * len(positions)))
+    narrowest = float(np.diff(edges).min() / (edges[-1] - edges[0])) * cells_width
+    annotate = table.size <= _MAX_ANNOTATED_CELLS and narrowest >= _MIN_ANNOTATED_CELL
+    split_name = str(pick(frame(barriers), "split", split, "split")["split"].iloc[0])
+    with look():
+        size = (cells_width + 2.4 + 0.07 * rows, max(2.2, 0.32 * len(table.index) + 1.6))
+        fig = Figure(figsize=size, layout="constrained")
+        ax = fig.add_subplot()
+        outlined = narrowest >= 0.1  # thinner cells would be all outline
+        mesh = _cells(ax, table, colour_scale(table.to_numpy()), edges, annotate, metric, outlined)
+        fig.colorbar(mesh, ax=ax, label=barrier_label(metric))
+        spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
+        if spacing / (edges[-1] - edges[0]) * cells_width >= _MIN_ANNOTATED_CELL:
+            ax.set_xticks(positions, [f"{p:g}" for p in positions])
+        else:  # too many evaluations to name each: a numeric axis, evaluations as minor ticks
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xticks(positions, minor=True)
+            ax.tick_params(axis="x", which="minor", bottom=True, length=3, width=0.6)
+            ax.set_xlim(edges[0], edges[-1])
+        ax.set_xlabel(x_name)
+        ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
+        what = f"{metric} barrier by {HEATMAP_ROWS.get(plan, plan)} over training"
+    if plan != "full":
+        rest = str(pick(frame(barriers), "rest_from", rest_from, "rest_from")["rest_from"].iloc[0])
+        what += f", rest from {rest.upper()}"
+        fig.suptitle(title(what, split_name, reference, pairing), wrap=True)
+    return fig
+
+
+def barrier_matrices(
+    barriers: Rows,
+    row: str,
+    col: str,
+    facet: str | None = None,
+    metric: str = "loss",
+    reference: str = "path",
+    split: str | None = None,
+    pairing: str | None = None,
+) -> Figure:
+    """Barriers as ``row`` x ``col`` heatmaps, one per ``facet`` value, on one colour scale
+    (one colour bar). In a square matrix (model x model) the diagonal pairs a model with
+    itself: it has no barrier and is drawn hatched, labelled ``same model``.
+
+    E.g. layer x (before, after alignment), or model x model with one matrix per layer.
+    """
+    if metric not in METRICS:
+        raise LwlcError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    df = pick(pick(frame(barriers), "split", split, "split"), "reference", reference, "reference")
+    df = df.assign(value=barrier_values(df, metric))
+    panels = list(dict.fromkeys(df[facet])) if facet else [None]
+    index, columns = list(dict.fromkeys(df[row])), list(dict.fromkeys(df[col]))
+    square = set(columns) <= set(index)
+    if square:  # a square matrix (model x model) keeps one order
+        columns = [v for v in index if v in set(columns)]
+    scale = colour_scale(df["value"])
+    annotate = len(index) * len(columns) <= _MAX_ANNOTATED_CELLS
+    with look():
+        fig, grid = panel_grid(
+            len(panels),
+            max(2.0, 0.55 * len(columns) + 1.2),
+            max(2.4, 0.45 * len(index) + 1.3),
+            margin=0.9,
+            share_y=False,
+        )
+        mesh = None
+        for (ax,), panel in zip(grid, panels, strict=True):
+            sub = df if panel is None else df[df[facet] == panel]
+            table = sub.pivot_table(index=row, columns=col, values="value", aggfunc="last")
+            table = table.reindex(index=index, columns=columns)
+            mesh = _cells(ax, table, scale, np.arange(len(columns) + 1.0), annotate, metric)
+            ax.set_xticks(np.arange(len(columns)) + 0.5, [str(c) for c in columns])
+            if square:
+                for i, name in enumerate(index):
+                    if name in columns and np.isnan(table.iloc[i, columns.index(name)]):
+                        _same_model(ax, columns.index(name), i)
+            _label_matrix(ax, row, col, facet, panel)
+        fig.colorbar(mesh, ax=[axes[0] for axes in grid], label=barrier_label(metric))
+        layers = df[df["group"] != FULL_LABEL]["value"] if "group" in df else df["value"][:0]
+        if reference in FLAT_REASON and is_flat(layers, metric):
+            reason = FLAT_REASON[reference]
+            fig.supxlabel(f"every layer's cell is 0:\n{reason}", fontsize=7, color="0.25")
+        what = f"{metric} barriers"
+        fig.suptitle(title(what, str(df["split"].iloc[0]), reference, pairing), wrap=True)
+    return fig
+
+
+def _label_matrix(ax: Axes, row: str, col: str, facet: str | None, panel: object) -> None:
+    """Axis labels of one matrix (the row label in the first column only) and its title."""
+    first = ax.get_subplotspec().is_first_col()
+    ax.set_ylabel(column_label(row) if first else "")
+    if not first:
+        ax.tick_params(axis="y", labelleft=False)
+    ax.set_xlabel(column_label(col))
+    if facet == "rest_from":
+        ax.set_title(REST.get(str(panel), f"rest from {panel}"), fontsize="small")
+    elif facet is not None:
+        ax.set_title(f"{column_label(facet)}: {panel}", fontsize="small")
+
+
+def _same_model(ax: Axes, x: int, y: int) -> None:
+    """Mark the cell at (x, y) as a model paired with itself (no barrier measured)."""
+    ax.add_patch(
+        Rectangle((x, y), 1, 1, facecolor="0.94", edgecolor="0.7", hatch="////", lw=0, zorder=0)
+    )
+    ax.text(
+        x + 0.5, y + 0.5, "same\nmodel", ha="center", va="center", fontsize=5.5, color="0.35",
+        in_layout=False, gid=SAME_MODEL,
+    )  # fmt: skip
