@@ -21,6 +21,8 @@ from lwlc.core.spec import MeasureSpec
 
 def _items(value: object) -> list[str]:
     """The stripped, non-empty items of a comma-separated string or a list."""
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        value = value.strip()[1:-1]  # a YAML flow list typed on the command line: [0, 0.5, 1]
     items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
     return [str(t).strip() for t in items if str(t).strip()]
 
@@ -35,7 +37,7 @@ def number_list(value: object) -> list[float] | object:
     """A sequence of numbers (``--alphas 0,0.5,1``) as a list of floats; a value with an item
     that is no number is kept as given, for the spec to refuse with the message every front
     end gives."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null")):
+    if value is None or (isinstance(value, str) and value.strip().lower() == "null"):
         return None
     try:
         return [float(item) for item in _items(value)]
