@@ -314,3 +314,51 @@ def select_groups(
         {i: cand.alphas[i] for i in result.chosen}, metrics,
         [{sp: per_split[sp][i] for sp in splits} for i in range(len(coeffs))], cand, start, end,
     )  # fmt: skip
+
+
+def _members_text(members: Sequence[int], groups: Sequence[Group]) -> str:
+    return "+".join(groups[i].name for i in members)
+
+
+def selection_rows(sel: Selection) -> list[dict[str, object]]:
+    """One row per measured step (the CSV and the API's table): the round, the set, the group
+    added, the fraction of parameters averaged, loss and accuracy on every split, fits, accepted."""
+    rows = []
+    for i, (step, found) in enumerate(zip(sel.result.steps, sel.step_metrics, strict=True)):
+        row: dict[str, object] = {
+            "step": i,
+            "search": sel.result.search,
+            "round": step.round,
+            "groups": _members_text(step.members, sel.groups),
+            "added": "" if step.added is None else sel.groups[step.added].name,
+            "n_groups": len(step.members),
+            "fraction": sel.fraction(step.members),
+        }
+        for split, m in found.items():
+            row[f"{split}_loss"], row[f"{split}_accuracy"] = m.loss, m.accuracy
+        row.update(fits=step.fits, accepted=step.accepted)
+        rows.append(row)
+    return rows
+
+
+def selection_summary(sel: Selection) -> dict[str, object]:
+    """What the JSON report holds: the choice, the budget, and every named model's numbers."""
+    return {
+        "search": sel.result.search,
+        "chosen": [g.name for g in sel.chosen],
+        "fraction": sel.fraction(sel.result.chosen),
+        "groups": [g.name for g in sel.groups],
+        "parameters": dict(zip((g.name for g in sel.groups), sel.sizes, strict=True)),
+        "budget": sel.budget,
+        "budget_of": sel.budget_of,
+        "reference": sel.reference,
+        "limit": sel.result.limit,
+        "select_split": sel.select_split,
+        "rest_from": member_name(sel.rest),
+        "alphas": {sel.groups[i].name: a for i, a in sel.alphas.items()},
+        "weights": sel.weights,
+        "models": {
+            name: {s: {"loss": m.loss, "accuracy": m.accuracy} for s, m in found.items()}
+            for name, found in sel.metrics.items()
+        },
+    }

@@ -73,3 +73,36 @@ def group_coefficients(
     (for each ``i`` in ``alphas``), ``rest`` (0: the start model, 1: the end model) elsewhere."""
     per_key = {k: a for i, a in alphas.items() for k in groups[i].keys if k in float_keys}
     return tuple(per_key.get(k, rest) for k in keys)
+
+
+Alpha = float | Sequence[float] | Mapping[str, float]
+
+
+def group_alphas(alpha: Alpha, groups: Sequence[Group], chosen: Sequence[int]) -> dict[int, float]:
+    """Each chosen group's alpha (index into ``groups``) from one number, a list over the chosen
+    groups in forward order, or ``{group name: alpha}`` naming every chosen group."""
+    if isinstance(alpha, Mapping):
+        names = {groups[i].name: i for i in chosen}
+        unknown = [n for n in alpha if n not in names]
+        if unknown:
+            raise LwlcError(
+                f"--alpha names {unknown[0]!r}, which is not a chosen group; chosen: "
+                f"{', '.join(names) or 'none'}"
+            )
+        missing = [n for n in names if n not in alpha]
+        if missing:
+            raise LwlcError(f"--alpha gives no value for the chosen group {missing[0]!r}")
+        values = {names[n]: float(a) for n, a in alpha.items()}
+    elif isinstance(alpha, (int, float)):
+        values = dict.fromkeys(chosen, float(alpha))
+    else:
+        if len(alpha) != len(chosen):
+            raise LwlcError(
+                f"--alpha has {len(alpha)} values for {len(chosen)} chosen groups: give one per "
+                "group in forward order, or 'group: alpha' pairs"
+            )
+        values = {i: float(a) for i, a in zip(sorted(chosen), alpha, strict=True)}
+    bad = [a for a in values.values() if not (math.isfinite(a) and 0.0 <= a <= 1.0)]
+    if bad:
+        raise LwlcError(f"--alpha must lie in [0, 1], got {bad[0]}")
+    return values
