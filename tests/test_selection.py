@@ -212,3 +212,42 @@ def test_one_network_is_refused_in_one_line(files, tmp_path, capsys) -> None:
         from lwlc.core.soup import check_weights
 
         check_weights(None, 1)
+
+
+def module(state: dict) -> MLP:
+    net = MLP(width=WIDTH, depth=3)
+    net.load_state_dict(state)
+    return net
+
+
+def test_select_layers_gives_the_cli_choice_and_merge_gives_its_model(files, tmp_path) -> None:
+    out = tmp_path / "cli.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
+          "--groups", "auto", "--budget", str(BUDGET), "--out", str(out)])  # fmt: skip
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    import lwlc
+
+    found = lwlc.select_layers(module(a), module(b), DigitsDataModule(), budget=BUDGET)
+    assert found.groups == report["chosen"]
+    assert len(found.table) == 16 and found.table.accepted.sum() == 1
+    written = torch.load(out, weights_only=True)["state_dict"]
+    merged = found.merge().state_dict()
+    assert all(torch.equal(merged[k], written[f"net.{k}"]) for k in merged)
+    assert found.plot(tmp_path / "sel.png").stat().st_size > 10_000
+
+
+def test_merge_models_takes_per_group_alphas_and_k_models(files) -> None:
+    import lwlc
+
+    states = [torch.load(f, weights_only=True) for f in files]
+    a, b, c = map(module, states)
+    merged = lwlc.merge_models(a, b, ["fc2", "head"], alpha={"head": 0.9, "fc2": 0.2}).state_dict()
+    for k, v in states[0].items():
+        alpha = {"fc2": 0.2, "head": 0.9}.get(k.rpartition(".")[0])
+        assert torch.equal(merged[k], v if alpha is None else (1 - alpha) * v + alpha * states[1][k])
+    soup = lwlc.merge_models(a, [b, c], ["fc1"], rest_from="b").state_dict()
+    expected = averaged(states, {"fc1"}, [1 / 3] * 3, rest=1)
+    assert all(torch.allclose(soup[k], v, atol=1e-7, rtol=0) for k, v in expected.items())
+    with pytest.raises(LwlcError, match="must sum to 1"):
+        lwlc.merge_models(a, [b, c], ["fc1"], weights=[0.5, 0.5, 0.5])

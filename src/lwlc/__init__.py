@@ -1,19 +1,20 @@
 """lwlc: train pairs of networks and measure layer-wise linear mode connectivity.
 
 ``lwlc.measure(model_a, model_b, data, lwlc.MeasureSpec(...))`` measures two networks as
-``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does. Both
+``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does;
+``lwlc.select_layers`` chooses them within a loss budget (``lwlc merge --groups auto``). All
 are imported on first use, so ``import lwlc`` (and every command) stays light.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MeasureSpec", "Measurement", "measure", "merge_models"]
+__all__ = ["MeasureSpec", "Measurement", "Selection", "measure", "merge_models", "select_layers"]
 
 
 def __getattr__(name: str) -> Any:
     """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.MeasureSpec``, ``lwlc.Measurement``."""
-    if name in ("measure", "merge_models", "Measurement"):
+    if name in ("measure", "merge_models", "Measurement", "select_layers", "Selection"):
         from lwlc import api
 
         return getattr(api, name)

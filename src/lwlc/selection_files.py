@@ -72,7 +72,7 @@ def plot_selection(sel: Selection, path: Path) -> Path:
         role = "selection split" if split == sel.select_split else "held out"
         ax.set_title(f"{split} ({role}), {sel.result.search} search")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)

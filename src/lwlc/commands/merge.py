@@ -26,14 +26,7 @@ from lwlc.core.alignment import align
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.selection import BUDGET_OF, Selection, member_name, select_groups, tune_alphas
-from lwlc.core.soup import (
-    Alpha,
-    check_weights,
-    group_alphas,
-    group_coefficients,
-    mixed_state,
-    soup_state,
-)
+from lwlc.core.soup import Alpha, check_weights, group_alphas, merge_states
 from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.formats import inputs, outputs
 from lwlc.formats.checkpoints import Checkpoint
@@ -289,23 +282,12 @@ def _select(args: Any, model: nn.Module, states: list, groups: list, data_cfg: A
     return sel
 
 
-def _named_state(args: Any, model: nn.Module, states: list, groups: list) -> tuple[dict, dict]:
+def _named_state(args: Any, states: list, groups: list) -> tuple[dict, dict]:
     """The merged state of named groups (no data needed) and its per-group alphas."""
-    chosen = layers.select(groups, inputs.csv_list(args.groups))
-    index = [groups.index(g) for g in chosen]
+    chosen = [groups.index(g) for g in layers.select(groups, inputs.csv_list(args.groups))]
     rest = _rest_index(args, len(states), False) or 0
-    keys = list(states[0])
-    float_keys = frozenset(k for k in keys if states[0][k].is_floating_point())
-    if args.weights is None and len(states) == 2:
-        alphas = group_alphas(args.alpha, groups, index)
-        start, end, rest_c = states[0], states[1], float(rest)
-    else:
-        if args.alpha != 0.5:
-            raise LwlcError("--alpha is for two networks: k networks take --weights")
-        alphas, rest_c = dict.fromkeys(index, 1.0), 0.0
-        start, end = states[rest], soup_state(states, check_weights(args.weights, len(states)))
-    coeffs = group_coefficients(keys, float_keys, groups, alphas, rest_c)
-    return mixed_state(start, end, coeffs), {groups[i].name: a for i, a in alphas.items()}
+    state, alphas = merge_states(states, groups, chosen, args.alpha, args.weights, rest)
+    return state, {groups[i].name: a for i, a in alphas.items()}
 
 
 def run(argv: Sequence[str]) -> Path:
@@ -333,7 +315,7 @@ def run(argv: Sequence[str]) -> Path:
         state, alphas = sel.state(), {g.name: sel.alphas[i] for i, g in enumerate(groups) if i in sel.alphas}
         rest = member_name(sel.rest)
     else:
-        state, alphas = _named_state(args, model, states, groups)
+        state, alphas = _named_state(args, states, groups)
         rest = args.rest_from or "a"
     if samples is not None:
         state = recalibrated_state(model, state, samples, args.bn_batch_size)
@@ -375,14 +357,16 @@ def _provenance(args: Any, cks: list[Checkpoint], states: list, alphas: dict, re
 
 
 def _summary_line(alphas: dict, prov: dict, out: Path, sel: Selection | None) -> str:
+    """The one line a merge prints: what was chosen (and how), and where it went."""
     how = "" if sel is None else (
         f"{sel.result.search} search chose {len(alphas)} of {len(sel.groups)} group(s) "
         f"({sel.fraction(sel.result.chosen):.1%} of parameters) within {sel.budget} nats; "
     )  # fmt: skip
     a = prov["alpha"]
+    at = "" if not alphas else f" at alpha={'per group' if isinstance(a, dict) else a}"
     return (
-        f"{how}merged {len(alphas)} layer group(s) at alpha={a if not isinstance(a, dict) else 'per group'} "
-        f"(rest from {prov['rest_from'].upper()}, align {prov['align']}, bn {prov['bn']}) -> {out}"
+        f"{how}merged {len(alphas)} layer group(s){at} (rest from {prov['rest_from'].upper()}, "
+        f"align {prov['align']}, bn {prov['bn']}) -> {out}"
     )
 
 

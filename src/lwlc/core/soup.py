@@ -106,3 +106,31 @@ def group_alphas(alpha: Alpha, groups: Sequence[Group], chosen: Sequence[int]) -
     if bad:
         raise LwlcError(f"--alpha must lie in [0, 1], got {bad[0]}")
     return values
+
+
+def merge_states(
+    states: Sequence[Mapping[str, Tensor]],
+    groups: Sequence[Group],
+    chosen: Sequence[int],
+    alpha: Alpha = 0.5,
+    weights: Sequence[float] | None = None,
+    rest: int = 0,
+) -> tuple[dict[str, Tensor], dict[int, float]]:
+    """The merged state dict and each chosen group's coefficient. Two networks without
+    ``weights``: ``(1 - alpha) * A + alpha * B`` on the chosen groups (``alpha`` per group, see
+    :func:`group_alphas`); otherwise the weighted soup of all ``states`` there. The rest comes
+    from ``states[rest]``."""
+    if not 0 <= rest < len(states):
+        raise LwlcError(f"the rest must come from one of the {len(states)} networks, got {rest}")
+    keys = list(states[0])
+    float_keys = frozenset(k for k in keys if states[0][k].is_floating_point())
+    if weights is None and len(states) == 2:
+        alphas = group_alphas(alpha, groups, chosen)
+        start, end, rest_c = states[0], states[1], float(rest)
+    else:
+        if not isinstance(alpha, (int, float)) or alpha != 0.5:
+            raise LwlcError("alpha is for two networks: k networks take weights")
+        alphas, rest_c = dict.fromkeys(chosen, 1.0), 0.0
+        start, end = states[rest], soup_state(states, check_weights(weights, len(states)))
+    coeffs = group_coefficients(keys, float_keys, groups, alphas, rest_c)
+    return mixed_state(start, end, coeffs), alphas
