@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from lwlc.commands.cli import main
 from lwlc.core.errors import LwlcError
-from lwlc.core.layers import default_groups
 from lwlc.core.selection import search
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
@@ -71,7 +70,8 @@ def naive_loss(state: dict, split: str) -> tuple[float, float]:
 def averaged(states: list[dict], groups: set[str], weights: list[float], rest: int) -> dict:
     """The hand-written merge: weighted average on the chosen modules, the rest from ``rest``."""
     return {
-        k: sum(w * s[k] for w, s in zip(weights, states)) if k.rpartition(".")[0] in groups
+        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
+        if k.rpartition(".")[0] in groups
         else states[rest][k].clone()
         for k in states[0]
     }  # fmt: skip
@@ -105,8 +105,13 @@ def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_
     expected = averaged([a, b], set(best), [0.5, 0.5], rest)
     assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
     # every named model's numbers, on the selection split and held out, independently
-    for name, state in (("member_a", a), ("member_b", b), ("chosen", expected),
-                        ("full_average", averaged([a, b], set(names), [0.5, 0.5], rest))):  # fmt: skip
+    full = averaged([a, b], set(names), [0.5, 0.5], rest)
+    for name, state in (
+        ("member_a", a),
+        ("member_b", b),
+        ("chosen", expected),
+        ("full_average", full),
+    ):
         for split in ("val", "test"):
             loss, acc = naive_loss(state, split)
             assert report["models"][name][split]["loss"] == pytest.approx(loss, abs=1e-6)
@@ -148,7 +153,8 @@ def test_per_group_alphas_and_k_model_average_match_hand_computed(files, tmp_pat
     states = [torch.load(f, weights_only=True) for f in files]
     out = tmp_path / "alphas.pt"
     main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
-          "--groups", "fc1,head", "--alpha", "fc1: 0.25, head: 0.75", "--out", str(out)])  # fmt: skip
+          "--groups", "fc1,head", "--alpha", "fc1: 0.25, head: 0.75",
+          "--out", str(out)])  # fmt: skip
     written = torch.load(out, weights_only=True)["state_dict"]
     a, b = states[:2]
     for k, v in a.items():
@@ -245,7 +251,9 @@ def test_merge_models_takes_per_group_alphas_and_k_models(files) -> None:
     merged = lwlc.merge_models(a, b, ["fc2", "head"], alpha={"head": 0.9, "fc2": 0.2}).state_dict()
     for k, v in states[0].items():
         alpha = {"fc2": 0.2, "head": 0.9}.get(k.rpartition(".")[0])
-        assert torch.equal(merged[k], v if alpha is None else (1 - alpha) * v + alpha * states[1][k])
+        assert torch.equal(
+            merged[k], v if alpha is None else (1 - alpha) * v + alpha * states[1][k]
+        )
     soup = lwlc.merge_models(a, [b, c], ["fc1"], rest_from="b").state_dict()
     expected = averaged(states, {"fc1"}, [1 / 3] * 3, rest=1)
     assert all(torch.allclose(soup[k], v, atol=1e-7, rtol=0) for k, v in expected.items())

@@ -18,13 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lwlc.core import layers
+from lwlc.core import layers, selection
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
-from lwlc.core import selection
+from lwlc.core.measures import MEASURE_COLUMNS
 from lwlc.core.selection import member_name
 from lwlc.core.soup import Alpha, merge_states
-from lwlc.core.measures import MEASURE_COLUMNS
 from lwlc.core.spec import MeasureSpec, measure_extras, plan_paths, prepare
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
@@ -269,7 +268,9 @@ def _selection_splits(data: Data, select_split: str, limit: int | None) -> dict[
         return {s: data.tensors(s, limit) for s in wanted}
     if isinstance(data, Mapping):
         if select_split not in data:
-            raise LwlcError(f"data has no split {select_split!r}: give {{split: (inputs, targets)}}")
+            raise LwlcError(
+                f"data has no split {select_split!r}: give {{split: (inputs, targets)}}"
+            )
         return {s: _tensors(data[s], limit) for s in wanted if s in data}
     return {select_split: _tensors(data, limit)}
 

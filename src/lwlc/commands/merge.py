@@ -1,7 +1,13 @@
-"""``lwlc merge``: write the model averaged on chosen layers of two networks as a new checkpoint.
+"""``lwlc merge``: write the model averaged on chosen layers of two (or k) networks.
 
-The merged model is the engine's interpolated model (``lwlc.core.interpolation.interpolate``) at one
-alpha on a custom path over the chosen groups, the rest from A or B; optionally B is first
+``--groups auto`` chooses the layers (``lwlc.core.selection``): the largest set within
+``--budget`` nats of the better network's loss, reported beside the output as
+``<out>.selection.json/.csv/.png`` (``lwlc.selection_files``). ``--alpha`` may be set per group
+or chosen on the selection split; several ``--ckpt`` files are averaged as a soup (``--weights``).
+Hugging Face models go to a ``save_pretrained`` folder with a ``mergekit.yml`` (``lwlc.hf_merge``).
+
+The merged model is the engine's model (``lwlc.core.soup.mixed_state``): alpha (one, or per group)
+on the chosen groups, the rest from A or B (or the soup of k networks); optionally B is first
 permuted to match A (weight matching) and BatchNorm statistics are recomputed on training data.
 A ``.ckpt``/``.pt`` output is a ``ClassifierModule`` checkpoint (``net.*`` keys, the model and
 data configs, Lightning's version key), so ``lwlc validate/test --ckpt_path`` and plain
@@ -31,6 +37,7 @@ from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.formats import inputs, outputs
 from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.io import save_state_dict
+from lwlc.hf_merge import is_hf, key_coefficients, member_weights, save_hf
 from lwlc.selection_files import check_report_paths, write_report
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
@@ -77,6 +84,27 @@ def build_parser() -> Any:
         help="weight of B on the averaged layers, (1-alpha)*A + alpha*B: a number, a list over "
         "the chosen groups in forward order, 'group: alpha' pairs, or 'auto' (a grid per group)",
     )
+    add_selection_arguments(p)
+    add_spec_arguments(p, ("align", "bn", "bn_samples", "max_samples"))
+    p.add_argument(
+        "--bn-batch-size",
+        "--batch-size",
+        type=int,
+        default=MeasureSpec.bn_batch_size,
+        help="batch size of --bn reset (as lwlc analyze --bn-batch-size: it sets the statistics)",
+    )
+    p.add_argument(
+        "--out",
+        type=str,
+        required=True,
+        help="merged.ckpt, merged.pt or merged.safetensors, or a folder for Hugging Face models "
+        "(save_pretrained + mergekit.yml); never overwritten",
+    )
+    return p
+
+
+def add_selection_arguments(p: Any) -> None:
+    """--weights, --rest-from, --budget, --budget-of, --select-split, --exhaustive-max, --device."""
     p.add_argument(
         "--weights",
         type=str | list[float] | None,
@@ -90,35 +118,14 @@ def build_parser() -> Any:
         help="where the other layers come from: a, b, c, ... or 'better' (default: a; with "
         "--groups auto the network with the lowest selection loss)",
     )
-    add_selection_arguments(p)
-    add_spec_arguments(p, ("align", "bn", "bn_samples", "max_samples"))
-    p.add_argument(
-        "--bn-batch-size",
-        "--batch-size",
-        type=int,
-        default=MeasureSpec.bn_batch_size,
-        help="batch size of --bn reset (as lwlc analyze --bn-batch-size: it sets the statistics)",
-    )
+    for flag, kind, default, text in (
+        ("--budget", float, 0.05, "--groups auto: nats of loss allowed above --budget-of's"),
+        ("--budget-of", str, "better", "the loss the budget counts from: a, b or better"),
+        ("--select-split", str, "val", "the split layers and --alpha auto are chosen on"),
+        ("--exhaustive-max", int, 12, "search all subsets up to this many groups, then greedy"),
+    ):
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--device", type=str, default="cpu", help="where to evaluate: cpu, cuda, ...")
-    p.add_argument(
-        "--out",
-        type=str,
-        required=True,
-        help="merged.ckpt, merged.pt or merged.safetensors (never overwritten)",
-    )
-    return p
-
-
-def add_selection_arguments(p: Any) -> None:
-    """--budget, --budget-of, --select-split, --exhaustive-max (for --groups auto)."""
-    p.add_argument("--budget", type=float, default=0.05,
-                   help="--groups auto: nats of loss allowed above --budget-of's")  # fmt: skip
-    p.add_argument("--budget-of", type=str, default="better",
-                   help="the loss the budget counts from: a, b or better (the best network)")  # fmt: skip
-    p.add_argument("--select-split", type=str, default="val",
-                   help="the split the layers (and --alpha auto) are chosen on; test is reported")  # fmt: skip
-    p.add_argument("--exhaustive-max", type=int, default=12,
-                   help="search every subset up to this many groups, greedily beyond")  # fmt: skip
 
 
 def lightning_checkpoint(
@@ -189,7 +196,7 @@ def _check_args(args: Any) -> None:
         raise LwlcError("give either --ckpt FILE(S) or --ckpt-a A --ckpt-b B, not both")
     if not ckpts and not (args.ckpt_a and args.ckpt_b):
         raise LwlcError(
-            "nothing to merge: give --ckpt PAIR.ckpt, --ckpt M1 M2 ..., or both --ckpt-a and --ckpt-b"
+            "nothing to merge: give --ckpt PAIR.ckpt, --ckpt M1 M2 ..., or --ckpt-a A --ckpt-b B"
         )
     args.alpha = alpha_value(args.alpha)
     args.weights = weights_value(args.weights)
@@ -198,7 +205,9 @@ def _check_args(args: Any) -> None:
     if not (math.isfinite(args.budget) and args.budget >= 0):
         raise LwlcError(f"--budget must be a number >= 0 (nats of loss), got {args.budget}")
     if args.budget_of not in BUDGET_OF:
-        raise LwlcError(f"--budget-of must be one of {', '.join(BUDGET_OF)}, got {args.budget_of!r}")
+        raise LwlcError(
+            f"--budget-of must be one of {', '.join(BUDGET_OF)}, got {args.budget_of!r}"
+        )
     if args.rest_from is not None and not re.fullmatch(r"[a-z]|better", args.rest_from):
         raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b, ... or better")
     if args.groups == "auto" and not isinstance(args.alpha, float | int | str):
@@ -207,8 +216,9 @@ def _check_args(args: Any) -> None:
     from_flags(**{k: getattr(args, k) for k in ("align", "bn", "bn_samples", "bn_batch_size",
                                                 "max_samples")})  # fmt: skip
     out = Path(args.out)
-    if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
-        raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")
+    if out.suffix not in (*TORCH_SUFFIXES, ".safetensors", ""):
+        raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors "
+                        "(or be a folder, for Hugging Face models)")  # fmt: skip
     outputs.check_out(out, is_file=True)
     if out.exists():
         raise LwlcError(
@@ -241,7 +251,8 @@ def _rest_index(args: Any, k: int, auto: bool) -> int | None:
         return None
     i = ord(args.rest_from or "a") - ord("a")
     if i >= k:
-        raise LwlcError(f"--rest-from {args.rest_from}: there are only {k} networks (a..{chr(96 + k)})")
+        names = ", ".join(member_name(j) for j in range(k))
+        raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of {names} or better")
     return i
 
 
@@ -263,7 +274,9 @@ def _select(args: Any, model: nn.Module, states: list, groups: list, data_cfg: A
             samples: Tensor | None) -> Selection:  # fmt: skip
     """The selection (or, with named groups and --alpha auto, their measurement)."""
     data = _datamodule(args, data_cfg, "--groups auto and --alpha auto measure on data")
-    splits = {s: data.tensors(s, args.max_samples) for s in dict.fromkeys((args.select_split, "test"))}
+    splits = {
+        s: data.tensors(s, args.max_samples) for s in dict.fromkeys((args.select_split, "test"))
+    }
     inputs.check_fits(model, splits[args.select_split][0][:2], type(data).__name__)
     auto = args.groups == "auto"
     chosen = None if auto else layers.select(groups, inputs.csv_list(args.groups))
@@ -312,16 +325,25 @@ def run(argv: Sequence[str]) -> Path:
     sel = None
     if args.groups == "auto" or args.alpha == "auto":
         sel = _select(args, model, states, groups, data_cfg, samples)
-        state, alphas = sel.state(), {g.name: sel.alphas[i] for i, g in enumerate(groups) if i in sel.alphas}
+        state, alphas = (
+            sel.state(),
+            {g.name: sel.alphas[i] for i, g in enumerate(groups) if i in sel.alphas},
+        )
         rest = member_name(sel.rest)
     else:
         state, alphas = _named_state(args, states, groups)
-        rest = args.rest_from or "a"
+        rest = member_name(_rest_index(args, len(states), False) or 0)
+    args.rest_from_resolved = rest
     if samples is not None:
         state = recalibrated_state(model, state, samples, args.bn_batch_size)
     provenance = _provenance(args, cks, states, alphas, rest, sel)
     out = Path(args.out)
-    if out.suffix == ".safetensors":
+    if is_hf(model_cfg):
+        _save_hf(args, out, model, state, cks, alphas, groups, len(states))
+    elif not out.suffix:
+        raise LwlcError(f"--out {out}: a folder is for Hugging Face models; name a .ckpt, .pt "
+                        "or .safetensors file")  # fmt: skip
+    elif out.suffix == ".safetensors":
         save_state_dict(out, state, {"lwlc_merge": provenance, "model": model_cfg})
     else:
         save_state_dict(out, *lightning_checkpoint(state, model_cfg, data_cfg, provenance))
@@ -329,6 +351,21 @@ def run(argv: Sequence[str]) -> Path:
         write_report(out, sel, {"merge": provenance})
     print(_summary_line(alphas, provenance, out, sel), file=sys.stderr)
     return out
+
+
+def _save_hf(args: Any, out: Path, model: nn.Module, state: dict, cks: list[Checkpoint],
+             alphas: dict, groups: list, k: int) -> None:  # fmt: skip
+    """``save_pretrained`` of the merged model and the same merge as ``mergekit.yml``."""
+    if out.suffix:
+        raise LwlcError(
+            f"--out {out}: a Hugging Face merge is written to a folder; drop the suffix"
+        )
+    rest = ord(args.rest_from_resolved) - ord("a")
+    two = k == 2 and args.weights is None
+    end = [0.0, 1.0] if two else check_weights(args.weights, k)
+    coefficient = key_coefficients(state, groups, alphas, float(rest) if two else 0.0)
+    weights = member_weights(state, coefficient, 0 if two else rest, end)
+    save_hf(out, model, state, [ck.path for ck in cks], weights)
 
 
 def _provenance(args: Any, cks: list[Checkpoint], states: list, alphas: dict, rest: str,

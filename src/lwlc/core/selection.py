@@ -113,7 +113,9 @@ def search(
     return _greedy(sizes, losses_of, limit)
 
 
-def group_sizes(model: nn.Module, state: Mapping[str, Tensor], groups: Sequence[Group]) -> list[int]:
+def group_sizes(
+    model: nn.Module, state: Mapping[str, Tensor], groups: Sequence[Group]
+) -> list[int]:
     """Parameters per group (buffers such as BatchNorm statistics do not count; a model whose
     groups hold no parameters counts every floating-point value instead)."""
     params = {n for n, _ in model.named_parameters()}
@@ -176,7 +178,9 @@ def reference_loss(member_losses: Sequence[float], budget_of: str) -> tuple[int,
         raise LwlcError(f"--budget-of must be one of {', '.join(BUDGET_OF)}, got {budget_of!r}")
     if budget_of in ("a", "b") and len(member_losses) != 2:
         raise LwlcError(f"--budget-of {budget_of} needs two networks: use 'better' for k models")
-    i = {"a": 0, "b": 1}.get(budget_of, min(range(len(member_losses)), key=member_losses.__getitem__))
+    i = {"a": 0, "b": 1}.get(
+        budget_of, min(range(len(member_losses)), key=member_losses.__getitem__)
+    )
     return i, member_losses[i]
 
 
@@ -245,6 +249,16 @@ def tune_alphas(sel: Selection, grid: Sequence[float] = ALPHA_GRID) -> Selection
     return sel
 
 
+def _check_request(budget: float, k: int, split: str, splits: Mapping[str, object]) -> None:
+    """Refuse a negative budget, fewer than two networks, or no data for the selection split."""
+    if not (math.isfinite(budget) and budget >= 0):
+        raise LwlcError(f"--budget must be a number >= 0 (nats), got {budget}")
+    if k < 2:
+        raise LwlcError(f"selection needs at least 2 networks, got {k}")
+    if split not in splits:
+        raise LwlcError(f"no data for the selection split {split!r}")
+
+
 def select_groups(
     model: nn.Module,
     states: Sequence[Mapping[str, Tensor]],
@@ -271,12 +285,7 @@ def select_groups(
     one with the lowest loss). ``fixed``: measure these group indices instead of searching. Every
     other split in ``splits`` is measured for the report only.
     """
-    if not (math.isfinite(budget) and budget >= 0):
-        raise LwlcError(f"--budget must be a number >= 0 (nats), got {budget}")
-    if len(states) < 2:
-        raise LwlcError(f"selection needs at least 2 networks, got {len(states)}")
-    if select_split not in splits:
-        raise LwlcError(f"no data for the selection split {select_split!r}")
+    _check_request(budget, len(states), select_split, splits)
     k = len(states)
     w = check_weights(weights, k) if (weights is not None or k > 2) else None
 
@@ -302,18 +311,29 @@ def select_groups(
     else:
         chosen = tuple(sorted(set(fixed)))
         loss = losses_of([frozenset(chosen)])[0]
-        result = SearchResult("given", chosen, limit, [Step(0, chosen, None, loss, _fits(loss, limit), True)])
+        result = SearchResult(
+            "given", chosen, limit, [Step(0, chosen, None, loss, _fits(loss, limit), True)]
+        )
+    metrics, steps = _report_metrics(cand, result, members)
+    return Selection(
+        result, list(groups), sizes, budget, budget_of, member_name(ref), select_split, rest, w,
+        {i: cand.alphas[i] for i in result.chosen}, metrics, steps, cand, start, end,
+    )  # fmt: skip
+
+
+def _report_metrics(
+    cand: Candidates, result: SearchResult, members: Sequence[dict[str, Metrics]]
+) -> tuple[dict[str, dict[str, Metrics]], list[dict[str, Metrics]]]:
+    """Every split's metrics of the members, the full average, the chosen model and every step
+    (measured once each: the engine's cache returns the selection split's search results)."""
+    splits = list(cand.splits)
     metrics = {f"member_{member_name(i)}": m for i, m in enumerate(members)}
-    for name, s in (("full_average", range(len(groups))), ("chosen", result.chosen)):
+    for name, s in (("full_average", range(len(cand.groups))), ("chosen", result.chosen)):
         c = cand.coefficients(frozenset(s))
         metrics[name] = {sp: cand.metrics([c], sp)[0] for sp in splits}
     coeffs = [cand.coefficients(frozenset(st.members)) for st in result.steps]
     per_split = {sp: cand.metrics(coeffs, sp) for sp in splits}
-    return Selection(
-        result, list(groups), sizes, budget, budget_of, member_name(ref), select_split, rest, w,
-        {i: cand.alphas[i] for i in result.chosen}, metrics,
-        [{sp: per_split[sp][i] for sp in splits} for i in range(len(coeffs))], cand, start, end,
-    )  # fmt: skip
+    return metrics, [{sp: per_split[sp][i] for sp in splits} for i in range(len(coeffs))]
 
 
 def _members_text(members: Sequence[int], groups: Sequence[Group]) -> str:

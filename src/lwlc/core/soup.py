@@ -30,7 +30,9 @@ def check_weights(weights: Sequence[float] | None, k: int) -> list[float]:
         return [1.0 / k] * k
     values = [float(w) for w in weights]
     if len(values) != k:
-        raise LwlcError(f"--weights has {len(values)} values for {k} networks: give one per network")
+        raise LwlcError(
+            f"--weights has {len(values)} values for {k} networks: give one per network"
+        )
     if not all(math.isfinite(w) and w >= 0 for w in values):
         raise LwlcError(f"--weights must be numbers >= 0, got {values}")
     if abs(sum(values) - 1.0) > WEIGHT_TOLERANCE:
@@ -38,7 +40,9 @@ def check_weights(weights: Sequence[float] | None, k: int) -> list[float]:
     return values
 
 
-def soup_state(states: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> dict[str, Tensor]:
+def soup_state(
+    states: Sequence[Mapping[str, Tensor]], weights: Sequence[float]
+) -> dict[str, Tensor]:
     """``sum_i weights[i] * states[i]`` per floating-point tensor; integer ones from the first."""
     out: dict[str, Tensor] = {}
     for k, first in states[0].items():
@@ -57,8 +61,7 @@ def mixed_state(
 ) -> dict[str, Tensor]:
     """``(1 - c) * start + c * end`` per key (``coefficients`` in ``start``'s key order), copied."""
     return {
-        k: mix(start[k], end[k], c).clone()
-        for k, c in zip(start.keys(), coefficients, strict=True)
+        k: mix(start[k], end[k], c).clone() for k, c in zip(start.keys(), coefficients, strict=True)
     }
 
 
