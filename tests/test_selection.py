@@ -259,3 +259,27 @@ def test_merge_models_takes_per_group_alphas_and_k_models(files) -> None:
     assert all(torch.allclose(soup[k], v, atol=1e-7, rtol=0) for k, v in expected.items())
     with pytest.raises(LwlcError, match="must sum to 1"):
         lwlc.merge_models(a, [b, c], ["fc1"], weights=[0.5, 0.5, 0.5])
+
+
+def test_auto_selection_runs_after_weight_matching(files, tmp_path) -> None:
+    """--align applies before the search: the numbers are those of B permuted onto A."""
+    from lwlc.core.alignment import weight_matching
+
+    out = tmp_path / "aligned.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[2]), *NET, "--groups", "auto",
+          "--budget", "0.02", "--align", "weight-matching", "--out", str(out)])  # fmt: skip
+    a, b = (torch.load(f, weights_only=True) for f in (files[0], files[2]))
+    b = weight_matching(module(a), a, b)[0]
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    rest = "ab".index(report["rest_from"])
+    for name, groups in (
+        ("chosen", set(report["chosen"])),
+        ("full_average", set(report["groups"])),
+    ):
+        state = averaged([a, b], groups, [0.5, 0.5], rest)
+        assert report["models"][name]["test"]["loss"] == pytest.approx(
+            naive_loss(state, "test")[0], abs=1e-6
+        )
+    written = torch.load(out, weights_only=True)["state_dict"]
+    expected = averaged([a, b], set(report["chosen"]), [0.5, 0.5], rest)
+    assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
