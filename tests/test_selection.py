@@ -283,3 +283,18 @@ def test_auto_selection_runs_after_weight_matching(files, tmp_path) -> None:
     written = torch.load(out, weights_only=True)["state_dict"]
     expected = averaged([a, b], set(report["chosen"]), [0.5, 0.5], rest)
     assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
+
+
+def test_k_model_report_gives_each_groups_soup_barrier_against_the_members_mean(
+    files, tmp_path
+) -> None:
+    out = tmp_path / "k3.pt"
+    main(["merge", "--ckpt", *map(str, files), *NET, "--groups", "auto", "--budget", "0",
+          "--rest-from", "b", "--out", str(out)])  # fmt: skip
+    states = [torch.load(f, weights_only=True) for f in files]
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    mean = sum(naive_loss(s, "test")[0] for s in states) / 3
+    for group, members in (("fc2", {"fc2"}), ("all", {"fc1", "fc2", "fc3", "head"})):
+        soup = averaged(states, members, [1 / 3] * 3, rest=1)
+        want = naive_loss(soup, "test")[0] - mean
+        assert report["soup_barriers"][group]["test"] == pytest.approx(want, abs=1e-6)

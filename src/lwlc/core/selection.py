@@ -220,6 +220,21 @@ class Selection:
         """The chosen model's coefficient per key (start -> end)."""
         return self.candidates.coefficients(frozenset(self.result.chosen), self.alphas)
 
+    def soup_barriers(self) -> dict[str, dict[str, float]]:
+        """Per group (and ``all``), the loss of the model averaging that group alone (the rest
+        from the rest model) minus the mean of the members' losses, on every split: the k-model
+        barrier (two networks at alpha 0.5: against the midpoint of A's and B's losses)."""
+        cand, members = self.candidates, [n for n in self.metrics if n.startswith("member_")]
+        sets = {g.name: frozenset([i]) for i, g in enumerate(self.groups)}
+        sets["all"] = frozenset(range(len(self.groups)))
+        out: dict[str, dict[str, float]] = {}
+        for split in cand.splits:
+            mean = sum(self.metrics[m][split].loss for m in members) / len(members)
+            losses = cand.losses(list(sets.values()), split)
+            for name, loss in zip(sets, losses, strict=True):
+                out.setdefault(name, {})[split] = loss - mean
+        return out
+
     def state(self) -> dict[str, Tensor]:
         """The chosen model's state dict: exactly the model measured as ``chosen``."""
         return mixed_state(self.start, self.end, self.coefficients())
@@ -381,4 +396,5 @@ def selection_summary(sel: Selection) -> dict[str, object]:
             name: {s: {"loss": m.loss, "accuracy": m.accuracy} for s, m in found.items()}
             for name, found in sel.metrics.items()
         },
+        "soup_barriers": sel.soup_barriers(),
     }
