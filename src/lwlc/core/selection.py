@@ -163,15 +163,6 @@ class Candidates:
         return [r.loss for r in self.metrics([self.coefficients(s) for s in sets], split)]
 
 
-def _member_metrics(ev: Evaluator, cand: Candidates) -> dict[str, Metrics]:
-    """One member's metrics on every split (``ev`` from the member to itself, coefficients 0)."""
-    zero = (0.0,) * len(ev.keys)
-    return {
-        s: ev.evaluate([zero], x, y, cand.batch_size, cand.calibration)[0]
-        for s, (x, y) in cand.splits.items()
-    }
-
-
 def reference_loss(member_losses: Sequence[float], budget_of: str) -> tuple[int, float]:
     """(member index, loss) the budget is counted from: member a, b, or the better (best) one."""
     if budget_of not in BUDGET_OF:
@@ -264,6 +255,25 @@ def tune_alphas(sel: Selection, grid: Sequence[float] = ALPHA_GRID) -> Selection
     return sel
 
 
+def _alone(cand: Candidates) -> dict[str, Metrics]:
+    """The start network's own metrics on every split (no group averaged, the rest its own)."""
+    return {sp: cand.metrics([cand.coefficients(frozenset())], sp)[0] for sp in cand.splits}
+
+
+def _search_or_measure(
+    sizes: Sequence[int], losses_of: Losses, limit: float, exhaustive_max: int,
+    fixed: Sequence[int] | None,
+) -> SearchResult:  # fmt: skip
+    """The search, or (``fixed`` groups) the one measured step of the given set."""
+    if fixed is None:
+        return search(sizes, losses_of, limit, exhaustive_max)
+    chosen = tuple(sorted(set(fixed)))
+    loss = losses_of([frozenset(chosen)])[0]
+    return SearchResult(
+        "given", chosen, limit, [Step(0, chosen, None, loss, _fits(loss, limit), True)]
+    )
+
+
 def _check_request(budget: float, k: int, split: str, splits: Mapping[str, object]) -> None:
     """Refuse a negative budget, fewer than two networks, or no data for the selection split."""
     if not (math.isfinite(budget) and budget >= 0):
@@ -304,31 +314,26 @@ def select_groups(
     k = len(states)
     w = check_weights(weights, k) if (weights is not None or k > 2) else None
 
-    def evaluator(start: Mapping[str, Tensor], end: Mapping[str, Tensor]) -> Evaluator:
-        return Evaluator(model, start, end, device, bn, bn_batch_size=bn_batch_size)
+    def candidates(start: Mapping[str, Tensor], end: Mapping[str, Tensor], rest: float,
+                   coefficient: float) -> Candidates:  # fmt: skip
+        ev = Evaluator(model, start, end, device, bn, bn_batch_size=bn_batch_size)
+        return Candidates(ev, groups, rest, [coefficient] * len(groups), splits, calibration,
+                          batch_size)  # fmt: skip
 
-    cand = Candidates(evaluator(states[0], states[0]), groups, 0.0, [alpha] * len(groups),
-                      splits, calibration, batch_size)  # fmt: skip
-    members = [_member_metrics(evaluator(s, s), cand) for s in states]
+    members = [_alone(candidates(state, state, 0.0, 0.0)) for state in states]
     ref, ref_loss = reference_loss([m[select_split].loss for m in members], budget_of)
     rest = ref if rest_from is None else rest_from
     if not 0 <= rest < k:
         raise LwlcError(f"rest_from must name one of the {k} networks, got {rest}")
-    start, end = (states[0], states[1]) if w is None else (states[rest], soup_state(states, w))
-    cand.evaluator = evaluator(start, end)
-    cand.rest = float(rest) if w is None else 0.0
-    cand.alphas = [alpha if w is None else 1.0] * len(groups)
+    if w is None:
+        start, end = states[0], states[1]
+        cand = candidates(start, end, float(rest), alpha)
+    else:
+        start, end = states[rest], soup_state(states, w)
+        cand = candidates(start, end, 0.0, 1.0)
     sizes = group_sizes(model, states[0], groups)
     losses_of = lambda sets: cand.losses(sets, select_split)  # noqa: E731
-    limit = ref_loss + budget
-    if fixed is None:
-        result = search(sizes, losses_of, limit, exhaustive_max)
-    else:
-        chosen = tuple(sorted(set(fixed)))
-        loss = losses_of([frozenset(chosen)])[0]
-        result = SearchResult(
-            "given", chosen, limit, [Step(0, chosen, None, loss, _fits(loss, limit), True)]
-        )
+    result = _search_or_measure(sizes, losses_of, ref_loss + budget, exhaustive_max, fixed)
     metrics, steps = _report_metrics(cand, result, members)
     return Selection(
         result, list(groups), sizes, budget, budget_of, member_name(ref), select_split, rest, w,
