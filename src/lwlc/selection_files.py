@@ -49,7 +49,7 @@ def plot_selection(sel: Selection, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     splits = list(sel.metrics["chosen"])
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits) + 1.6, 4.2), squeeze=False)
     rows = selection_rows(sel)
     members = [n for n in sel.metrics if n.startswith("member_")]
     for ax, split in zip(axes[0], splits, strict=True):
@@ -72,8 +72,9 @@ def plot_selection(sel: Selection, path: Path) -> Path:
         role = "selection split" if split == sel.select_split else "held out"
         ax.set_title(f"{split} ({role}), {sel.result.search} search")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # the first panel has the budget
+    fig.legend(handles, labels, fontsize=8, loc="center right")  # outside: never hides a point
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)

@@ -210,6 +210,8 @@ def _check_args(args: Any) -> None:
         )
     if args.rest_from is not None and not re.fullmatch(r"[a-z]|better", args.rest_from):
         raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b, ... or better")
+    if args.alpha == "auto" and (len(ckpts) > 2 or args.weights is not None):
+        raise LwlcError("--alpha auto applies to two networks: k networks take --weights")
     if args.groups == "auto" and not isinstance(args.alpha, float | int | str):
         raise LwlcError("--groups auto takes one --alpha (a number or auto): the groups are not "
                         "known before the search")  # fmt: skip
