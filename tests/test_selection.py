@@ -298,3 +298,18 @@ def test_k_model_report_gives_each_groups_soup_barrier_against_the_members_mean(
         soup = averaged(states, members, [1 / 3] * 3, rest=1)
         want = naive_loss(soup, "test")[0] - mean
         assert report["soup_barriers"][group]["test"] == pytest.approx(want, abs=1e-6)
+
+
+def test_greedy_cli_choice_is_maximal_by_independent_evaluation(files, tmp_path) -> None:
+    out = tmp_path / "greedy.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET, "--groups", "auto",
+          "--budget", str(BUDGET), "--exhaustive-max", "2", "--out", str(out)])  # fmt: skip
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    rest, chosen = "ab".index(report["rest_from"]), set(report["chosen"])
+    assert report["search"] == "greedy"
+    loss = naive_loss(averaged([a, b], chosen, [0.5, 0.5], rest), "val")[0]
+    assert loss <= report["limit"]
+    for group in set(report["groups"]) - chosen:  # no remaining group fits on top
+        bigger = averaged([a, b], chosen | {group}, [0.5, 0.5], rest)
+        assert naive_loss(bigger, "val")[0] > report["limit"]
