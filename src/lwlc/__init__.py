@@ -2,6 +2,7 @@
 
 ``lwlc.measure(model_a, model_b, data, lwlc.MeasureSpec(...))`` measures two networks as
 ``lwlc analyze`` does; ``lwlc.merge_models`` averages chosen layers as ``lwlc merge`` does;
+``lwlc.select_layers`` chooses them within a loss budget (``lwlc merge --groups auto``);
 ``lwlc.load_network(path, member="a")`` is one network of a checkpoint as a plain ``nn.Module``.
 All are imported on first use, so ``import lwlc`` (and every command) stays light.
 """
@@ -9,13 +10,21 @@ All are imported on first use, so ``import lwlc`` (and every command) stays ligh
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MeasureSpec", "Measurement", "load_network", "measure", "merge_models"]
+__all__ = [
+    "MeasureSpec",
+    "Measurement",
+    "Selection",
+    "load_network",
+    "measure",
+    "merge_models",
+    "select_layers",
+]
 
 
 def __getattr__(name: str) -> Any:
-    """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.MeasureSpec``, ``lwlc.Measurement``,
-    ``lwlc.load_network``."""
-    if name in ("measure", "merge_models", "Measurement"):
+    """``lwlc.measure``, ``lwlc.merge_models``, ``lwlc.select_layers`` (``Selection``),
+    ``lwlc.MeasureSpec``, ``lwlc.Measurement``, ``lwlc.load_network``."""
+    if name in ("measure", "merge_models", "Measurement", "select_layers", "Selection"):
         from lwlc import api
 
         return getattr(api, name)

@@ -18,12 +18,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lwlc.core import layers
+from lwlc.core import layers, selection
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import merged_state
 from lwlc.core.measurement import measure_extras, plan_paths, prepare
 from lwlc.core.measures import MEASURE_COLUMNS
+from lwlc.core.selection import member_name
+from lwlc.core.soup import Alpha, merge_states
 from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
@@ -168,34 +169,154 @@ def measure(
     )
 
 
+Network = nn.Module | Mapping[str, Tensor]
+
+
+def _others(model_b: Network | Sequence[Network]) -> list[dict[str, Tensor]]:
+    """B's state dict, or those of the k-1 other networks."""
+    if isinstance(model_b, (nn.Module, Mapping)):
+        return [_state(model_b)]
+    return [_state(m) for m in model_b]
+
+
+def _checked_states(model_a: nn.Module, model_b: Network | Sequence[Network]) -> list[dict]:
+    states = [_state(model_a), *_others(model_b)]
+    for i, state in enumerate(states):
+        layers.check_compatible(states[0], state)
+        layers.check_finite(state, member_name(i).upper())
+    return states
+
+
 def merge_models(
     model_a: nn.Module,
-    model_b: nn.Module | Mapping[str, Tensor],
+    model_b: Network | Sequence[Network],
     groups: Sequence[str] = ("*",),
-    alpha: float = 0.5,
+    alpha: Alpha = 0.5,
     rest_from: str = "a",
     *,
+    weights: Sequence[float] | None = None,
     calibration: Tensor | None = None,
     bn_batch_size: int = MeasureSpec.bn_batch_size,
 ) -> nn.Module:
     """A copy of ``model_a`` averaged with B on ``groups`` (names or globs), the rest from A or
     B: the model ``measure`` evaluates at ``alpha`` on that set of layers (``lwlc merge``).
 
+    ``alpha`` may be one number, a list over the chosen groups in forward order, or ``{group:
+    alpha}``. ``model_b`` may be a list of networks: then the k networks are averaged on
+    ``groups`` (``weights``, uniform by default), the rest from ``rest_from`` (a, b, c, ...).
     With ``calibration`` (training inputs), BatchNorm statistics are recomputed by the same
     procedure as ``bn="reset"``.
     """
-    if not 0.0 <= alpha <= 1.0:
+    if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= 1.0:
         raise LwlcError(f"alpha must lie in [0, 1], got {alpha}")
-    if rest_from not in ("a", "b"):
-        raise LwlcError(f"rest_from must be 'a' or 'b', got {rest_from!r}")
-    state_a, state_b = _state(model_a), _state(model_b)
-    layers.check_compatible(state_a, state_b)
-    layers.check_finite(state_a, "A")
-    layers.check_finite(state_b, "B")
-    chosen = layers.select(layers.default_groups(model_a), list(groups))
-    state = merged_state(state_a, state_b, chosen, alpha, rest_from)
-    merged = copy.deepcopy(model_a).cpu()
+    states = _checked_states(model_a, model_b)
+    if not (len(rest_from) == 1 and 0 <= ord(rest_from) - ord("a") < len(states)):
+        names = ", ".join(repr(member_name(i)) for i in range(len(states)))
+        raise LwlcError(f"rest_from must be one of {names}, got {rest_from!r}")
+    all_groups = layers.default_groups(model_a)
+    chosen = [all_groups.index(g) for g in layers.select(all_groups, list(groups))]
+    rest = ord(rest_from) - ord("a")
+    state, _ = merge_states(states, all_groups, chosen, alpha, weights, rest)
+    return _module_with(model_a, state, calibration, bn_batch_size)
+
+
+def _module_with(
+    model: nn.Module, state: Mapping[str, Tensor], calibration: Tensor | None, bn_batch_size: int
+) -> nn.Module:
+    """A CPU copy of ``model`` holding ``state`` (BatchNorm recomputed on ``calibration``)."""
+    merged = copy.deepcopy(model).cpu()
     if calibration is not None and batchnorm_layers(merged):
         state = recalibrated_state(merged, state, calibration, bn_batch_size)
     merged.load_state_dict(state)
     return merged
+
+
+@dataclass
+class Selection:
+    """What ``lwlc.select_layers`` chose, as ``lwlc merge --groups auto`` reports it.
+
+    Attributes:
+        groups: The chosen layer groups, in forward order.
+        table: One row per measured candidate set (``<out>.selection.csv``).
+        summary: The choice, budget and every named model's loss and accuracy per split
+            (``<out>.selection.json``).
+        found: The core result (:class:`lwlc.core.selection.Selection`).
+    """
+
+    groups: list[str]
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    found: selection.Selection
+    model: nn.Module
+    calibration: Tensor | None = None
+    bn_batch_size: int = MeasureSpec.bn_batch_size
+
+    def merge(self) -> nn.Module:
+        """The chosen model as a module (BatchNorm recomputed when the selection reset it)."""
+        return _module_with(self.model, self.found.state(), self.calibration, self.bn_batch_size)
+
+    def plot(self, path: str | Path) -> Path:
+        """Draw the selection figure (loss against the fraction of parameters averaged)."""
+        from lwlc.selection_files import plot_selection
+
+        return plot_selection(self.found, Path(path))
+
+
+def _selection_splits(data: Data, select_split: str, limit: int | None) -> dict[str, Any]:
+    """The selection split and, when the data has one, the test split."""
+    wanted = tuple(dict.fromkeys((select_split, "test")))
+    if hasattr(data, "tensors"):
+        return {s: data.tensors(s, limit) for s in wanted}
+    if isinstance(data, Mapping):
+        if select_split not in data:
+            raise LwlcError(
+                f"data has no split {select_split!r}: give {{split: (inputs, targets)}}"
+            )
+        return {s: _tensors(data[s], limit) for s in wanted if s in data}
+    return {select_split: _tensors(data, limit)}
+
+
+def select_layers(
+    model_a: nn.Module,
+    model_b: Network | Sequence[Network],
+    data: Data,
+    budget: float = 0.05,
+    *,
+    select_split: str = "val",
+    budget_of: str = "better",
+    rest_from: str | None = None,
+    alpha: float | str = 0.5,
+    weights: Sequence[float] | None = None,
+    exhaustive_max: int = 12,
+    bn: str = "keep",
+    calibration: Tensor | None = None,
+    bn_batch_size: int = MeasureSpec.bn_batch_size,
+    max_samples: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Selection:
+    """Which layer groups of two (or k) networks can be averaged within ``budget`` nats of the
+    better one's loss on ``select_split``: the search ``lwlc merge --groups auto`` runs.
+
+    ``model_b`` may be a list (k networks: the soup, ``weights`` uniform by default, against the
+    best member). ``rest_from`` (a, b, ...; default the better network) supplies the other layers;
+    ``alpha="auto"`` then picks each chosen group's alpha on the selection split. ``data`` as for
+    :func:`measure`; a data module or ``{split: ...}`` with a ``test`` split also reports held-out
+    numbers.
+    """
+    states = _checked_states(model_a, model_b)
+    groups = layers.default_groups(model_a)
+    splits = _selection_splits(data, select_split, max_samples)
+    rest = None if rest_from in (None, "better") else ord(str(rest_from)) - ord("a")
+    found = selection.select_groups(
+        model_a, states, groups, splits, budget, select_split=select_split, budget_of=budget_of,
+        rest_from=rest, alpha=0.5 if alpha == "auto" else float(alpha), weights=weights,
+        exhaustive_max=exhaustive_max, bn=bn, calibration=calibration,
+        bn_batch_size=bn_batch_size, device=device,
+    )  # fmt: skip
+    if alpha == "auto":
+        selection.tune_alphas(found)
+    return Selection(
+        [g.name for g in found.chosen], pd.DataFrame(selection.selection_rows(found)),
+        selection.selection_summary(found), found, model_a,
+        calibration if bn == "reset" else None, bn_batch_size,
+    )  # fmt: skip

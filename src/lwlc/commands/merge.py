@@ -1,7 +1,13 @@
-"""``lwlc merge``: write the model averaged on chosen layers of two networks as a new checkpoint.
+"""``lwlc merge``: write the model averaged on chosen layers of two (or k) networks.
 
-The merged model is the engine's interpolated model (``lwlc.core.interpolation.interpolate``) at one
-alpha on a custom path over the chosen groups, the rest from A or B; optionally B is first
+``--groups auto`` chooses the layers (``lwlc.core.selection``): the largest set within
+``--budget`` nats of the better network's loss, reported beside the output as
+``<out>.selection.json/.csv/.png`` (``lwlc.selection_files``). ``--alpha`` may be set per group
+or chosen on the selection split; several ``--ckpt`` files are averaged as a soup (``--weights``).
+Hugging Face models go to a ``save_pretrained`` folder with a ``mergekit.yml`` (``lwlc.hf_merge``).
+
+The merged model is the engine's model (``lwlc.core.soup.mixed_state``): alpha (one, or per group)
+on the chosen groups, the rest from A or B (or the soup of k networks); optionally B is first
 permuted to match A (weight matching) and BatchNorm statistics are recomputed on training data.
 A ``.ckpt``/``.pt`` output is a ``ClassifierModule`` checkpoint (``net.*`` keys, the model and
 data configs, Lightning's version key), so ``lwlc validate/test --ckpt_path`` and plain
@@ -10,6 +16,8 @@ data configs, Lightning's version key), so ``lwlc validate/test --ckpt_path`` an
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,10 +31,14 @@ from lwlc.core import layers
 from lwlc.core.alignment import align
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import merged_state
+from lwlc.core.selection import BUDGET_OF, Selection, member_name, select_groups, tune_alphas
+from lwlc.core.soup import Alpha, check_weights, group_alphas, merge_states
 from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.formats import inputs, lock, outputs
+from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.io import save_state_dict
+from lwlc.hf_merge import is_hf, key_coefficients, member_weights, save_hf
+from lwlc.selection_files import check_report_paths, write_report
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 MODULE_CLASS = "lwlc.training.ClassifierModule"
@@ -40,16 +52,19 @@ def build_parser() -> Any:
 
     p = short_help(ArgumentParser)(
         prog="lwlc merge",
-        description="Average chosen layers of two networks and save the result as a checkpoint.",
+        description="Average chosen layers of two (or k) networks and save the result; "
+        "--groups auto chooses the layers within a loss budget.",
         exit_on_error=False,
     )
     p.add_argument(
         "--ckpt",
-        type=str | None,
+        type=str | list[str] | None,
         default=None,
-        help="a paired checkpoint: merges its members A and B",
+        nargs="+",
+        help="a paired checkpoint (merges its members A and B), or 2+ single-network files",
     )
-    inputs.add_network_arguments(p, data_help="data for --bn reset (default: from the checkpoint)")
+    inputs.add_network_arguments(p, data_help="data for --groups auto, --alpha auto and --bn reset "
+                                 "(default: from the checkpoint)")  # fmt: skip
     p.add_argument(
         "--config",
         action=ActionConfigFile,
@@ -59,19 +74,18 @@ def build_parser() -> Any:
         "--groups",
         type=str | list[str],
         default="*",
-        help="comma-separated layers or globs (re:<regex>), or a YAML list, to average; "
-        "default all",
+        help="comma-separated layers or globs (re:<regex>), or a YAML list, to average; 'auto': "
+        "the largest set within --budget; default all",
     )
     p.add_argument(
         "--alpha",
-        type=float,
+        type=str | float | list[float] | dict[str, float],
         default=0.5,
-        help="weight of B on the averaged layers: (1-alpha)*A + alpha*B",
+        help="weight of B on the averaged layers, (1-alpha)*A + alpha*B: a number, a list over "
+        "the chosen groups in forward order, 'group: alpha' pairs, or 'auto' (a grid per group)",
     )
-    p.add_argument(
-        "--rest-from", type=str, default="a", help="where the other layers come from: a or b"
-    )
-    add_spec_arguments(p, ("align", "bn", "bn_samples"))
+    add_selection_arguments(p)
+    add_spec_arguments(p, ("align", "bn", "bn_samples", "max_samples"))
     p.add_argument(
         "--bn-batch-size",
         "--batch-size",
@@ -83,9 +97,35 @@ def build_parser() -> Any:
         "--out",
         type=str,
         required=True,
-        help="merged.ckpt, merged.pt or merged.safetensors (never overwritten)",
+        help="merged.ckpt, merged.pt or merged.safetensors, or a folder for Hugging Face models "
+        "(save_pretrained + mergekit.yml); never overwritten",
     )
     return p
+
+
+def add_selection_arguments(p: Any) -> None:
+    """--weights, --rest-from, --budget, --budget-of, --select-split, --exhaustive-max, --device."""
+    p.add_argument(
+        "--weights",
+        type=str | list[float] | None,
+        default=None,
+        help="k networks: one weight per network, summing to 1 (default uniform)",
+    )
+    p.add_argument(
+        "--rest-from",
+        type=str | None,
+        default=None,
+        help="where the other layers come from: a, b, c, ... or 'better' (default: a; with "
+        "--groups auto the network with the lowest selection loss)",
+    )
+    for flag, kind, default, text in (
+        ("--budget", float, 0.05, "--groups auto: nats of loss allowed above --budget-of's"),
+        ("--budget-of", str, "better", "the loss the budget counts from: a, b or better"),
+        ("--select-split", str, "val", "the split layers and --alpha auto are chosen on"),
+        ("--exhaustive-max", int, 12, "search all subsets up to this many groups, then greedy"),
+    ):
+        p.add_argument(flag, type=kind, default=default, help=text)
+    p.add_argument("--device", type=str, default="cpu", help="where to evaluate: cpu, cuda, ...")
 
 
 def lightning_checkpoint(
@@ -115,84 +155,259 @@ def lightning_checkpoint(
     return {f"net.{k}": v for k, v in state.items()}, meta
 
 
+def alpha_value(value: object) -> Alpha | str:
+    """--alpha as given: a number, 'auto', a list, a mapping, or text of one of these
+    ('0.3,0.5' or 'fc1: 0.3, head: 0.5')."""
+    if not isinstance(value, str):
+        return value  # type: ignore[return-value]
+    text = value.strip()
+    if text == "auto":
+        return text
+    try:
+        if ":" in text and not text.startswith("{"):
+            pairs = (item.split(":", 1) for item in text.split(",") if item.strip())
+            return {name.strip(): float(a) for name, a in pairs}
+        if text.startswith(("[", "{")):
+            import yaml
+
+            return yaml.safe_load(text)
+        numbers = [float(t) for t in text.split(",")]
+    except (ValueError, TypeError):
+        raise LwlcError(
+            f"--alpha {value!r} is not a number, a list, 'group: alpha' pairs or auto"
+        ) from None
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def weights_value(value: object) -> list[float] | None:
+    """--weights as a list of numbers (a YAML list or comma-separated text)."""
+    if value is None or not isinstance(value, str):
+        return value  # type: ignore[return-value]
+    try:
+        return [float(t) for t in value.strip("[] ").split(",")]
+    except ValueError:
+        raise LwlcError(f"--weights {value!r} must be numbers, e.g. 0.5,0.25,0.25") from None
+
+
 def _check_args(args: Any) -> None:
     """Every option that needs no file, checked before slow work."""
-    inputs.check_sources(args, "merge")
-    if not 0.0 <= args.alpha <= 1.0:
+    ckpts = list(args.ckpt or [])
+    if ckpts and (args.ckpt_a or args.ckpt_b):
+        raise LwlcError("give either --ckpt FILE(S) or --ckpt-a A --ckpt-b B, not both")
+    if not ckpts and not (args.ckpt_a and args.ckpt_b):
+        raise LwlcError(
+            "nothing to merge: give --ckpt PAIR.ckpt, --ckpt M1 M2 ..., or --ckpt-a A --ckpt-b B"
+        )
+    args.alpha = alpha_value(args.alpha)
+    args.weights = weights_value(args.weights)
+    if isinstance(args.alpha, float | int) and not 0.0 <= args.alpha <= 1.0:
         raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    if args.rest_from not in ("a", "b"):  # one side here, where a measurement may take both
-        raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b")
-    # the options merge shares with a measurement, checked by the same spec
-    from_flags(**{k: getattr(args, k) for k in ("align", "bn", "bn_samples", "bn_batch_size")})
+    if not (math.isfinite(args.budget) and args.budget >= 0):
+        raise LwlcError(f"--budget must be a number >= 0 (nats of loss), got {args.budget}")
+    if args.budget_of not in BUDGET_OF:
+        raise LwlcError(
+            f"--budget-of must be one of {', '.join(BUDGET_OF)}, got {args.budget_of!r}"
+        )
+    if args.rest_from is not None and not re.fullmatch(r"[a-z]|better", args.rest_from):
+        raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of a, b, ... or better")
+    if args.alpha == "auto" and (len(ckpts) > 2 or args.weights is not None):
+        raise LwlcError("--alpha auto applies to two networks: k networks take --weights")
+    if args.groups == "auto" and not isinstance(args.alpha, float | int | str):
+        raise LwlcError("--groups auto takes one --alpha (a number or auto): the groups are not "
+                        "known before the search")  # fmt: skip
+    from_flags(**{k: getattr(args, k) for k in ("align", "bn", "bn_samples", "bn_batch_size",
+                                                "max_samples")})  # fmt: skip
     out = Path(args.out)
-    if out.suffix not in (*TORCH_SUFFIXES, ".safetensors"):
-        raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors")
+    if out.suffix not in (*TORCH_SUFFIXES, ".safetensors", ""):
+        raise LwlcError(f"--out {out} must end in {', '.join(TORCH_SUFFIXES)} or .safetensors "
+                        "(or be a folder, for Hugging Face models)")  # fmt: skip
     outputs.check_out(out, is_file=True)
     if out.exists():
         raise LwlcError(
             f"{out} already exists: choose another --out (lwlc never overwrites a checkpoint)"
         )
+    check_report_paths(out)
     lock.acquire(out, "lwlc merge", is_file=True)
+
+
+def _networks(args: Any) -> tuple[list[dict[str, Tensor]], list[Checkpoint], dict | None]:
+    """The state dicts to merge (A and B of a pair, or the files in order), the checkpoints
+    read, and the model config found in them."""
+    ckpts = list(args.ckpt or [])
+    if len(ckpts) == 1 or not ckpts:
+        if ckpts:
+            args.ckpt = ckpts[0]
+        m = inputs.read_members(args, "merge")
+        return [m.a, m.b], m.checkpoints, m.model_config
+    cks = [inputs.read_network(path) for path in ckpts]
+    for ck in cks:
+        if ck.paired:
+            raise LwlcError(f"{ck.path} is a paired checkpoint: give it alone as --ckpt PAIR, or "
+                            "give single-network files")  # fmt: skip
+    found = next((ck.model_config for ck in cks if ck.model_config), None)
+    return [ck.members["model"] for ck in cks], cks, found
+
+
+def _rest_index(args: Any, k: int, auto: bool) -> int | None:
+    """--rest-from as a member index; None: the better network (--groups auto's default)."""
+    if args.rest_from == "better" or (args.rest_from is None and auto):
+        return None
+    i = ord(args.rest_from or "a") - ord("a")
+    if i >= k:
+        names = ", ".join(member_name(j) for j in range(k))
+        raise LwlcError(f"--rest-from: {args.rest_from!r} is not one of {names} or better")
+    return i
 
 
 def _calibration(args: Any, data_cfg: dict[str, Any] | None, model: nn.Module) -> Tensor:
     """Training inputs for --bn reset, checked to fit ``model``."""
-    if data_cfg is None:
-        raise LwlcError(
-            "--bn reset needs training data and the checkpoint records none: pass --data CLASS"
-        )
-    datamodule = inputs.build_data(args, data_cfg)
+    datamodule = _datamodule(args, data_cfg, "--bn reset needs training data")
     samples = datamodule.tensors("train", args.bn_samples)[0]
     inputs.check_fits(model, samples[:2], type(datamodule).__name__)
     return samples
 
 
+def _datamodule(args: Any, data_cfg: dict[str, Any] | None, why: str) -> Any:
+    if data_cfg is None:
+        raise LwlcError(f"{why} and the checkpoint records no data: pass --data CLASS")
+    return inputs.build_data(args, data_cfg)
+
+
+def _select(args: Any, model: nn.Module, states: list, groups: list, data_cfg: Any,
+            samples: Tensor | None) -> Selection:  # fmt: skip
+    """The selection (or, with named groups and --alpha auto, their measurement)."""
+    data = _datamodule(args, data_cfg, "--groups auto and --alpha auto measure on data")
+    splits = {
+        s: data.tensors(s, args.max_samples) for s in dict.fromkeys((args.select_split, "test"))
+    }
+    inputs.check_fits(model, splits[args.select_split][0][:2], type(data).__name__)
+    auto = args.groups == "auto"
+    chosen = None if auto else layers.select(groups, inputs.csv_list(args.groups))
+    sel = select_groups(
+        model, states, groups, splits, args.budget, select_split=args.select_split,
+        budget_of=args.budget_of, rest_from=_rest_index(args, len(states), auto),
+        alpha=args.alpha if isinstance(args.alpha, float | int) else 0.5, weights=args.weights,
+        exhaustive_max=args.exhaustive_max, bn=args.bn, calibration=samples,
+        bn_batch_size=args.bn_batch_size, device=args.device,
+        fixed=None if chosen is None else [groups.index(g) for g in chosen],
+    )  # fmt: skip
+    if args.alpha == "auto":
+        tune_alphas(sel)
+    elif not auto:
+        sel.alphas = group_alphas(args.alpha, groups, sel.result.chosen)
+    return sel
+
+
+def _named_state(args: Any, states: list, groups: list) -> tuple[dict, dict]:
+    """The merged state of named groups (no data needed) and its per-group alphas."""
+    chosen = [groups.index(g) for g in layers.select(groups, inputs.csv_list(args.groups))]
+    rest = _rest_index(args, len(states), False) or 0
+    state, alphas = merge_states(states, groups, chosen, args.alpha, args.weights, rest)
+    return state, {groups[i].name: a for i, a in alphas.items()}
+
+
 def run(argv: Sequence[str]) -> Path:
-    """Parse ``argv``, merge, and write the checkpoint; returns its path."""
+    """Parse ``argv``, merge (choosing the groups with --groups auto), and write the checkpoint
+    (and, when measured, its selection report); returns its path."""
     try:
         args = build_parser().parse_args(list(argv))
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise argument_error(err, "merge") from None
     _check_args(args)
-    state_a, state_b, cks, found = inputs.read_members(args, "merge")
+    states, cks, found = _networks(args)
     model_cfg = inputs.model_config(args, found)
-    layers.check_compatible(state_a, state_b)
-    layers.check_finite(state_a, "A")
-    layers.check_finite(state_b, "B")
-    model = inputs.build_network(args, model_cfg, state_a)
-    groups = layers.select(layers.default_groups(model), inputs.csv_list(args.groups))
-    state_b = align(args.align, model, state_a, state_b)
-    state = merged_state(state_a, state_b, groups, args.alpha, args.rest_from)
+    for i, state in enumerate(states):
+        layers.check_compatible(states[0], state)
+        layers.check_finite(state, member_name(i).upper())
+    model = inputs.build_network(args, model_cfg, states[0])
+    groups = layers.default_groups(model)
+    states = [states[0]] + [align(args.align, model, states[0], s) for s in states[1:]]
     data_cfg = inputs.data_config(args, cks)
-    if args.bn == "reset" and batchnorm_layers(model):
-        state = recalibrated_state(
-            model, state, _calibration(args, data_cfg, model), args.bn_batch_size
+    reset = args.bn == "reset" and batchnorm_layers(model)
+    samples = _calibration(args, data_cfg, model) if reset else None
+    sel = None
+    if args.groups == "auto" or args.alpha == "auto":
+        sel = _select(args, model, states, groups, data_cfg, samples)
+        state, alphas = (
+            sel.state(),
+            {g.name: sel.alphas[i] for i, g in enumerate(groups) if i in sel.alphas},
         )
-    provenance = {
+        rest = member_name(sel.rest)
+    else:
+        state, alphas = _named_state(args, states, groups)
+        rest = member_name(_rest_index(args, len(states), False) or 0)
+    args.rest_from_resolved = rest
+    if samples is not None:
+        state = recalibrated_state(model, state, samples, args.bn_batch_size)
+    provenance = _provenance(args, cks, states, alphas, rest, sel)
+    out = Path(args.out)
+    if is_hf(model_cfg):
+        _save_hf(args, out, model, state, cks, alphas, groups, len(states))
+    elif not out.suffix:
+        raise LwlcError(f"--out {out}: a folder is for Hugging Face models; name a .ckpt, .pt "
+                        "or .safetensors file")  # fmt: skip
+    elif out.suffix == ".safetensors":
+        save_state_dict(out, state, {"lwlc_merge": provenance, "model": model_cfg})
+    else:
+        save_state_dict(out, *lightning_checkpoint(state, model_cfg, data_cfg, provenance))
+    if sel is not None:
+        write_report(out, sel, {"merge": provenance})
+    print(_summary_line(alphas, provenance, out, sel), file=sys.stderr)
+    return out
+
+
+def _save_hf(args: Any, out: Path, model: nn.Module, state: dict, cks: list[Checkpoint],
+             alphas: dict, groups: list, k: int) -> None:  # fmt: skip
+    """``save_pretrained`` of the merged model and the same merge as ``mergekit.yml``."""
+    if out.suffix:
+        raise LwlcError(
+            f"--out {out}: a Hugging Face merge is written to a folder; drop the suffix"
+        )
+    rest = ord(args.rest_from_resolved) - ord("a")
+    two = k == 2 and args.weights is None
+    end = [0.0, 1.0] if two else check_weights(args.weights, k)
+    coefficient = key_coefficients(state, groups, alphas, float(rest) if two else 0.0)
+    weights = member_weights(state, coefficient, 0 if two else rest, end)
+    save_hf(out, model, state, [ck.path for ck in cks], weights)
+
+
+def _provenance(args: Any, cks: list[Checkpoint], states: list, alphas: dict, rest: str,
+                sel: Selection | None) -> dict[str, Any]:  # fmt: skip
+    """What the merged checkpoint records about how it was made."""
+    single = len(cks) == 1
+    return {
         "sources": [{"path": ck.path, "sha256": ck.sha256} for ck in cks],
-        "members": "a and b of one paired checkpoint" if args.ckpt else "ckpt_a and ckpt_b",
-        "groups": [g.name for g in groups],
-        "alpha": args.alpha,
-        "rest_from": args.rest_from,
+        "members": "a and b of one paired checkpoint" if single else f"{len(states)} files",
+        "groups": list(alphas),
+        "alpha": next(iter(set(alphas.values()))) if len(set(alphas.values())) == 1 else alphas,
+        "alphas": alphas,
+        "weights": None if sel is None and len(states) == 2 and args.weights is None
+        else (sel.weights if sel is not None else check_weights(args.weights, len(states))),
+        "rest_from": rest,
         "align": args.align,
         "bn": args.bn,
+        **({"search": sel.result.search, "budget": args.budget, "select_split": args.select_split}
+           if sel is not None else {}),
         **(
             {"bn_samples": args.bn_samples, "bn_batch_size": args.bn_batch_size}
             if args.bn == "reset"
             else {}
         ),
-    }
-    out = Path(args.out)
-    if out.suffix == ".safetensors":
-        save_state_dict(out, state, {"lwlc_merge": provenance, "model": model_cfg})
-    else:
-        save_state_dict(out, *lightning_checkpoint(state, model_cfg, data_cfg, provenance))
-    print(
-        f"merged {len(groups)} layer group(s) at alpha={args.alpha} (rest from "
-        f"{args.rest_from.upper()}, align {args.align}, bn {args.bn}) -> {out}",
-        file=sys.stderr,
+    }  # fmt: skip
+
+
+def _summary_line(alphas: dict, prov: dict, out: Path, sel: Selection | None) -> str:
+    """The one line a merge prints: what was chosen (and how), and where it went."""
+    how = "" if sel is None else (
+        f"{sel.result.search} search chose {len(alphas)} of {len(sel.groups)} group(s) "
+        f"({sel.fraction(sel.result.chosen):.1%} of parameters) within {sel.budget} nats; "
+    )  # fmt: skip
+    a = prov["alpha"]
+    at = "" if not alphas else f" at alpha={'per group' if isinstance(a, dict) else a}"
+    return (
+        f"{how}merged {len(alphas)} layer group(s){at} (rest from {prov['rest_from'].upper()}, "
+        f"align {prov['align']}, bn {prov['bn']}) -> {out}"
     )
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -62,7 +62,7 @@ def save_heatmaps(
     out_dir: Path,
     barriers: Rows,
     reference: str = "midpoint",
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = tuple(METRICS),
     pairing: str | None = None,
 ) -> list[Path]:
     """``heatmap_<split>_<plan>[_rest_b]_<metric>.png`` per split, layer-wise plan and rest

@@ -31,7 +31,6 @@ from lwlc.results.references import FLAT_REASON
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
-METRICS = ("loss", "error")
 FULL_LABEL = "full model"
 SAME_MODEL = "same model"
 DIVERGING = "vlag"

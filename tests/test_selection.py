@@ -1,0 +1,315 @@
+"""``lwlc merge --groups auto``: the chosen layers against an independent brute force, the written
+model against a hand-computed state dict, the report against an independent evaluation."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lwlc.commands.cli import main
+from lwlc.core.errors import LwlcError
+from lwlc.core.selection import search
+from lwlc.data import DigitsDataModule
+from lwlc.models import MLP
+
+WIDTH = 16
+BUDGET = 0.01  # some layers, but not all, fit these nets
+NET = ["--model", "lwlc.models.MLP", "--model.init_args.width", str(WIDTH),
+       "--model.init_args.depth", "3", "--data", "lwlc.data.DigitsDataModule"]  # fmt: skip
+
+
+def trained(seed: int, steps: int = 100) -> dict[str, torch.Tensor]:
+    """A small MLP trained on digits by plain full-batch SGD (independent of lwlc's training),
+    from one shared initialisation on a random half of the training set chosen by ``seed``."""
+    torch.manual_seed(0)
+    net = MLP(width=WIDTH, depth=3)
+    x, y = DigitsDataModule().tensors("train")
+    half = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: len(y) // 2]
+    x, y = x[half], y[half]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("nets")
+    paths = []
+    for seed in (0, 1, 2):
+        paths.append(root / f"m{seed}.pt")
+        torch.save(trained(seed), paths[-1])
+    return paths
+
+
+@functools.cache
+def split_data(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return DigitsDataModule().tensors(split)
+
+
+def naive_loss(state: dict, split: str) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of one state dict, by a plain forward pass."""
+    net = MLP(width=WIDTH, depth=3)
+    net.load_state_dict(state)
+    x, y = split_data(split)
+    with torch.no_grad():
+        logits = net.eval()(x)
+    loss = F.cross_entropy(logits.double(), y).item()
+    return loss, (logits.argmax(1) == y).double().mean().item()
+
+
+def averaged(states: list[dict], groups: set[str], weights: list[float], rest: int) -> dict:
+    """The hand-written merge: weighted average on the chosen modules, the rest from ``rest``."""
+    return {
+        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
+        if k.rpartition(".")[0] in groups
+        else states[rest][k].clone()
+        for k in states[0]
+    }  # fmt: skip
+
+
+def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_path) -> None:
+    out = tmp_path / "merged.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
+          "--groups", "auto", "--budget", str(BUDGET), "--out", str(out)])  # fmt: skip
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    names = ["fc1", "fc2", "fc3", "head"]
+    sizes = {n: a[f"{n}.weight"].numel() + a[f"{n}.bias"].numel() for n in names}
+    ends = [naive_loss(s, "val")[0] for s in (a, b)]
+    rest = min(range(2), key=ends.__getitem__)
+    limit = min(ends) + BUDGET
+    best, best_key = None, None
+    for r in range(len(names) + 1):
+        for subset in itertools.combinations(names, r):
+            loss = naive_loss(averaged([a, b], set(subset), [0.5, 0.5], rest), "val")[0]
+            key = (sum(sizes[n] for n in subset), -loss)
+            if loss <= limit and (best_key is None or key > best_key):
+                best, best_key = subset, key
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    assert report["search"] == "exhaustive"
+    assert best is not None and 0 < len(best) < len(names)  # a real choice
+    assert report["chosen"] == list(best)
+    assert report["models"]["chosen"]["val"]["loss"] == pytest.approx(-best_key[1], abs=1e-6)
+    assert report["rest_from"] == "ab"[rest]
+    # the written model is the hand-made average on the chosen groups, the rest from the better
+    written = torch.load(out, weights_only=True)["state_dict"]
+    expected = averaged([a, b], set(best), [0.5, 0.5], rest)
+    assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
+    # every named model's numbers, on the selection split and held out, independently
+    full = averaged([a, b], set(names), [0.5, 0.5], rest)
+    for name, state in (
+        ("member_a", a),
+        ("member_b", b),
+        ("chosen", expected),
+        ("full_average", full),
+    ):
+        for split in ("val", "test"):
+            loss, acc = naive_loss(state, split)
+            assert report["models"][name][split]["loss"] == pytest.approx(loss, abs=1e-6)
+            assert report["models"][name][split]["accuracy"] == pytest.approx(acc, abs=1e-9)
+    with open(f"{out}.selection.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 ** len(names)  # every subset is a step
+    assert sum(r["accepted"] == "True" for r in rows) == 1
+    assert Path(f"{out}.selection.png").stat().st_size > 10_000
+
+
+def test_greedy_search_ends_maximal_and_every_accepted_set_was_measured() -> None:
+    """Losses that do not add: a pair is worse than its members suggest."""
+    sizes = [5, 4, 3, 2, 1]
+    single = [0.1, 0.2, 0.3, 0.05, 0.4]
+
+    def loss(members: frozenset[int]) -> float:
+        penalty = 0.5 if {0, 3} <= members else 0.0
+        return sum(single[i] for i in members) + penalty
+
+    measured: list[frozenset[int]] = []
+
+    def losses_of(sets):
+        measured.extend(sets)
+        return [loss(s) for s in sets]
+
+    found = search(sizes, losses_of, limit=0.7, exhaustive_max=2)
+    chosen = frozenset(found.chosen)
+    assert found.search == "greedy" and loss(chosen) <= 0.7
+    assert all(loss(chosen | {g}) > 0.7 for g in set(range(5)) - chosen)  # maximal
+    assert all(frozenset(s.members) in measured for s in found.steps if s.accepted)
+    exhaustive = search(sizes, lambda sets: [loss(s) for s in sets], 0.7, exhaustive_max=5)
+    best = max((s for r in range(6) for s in itertools.combinations(range(5), r)
+                if loss(frozenset(s)) <= 0.7), key=lambda s: sum(sizes[i] for i in s))  # fmt: skip
+    assert exhaustive.chosen == best
+
+
+def test_per_group_alphas_and_k_model_average_match_hand_computed(files, tmp_path) -> None:
+    states = [torch.load(f, weights_only=True) for f in files]
+    out = tmp_path / "alphas.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
+          "--groups", "fc1,head", "--alpha", "fc1: 0.25, head: 0.75",
+          "--out", str(out)])  # fmt: skip
+    written = torch.load(out, weights_only=True)["state_dict"]
+    a, b = states[:2]
+    for k, v in a.items():
+        alpha = {"fc1": 0.25, "head": 0.75}.get(k.rpartition(".")[0])
+        want = v if alpha is None else (1 - alpha) * v + alpha * b[k]
+        assert torch.equal(written[f"net.{k}"], want)
+    soup = tmp_path / "soup.pt"
+    main(["merge", "--ckpt", *map(str, files), *NET, "--groups", "fc2,fc3",
+          "--weights", "0.5,0.25,0.25", "--rest-from", "c", "--out", str(soup)])  # fmt: skip
+    written = torch.load(soup, weights_only=True)["state_dict"]
+    expected = averaged(states, {"fc2", "fc3"}, [0.5, 0.25, 0.25], rest=2)
+    for k, v in expected.items():
+        assert torch.allclose(written[f"net.{k}"], v, atol=1e-7, rtol=0)
+    assert not torch.equal(expected["fc2.weight"], states[2]["fc2.weight"])
+    assert torch.equal(written["net.fc1.weight"], states[2]["fc1.weight"])
+
+
+def test_k_model_auto_selection_counts_the_budget_from_the_best_member(files, tmp_path) -> None:
+    out = tmp_path / "k.pt"
+    main(["merge", "--ckpt", *map(str, files), *NET, "--groups", "auto",
+          "--budget", "0.1", "--out", str(out)])  # fmt: skip
+    states = [torch.load(f, weights_only=True) for f in files]
+    ends = [naive_loss(s, "val")[0] for s in states]
+    best = min(range(3), key=ends.__getitem__)
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    assert report["rest_from"] == "abc"[best]
+    assert report["limit"] == pytest.approx(ends[best] + 0.1, abs=1e-6)
+    chosen = set(report["chosen"])
+    expected = averaged(states, chosen, [1 / 3] * 3, best)
+    loss = naive_loss(expected, "val")[0]
+    assert loss <= ends[best] + 0.1 + 1e-9
+    assert report["models"]["chosen"]["val"]["loss"] == pytest.approx(loss, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--groups", "auto", "--budget", "-0.1"], "--budget must be a number >= 0"),
+        (["--groups", "fc9"], "unknown layer or group 'fc9'"),
+        (["--groups", "fc1", "--alpha", "fc9: 0.3"], "not a chosen group"),
+        (["--groups", "fc1", "--weights", "0.5,0.4"], "--weights must sum to 1"),
+        (["--budget-of", "c"], "--budget-of must be one of"),
+    ],
+)
+def test_bad_values_get_one_line_and_exit_2(files, tmp_path, capsys, flags, words) -> None:
+    out = tmp_path / "bad.pt"
+    with pytest.raises(SystemExit) as exit_:
+        main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET, *flags,
+              "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and words in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob("bad.pt.*"))
+
+
+def test_one_network_is_refused_in_one_line(files, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["merge", "--ckpt", str(files[0]), *NET, "--out", str(tmp_path / "one.pt")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "single network" in err and len(err.splitlines()) == 1
+    with pytest.raises(LwlcError, match="at least 2 networks"):
+        from lwlc.core.soup import check_weights
+
+        check_weights(None, 1)
+
+
+def module(state: dict) -> MLP:
+    net = MLP(width=WIDTH, depth=3)
+    net.load_state_dict(state)
+    return net
+
+
+def test_select_layers_gives_the_cli_choice_and_merge_gives_its_model(files, tmp_path) -> None:
+    out = tmp_path / "cli.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
+          "--groups", "auto", "--budget", str(BUDGET), "--out", str(out)])  # fmt: skip
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    import lwlc
+
+    found = lwlc.select_layers(module(a), module(b), DigitsDataModule(), budget=BUDGET)
+    assert found.groups == report["chosen"]
+    assert len(found.table) == 16 and found.table.accepted.sum() == 1
+    written = torch.load(out, weights_only=True)["state_dict"]
+    merged = found.merge().state_dict()
+    assert all(torch.equal(merged[k], written[f"net.{k}"]) for k in merged)
+    assert found.plot(tmp_path / "sel.png").stat().st_size > 10_000
+
+
+def test_merge_models_takes_per_group_alphas_and_k_models(files) -> None:
+    import lwlc
+
+    states = [torch.load(f, weights_only=True) for f in files]
+    a, b, c = map(module, states)
+    merged = lwlc.merge_models(a, b, ["fc2", "head"], alpha={"head": 0.9, "fc2": 0.2}).state_dict()
+    for k, v in states[0].items():
+        alpha = {"fc2": 0.2, "head": 0.9}.get(k.rpartition(".")[0])
+        assert torch.equal(
+            merged[k], v if alpha is None else (1 - alpha) * v + alpha * states[1][k]
+        )
+    soup = lwlc.merge_models(a, [b, c], ["fc1"], rest_from="b").state_dict()
+    expected = averaged(states, {"fc1"}, [1 / 3] * 3, rest=1)
+    assert all(torch.allclose(soup[k], v, atol=1e-7, rtol=0) for k, v in expected.items())
+    with pytest.raises(LwlcError, match="must sum to 1"):
+        lwlc.merge_models(a, [b, c], ["fc1"], weights=[0.5, 0.5, 0.5])
+
+
+def test_auto_selection_runs_after_weight_matching(files, tmp_path) -> None:
+    """--align applies before the search: the numbers are those of B permuted onto A."""
+    from lwlc.core.alignment import weight_matching
+
+    out = tmp_path / "aligned.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[2]), *NET, "--groups", "auto",
+          "--budget", "0.02", "--align", "weight-matching", "--out", str(out)])  # fmt: skip
+    a, b = (torch.load(f, weights_only=True) for f in (files[0], files[2]))
+    b = weight_matching(module(a), a, b)[0]
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    rest = "ab".index(report["rest_from"])
+    for name, groups in (
+        ("chosen", set(report["chosen"])),
+        ("full_average", set(report["groups"])),
+    ):
+        state = averaged([a, b], groups, [0.5, 0.5], rest)
+        assert report["models"][name]["test"]["loss"] == pytest.approx(
+            naive_loss(state, "test")[0], abs=1e-6
+        )
+    written = torch.load(out, weights_only=True)["state_dict"]
+    expected = averaged([a, b], set(report["chosen"]), [0.5, 0.5], rest)
+    assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
+
+
+def test_k_model_report_gives_each_groups_soup_barrier_against_the_members_mean(
+    files, tmp_path
+) -> None:
+    out = tmp_path / "k3.pt"
+    main(["merge", "--ckpt", *map(str, files), *NET, "--groups", "auto", "--budget", "0",
+          "--rest-from", "b", "--out", str(out)])  # fmt: skip
+    states = [torch.load(f, weights_only=True) for f in files]
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    mean = sum(naive_loss(s, "test")[0] for s in states) / 3
+    for group, members in (("fc2", {"fc2"}), ("all", {"fc1", "fc2", "fc3", "head"})):
+        soup = averaged(states, members, [1 / 3] * 3, rest=1)
+        want = naive_loss(soup, "test")[0] - mean
+        assert report["soup_barriers"][group]["test"] == pytest.approx(want, abs=1e-6)
+
+
+def test_greedy_cli_choice_is_maximal_by_independent_evaluation(files, tmp_path) -> None:
+    out = tmp_path / "greedy.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET, "--groups", "auto",
+          "--budget", str(BUDGET), "--exhaustive-max", "2", "--out", str(out)])  # fmt: skip
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    rest, chosen = "ab".index(report["rest_from"]), set(report["chosen"])
+    assert report["search"] == "greedy"
+    loss = naive_loss(averaged([a, b], chosen, [0.5, 0.5], rest), "val")[0]
+    assert loss <= report["limit"]
+    for group in set(report["groups"]) - chosen:  # no remaining group fits on top
+        bigger = averaged([a, b], chosen | {group}, [0.5, 0.5], rest)
+        assert naive_loss(bigger, "val")[0] > report["limit"]
