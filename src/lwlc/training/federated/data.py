@@ -24,6 +24,19 @@ from lwlc.training.federated.partitioning import (
 TEST_SETS = ("matched", "split", "shared")
 
 
+class RoundSampler(EpochSeededSampler):
+    """``EpochSeededSampler`` whose epoch ``e`` is the run's epoch ``e + offset``: the order of
+    the run's epoch whatever Trainer counts the epochs."""
+
+    def __init__(self, n: int, seed: int, offset: int = 0) -> None:
+        super().__init__(n, seed)
+        self.offset = offset
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch + self.offset)
+
+
 class FederatedDataModule(pl.LightningDataModule):
     """A data module's data divided among clients, each with its own training and test set.
 
@@ -150,18 +163,20 @@ class FederatedDataModule(pl.LightningDataModule):
             return inputs[keep], labels[keep], owner[keep]
         return inputs, labels, owner
 
-    def train_dataloader(self) -> CombinedLoader:
+    def client_loader(self, client: int, epoch_offset: int = 0) -> DataLoader:
+        """Client ``client``'s shuffled training loader; its epoch ``e`` is the run's epoch
+        ``e + epoch_offset`` (a Flower client trains each round with a fresh Trainer)."""
         (inputs, labels), parts, _ = self._divide()
-        augment = self.data.train_augment()
-        loaders = []
-        for client, index in enumerate(parts):
-            seed = mix_seed(self.order_seed, client)
-            batches = TensorBatches(inputs[index], labels[index], augment, seed)
-            loaders.append(
-                self.data.loader(
-                    batches, self.data.batch_size, EpochSeededSampler(len(index), seed)
-                )
-            )
+        if not 0 <= client < len(parts):
+            raise LwlcError(f"client {client} does not exist: the split has {len(parts)} clients")
+        index = parts[client]
+        seed = mix_seed(self.order_seed, client)
+        batches = TensorBatches(inputs[index], labels[index], self.data.train_augment(), seed)
+        sampler = RoundSampler(len(index), seed, epoch_offset)
+        return self.data.loader(batches, self.data.batch_size, sampler)
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = [self.client_loader(client) for client in range(self.num_clients)]
         return CombinedLoader(loaders, mode="max_size")
 
     def val_dataloader(self) -> DataLoader:
