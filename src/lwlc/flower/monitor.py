@@ -31,8 +31,9 @@ DEFAULT_SPEC = MeasureSpec(plans=("full", "single"), rest_from=("a",))
 
 
 def below_threshold(max_barrier: float = 0.1) -> Chooser:
-    """The default chooser: average the groups whose single-layer loss barrier (the mean over
-    the measured pairs, in nats) is at most ``max_barrier``; the others stay personal."""
+    """The default chooser: average the groups whose single-layer loss barrier (reference
+    ``path``, the mean over the measured pairs, in nats) is at most ``max_barrier``; the others
+    stay personal."""
 
     def choose(barriers: Mapping[str, float], server_round: int) -> list[str]:
         return [g for g, b in barriers.items() if b <= max_barrier]
@@ -140,12 +141,13 @@ class BarrierMonitor:
 
 
 def single_layer_barriers(rows: Sequence[Mapping[str, Any]], split: str) -> dict[str, float]:
-    """Each group's single-layer loss barrier against the models, rest from A, on ``split``,
-    averaged over the measured pairs (groups in forward order)."""
+    """Each group's single-layer loss barrier along its own path (reference ``path``: what
+    averaging that layer alone costs), rest from A, on ``split``, averaged over the measured
+    pairs (groups in forward order)."""
     per_group: dict[str, list[float]] = {}
     for row in rows:
         if (row["plan"], row["reference"], row["rest_from"], row["split"]) == (
-            "single", "models", "a", split,
+            "single", "path", "a", split,
         ):  # fmt: skip
             per_group.setdefault(str(row["group"]), []).append(float(row["loss_barrier"]))
     return {g: sum(v) / len(v) for g, v in per_group.items()}
