@@ -176,7 +176,9 @@ def test_auto_averages_what_the_chooser_picks_from_measured_barriers(tmp_path) -
     for a, b in ((11, 22), (11, 33), (22, 33)):
         model_a = _net()
         model_a.load_state_dict(states[a])
-        direct.append(lwlc.measure(model_a, states[b], (x, y), spec).barrier("single", "head", "path"))
+        direct.append(
+            lwlc.measure(model_a, states[b], (x, y), spec).barrier("single", "head", "path")
+        )
     assert seen[0]["head"] == pytest.approx(sum(direct) / 3)
     with open(tmp_path / "barriers.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -234,3 +236,27 @@ def test_two_rounds_of_flower_clients_equal_the_in_process_module() -> None:
     for i, client in enumerate(module.clients):
         for key, value in client.state_dict().items():
             torch.testing.assert_close(flower[i][key], value, rtol=0, atol=1e-5)
+
+
+def test_the_flwr_run_app_builds_its_setup_from_the_run_config() -> None:
+    from lwlc.flower.app import average_of, setup_of
+    from lwlc.flower.client import partition_of
+
+    def context(run_config, node_config=None):
+        return Context(1, 1, node_config or {}, RecordDict(), run_config)
+
+    model_args = '{"in_features": 64, "width": 8, "depth": 1}'
+    setup = setup_of(context({"num-clients": 3, "model-args": model_args, "rounds": 4}))
+    assert setup.clients_data().num_clients == 3 and setup.rounds == 4
+    assert [k for k in setup.model().state_dict()] == ["fc1.weight", "fc1.bias", "head.weight",
+                                                       "head.bias"]  # fmt: skip
+    assert average_of("fc1, head") == ["fc1", "head"]
+    assert average_of("authors_resnet18") == "authors_resnet18"
+    with pytest.raises(LwlcError, match="unknown run-config key 'lrr'; known: data, data-args"):
+        setup_of(context({"lrr": 0.1}))
+    with pytest.raises(LwlcError, match="cannot build lwlc.models.Nope from '{}'"):
+        setup_of(context({"model": "lwlc.models.Nope", "model-args": "{}"})).model()
+    with pytest.raises(LwlcError, match="the node has no partition-id: start it with --node"):
+        partition_of(context({}), setup.clients_data())
+    with pytest.raises(LwlcError, match="partition-id 3 is outside the 3 clients"):
+        partition_of(context({}, {"partition-id": 3}), setup.clients_data())
