@@ -178,6 +178,25 @@ def _dirichlet(
     return [np.concatenate(p) for p in parts]
 
 
+def _check_split(
+    scheme: str, n: int, num_clients: int, concentration: float, min_size: int
+) -> None:
+    """One line for a split that cannot be made from ``n`` samples."""
+    if scheme not in SPLITS:
+        raise LwlcError(f"unknown split {scheme!r}; choose from {', '.join(SPLITS)}")
+    if not 1 <= num_clients <= n:
+        raise LwlcError(
+            f"num_clients={num_clients} must be between 1 and the number of samples ({n})"
+        )
+    if concentration <= 0:
+        raise LwlcError(f"the Dirichlet concentration must be > 0, got {concentration}")
+    if min_size < 1 or min_size * num_clients > n:
+        raise LwlcError(
+            f"min_size={min_size} must be >= 1 and fit {num_clients} clients into {n} samples: "
+            "lower min_size or the number of clients"
+        )
+
+
 def split_clients(
     labels: Tensor,
     num_clients: int,
@@ -202,20 +221,8 @@ def split_clients(
     - ``shards``: every class cut into equal shards, each client dealt ``shards_per_client``
       (default 2) shards of distinct classes: the authors' CIFAR-100 clients (100 clients x 10).
     """
-    if scheme not in SPLITS:
-        raise LwlcError(f"unknown split {scheme!r}; choose from {', '.join(SPLITS)}")
     n = len(labels)
-    if not 1 <= num_clients <= n:
-        raise LwlcError(
-            f"num_clients={num_clients} must be between 1 and the number of samples ({n})"
-        )
-    if concentration <= 0:
-        raise LwlcError(f"the Dirichlet concentration must be > 0, got {concentration}")
-    if min_size < 1 or min_size * num_clients > n:
-        raise LwlcError(
-            f"min_size={min_size} must be >= 1 and fit {num_clients} clients into {n} samples: "
-            "lower min_size or the number of clients"
-        )
+    _check_split(scheme, n, num_clients, concentration, min_size)
     y = labels.cpu().numpy().astype(np.int64)
     rng = np.random.default_rng(seed)
     if scheme == "iid":
