@@ -54,3 +54,34 @@ def test_flower_simulation_equals_the_in_process_module(tmp_path) -> None:
     assert lines[0].startswith("round,client_a,client_b,plan,group")
     assert {line.split(",")[2] for line in lines[1:]} == {"average"}
     assert {line.split(",")[0] for line in lines[1:]} == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_round_barriers_reach_wandb_under_the_callbacks_names(tmp_path) -> None:
+    import wandb
+
+    from lwlc.core.spec import MeasureSpec
+    from test_wandb import finished_records, history
+
+    net = MLP(in_features=4, width=3, depth=1, num_classes=3)
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (30,), generator=torch.Generator().manual_seed(1))
+    spec = MeasureSpec(plans=("single",), rest_from=("a",), num_alphas=3)
+    monitor = BarrierMonitor(net, (x, y), spec, wandb=True)
+    states = {}
+    for client in (0, 1, 2):
+        other = MLP(in_features=4, width=3, depth=1, num_classes=3)
+        torch.nn.init.normal_(other.fc1.weight, generator=torch.Generator().manual_seed(client))
+        states[client] = other.state_dict()
+    wandb.init(dir=str(tmp_path), project="flower-test")
+    monitor.measure(1, states, [1.0, 1.0, 1.0])
+    monitor.log_choice(1, ["head"])
+    wandb.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (row,) = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+    expected = [
+        r["loss_barrier"] for r in monitor.rows if r["group"] == "fc1" and r["reference"] == "path"
+    ]
+    assert len(expected) == 3  # three pairs
+    assert row["barrier/path/test/single/fc1/loss"] == pytest.approx(sum(expected) / 3)
+    assert row["flower/round"] == 1 and row["flower/averaged"] == 1
