@@ -260,3 +260,16 @@ def test_the_flwr_run_app_builds_its_setup_from_the_run_config() -> None:
         partition_of(context({}), setup.clients_data())
     with pytest.raises(LwlcError, match="partition-id 3 is outside the 3 clients"):
         partition_of(context({}, {"partition-id": 3}), setup.clients_data())
+
+
+def test_a_diverged_client_is_reported_and_the_others_are_measured(capsys) -> None:
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (20,), generator=torch.Generator().manual_seed(1))
+    spec = MeasureSpec(plans=("single",), rest_from=("a",), num_alphas=3)
+    monitor = BarrierMonitor(_net(), (x, y), spec)
+    states = {c: _random_state(c + 1) for c in range(3)}
+    states[1]["fc2.weight"][0, 0] = float("nan")
+    barriers = monitor.measure(4, states, [1.0, 1.0, 1.0])
+    assert "round 4: client(s) 1 have NaN/Inf weights" in capsys.readouterr().err
+    assert {(r["client_a"], r["client_b"]) for r in monitor.rows} == {("0", "2")}
+    assert set(barriers) == {"fc1", "fc2", "head"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import itertools
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,20 @@ class BarrierMonitor:
         averaged over the pairs; ``{}`` when the round is skipped or there is no pair."""
         from lwlc.api import measure
 
-        pairs = self._pairs(states, weights) if server_round % self.every == 0 else []
+        if server_round % self.every:
+            return {}
+        finite = {c: all(v.isfinite().all() for v in s.values()) for c, s in states.items()}
+        diverged = [str(c) for c, ok in finite.items() if not ok]
+        if diverged:  # a diverged client is reported, not measured; the run goes on
+            print(
+                f"lwlc: warning: round {server_round}: client(s) {', '.join(diverged)} have "
+                "NaN/Inf weights; their barriers are not measured",
+                file=sys.stderr,
+                flush=True,
+            )
+        kept = [(c, s, w) for (c, s), w in zip(states.items(), weights, strict=True) if finite[c]]
+        states = {c: s for c, s, _ in kept}
+        pairs = self._pairs(states, [w for _, _, w in kept]) if states else []
         rows = []
         for name_a, state_a, name_b, state_b in pairs:
             model_a = copy.deepcopy(self.model)
