@@ -18,7 +18,21 @@ from lwlc.figures import save_figure  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
+def summarise_barriers() -> None:
+    """barrier_summary.csv: each round's single-layer path barrier per group, averaged over the
+    clients (each client against the clients' average), from the large barriers_seed*.csv."""
+    frames = []
+    for path in sorted(RESULTS.glob("barriers_seed*.csv")):
+        b = pd.read_csv(path)
+        b = b[(b.plan == "single") & (b.reference == "path")]
+        summary = b.groupby(["round", "group"], sort=False).loss_barrier.mean().reset_index()
+        frames.append(summary.assign(seed=int(path.stem.removeprefix("barriers_seed"))))
+    if frames:
+        pd.concat(frames).round(5).to_csv(RESULTS / "barrier_summary.csv", index=False)
+
+
 def main() -> None:
+    summarise_barriers()
     df = pd.read_csv(RESULTS / "accuracy.csv")
     order = list(dict.fromkeys(df.scheme))
     fig, (curve, final) = plt.subplots(1, 2, figsize=(11, 4))
@@ -43,7 +57,11 @@ def main() -> None:
     save_figure(fig, RESULTS / "accuracy.png")
     table = last.groupby("scheme", sort=False).mean_client_acc.agg(["mean", "std", "count"])
     groups = last.groupby("scheme", sort=False).averaged_groups.mean()
-    print(table.assign(averaged_groups=groups).round(3).to_markdown())
+    table = table.assign(averaged_groups=groups).round(3)
+    print("| scheme | " + " | ".join(table.columns) + " |")
+    print("|---" * (len(table.columns) + 1) + "|")
+    for scheme, row in table.iterrows():
+        print(f"| {scheme} | " + " | ".join(f"{v:g}" for v in row) + " |")
 
 
 if __name__ == "__main__":
