@@ -30,13 +30,19 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 DISTRIBUTIONS = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
 
 
+# Subpackages that only an extra's users import (``import lwlc.flower``): their module-level
+# imports count as lazy, so they must be declared by an extra rather than by the dependencies.
+OPTIONAL_SUBPACKAGES = ("flower",)
+
+
 def _imports() -> dict[str, bool]:
     """Every third-party top-level module imported under src/lwlc, and whether some file imports
     it at module level (not only inside a function)."""
     found: dict[str, bool] = {}
     for file in SOURCES.rglob("*.py"):
         tree = ast.parse(file.read_text(encoding="utf-8"))
-        module_level = {id(node) for node in tree.body}
+        optional = file.relative_to(SOURCES).parts[0] in OPTIONAL_SUBPACKAGES
+        module_level = set() if optional else {id(node) for node in tree.body}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
