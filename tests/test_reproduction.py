@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lwlc import recipes
 from lwlc.commands import experiment
 from lwlc.commands.cli import main
 
@@ -68,7 +69,7 @@ def record(values: dict[str, dict[tuple[str, str, str], tuple[float, ...]]]) -> 
     out: dict[str, object] = {}
     for pairing, table in values.items():
         p = f"mlp/{pairing}/"
-        out[p + "pairing"] = experiment.PAIRINGS[pairing][0]
+        out[p + "pairing"] = recipes.PAIRINGS[pairing][0]
         out[p + "acc_a"], out[p + "acc_b"] = 0.989, 0.983
         for i, ref in enumerate(("midpoint", "models", "path")):
             singles = {k: v[i] for k, v in table.items() if k[0] == "single"}
@@ -87,7 +88,7 @@ def fabricated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, P
     repo = tmp_path / "repo"
     experiments = repo / "experiments"
     (experiments / "full_vs_single").mkdir(parents=True)
-    shutil.copyfile(experiment.repo_root() / "experiments" / "report.py", experiments / "report.py")
+    shutil.copyfile(recipes.repo_root() / "experiments" / "report.py", experiments / "report.py")
     (experiments / "full_vs_single" / "recipe.py").write_text("CLAIM = 'c'\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import recipes
 
 CLAIM = (
     "Averaging a single layer of two trained networks barely changes their loss, while "
@@ -31,12 +31,12 @@ SMOKE_ANALYZE = ["--max-samples", "100", "--num-alphas", "3"]
 def run(out: Path, scale: str) -> dict[str, float | str]:
     """Train both pairings of each network of ``scale``; compare full and single-layer barriers."""
     result: dict[str, float | str] = {}
-    setups = experiment.pair_setups(scale)
+    setups = recipes.pair_setups(scale)
     for setup in setups:
         name = f"{setup.network}_{setup.pairing}"
         root = out / setup.network / setup.pairing
         options = ANALYZE + (SMOKE_ANALYZE if scale == "smoke" else [])
-        curves, barriers = experiment.analyze(setup.fit(root), root / "analysis", options)
+        curves, barriers = recipes.analyze(setup.fit(root), root / "analysis", options)
         figure_dir = out / "figures"
         figures.save_figure(
             figures.layer_barriers(barriers, "midpoint", pairing=setup.description),
@@ -48,8 +48,8 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         )
         prefix = f"{setup.network}/{setup.pairing}/"
         result[f"{prefix}pairing"] = setup.description
-        result.update({prefix + k: v for k, v in experiment.accuracies(curves).items()})
+        result.update({prefix + k: v for k, v in recipes.accuracies(curves).items()})
         for reference in REFERENCES:
-            numbers = experiment.full_vs_layers(barriers, reference)
+            numbers = recipes.full_vs_layers(barriers, reference)
             result.update({f"{prefix}{reference}/{k}": v for k, v in numbers.items()})
     return result
