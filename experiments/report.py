@@ -32,14 +32,18 @@ import yaml
 from lwlc import verdicts
 from lwlc.formats.io import read_csv
 
-SCALES = ("quick", "fmnist")
+SCALES = ("quick", "fmnist", "fmnist_resnet")
 SCALE_WORDS = {
     "quick": "quick (scikit-learn's 8x8 digits and other embedded data, minutes on a CPU)",
     "fmnist": "fmnist (the real Fashion-MNIST at full size: 60000 training, 10000 test images)",
+    "fmnist_resnet": "fmnist_resnet (the paper's no-norm ResNet-18 at width 8 on the real "
+    "Fashion-MNIST: 60000 training, 10000 test images; three pairings, several seeds)",
 }
 PAIRING_WORDS = {
     "shared_init": "shared init (the paper's pairing: one initialisation, different data order)",
     "independent": "independent (different initialisation and data order)",
+    "half_data": "half data (the authors' Figure 1 pairing: one initialisation, each member on its "
+    "own disjoint half of the training data)",
 }
 REFERENCE_WORDS = (
     "**Barrier references** (every loss barrier in nats of test cross-entropy, error barriers "
@@ -180,6 +184,11 @@ class Result:
         """``key`` of every seed of a pair, in seed order."""
         return [self.record[prefix + key] for prefix in self.seed_prefixes(network, pairing)]
 
+    def stem(self, network: str, pairing: str) -> str:
+        """The figures' name stem of a pair: ``net_pairing``, or its first seed's."""
+        first = self.seed_prefixes(network, pairing)[0]
+        return first.rstrip("/").replace("/", "_")
+
     def pair_folders(self, network: str, pairing: str) -> list[Path]:
         """The copied folder of every seed of a pair (the key prefixes are the folders)."""
         return [self.folder / p.rstrip("/") for p in self.seed_prefixes(network, pairing)]
@@ -208,7 +217,7 @@ def training_line(result: Result) -> str:
     pairs = result.pairs()
     if not pairs:
         return ""
-    folder = result.folder / pairs[0][0] / pairs[0][1]
+    folder = result.pair_folders(*pairs[0])[0]
     config_file = folder / "logs" / "version_0" / "config.yaml"
     if not config_file.is_file():
         return ""
@@ -218,10 +227,16 @@ def training_line(result: Result) -> str:
     optimizer = config["optimizer"]["init_args"]
     schedule = config.get("lr_scheduler") or {}
     data = config["data"]
+    if "depth" in shape:  # an MLP
+        network = (
+            f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
+            f"{shape.get('num_classes')}"
+        )
+    else:
+        network = "(" + ", ".join(f"{k}: {v}" for k, v in shape.items()) + ")"
     words = (
         f"Training (each pair's `config.yaml`): {net['class_path'].rsplit('.', 1)[-1]} "
-        f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
-        f"{shape.get('num_classes')}, {data['class_path'].rsplit('.', 1)[-1]} "
+        f"{network}, {data['class_path'].rsplit('.', 1)[-1]} "
         f"(held out for validation: {data['init_args'].get('val_size')}), batch "
         f"{data['init_args']['batch_size']}, epochs {config['trainer']['max_epochs']}, "
         f"{config['optimizer']['class_path'].rsplit('.', 1)[-1]} lr {optimizer['lr']} momentum "
@@ -336,8 +351,8 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
         )
         lines += result.figure_lines(
             [
-                (f"{network}_{pairing}_barriers.png", f"{pairing}: per-layer midpoint barriers"),
-                (f"{network}_{pairing}_curves.png", f"{pairing}: interpolation curves"),
+                (f"{result.stem(network, pairing)}_barriers.png", f"{pairing}: per-layer midpoint barriers"),
+                (f"{result.stem(network, pairing)}_curves.png", f"{pairing}: interpolation curves"),
             ]
         )
         summary.append(verdict_full_vs_single(result, network, pairing))
@@ -475,7 +490,7 @@ def through_training(result: Result) -> tuple[list[str], str]:
         lines += result.figure_lines(
             [
                 (
-                    f"{network}_{pairing}_heatmap_{split}_single{rest}_loss.png",
+                    f"{result.stem(network, pairing)}_heatmap_{split}_single{rest}_loss.png",
                     f"{pairing}: layers x epochs, midpoint, {split}, rest from {words}",
                 )
                 for split in ("test", "train")
@@ -583,13 +598,13 @@ def cumulative(result: Result) -> tuple[list[str], str]:
     for network, pairing in result.pairs():
         lines += result.figure_lines(
             [
-                (f"{network}_{pairing}_orders.png", f"{pairing}: barrier after the first k layers"),
+                (f"{result.stem(network, pairing)}_orders.png", f"{pairing}: barrier after the first k layers"),
                 (
-                    f"{network}_{pairing}_heatmap_test_cumulative_front_loss.png",
+                    f"{result.stem(network, pairing)}_heatmap_test_cumulative_front_loss.png",
                     f"{pairing}: from the front through training",
                 ),
                 (
-                    f"{network}_{pairing}_heatmap_test_cumulative_back_loss.png",
+                    f"{result.stem(network, pairing)}_heatmap_test_cumulative_back_loss.png",
                     f"{pairing}: from the back through training",
                 ),
             ]
@@ -876,7 +891,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
 def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[str], str]:
     """One experiment at one scale: claim, command, numbers, figures, machine, verdict."""
     body, verdict = SECTIONS[result.name][1](result)
-    flag = f" --{result.scale}"
+    flag = f" --{result.scale.replace('_', '-')}"
     lines = [
         f"### {number}. {title} ({result.name}, {result.scale})",
         "",
@@ -937,7 +952,10 @@ def render(experiments: Path, repo: Path) -> str:
         REFERENCE_WORDS,
         "",
         "**Pairings**: *shared init* = the paper's default (one initialisation, different data",
-        "order), *independent* = different initialisation too.",
+        "order), *half data* = the authors' Figure 1 pair (one initialisation, each member on its",
+        "own disjoint half of the training data), *independent* = different initialisation too.",
+        "**Seeds**: a pair run with several seeds shows mean ± standard deviation over them, each",
+        "seed's headline numbers, and a verdict that says how many seeds agree.",
         "",
         "Full (paper-scale, CIFAR-10 on a GPU) variants are not reported here: they were not run.",
         "",

@@ -25,16 +25,18 @@ CLAIM = (
     "Averaging layers cumulatively from the front or from the back shows no barrier until the "
     "middle layers are included: the barrier-prone layers sit in the middle of the network."
 )
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 CALLBACK = {
     "smoke": "experiments/cumulative/smoke.yaml",
     "quick": "experiments/cumulative/quick.yaml",
     "fmnist": "experiments/cumulative/fmnist.yaml",
+    "fmnist_resnet": "experiments/cumulative/fmnist_resnet.yaml",
     "full": "experiments/cumulative/full.yaml",
 }
 ORDER_SEED = 0
 ANALYZE = ["--plans", "full", "--splits", "test", "--rest-from", "a", "--no-plots"]
 SMOKE_ANALYZE = ["--max-samples", "100", "--num-alphas", "3"]
+SCALE_ANALYZE = {"smoke": SMOKE_ANALYZE, "fmnist_resnet": ["--num-alphas", "3"]}
 TIME_COLUMNS = ("epoch", "step")
 
 
@@ -98,15 +100,15 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     result: dict[str, float | str] = {}
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for setup in recipes.pair_setups(scale):
-        name = f"{setup.network}_{setup.pairing}"
-        root = out / setup.network / setup.pairing
+        name = setup.name
+        root = out / setup.key
         ckpt = setup.fit(root, [CALLBACK[scale]])
         summary = json.loads((root / "barriers" / "summary.json").read_text())
         layers = [layer["name"] for layer in summary["layers"]]
         orders = {"random": random_order(layers), "outer_first": outer_first_order(layers)}
         options = ANALYZE + [f"--custom={spec}" for spec in custom_sets(orders)]
         curves, custom = recipes.analyze(
-            ckpt, root / "analysis", options + (SMOKE_ANALYZE if scale == "smoke" else [])
+            ckpt, root / "analysis", options + SCALE_ANALYZE.get(scale, [])
         )
         history = read_csv(root / "barriers" / "barriers.csv")
         last = max(float(r["epoch"]) for r in history)  # type: ignore[arg-type]
@@ -120,8 +122,8 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             heatmap = figures.heatmap_name("test", plan, "loss")
             shutil.copyfile(root / "barriers" / heatmap, out / "figures" / f"{name}_{heatmap}")
         full = recipes.value(final, "loss_barrier", plan="full", reference="midpoint")
-        prefix = f"{setup.network}/{setup.pairing}/"
-        result[f"{prefix}pairing"] = setup.description
+        prefix = f"{setup.key}/"
+        setup.describe(result)
         result.update({prefix + k: v for k, v in recipes.accuracies(curves).items()})
         result[f"{prefix}full_loss_barrier"] = full
         for reference in ("models", "path"):

@@ -7,7 +7,8 @@ from B) with ``lwlc analyze``. Headline values use the paper's heatmap reference
 against the mean of the two whole models); the ``models`` reference (the largest excess over
 the line between the whole models) and the ``path`` reference (over the path's own ends) are
 reported alongside. Scales: smoke, quick (digits), fmnist (the paper's MNIST network on the
-real Fashion-MNIST, 10 epochs on a CPU), full (CIFAR-10, GPU).
+real Fashion-MNIST, 10 epochs on a CPU), fmnist_resnet (the paper's no-norm ResNet-18 at width 8
+on the real Fashion-MNIST, three pairings x three seeds), full (CIFAR-10, GPU).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ CLAIM = (
     "averaging all layers (the full model) does: the full barrier is large, every single-layer "
     "barrier near zero."
 )
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 REFERENCES = ("midpoint", "models", "path")
 ANALYZE = ["--plans", "full,single", "--splits", "test", "--rest-from", "a,b", "--no-plots"]
 SMOKE_ANALYZE = ["--max-samples", "100", "--num-alphas", "3"]
+# The ResNet on all 10000 test images: the midpoint grid (alphas 0, 0.5, 1), the paper's value.
+SCALE_ANALYZE = {"smoke": SMOKE_ANALYZE, "fmnist_resnet": ["--num-alphas", "3"]}
 
 
 def run(out: Path, scale: str) -> dict[str, float | str]:
@@ -33,9 +36,9 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     result: dict[str, float | str] = {}
     setups = recipes.pair_setups(scale)
     for setup in setups:
-        name = f"{setup.network}_{setup.pairing}"
-        root = out / setup.network / setup.pairing
-        options = ANALYZE + (SMOKE_ANALYZE if scale == "smoke" else [])
+        name = setup.name
+        root = out / setup.key
+        options = ANALYZE + SCALE_ANALYZE.get(scale, [])
         curves, barriers = recipes.analyze(setup.fit(root), root / "analysis", options)
         figure_dir = out / "figures"
         figures.save_figure(
@@ -46,8 +49,8 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
             figures.interpolation_curves(curves, pairing=setup.description),
             figure_dir / f"{name}_curves.png",
         )
-        prefix = f"{setup.network}/{setup.pairing}/"
-        result[f"{prefix}pairing"] = setup.description
+        prefix = f"{setup.key}/"
+        setup.describe(result)
         result.update({prefix + k: v for k, v in recipes.accuracies(curves).items()})
         for reference in REFERENCES:
             numbers = recipes.full_vs_layers(barriers, reference)

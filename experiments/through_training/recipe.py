@@ -22,12 +22,13 @@ CLAIM = (
     "Through training, the full model's barrier grows while every single layer's barrier "
     "stays near zero: layers remain linearly connected one at a time at every epoch."
 )
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 SPLITS = ("test", "train")  # as the authors' heatmaps; every scale's Callback measures both
 CALLBACK = {
     "smoke": "experiments/through_training/smoke.yaml",
     "quick": "experiments/through_training/quick.yaml",
     "fmnist": "experiments/through_training/fmnist.yaml",
+    "fmnist_resnet": "experiments/through_training/fmnist_resnet.yaml",
     "full": "experiments/through_training/full.yaml",
 }
 
@@ -37,14 +38,14 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     result: dict[str, float | str] = {}
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for setup in recipes.pair_setups(scale):
-        root = out / setup.network / setup.pairing
+        root = out / setup.key
         setup.fit(root, [CALLBACK[scale]])
         barriers = read_csv(root / "barriers" / "barriers.csv")
         for heatmap in heatmaps(root / "barriers"):  # the Callback drew them at the end of fit
-            name = f"{setup.network}_{setup.pairing}_{heatmap.name}"
+            name = f"{setup.name}_{heatmap.name}"
             shutil.copyfile(heatmap, out / "figures" / name)
-        prefix = f"{setup.network}/{setup.pairing}/"
-        result[f"{prefix}pairing"] = setup.description
+        prefix = f"{setup.key}/"
+        setup.describe(result)
         result.update({prefix + k: v for k, v in course(barriers).items()})
     return result
 

@@ -80,13 +80,36 @@ def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, R
 
 @dataclass(frozen=True)
 class PairSetup:
-    """One pair to train: the network (configs applied in order) and how A and B are made."""
+    """One pair to train: the network (configs applied in order), how A and B are made, and
+    the seed (None: the configs' own seeds, one pair per pairing)."""
 
     network: str
     pairing: str
     description: str
     configs: tuple[str, ...]
     overrides: tuple[str, ...]
+    seed: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The pair's folder under the run and its prefix in ``result.json``:
+        ``network/pairing`` or ``network/pairing/seed<s>``."""
+        seed = "" if self.seed is None else f"/seed{self.seed}"
+        return f"{self.network}/{self.pairing}{seed}"
+
+    @property
+    def name(self) -> str:
+        """The key as a file-name stem (figures): ``network_pairing[_seed<s>]``."""
+        return self.key.replace("/", "_")
+
+    def describe(self, result: Result) -> None:
+        """Record the pairing's description and, for seeded pairs, add the seed to the pair's
+        ``seeds`` list (the report reads ``network/pairing/seed<s>/...`` for each)."""
+        base = f"{self.network}/{self.pairing}/"
+        result[base + "pairing"] = self.description
+        if self.seed is not None:
+            seeds = [s for s in str(result.get(base + "seeds", "")).split(",") if s]
+            result[base + "seeds"] = ",".join([*seeds, str(self.seed)])
 
     def fit(
         self, root: Path, extra_configs: Sequence[str] = (), overrides: Sequence[str] = ()
@@ -97,26 +120,45 @@ class PairSetup:
         return fit(base, root, [*self.overrides, *overrides], extra)
 
 
-# The paper's default pairing and fully independent runs (science.md section 6, item 1).
+# The paper's default pairing, the authors' Figure 1 pairing and fully independent runs
+# (science.md section 6, item 1): description and the ``lwlc fit`` arguments that make it.
 PAIRINGS = {
-    "shared_init": ("same initialisation, different data order", "--model.init_args.init_seed_b=0"),
+    "shared_init": (
+        "same initialisation, different data order",
+        ("--model.init_args.init_seed_b=0",),
+    ),
+    "half_data": (
+        "same initialisation, each on its own half of the training data (the authors' Figure 1)",
+        ("--model.init_args.init_seed_b=0", "--model.init_args.member_data=halves"),
+    ),
     "independent": (
         "different initialisation, different data order",
-        "--model.init_args.init_seed_b=1",
+        ("--model.init_args.init_seed_b=1",),
     ),
 }
+# B's seeds of a seeded pair: seed + this offset (its data order always; its init when
+# independent), so no two seeds' pairs share a member's seed.
+SEED_OFFSET = 1000
 # Quick and smoke: the paper's MNIST network (3 hidden layers) on the embedded digits.
 # fmnist: the paper's MNIST network at its own size on the real Fashion-MNIST (CPU).
+# fmnist_resnet: the paper's no-norm ResNet-18 at width 8 on the real Fashion-MNIST (CPU).
 # Full: the paper's CIFAR-10 networks and schedules.
 NETWORKS = {
     "smoke": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
     "quick": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
     "fmnist": {"mlp": ("configs/paper_mnist_mlp.yaml", "experiments/full_vs_single/fmnist.yaml")},
+    "fmnist_resnet": {"resnet18": ("configs/paper_fmnist_resnet18.yaml",)},
     "full": {
         "vgg11": ("configs/cifar10_vgg.yaml",),
         "resnet18": ("configs/cifar10_resnet18.yaml",),
     },
 }
+# The pairings and seeds of a scale unless it is listed here: shared_init and independent, the
+# configs' own seeds (one pair each).
+SCALE_PAIRINGS = {"fmnist_resnet": ("shared_init", "half_data", "independent")}
+SCALE_SEEDS = {"fmnist_resnet": (0, 1, 2)}
+# The user's ``--seeds`` for the running recipe (None: the scale's own).
+SEEDS: ContextVar[tuple[int, ...] | None] = ContextVar("SEEDS", default=None)
 SMOKE_TRAINING = (
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=5",
@@ -124,14 +166,37 @@ SMOKE_TRAINING = (
 )
 
 
-def pair_setups(scale: str, pairings: Sequence[str] = tuple(PAIRINGS)) -> list[PairSetup]:
-    """The pairs an experiment trains at ``scale``: every network of the scale x ``pairings``."""
+def seeded(pairing: str, seed: int) -> tuple[str, ...]:
+    """The ``lwlc fit`` arguments of ``pairing`` at ``seed``: A's init and order seed and the
+    global seed are ``seed``; B's order seed is ``seed + SEED_OFFSET``, its init seed too when
+    independent, else A's."""
+    init_b = seed + SEED_OFFSET if pairing == "independent" else seed
+    halves = ("--model.init_args.member_data=halves",) if pairing == "half_data" else ()
+    return (
+        f"--seed_everything={seed}",
+        f"--model.init_args.init_seed_a={seed}",
+        f"--model.init_args.init_seed_b={init_b}",
+        f"--model.init_args.order_seed_a={seed}",
+        f"--model.init_args.order_seed_b={seed + SEED_OFFSET}",
+        *halves,
+    )
+
+
+def pair_setups(scale: str, pairings: Sequence[str] | None = None) -> list[PairSetup]:
+    """The pairs an experiment trains at ``scale``: every network of the scale x ``pairings``
+    (default: the scale's) x the seeds (``--seeds``, else the scale's; none: one pair)."""
+    chosen = pairings or SCALE_PAIRINGS.get(scale, ("shared_init", "independent"))
+    seeds = SEEDS.get() or SCALE_SEEDS.get(scale)
+    smoke = SMOKE_TRAINING if scale == "smoke" else ()
     setups = []
     for network, configs in NETWORKS[scale].items():
-        for pairing in pairings:
-            description, seed = PAIRINGS[pairing]
-            overrides = (seed, *SMOKE_TRAINING) if scale == "smoke" else (seed,)
-            setups.append(PairSetup(network, pairing, description, configs, overrides))
+        for pairing in chosen:
+            description, plain = PAIRINGS[pairing]
+            for seed in seeds or [None]:
+                overrides = plain if seed is None else seeded(pairing, seed)
+                setups.append(
+                    PairSetup(network, pairing, description, configs, (*overrides, *smoke), seed)
+                )
     return setups
 
 

@@ -28,9 +28,9 @@ from lwlc.commands.cli import argument_error, short_help
 from lwlc.core.errors import LwlcError
 from lwlc.formats import outputs
 from lwlc.formats.io import write_json
-from lwlc.recipes import FIT_OVERRIDES, repo_root
+from lwlc.recipes import FIT_OVERRIDES, SEEDS, repo_root
 
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 # The scales a recipe runs at unless it declares its own ``SCALES``.
 RECIPE_SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
@@ -168,11 +168,16 @@ def check_scale(recipe: ModuleType, name: str, scale: str) -> None:
 
 
 def run_experiment(
-    name: str, scale: str, out: Path, fit_overrides: Sequence[str] = ()
+    name: str,
+    scale: str,
+    out: Path,
+    fit_overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run recipe ``name`` at ``scale`` into ``out``; save and return its result record.
 
-    ``fit_overrides`` are appended to every ``lwlc fit`` of the recipe (e.g. fewer epochs).
+    ``fit_overrides`` are appended to every ``lwlc fit`` of the recipe (e.g. fewer epochs);
+    ``seeds`` replace the scale's seeds (one pair per pairing and seed).
     """
     if scale not in SCALES:
         raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
@@ -181,16 +186,19 @@ def run_experiment(
     state = git_state(name)
     started = time.perf_counter()
     token = FIT_OVERRIDES.set(tuple(fit_overrides))
+    seeds_token = SEEDS.set(tuple(seeds) if seeds else None)
     try:
         headline = recipe.run(out, scale)
     finally:
         FIT_OVERRIDES.reset(token)
+        SEEDS.reset(seeds_token)
     record = {
         **headline,
         "run": {
             "experiment": name,
             "scale": scale,
             "fit_overrides": list(fit_overrides),
+            "seeds": list(seeds) if seeds else None,
             "claim": recipe.CLAIM,
             "wall_time_s": round(time.perf_counter() - started, 1),
             "machine": machine(),
@@ -213,6 +221,19 @@ def format_headline(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers (None: the scale's own seeds); a bad list is a user error."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise LwlcError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise LwlcError(f"--seeds {text!r} must be distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
 def build_parser() -> Any:
     """The ``lwlc experiment`` argument parser."""
     from jsonargparse import ArgumentParser
@@ -230,6 +251,18 @@ def build_parser() -> Any:
         "--fmnist",
         action="store_true",
         help="real Fashion-MNIST at full size on a CPU (experiments 1-3; about 10 minutes each)",
+    )
+    p.add_argument(
+        "--fmnist-resnet",
+        action="store_true",
+        help="the paper's no-norm ResNet-18 (width 8) on the real Fashion-MNIST, 3 pairings x 3 "
+        "seeds (experiments 1-3; hours on a CPU)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=str | None,
+        default=None,
+        help="comma-separated seeds, one pair per pairing and seed (default: the scale's)",
     )
     p.add_argument(
         "--report",
@@ -273,16 +306,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise LwlcError(
             "name an experiment, e.g. lwlc experiment full_vs_single --quick (see --list)"
         )
-    chosen = [flag for flag in ("quick", "smoke", "fmnist") if getattr(args, flag)]
+    chosen = [s for s in ("quick", "smoke", "fmnist", "fmnist_resnet") if getattr(args, s)]
     if len(chosen) > 1:
-        raise LwlcError(
-            f"{' and '.join('--' + c for c in chosen)} exclude each other: choose one scale"
-        )
+        flags = " and ".join("--" + c.replace("_", "-") for c in chosen)
+        raise LwlcError(f"{flags} exclude each other: choose one scale")
     scale = chosen[0] if chosen else "full"
     out = Path(args.out or Path("runs") / "experiments" / f"{args.name}-{scale}")
-    # an unknown name or scale fails before anything is created
+    # an unknown name, scale or seed list fails before anything is created
     check_scale(load_recipe(args.name), args.name, scale)
+    seeds = parse_seeds(args.seeds)
     prepare_out(out, args.overwrite)
-    record = run_experiment(args.name, scale, out, args.fit)
+    record = run_experiment(args.name, scale, out, args.fit, seeds)
     print(format_headline(record))
     print(f"result: {out / 'result.json'}")

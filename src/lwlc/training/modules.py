@@ -299,7 +299,6 @@ class PairedModule(_ClassificationBase):
         datamodule = self.trainer.datamodule
         if datamodule is not None and getattr(datamodule, "order_seeds", []) is None:
             datamodule.order_seeds = self.order_seeds  # left to the pair (the data's default)
-        self._agree_on_member_data(datamodule)
         data_seeds = getattr(datamodule, "order_seeds", None)
         if data_seeds is not None and list(data_seeds) != self.order_seeds:
             raise LwlcError(
@@ -307,6 +306,12 @@ class PairedModule(_ClassificationBase):
                 f"seeds (a={self.order_seed_a}, b={self.order_seed_b}); set "
                 f"data order_seeds to {self.order_seeds}"
             )
+
+    def setup(self, stage: str) -> None:
+        """Before anything builds a training loader (a run-length LR schedule counts the
+        batches in ``configure_optimizers``): tell the data module what each member trains on."""
+        if stage == "fit":
+            self._agree_on_member_data(self.trainer.datamodule)
 
     def _agree_on_member_data(self, datamodule: Any) -> None:
         """Give the data module the pair's ``member_data`` (when it left it to the pair), or
