@@ -72,6 +72,8 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
             if not (run / "result.json").is_file():
                 continue
             results = results_dir(experiments, name, scale)
+            previous = results / "result.json"
+            before = json.loads(previous.read_text()) if previous.is_file() else None
             if results.exists():
                 shutil.rmtree(results)
             results.mkdir(parents=True)
@@ -85,8 +87,65 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
             figures.mkdir()
             for png in sorted((run / "figures").glob("*.png")):
                 shutil.copyfile(png, figures / png.name)
+            found = drift(before, json.loads((run / "result.json").read_text()))
+            if found:
+                (results / DRIFT_FILE).write_text(json.dumps(found, indent=1) + "\n")
             copied.append(f"{name}-{scale}")
     return copied
+
+
+DRIFT_FILE = "drift.json"
+# What makes two runs' machines "the same" for a rerun's numbers.
+MACHINE_KEYS = ("processor", "platform", "gpu", "torch", "python")
+
+
+def drift(before: Record | None, after: Record) -> Record | None:
+    """How a rerun's headline numbers differ from the copy it replaces (None: no earlier copy,
+    or every shared number equal): each changed key's old and new value, and whether the
+    machine and versions were the same (then the change is a failure to reproduce, else a
+    drift across machines)."""
+    if before is None:
+        return None
+    numbers = {
+        k: (before[k], v)
+        for k, v in after.items()
+        if isinstance(v, float) and isinstance(before.get(k), float)
+    }
+    changed = {
+        k: [a, b] for k, (a, b) in numbers.items() if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    }
+    if not changed:
+        return None
+    m_a, m_b = before["run"].get("machine", {}), after["run"].get("machine", {})
+    return {
+        "compared": len(numbers),
+        "changed": changed,
+        "same_machine": all(m_a.get(k) == m_b.get(k) for k in MACHINE_KEYS),
+        "previous_machine": {k: m_a.get(k) for k in MACHINE_KEYS},
+        "previous_commit": before["run"].get("commit"),
+    }
+
+
+def drift_line(result: Result) -> str:
+    """The rerun's drift from the copy it replaced, in words ("" when there was none)."""
+    path = result.folder / DRIFT_FILE
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    key, (old, new) = max(d["changed"].items(), key=lambda kv: abs(kv[1][1] - kv[1][0]))
+    m = d["previous_machine"]
+    count = f"{len(d['changed'])} of {d['compared']} headline numbers differ from the run this one"
+    largest = f"largest change: `{key}` {old:.4g} -> {new:.4g}"
+    if d["same_machine"]:
+        return (
+            f"**Not reproducible on the same machine**: {count} replaced (same processor, "
+            f"platform, GPU, Python and torch; commit {str(d['previous_commit'])[:7]}); {largest}."
+        )
+    return (
+        f"**Drift across machines** (not a result): {count} replaced, which ran on "
+        f"{m['processor']} ({m['platform']}), {m['gpu'] or 'no GPU'}, torch {m['torch']}, "
+        f"Python {m['python']} (commit {str(d['previous_commit'])[:7]}); {largest}."
+    )
 
 
 def results_dir(experiments: Path, name: str, scale: str) -> Path:
@@ -904,6 +963,7 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
         *([line, ""] if (line := training_line(result)) else []),
         machine_line(result, repo),
         "",
+        *([line, ""] if (line := drift_line(result)) else []),
         f"Verdict: {verdict}. (Rule: {RULES[result.name]}.)",
         "",
     ]

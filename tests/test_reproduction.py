@@ -251,3 +251,34 @@ def test_federated_partial_wins_on_three_of_four_splits_say_not(
     assert verdict.startswith("Verdict: **not** (one init, accuracy on the clients' own tasks)")
     assert "beats FedAvg on iid, non-iid, extreme" in verdict
     assert "not when on two or more others" in verdict
+
+
+@pytest.mark.parametrize(
+    ("machine", "words"),
+    [
+        ({**MACHINE, "processor": "arm64", "torch": "2.15.0"}, "**Drift across machines** (not a result)"),
+        (MACHINE, "**Not reproducible on the same machine**"),
+    ],
+)
+def test_a_rerun_that_changes_the_numbers_is_reported_as_drift_or_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine: dict, words: str
+) -> None:
+    bare_experiments(tmp_path, monkeypatch, "subspace")
+    run = tmp_path / "runs" / "subspace-quick"
+    run.mkdir(parents=True)
+
+    def write(ratio: float, on: dict) -> str:
+        meta = {**run_meta("subspace"), "machine": on, "commit": "a" * 40}
+        record = {"subspace_over_null_loss_increase": ratio, "clean_loss": 0.5, "run": meta}
+        (run / "result.json").write_text(json.dumps(record))
+        return experiment.report(tmp_path / "runs").read_text()
+
+    first = write(3.0, MACHINE)
+    assert "Drift" not in first and "Not reproducible" not in first
+    assert "Drift" not in write(3.0, MACHINE)  # the same numbers: nothing to report
+    md = write(2.5, machine)
+    line = next(x for x in md.splitlines() if x.startswith(words))
+    assert "1 of 2 headline numbers differ" in line
+    assert "`subspace_over_null_loss_increase` 3 -> 2.5" in line
+    if machine != MACHINE:
+        assert "x86_64 (Linux), no GPU, torch 2.14.1" in line  # the machine it drifted from
