@@ -245,7 +245,9 @@ def full_barriers(path: Path, plan: str = "full") -> dict[int, float]:
         rows = [
             r
             for r in csv.DictReader(f)
-            if r["plan"] == plan and r["reference"] == "midpoint" and r.get("split", "test") == "test"
+            if r["plan"] == plan
+            and r["reference"] == "midpoint"
+            and r.get("split", "test") == "test"
         ]
     out: dict[int, float] = {}
     for r in rows:
@@ -331,7 +333,8 @@ def row(r: dict[str, Any], precision: str) -> str:
     single = ", ".join(f"{e}: {b:.2f}" for e, b in sorted(r.get("single", {}).items())) or "-"
     return (
         f"| {r['name']} | {precision} | {len(times)} | {times[0]:.1f} | {epoch_s:.1f} | {rate:,.0f} | "
-        f"{per_eval:.1f} ({len(r['evals'])}) | {r['wall']:.0f} | {hours:.1f} | {barriers} | {single} |"
+        f"{per_eval:.1f} ({len(r['evals'])}) | {r['wall']:.0f} | {hours:.1f} | {barriers} | "
+        f"{single} |"
     )
 
 

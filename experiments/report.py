@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-import statistics
 import shutil
+import statistics
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,7 +112,9 @@ def drift(before: Record | None, after: Record) -> Record | None:
         if isinstance(v, float) and isinstance(before.get(k), float)
     }
     changed = {
-        k: [a, b] for k, (a, b) in numbers.items() if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        k: [a, b]
+        for k, (a, b) in numbers.items()
+        if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
     }
     if not changed:
         return None
@@ -410,7 +412,10 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
         )
         lines += result.figure_lines(
             [
-                (f"{result.stem(network, pairing)}_barriers.png", f"{pairing}: per-layer midpoint barriers"),
+                (
+                    f"{result.stem(network, pairing)}_barriers.png",
+                    f"{pairing}: per-layer midpoint barriers",
+                ),
                 (f"{result.stem(network, pairing)}_curves.png", f"{pairing}: interpolation curves"),
             ]
         )
@@ -450,13 +455,27 @@ def seed_table(result: Result, folder: str) -> list[str]:
             csv_rows = read_csv(path / folder / "barriers.csv")
             if folder != "analysis":
                 end = max(float(r["epoch"]) for r in csv_rows)  # type: ignore[arg-type]
-                csv_rows = [r for r in csv_rows if float(r["epoch"]) == end and r["split"] == "test"]  # type: ignore[arg-type]
+                csv_rows = [
+                    r for r in csv_rows if float(r["epoch"]) == end and r["split"] == "test"
+                ]  # type: ignore[arg-type]
             rows.append(
                 [
                     f"{network}, {pairing}",
                     prefix.rstrip("/").rsplit("/", 1)[-1],
-                    nats(result[f"{prefix}{last}midpoint/full_loss_barrier".replace("last/midpoint/", "last/")]),
-                    nats(result[f"{prefix}{last}midpoint/max_single_loss_barrier".replace("last/midpoint/", "last/")]),
+                    nats(
+                        result[
+                            f"{prefix}{last}midpoint/full_loss_barrier".replace(
+                                "last/midpoint/", "last/"
+                            )
+                        ]
+                    ),
+                    nats(
+                        result[
+                            f"{prefix}{last}midpoint/max_single_loss_barrier".replace(
+                                "last/midpoint/", "last/"
+                            )
+                        ]
+                    ),
                     over_band(csv_rows),
                 ]
             )
@@ -533,7 +552,9 @@ def through_training(result: Result) -> tuple[list[str], str]:
     )
     lines += seed_table(result, "barriers")
     for network, pairing in result.pairs():
-        seeds = [read_csv(f / "barriers" / "barriers.csv") for f in result.pair_folders(network, pairing)]
+        seeds = [
+            read_csv(f / "barriers" / "barriers.csv") for f in result.pair_folders(network, pairing)
+        ]
         lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, test split{SEEDS}):")
         lines.append("")
         lines += table(
@@ -657,7 +678,10 @@ def cumulative(result: Result) -> tuple[list[str], str]:
     for network, pairing in result.pairs():
         lines += result.figure_lines(
             [
-                (f"{result.stem(network, pairing)}_orders.png", f"{pairing}: barrier after the first k layers"),
+                (
+                    f"{result.stem(network, pairing)}_orders.png",
+                    f"{pairing}: barrier after the first k layers",
+                ),
                 (
                     f"{result.stem(network, pairing)}_heatmap_test_cumulative_front_loss.png",
                     f"{pairing}: from the front through training",

@@ -29,7 +29,9 @@ import paper_gpu  # noqa: E402
 
 
 def options(**kw: object) -> Namespace:
-    base = dict(epochs=3, precision="", plans="full", splits="test", max_samples=None, cpu_check=False)
+    base = dict(
+        epochs=3, precision="", plans="full", splits="test", max_samples=None, cpu_check=False
+    )
     return Namespace(**{**base, **kw})
 
 

@@ -455,4 +455,7 @@ def test_recipes_import_the_public_toolkit_never_the_command() -> None:
     for path in found:
         text = path.read_text()
         assert "lwlc.commands" not in text, path
-    assert "from lwlc import recipes" in (found[0].parent.parent / "full_vs_single" / "recipe.py").read_text()
+    assert (
+        "from lwlc import recipes"
+        in (found[0].parent.parent / "full_vs_single" / "recipe.py").read_text()
+    )

@@ -88,7 +88,9 @@ def test_bad_seeds_are_one_line_user_errors_before_anything_is_created(
 ) -> None:
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(["experiment", "full_vs_single", "--fmnist-resnet", "--seeds", seeds, "--out", str(out)])
+        main(
+            ["experiment", "full_vs_single", "--fmnist-resnet", "--seeds", seeds, "--out", str(out)]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--seeds" in err

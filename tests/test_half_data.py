@@ -55,7 +55,9 @@ def test_the_two_halves_are_disjoint_and_cover_the_training_split() -> None:
 
 def test_each_member_trains_one_epoch_on_exactly_its_own_half_from_one_init() -> None:
     pair = SGDPair(MLP(width=16), init_seed_a=3, init_seed_b=3, member_data="halves")
-    for (key, a), b in zip(pair.net_a.state_dict().items(), pair.net_b.state_dict().values()):
+    for (key, a), b in zip(
+        pair.net_a.state_dict().items(), pair.net_b.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), key  # members start equal
     data = DigitsDataModule(batch_size=50, val_size=0.1)
     recorder = RowRecorder()
@@ -93,10 +95,14 @@ def test_a_data_module_split_otherwise_is_a_user_error() -> None:
 def test_a_re_drawn_pair_member_keeps_the_torchvision_init() -> None:
     """PairedModule re-draws its members; the ResNet's torchvision init (Kaiming-normal,
     fan-out) must survive it, not fall back to PyTorch's default (std 1/sqrt(3 fan_in))."""
-    net = ResNet18(num_classes=10, in_channels=1, norm="none", conv_bias=False, width=8,
-                   init="torchvision")
+    net = ResNet18(
+        num_classes=10, in_channels=1, norm="none", conv_bias=False, width=8, init="torchvision"
+    )
     reinitialize(net, 0)
-    for name, conv in [("layer1.0.conv1", net.layer1[0].conv1), ("layer4.1.conv2", net.layer4[1].conv2)]:
+    for name, conv in [
+        ("layer1.0.conv1", net.layer1[0].conv1),
+        ("layer4.1.conv2", net.layer4[1].conv2),
+    ]:
         out_channels, _, kh, kw = conv.weight.shape
         expected = (2 / (out_channels * kh * kw)) ** 0.5
         assert conv.weight.std().item() == pytest.approx(expected, rel=0.1), name

@@ -226,9 +226,16 @@ def test_mobilenet_evaluates_in_the_authors_batches_of_256() -> None:
 def test_the_fmnist_resnet_config_is_the_papers_resnet_at_width_8_on_one_channel() -> None:
     ours = paper_model("paper_fmnist_resnet18")
     reference = paper_model("paper_cifar10_resnet18")
-    assert sum(p.numel() for p in ours.parameters()) < sum(p.numel() for p in reference.parameters()) / 50
+    assert (
+        sum(p.numel() for p in ours.parameters())
+        < sum(p.numel() for p in reference.parameters()) / 50
+    )
     assert ours.conv1.weight.shape == (8, 1, 3, 3) and ours.conv1.bias is None
     assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
     optimizer = config("paper_fmnist_resnet18")["optimizer"]["init_args"]
-    assert (optimizer["lr"], optimizer["momentum"], optimizer["weight_decay"]) == (0.05, 0.9, 0.0005)
+    assert (optimizer["lr"], optimizer["momentum"], optimizer["weight_decay"]) == (
+        0.05,
+        0.9,
+        0.0005,
+    )
     assert config("paper_fmnist_resnet18")["data"]["init_args"]["batch_size"] == 64

@@ -196,7 +196,13 @@ def bare_experiments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str)
 
 
 def run_meta(name: str) -> dict:
-    return {"experiment": name, "scale": "quick", "claim": "c", "wall_time_s": 1.0, "machine": MACHINE}
+    return {
+        "experiment": name,
+        "scale": "quick",
+        "claim": "c",
+        "wall_time_s": 1.0,
+        "machine": MACHINE,
+    }
 
 
 def test_seeded_pairs_show_mean_and_spread_and_how_many_seeds_agree(
@@ -225,7 +231,8 @@ def test_seeded_pairs_show_mean_and_spread_and_how_many_seeds_agree(
     # mean and sample standard deviation of the three seeds, computed by hand
     assert (
         "| mlp, shared_init | 3 | 90.0% ± 0.0% / 80.0% ± 0.0% | 1.000 ± 0.200 / 1.000 ± 0.200 / "
-        "1.000 ± 0.200 | 0.190 ± 0.269 / 0.190 ± 0.269 / 0.190 ± 0.269 | fc1 (rest a) |" in "\n".join(md)
+        "1.000 ± 0.200 | 0.190 ± 0.269 / 0.190 ± 0.269 / 0.190 ± 0.269 | fc1 (rest a) |"
+        in "\n".join(md)
     )
     assert "| mlp, shared_init | seed2 | 0.800 | 0.500 | 1 of 1 |" in md
     assert "| fc1 | a | 0.190 ± 0.269 | 0.190 ± 0.269 | 0.190 ± 0.269 |" in md
@@ -256,7 +263,10 @@ def test_federated_partial_wins_on_three_of_four_splits_say_not(
 @pytest.mark.parametrize(
     ("machine", "words"),
     [
-        ({**MACHINE, "processor": "arm64", "torch": "2.15.0"}, "**Drift across machines** (not a result)"),
+        (
+            {**MACHINE, "processor": "arm64", "torch": "2.15.0"},
+            "**Drift across machines** (not a result)",
+        ),
         (MACHINE, "**Not reproducible on the same machine**"),
     ],
 )

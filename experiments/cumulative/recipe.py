@@ -17,8 +17,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 from lwlc.formats.io import read_csv
 
 CLAIM = (

@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 from lwlc.core.barriers import path_barrier
 from lwlc.core.interpolation import InterpolationPath, default_alphas, interpolate, make_paths
 from lwlc.core.layers import default_groups

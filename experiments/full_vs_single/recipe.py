@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 
 CLAIM = (
     "Averaging a single layer of two trained networks barely changes their loss, while "

@@ -22,8 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import default_alphas, make_paths

@@ -26,8 +26,7 @@ from lightning.pytorch import LightningDataModule
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 from lwlc.core.engine import Evaluator
 from lwlc.core.interpolation import default_alphas, make_paths
 from lwlc.core.layers import Group, default_groups

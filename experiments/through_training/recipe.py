@@ -14,8 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lwlc import figures
-from lwlc import recipes
+from lwlc import figures, recipes
 from lwlc.formats.io import read_csv
 
 CLAIM = (

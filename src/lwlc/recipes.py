@@ -1,4 +1,4 @@
-"""The toolkit of the paper's recipes (``experiments/*/recipe.py``): train pairs, measure, read back.
+"""The toolkit of the paper's recipes (``experiments/*/recipe.py``): train, measure, read back.
 
 Recipes chain lwlc's own commands (``lwlc fit`` to train a pair, ``lwlc analyze`` to measure
 it) and read the results back, so an experiment computes exactly what a user of those commands

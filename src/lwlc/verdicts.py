@@ -106,5 +106,5 @@ def agree(words: Sequence[str]) -> tuple[str, int]:
 
 
 def seeds_phrase(count: int, total: int) -> str:
-    """"1 seed", or "2 of 3 seeds agree"."""
+    """ "1 seed", or "2 of 3 seeds agree"."""
     return "1 seed" if total == 1 else f"{count} of {total} seeds agree"

@@ -228,7 +228,9 @@ def parse_seeds(text: str | None) -> list[int] | None:
     try:
         seeds = [int(part) for part in str(text).split(",")]
     except ValueError:
-        raise LwlcError(f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+        raise LwlcError(
+            f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2"
+        ) from None
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise LwlcError(f"--seeds {text!r} must be distinct non-negative integers, e.g. 0,1,2")
     return seeds
