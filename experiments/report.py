@@ -96,7 +96,7 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
 
 DRIFT_FILE = "drift.json"
 # What makes two runs' machines "the same" for a rerun's numbers.
-MACHINE_KEYS = ("processor", "platform", "gpu", "torch", "python")
+MACHINE_KEYS = ("cpu_model", "processor", "platform", "gpu", "torch", "python")
 
 
 def drift(before: Record | None, after: Record) -> Record | None:
@@ -122,7 +122,8 @@ def drift(before: Record | None, after: Record) -> Record | None:
     return {
         "compared": len(numbers),
         "changed": changed,
-        "same_machine": all(m_a.get(k) == m_b.get(k) for k in MACHINE_KEYS),
+        # a key either record lacks (older runs have no cpu_model) cannot show the same machine
+        "same_machine": all(k in m_a and m_a.get(k) == m_b.get(k) for k in MACHINE_KEYS),
         "previous_machine": {k: m_a.get(k) for k in MACHINE_KEYS},
         "previous_commit": before["run"].get("commit"),
     }
@@ -140,12 +141,13 @@ def drift_line(result: Result) -> str:
     largest = f"largest change: `{key}` {old:.4g} -> {new:.4g}"
     if d["same_machine"]:
         return (
-            f"**Not reproducible on the same machine**: {count} replaced (same processor, "
+            f"**Not reproducible on the same machine**: {count} replaced (same CPU model, "
             f"platform, GPU, Python and torch; commit {str(d['previous_commit'])[:7]}); {largest}."
         )
     return (
         f"**Drift across machines** (not a result): {count} replaced, which ran on "
-        f"{m['processor']} ({m['platform']}), {m['gpu'] or 'no GPU'}, torch {m['torch']}, "
+        f"{m.get('cpu_model') or m['processor'] + ' (CPU model not recorded)'} "
+        f"({m['platform']}), {m['gpu'] or 'no GPU'}, torch {m['torch']}, "
         f"Python {m['python']} (commit {str(d['previous_commit'])[:7]}); {largest}."
     )
 
@@ -356,7 +358,8 @@ def machine_line(result: Result, repo: Path) -> str:
     load = f", load average {m['load_average_1min']}" if "load_average_1min" in m else ""
     lwlc = f", lwlc {m['lwlc']}" if "lwlc" in m else ""
     return (
-        f"Machine and time: {m['processor']}, {m['cpu_cores']} cores (torch threads: "
+        f"Machine and time: {m.get('cpu_model') or m['processor']}, {m['cpu_cores']} cores "
+        "(torch threads: "
         f"{m['torch_threads']}{load}), {gpu}; Python {m['python']}, torch {m['torch']}{lwlc}; "
         f"{run['wall_time_s']} s; {freshness(result, repo)}."
     )

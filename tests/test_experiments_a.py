@@ -97,6 +97,12 @@ def test_run_saves_headline_claim_scale_machine_and_time(
     assert run["experiment"] == "arith" and run["scale"] == "smoke"
     assert run["claim"] == "two plus two is four"
     assert run["wall_time_s"] >= 0 and run["machine"]["cpu_cores"] >= 1
+    # the CPU model, as /proc/cpuinfo names it (reruns on other machines are told apart by it)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        name = next(x for x in cpuinfo.read_text().splitlines() if x.startswith("model name"))
+        assert run["machine"]["cpu_model"] == name.split(":", 1)[1].strip()
+    assert run["machine"]["torch"] == torch.__version__
     printed = capsys.readouterr().out
     assert "sum: 4.0000" in printed and str(out / "result.json") in printed
 

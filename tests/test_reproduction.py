@@ -260,18 +260,30 @@ def test_federated_partial_wins_on_three_of_four_splits_say_not(
     assert "not when on two or more others" in verdict
 
 
+XEON = {**MACHINE, "cpu_model": "Xeon 8480"}
+
+
 @pytest.mark.parametrize(
-    ("machine", "words"),
+    ("before", "machine", "words", "names"),
     [
         (
-            {**MACHINE, "processor": "arm64", "torch": "2.15.0"},
-            "**Drift across machines** (not a result)",
+            XEON,
+            {**XEON, "cpu_model": "EPYC 9654"},
+            "**Drift across machines**",
+            "Xeon 8480 (Linux)",
         ),
-        (MACHINE, "**Not reproducible on the same machine**"),
+        (XEON, {**XEON, "torch": "2.15.0"}, "**Drift across machines**", "torch 2.14.1"),
+        (MACHINE, XEON, "**Drift across machines**", "x86_64 (CPU model not recorded)"),
+        (XEON, XEON, "**Not reproducible on the same machine**", "same CPU model"),
     ],
 )
 def test_a_rerun_that_changes_the_numbers_is_reported_as_drift_or_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine: dict, words: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    before: dict,
+    machine: dict,
+    words: str,
+    names: str,
 ) -> None:
     bare_experiments(tmp_path, monkeypatch, "subspace")
     run = tmp_path / "runs" / "subspace-quick"
@@ -283,12 +295,10 @@ def test_a_rerun_that_changes_the_numbers_is_reported_as_drift_or_failure(
         (run / "result.json").write_text(json.dumps(record))
         return experiment.report(tmp_path / "runs").read_text()
 
-    first = write(3.0, MACHINE)
+    first = write(3.0, before)
     assert "Drift" not in first and "Not reproducible" not in first
-    assert "Drift" not in write(3.0, MACHINE)  # the same numbers: nothing to report
+    assert "Drift" not in write(3.0, before)  # the same numbers: nothing to report
     md = write(2.5, machine)
     line = next(x for x in md.splitlines() if x.startswith(words))
-    assert "1 of 2 headline numbers differ" in line
+    assert "1 of 2 headline numbers differ" in line and names in line
     assert "`subspace_over_null_loss_increase` 3 -> 2.5" in line
-    if machine != MACHINE:
-        assert "x86_64 (Linux), no GPU, torch 2.14.1" in line  # the machine it drifted from

@@ -92,6 +92,17 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), so reruns can tell machines apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, object]:
     """The machine a result was measured on: CPU, cores, load, accelerator, library versions."""
     import torch
@@ -102,6 +113,7 @@ def machine() -> dict[str, object]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
