@@ -447,56 +447,36 @@ def over_band(barriers: Rows) -> str:
 
 
 def seed_table(result: Result, folder: str) -> list[str]:
-    """Each seed's full and largest single-layer midpoint barrier (pairs run with seeds only)."""
+    """Each seed's full and largest single-layer midpoint barrier (pairs run with seeds only):
+    at the end of training, from ``lwlc analyze`` (``analysis``) or the Callback's last epoch."""
+    key = "midpoint/" if folder == "analysis" else "last/"
     rows = []
     for network, pairing in result.pairs():
         prefixes = result.seed_prefixes(network, pairing)
         if len(prefixes) < 2:
             continue
         for prefix, path in zip(prefixes, result.pair_folders(network, pairing), strict=True):
-            last = "" if folder == "analysis" else "last/"
-            csv_rows = read_csv(path / folder / "barriers.csv")
+            csv_rows = [r for r in read_csv(path / folder / "barriers.csv") if r["split"] == "test"]
             if folder != "analysis":
                 end = max(float(r["epoch"]) for r in csv_rows)  # type: ignore[arg-type]
-                csv_rows = [
-                    r for r in csv_rows if float(r["epoch"]) == end and r["split"] == "test"
-                ]  # type: ignore[arg-type]
+                csv_rows = [r for r in csv_rows if float(r["epoch"]) == end]  # type: ignore[arg-type]
             rows.append(
                 [
                     f"{network}, {pairing}",
                     prefix.rstrip("/").rsplit("/", 1)[-1],
-                    nats(
-                        result[
-                            f"{prefix}{last}midpoint/full_loss_barrier".replace(
-                                "last/midpoint/", "last/"
-                            )
-                        ]
-                    ),
-                    nats(
-                        result[
-                            f"{prefix}{last}midpoint/max_single_loss_barrier".replace(
-                                "last/midpoint/", "last/"
-                            )
-                        ]
-                    ),
+                    nats(result[f"{prefix}{key}full_loss_barrier"]),
+                    nats(result[f"{prefix}{key}max_single_loss_barrier"]),
                     over_band(csv_rows),
                 ]
             )
     if not rows:
         return []
+    header = ["pair", "seed", "full", "max single layer"]
+    header.append(f"single-layer paths over {verdicts.SINGLE_BAND} nats")
     return [
         "Each seed (midpoint loss barriers, nats, test split, at the end of training):",
         "",
-        *table(
-            [
-                "pair",
-                "seed",
-                "full",
-                "max single layer",
-                f"single-layer paths over {verdicts.SINGLE_BAND} nats",
-            ],
-            rows,
-        ),
+        *table(header, rows),
     ]
 
 
@@ -661,23 +641,7 @@ def cumulative(result: Result) -> tuple[list[str], str]:
     lines += table(
         ["pair", "order", "layers added", "barrier for k = 1..n (midpoint)", "onset"], rows
     )
-    full_rows = []
-    for n, pg in result.pairs():
-        v = functools.partial(result.values, n, pg)
-        full_rows.append(
-            [
-                f"{n}, {pg}",
-                len(v("acc_a")),
-                f"{spread(v('acc_a'), pct)} / {spread(v('acc_b'), pct)}",
-                " / ".join(
-                    spread(v(f"{'' if r == 'midpoint' else r + '/'}full_loss_barrier"))
-                    for r in REFS
-                ),
-            ]
-        )
-    lines += table(
-        ["pair", "seeds", "test acc A / B", "full barrier (midpoint / models / path)"], full_rows
-    )
+    lines += cumulative_full_rows(result)
     for network, pairing in result.pairs():
         lines += result.figure_lines(
             [
@@ -697,6 +661,27 @@ def cumulative(result: Result) -> tuple[list[str], str]:
         )
         summary.append(verdict_cumulative(result, network, pairing))
     return lines, "; ".join(summary)
+
+
+def cumulative_full_rows(result: Result) -> list[str]:
+    """Each pair's accuracies and full barrier (every reference), over its seeds."""
+    full_rows = []
+    for n, pg in result.pairs():
+        v = functools.partial(result.values, n, pg)
+        full_rows.append(
+            [
+                f"{n}, {pg}",
+                len(v("acc_a")),
+                f"{spread(v('acc_a'), pct)} / {spread(v('acc_b'), pct)}",
+                " / ".join(
+                    spread(v(f"{'' if r == 'midpoint' else r + '/'}full_loss_barrier"))
+                    for r in REFS
+                ),
+            ]
+        )
+    return table(
+        ["pair", "seeds", "test acc A / B", "full barrier (midpoint / models / path)"], full_rows
+    )
 
 
 def verdict_cumulative(result: Result, network: str, pairing: str) -> str:

@@ -302,3 +302,38 @@ def test_a_rerun_that_changes_the_numbers_is_reported_as_drift_or_failure(
     line = next(x for x in md.splitlines() if x.startswith(words))
     assert "1 of 2 headline numbers differ" in line and names in line
     assert "`subspace_over_null_loss_increase` 3 -> 2.5" in line
+
+
+def test_through_training_with_seeds_averages_each_epoch_and_a_tie_says_the_weaker_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare_experiments(tmp_path, monkeypatch, "through_training")
+    run = tmp_path / "runs" / "through_training-quick"
+    full, single = {0: (0.0, 1.0), 1: (0.0, 0.6)}, {0: (0.0, 0.05), 1: (0.0, 0.3)}
+    out: dict[str, object] = {"net/half_data/pairing": "p", "net/half_data/seeds": "0,1"}
+    header = "epoch,plan,group,rest_from,split,reference,loss_barrier,error_barrier"
+    for seed in (0, 1):
+        lines = [header]
+        for epoch in (0, 1):
+            for ref in ("midpoint", "models", "path"):
+                lines.append(f"{epoch},full,all,a,test,{ref},{full[seed][epoch]},0")
+                lines.append(f"{epoch},single,conv1,a,test,{ref},{single[seed][epoch]},0")
+                lines.append(f"{epoch},single,conv1,a,train,{ref},9.0,0")  # not the test split
+        folder = run / "net" / "half_data" / f"seed{seed}" / "barriers"
+        folder.mkdir(parents=True)
+        (folder / "barriers.csv").write_text("\n".join(lines) + "\n")
+        p = f"net/half_data/seed{seed}/"
+        out[p + "epochs"] = "0,1"
+        for ref in ("last/", "models/last/", "path/last/"):
+            out[p + ref + "full_loss_barrier"] = full[seed][1]
+            out[p + ref + "max_single_loss_barrier"] = single[seed][1]
+        out[p + "peak_full_loss_barrier"], out[p + "peak_full_epoch"] = full[seed][1], 1.0
+        out[p + "max_single_loss_barrier_any_epoch"] = single[seed][1]
+    (run / "result.json").write_text(json.dumps({**out, "run": run_meta("through_training")}))
+    md = experiment.report(tmp_path / "runs").read_text().splitlines()
+    # epoch 1 over the two seeds: mean ± sample sd of (1.0, 0.6) and of (0.05, 0.3)
+    assert "| 1 | 0.800 ± 0.283 | 0.175 ± 0.177 | 0.175 ± 0.177 | 0 of 1, 1 of 1 |" in md
+    assert "| net, half_data | seed1 | 0.600 | 0.300 | 1 of 1 |" in md
+    verdict = next(line for line in md if line.startswith("Verdict: "))
+    # seed 0 reproduces (0.05 within the band and a third), seed 1 fails both rules: a tie
+    assert "**not** (1 of 2 seeds agree; net, half_data, midpoint reference)" in verdict
