@@ -413,6 +413,17 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
                 for g, rest in per_layer[0]
             ],
         )
+        outside = [
+            f"{g} (rest {rest})"
+            for g, rest in per_layer[0]
+            if statistics.fmean(seed[(g, rest)]["midpoint"] for seed in per_layer)
+            > verdicts.SINGLE_BAND
+        ]
+        lines.append(
+            f"Outside the paper's {verdicts.SINGLE_BAND}-nat band (midpoint, mean over the seeds): "
+            f"{', '.join(outside) or 'none'}."
+        )
+        lines.append("")
         lines += result.figure_lines(
             [
                 (

@@ -144,6 +144,7 @@ def test_report_turns_a_run_folder_into_its_numbers(
     )
     # every single layer, all three references side by side, read from the copied CSV
     assert "| fc1 | b | 0.148 | 3.210 | 0.000 |" in md
+    assert "Outside the paper's 0.1-nat band (midpoint, mean over the seeds): fc1 (rest b)." in md
     assert "| head | a | 0.000 | 0.400 | 0.000 |" in md
     assert (
         "![independent: per-layer midpoint barriers]"
