@@ -1019,6 +1019,15 @@ def scale_note(found: Sequence[Result], repo: Path) -> list[str]:
     ]
 
 
+# The command that would fill a scale no run has reported yet.
+NOT_RUN = {
+    "quick": "lwlc experiment NAME --quick",
+    "fmnist": "lwlc experiment NAME --fmnist",
+    "fmnist_resnet": "lwlc experiment NAME --fmnist-resnet, NAME = full_vs_single, "
+    "through_training, cumulative: about 7 hours each on 2 CPU cores",
+}
+
+
 def render(experiments: Path, repo: Path) -> str:
     """REPRODUCTION.md from the copied runs under ``experiments``."""
     head = [
@@ -1052,6 +1061,7 @@ def render(experiments: Path, repo: Path) -> str:
             if (results_dir(experiments, name, scale) / "result.json").is_file()
         ]
         if not found:
+            head += [f"Not run yet: {SCALE_WORDS[scale]} (`{NOT_RUN.get(scale, '')}`).", ""]
             continue
         bodies += [f"## Scale {SCALE_WORDS[scale]}", "", *scale_note(found, repo)]
         for result in found:

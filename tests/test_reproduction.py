@@ -168,6 +168,9 @@ def test_report_turns_a_run_folder_into_its_numbers(
     assert "4 cores (torch threads: 2, load average 3.5), no GPU" in machine
     assert "torch 2.14.1, lwlc 0.1.0; 101.5 s; commit " in machine
     assert machine.endswith("recipe unchanged at HEAD.")
+    # the scales with no run say so, with the command that would fill them
+    assert any(line.startswith("Not run yet: fmnist_resnet (") for line in md)
+    assert not any(line.startswith("Not run yet: quick") for line in md)
     summary = next(line for line in md if line.startswith("| 1 | full_vs_single | quick |"))
     assert summary.endswith("| 101.5 s |")
 
