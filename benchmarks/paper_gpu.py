@@ -5,7 +5,10 @@ Runs ``lwlc fit`` on ``configs/paper_cifar10_resnet18.yaml`` (ResNet-18 without 
 short run must change: a stop after ``--epochs`` epochs (``max_epochs`` stays 200, so the
 learning-rate schedules are the full run's), a wall-clock limit (``trainer.max_time``, from
 ``--budget-s``), the run folder, the Callback's plans (``--plans``, default the full model only, to
-spend the budget on training) and, when CIFAR-10 is not on the machine, the data. The Callback
+spend the budget on training; ``--plans full,single`` adds every single layer, reported as the
+worst one per epoch), splits (``--splits``, default test) and sample budget (``--max-samples``,
+default the configs': the whole split) and, when CIFAR-10 is not on the machine, the data
+(``--show-data`` prints which data a run would use and stops). The Callback
 measures the full-model barrier after every epoch (the configs' ``at_epochs`` 0-9), so its
 ``barriers.csv`` shows the barrier rise from 0 at the initialisation (both members share it).
 
@@ -64,6 +67,11 @@ FMNIST_FILE = "train-images-idx3-ubyte"
 SCHEDULE_EPOCHS = 200
 SCHEDULE_EVALUATIONS = 10 + SCHEDULE_EPOCHS // 20  # after epochs 0-9, and every 20 up to 200
 RESERVE_S = 60  # per pair: process start, data loading and the Callback's last evaluation
+DATA_LABELS = {
+    "cifar10": "CIFAR-10",
+    "fashion-mnist": "Fashion-MNIST (real IDX files) padded to 3x32x32 - not CIFAR-10",
+    "fabricated": "FABRICATED random images and labels (barriers meaningless)",
+}
 
 
 class FashionMNIST32(FashionMNISTDataModule):
@@ -185,7 +193,12 @@ def derived_config(
     if args.precision:
         trainer["precision"] = args.precision
     barrier = trainer["callbacks"][0]
-    barrier["init_args"]["spec"]["plans"] = args.plans.split(",")
+    options = callback_options(barrier)
+    options["plans"] = args.plans.split(",")
+    if args.splits:
+        options["splits"] = args.splits.split(",")
+    if args.max_samples:
+        options["max_samples"] = args.max_samples
     clock = {
         "class_path": "paper_gpu.EpochClock",
         "init_args": {"path": str(run_dir / "epochs.json"), "stop_after": args.epochs},
@@ -207,22 +220,40 @@ def derived_config(
     if args.cpu_check:  # tiny: a narrow network, a few batches, a small evaluation
         config["model"]["init_args"]["model"]["init_args"]["width"] = 8
         trainer.update(accelerator="cpu", limit_train_batches=3, limit_val_batches=1)
-        barrier["init_args"]["max_samples"] = 64
+        options["max_samples"] = 64
         config["data"]["init_args"]["num_workers"] = 0
         if kind == "fabricated":
             config["data"]["init_args"].update(samples=512, test_samples=128)
     return config
 
 
-def full_barriers(path: Path) -> dict[int, float]:
-    """Epoch -> full-model loss barrier (midpoint reference, rest-free, test split)."""
+def callback_options(barrier: dict[str, Any]) -> dict[str, Any]:
+    """The barrier Callback's options in a config entry (its init_args, or their ``spec``)."""
+    options = barrier["init_args"]
+    spec = options.get("spec")
+    if isinstance(spec, dict):
+        return spec.get("init_args", spec)
+    return options
+
+
+def full_barriers(path: Path, plan: str = "full") -> dict[int, float]:
+    """Epoch -> the largest loss barrier of ``plan``'s paths (midpoint reference, test split):
+    the full model's, or the worst single layer's (either rest)."""
     if not path.is_file():
         return {}
     with path.open() as f:
         rows = [
-            r for r in csv.DictReader(f) if r["plan"] == "full" and r["reference"] == "midpoint"
+            r
+            for r in csv.DictReader(f)
+            if r["plan"] == plan
+            and r["reference"] == "midpoint"
+            and r.get("split", "test") == "test"
         ]
-    return {int(r["epoch"]): float(r["loss_barrier"]) for r in rows}
+    out: dict[int, float] = {}
+    for r in rows:
+        epoch = int(float(r["epoch"]))
+        out[epoch] = max(out.get(epoch, -float("inf")), float(r["loss_barrier"]))
+    return out
 
 
 def eval_seconds(run_dir: Path) -> list[float]:
@@ -282,6 +313,7 @@ def run_pair(
         "source": source,
         "run_dir": run_dir,
         "barriers": full_barriers(run_dir / "barriers" / "barriers.csv"),
+        "single": full_barriers(run_dir / "barriers" / "barriers.csv", "single"),
         "evals": eval_seconds(run_dir),
     }
 
@@ -291,16 +323,18 @@ def row(r: dict[str, Any], precision: str) -> str:
     times = [e["seconds"] for e in r["epochs"]]
     images = [e["images"] for e in r["epochs"]]
     if not times:
-        return f"| {r['name']} | {precision} | 0 | - | - | - | - | - | - | (no epoch finished in {r['wall']:.0f} s) |"
+        return f"| {r['name']} | {precision} | 0 | - | - | - | - | - | - | (no epoch finished in {r['wall']:.0f} s) | - |"
     steady = times[1:] or times
     epoch_s = statistics.median(steady)
     rate = statistics.median([n / t for n, t in zip(images[1:] or images, steady, strict=True)])
     per_eval = statistics.mean(r["evals"]) if r["evals"] else 0.0
     hours = (SCHEDULE_EPOCHS * epoch_s + SCHEDULE_EVALUATIONS * per_eval) / 3600
     barriers = ", ".join(f"{e}: {b:.2f}" for e, b in sorted(r["barriers"].items())) or "-"
+    single = ", ".join(f"{e}: {b:.2f}" for e, b in sorted(r.get("single", {}).items())) or "-"
     return (
         f"| {r['name']} | {precision} | {len(times)} | {times[0]:.1f} | {epoch_s:.1f} | {rate:,.0f} | "
-        f"{per_eval:.1f} ({len(r['evals'])}) | {r['wall']:.0f} | {hours:.1f} | {barriers} |"
+        f"{per_eval:.1f} ({len(r['evals'])}) | {r['wall']:.0f} | {hours:.1f} | {barriers} | "
+        f"{single} |"
     )
 
 
@@ -339,6 +373,20 @@ def main() -> None:
         "--plans", default="full", help="the Callback's plans (the configs: full,single)"
     )
     p.add_argument(
+        "--splits", default="test", help="the Callback's splits (the configs: test,train)"
+    )
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="samples per split the Callback measures (default: the configs', the whole split)",
+    )
+    p.add_argument(
+        "--show-data",
+        action="store_true",
+        help="print the data this run would use (and how it was found), then stop",
+    )
+    p.add_argument(
         "--precision", default="", help="trainer precision (the configs: 32-true; e.g. bf16-mixed)"
     )
     p.add_argument(
@@ -351,14 +399,16 @@ def main() -> None:
     args = p.parse_args()
     if args.cpu_check:
         args.epochs = min(args.epochs, 2)
-    elif not torch.cuda.is_available():
+    elif not torch.cuda.is_available() and not args.show_data:
         raise SystemExit("no CUDA device: this script is for a GPU (use --cpu-check on a CPU)")
     names = args.models.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
     data = find_data(args)
-    print(f"paper_gpu: data {data[0]} {data[1]}", flush=True)
+    print(f"paper_gpu: data {data[0]} {data[1]}: {DATA_LABELS[data[0]]}", flush=True)
+    if args.show_data:
+        return
     started, results = time.perf_counter(), []
     for i, name in enumerate(names):
         left = args.budget_s - (time.perf_counter() - started)
@@ -367,11 +417,7 @@ def main() -> None:
         results.append(run_pair(name, args, data, max_time))
         print(row(results[-1], args.precision or "32-true"), flush=True)
 
-    labels = {
-        "cifar10": "CIFAR-10",
-        "fashion-mnist": "Fashion-MNIST (real IDX files) padded to 3x32x32 - not CIFAR-10",
-        "fabricated": "FABRICATED random images and labels (barriers meaningless)",
-    }
+    labels = DATA_LABELS
     section = "\n".join(
         [
             "",
@@ -383,9 +429,10 @@ def main() -> None:
             f"configs/paper_cifar10_*.yaml as shipped (batch 64, SGD, the authors' schedules; precision {args.precision or '32-true'}) "
             f"but for a stop after {args.epochs} epochs (the 200-epoch schedules kept), max_time and the Callback's plans ({args.plans}; "
             + (
-                "64 test samples, at width 8, 3 batches an epoch)"
+                "64 samples per split, at width 8, 3 batches an epoch)"
                 if args.cpu_check
-                else "1000 test samples, 11 alphas)"
+                else f"splits {args.splits}, "
+                f"{args.max_samples or 'all'} samples per split, the configs' alphas)"
             )
             + ".",
             "'images/s': both members' training images per second (median over epochs after the first); epoch times "
@@ -393,8 +440,8 @@ def main() -> None:
             "evaluations at the measured cost; barrier: full-model loss barrier (midpoint reference, test) after each "
             "epoch (0 = the shared initialisation).",
             "",
-            "| pair | precision | epochs | first epoch s | epoch s | images/s | s per evaluation (n) | wall s | projected h (200 epochs) | full-model barrier by epoch |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| pair | precision | epochs | first epoch s | epoch s | images/s | s per evaluation (n) | wall s | projected h (200 epochs) | full-model barrier by epoch | max single-layer barrier by epoch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *(row(r, args.precision or "32-true") for r in results),
             "",
         ]

@@ -17,9 +17,11 @@ commit it ran at and whether the recipe has changed since (then it is marked sta
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
+import statistics
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,16 +29,21 @@ from typing import Any
 
 import yaml
 
+from lwlc import verdicts
 from lwlc.formats.io import read_csv
 
-SCALES = ("quick", "fmnist")
+SCALES = ("quick", "fmnist", "fmnist_resnet")
 SCALE_WORDS = {
     "quick": "quick (scikit-learn's 8x8 digits and other embedded data, minutes on a CPU)",
     "fmnist": "fmnist (the real Fashion-MNIST at full size: 60000 training, 10000 test images)",
+    "fmnist_resnet": "fmnist_resnet (the paper's no-norm ResNet-18 at width 8 on the real "
+    "Fashion-MNIST: 60000 training, 10000 test images; three pairings, several seeds)",
 }
 PAIRING_WORDS = {
     "shared_init": "shared init (the paper's pairing: one initialisation, different data order)",
     "independent": "independent (different initialisation and data order)",
+    "half_data": "half data (the authors' Figure 1 pairing: one initialisation, each member on its "
+    "own disjoint half of the training data)",
 }
 REFERENCE_WORDS = (
     "**Barrier references** (every loss barrier in nats of test cross-entropy, error barriers "
@@ -48,7 +55,7 @@ REFERENCE_WORDS = (
 )
 # What a run's record is made of, besides result.json and the figures: the barrier CSVs, the
 # measurement summaries and each pair's resolved training config.
-COPIED = ("**/barriers.csv", "**/summary.json", "*/*/logs/version_0/config.yaml")
+COPIED = ("**/barriers.csv", "**/summary.json", "**/logs/version_0/config.yaml")
 Record = dict[str, Any]
 Rows = list[dict[str, object]]
 
@@ -65,6 +72,8 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
             if not (run / "result.json").is_file():
                 continue
             results = results_dir(experiments, name, scale)
+            previous = results / "result.json"
+            before = json.loads(previous.read_text()) if previous.is_file() else None
             if results.exists():
                 shutil.rmtree(results)
             results.mkdir(parents=True)
@@ -78,8 +87,69 @@ def collect(runs: Path, experiments: Path, names: Sequence[str]) -> list[str]:
             figures.mkdir()
             for png in sorted((run / "figures").glob("*.png")):
                 shutil.copyfile(png, figures / png.name)
+            found = drift(before, json.loads((run / "result.json").read_text()))
+            if found:
+                (results / DRIFT_FILE).write_text(json.dumps(found, indent=1) + "\n")
             copied.append(f"{name}-{scale}")
     return copied
+
+
+DRIFT_FILE = "drift.json"
+# What makes two runs' machines "the same" for a rerun's numbers.
+MACHINE_KEYS = ("cpu_model", "processor", "platform", "gpu", "torch", "python")
+
+
+def drift(before: Record | None, after: Record) -> Record | None:
+    """How a rerun's headline numbers differ from the copy it replaces (None: no earlier copy,
+    or every shared number equal): each changed key's old and new value, and whether the
+    machine and versions were the same (then the change is a failure to reproduce, else a
+    drift across machines)."""
+    if before is None:
+        return None
+    numbers = {
+        k: (before[k], v)
+        for k, v in after.items()
+        if isinstance(v, float) and isinstance(before.get(k), float)
+    }
+    changed = {
+        k: [a, b]
+        for k, (a, b) in numbers.items()
+        if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    }
+    if not changed:
+        return None
+    m_a, m_b = before["run"].get("machine", {}), after["run"].get("machine", {})
+    return {
+        "compared": len(numbers),
+        "changed": changed,
+        # a key either record lacks (older runs have no cpu_model) cannot show the same machine
+        "same_machine": all(k in m_a and m_a.get(k) == m_b.get(k) for k in MACHINE_KEYS),
+        "previous_machine": {k: m_a.get(k) for k in MACHINE_KEYS},
+        "previous_commit": before["run"].get("commit"),
+    }
+
+
+def drift_line(result: Result) -> str:
+    """The rerun's drift from the copy it replaced, in words ("" when there was none)."""
+    path = result.folder / DRIFT_FILE
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    key, (old, new) = max(d["changed"].items(), key=lambda kv: abs(kv[1][1] - kv[1][0]))
+    m = d["previous_machine"]
+    count = f"{len(d['changed'])} of {d['compared']} headline numbers differ from the run this one"
+    largest = f"largest change: `{key}` {old:.4g} -> {new:.4g}"
+    if d["same_machine"]:
+        return (
+            f"**Not reproducible on the same machine**: {count} replaced (same CPU model, "
+            f"platform, GPU, Python and torch; commit {str(d['previous_commit'])[:7]}); {largest}."
+        )
+    return (
+        f"**Drift across machines** (not a result): {count} replaced, which ran on "
+        f"{m.get('cpu_model') or m['processor'] + ' (CPU model not recorded)'} "
+        f"({m['platform']}), {m['gpu'] or 'no GPU'}, torch {m['torch']}, "
+        f"Python {m['python']} (commit {str(d['previous_commit'])[:7]}); {largest}."
+    )
 
 
 def results_dir(experiments: Path, name: str, scale: str) -> Path:
@@ -120,6 +190,24 @@ def image(path: str, alt: str) -> str:
     return f"![{alt}]({path})"
 
 
+def spread(values: Sequence[object], fmt: Callable[[object], str] = nats) -> str:
+    """One value as ``fmt`` prints it; several (one per seed) as mean ± standard deviation."""
+    xs = [float(v) for v in values]  # type: ignore[arg-type]
+    if len(xs) == 1:
+        return fmt(xs[0])
+    return f"{fmt(statistics.fmean(xs))} ± {fmt(statistics.stdev(xs))}"
+
+
+def distinct(values: Sequence[object]) -> str:
+    """The different values of the seeds, in order, joined (one when they all agree)."""
+    return " / ".join(dict.fromkeys(str(v) for v in values))
+
+
+def bold(word: str) -> str:
+    """A verdict word as REPRODUCTION.md shows it."""
+    return f"**{word}**"
+
+
 # ------------------------------------------------------------------------------- records
 
 
@@ -146,6 +234,28 @@ class Result:
     def csv(self, relative: str) -> Rows:
         return read_csv(self.folder / relative)
 
+    def seed_prefixes(self, network: str, pairing: str) -> list[str]:
+        """The record's key prefix of each seed of a pair: ``net/pairing/seed<s>/`` when the
+        pair was run with seeds (its ``seeds`` key lists them), else ``net/pairing/``."""
+        base = f"{network}/{pairing}/"
+        seeds = self.record.get(base + "seeds")
+        if seeds is None:
+            return [base]
+        return [f"{base}seed{s}/" for s in str(seeds).split(",")]
+
+    def values(self, network: str, pairing: str, key: str) -> list[Any]:
+        """``key`` of every seed of a pair, in seed order."""
+        return [self.record[prefix + key] for prefix in self.seed_prefixes(network, pairing)]
+
+    def stem(self, network: str, pairing: str) -> str:
+        """The figures' name stem of a pair: ``net_pairing``, or its first seed's."""
+        first = self.seed_prefixes(network, pairing)[0]
+        return first.rstrip("/").replace("/", "_")
+
+    def pair_folders(self, network: str, pairing: str) -> list[Path]:
+        """The copied folder of every seed of a pair (the key prefixes are the folders)."""
+        return [self.folder / p.rstrip("/") for p in self.seed_prefixes(network, pairing)]
+
     def pairs(self) -> list[tuple[str, str]]:
         """(network, pairing) of every pair in the record, in the record's order."""
         seen = []
@@ -170,7 +280,7 @@ def training_line(result: Result) -> str:
     pairs = result.pairs()
     if not pairs:
         return ""
-    folder = result.folder / pairs[0][0] / pairs[0][1]
+    folder = result.pair_folders(*pairs[0])[0]
     config_file = folder / "logs" / "version_0" / "config.yaml"
     if not config_file.is_file():
         return ""
@@ -180,10 +290,16 @@ def training_line(result: Result) -> str:
     optimizer = config["optimizer"]["init_args"]
     schedule = config.get("lr_scheduler") or {}
     data = config["data"]
+    if "depth" in shape:  # an MLP
+        network = (
+            f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
+            f"{shape.get('num_classes')}"
+        )
+    else:
+        network = "(" + ", ".join(f"{k}: {v}" for k, v in shape.items()) + ")"
     words = (
         f"Training (each pair's `config.yaml`): {net['class_path'].rsplit('.', 1)[-1]} "
-        f"{shape.get('in_features')} -> {shape.get('depth')} x {shape.get('width')} -> "
-        f"{shape.get('num_classes')}, {data['class_path'].rsplit('.', 1)[-1]} "
+        f"{network}, {data['class_path'].rsplit('.', 1)[-1]} "
         f"(held out for validation: {data['init_args'].get('val_size')}), batch "
         f"{data['init_args']['batch_size']}, epochs {config['trainer']['max_epochs']}, "
         f"{config['optimizer']['class_path'].rsplit('.', 1)[-1]} lr {optimizer['lr']} momentum "
@@ -242,7 +358,8 @@ def machine_line(result: Result, repo: Path) -> str:
     load = f", load average {m['load_average_1min']}" if "load_average_1min" in m else ""
     lwlc = f", lwlc {m['lwlc']}" if "lwlc" in m else ""
     return (
-        f"Machine and time: {m['processor']}, {m['cpu_cores']} cores (torch threads: "
+        f"Machine and time: {m.get('cpu_model') or m['processor']}, {m['cpu_cores']} cores "
+        "(torch threads: "
         f"{m['torch_threads']}{load}), {gpu}; Python {m['python']}, torch {m['torch']}{lwlc}; "
         f"{run['wall_time_s']} s; {freshness(result, repo)}."
     )
@@ -256,21 +373,23 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
     summary = []
     rows = []
     for network, pairing in result.pairs():
-        p = f"{network}/{pairing}/"
+        v = functools.partial(result.values, network, pairing)
         rows.append(
             [
                 f"{network}, {pairing}",
-                f"{pct(result[p + 'acc_a'])} / {pct(result[p + 'acc_b'])}",
-                " / ".join(nats(result[f"{p}{r}/full_loss_barrier"]) for r in REFS),
-                " / ".join(nats(result[f"{p}{r}/max_single_loss_barrier"]) for r in REFS),
-                result[p + "midpoint/max_single_layer"],
-                f"{pp(result[p + 'midpoint/full_error_barrier'])} / "
-                f"{pp(result[p + 'midpoint/max_single_error_barrier'])}",
+                len(v("acc_a")),
+                f"{spread(v('acc_a'), pct)} / {spread(v('acc_b'), pct)}",
+                " / ".join(spread(v(f"{r}/full_loss_barrier")) for r in REFS),
+                " / ".join(spread(v(f"{r}/max_single_loss_barrier")) for r in REFS),
+                distinct(v("midpoint/max_single_layer")),
+                f"{spread(v('midpoint/full_error_barrier'), pp)} / "
+                f"{spread(v('midpoint/max_single_error_barrier'), pp)}",
             ]
         )
     lines += table(
         [
             "pair",
+            "seeds",
             "test acc A / B",
             "full barrier (midpoint / models / path)",
             "max single-layer barrier (midpoint / models / path)",
@@ -279,19 +398,39 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
         ],
         rows,
     )
+    lines += seed_table(result, "analysis")
     for network, pairing in result.pairs():
-        barriers = result.csv(f"{network}/{pairing}/analysis/barriers.csv")
-        per_layer = single_layers(barriers)
-        lines.append(f"Every single layer, {network} {pairing} (loss barriers, nats):")
+        per_layer = [
+            single_layers(read_csv(f / "analysis" / "barriers.csv"))
+            for f in result.pair_folders(network, pairing)
+        ]
+        lines.append(f"Every single layer, {network} {pairing} (loss barriers, nats{SEEDS}):")
         lines.append("")
         lines += table(
             ["layer", "rest from", "midpoint", "models", "path"],
-            [[g, rest, *(nats(v[r]) for r in REFS)] for (g, rest), v in per_layer.items()],
+            [
+                [g, rest, *(spread([seed[(g, rest)][r] for seed in per_layer]) for r in REFS)]
+                for g, rest in per_layer[0]
+            ],
         )
+        outside = [
+            f"{g} (rest {rest})"
+            for g, rest in per_layer[0]
+            if statistics.fmean(seed[(g, rest)]["midpoint"] for seed in per_layer)
+            > verdicts.SINGLE_BAND
+        ]
+        lines.append(
+            f"Outside the paper's {verdicts.SINGLE_BAND}-nat band (midpoint, mean over the seeds): "
+            f"{', '.join(outside) or 'none'}."
+        )
+        lines.append("")
         lines += result.figure_lines(
             [
-                (f"{network}_{pairing}_barriers.png", f"{pairing}: per-layer midpoint barriers"),
-                (f"{network}_{pairing}_curves.png", f"{pairing}: interpolation curves"),
+                (
+                    f"{result.stem(network, pairing)}_barriers.png",
+                    f"{pairing}: per-layer midpoint barriers",
+                ),
+                (f"{result.stem(network, pairing)}_curves.png", f"{pairing}: interpolation curves"),
             ]
         )
         summary.append(verdict_full_vs_single(result, network, pairing))
@@ -299,6 +438,7 @@ def full_vs_single(result: Result) -> tuple[list[str], str]:
 
 
 REFS = ("midpoint", "models", "path")
+SEEDS = "; over several seeds: mean ± standard deviation"
 
 
 def single_layers(barriers: Rows) -> dict[tuple[str, str], dict[str, float]]:
@@ -311,23 +451,63 @@ def single_layers(barriers: Rows) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+def over_band(barriers: Rows) -> str:
+    """How many single-layer paths (layer x rest) exceed the paper's band, midpoint reference."""
+    paths = [v["midpoint"] for v in single_layers(barriers).values() if "midpoint" in v]
+    return f"{sum(x > verdicts.SINGLE_BAND for x in paths)} of {len(paths)}"
+
+
+def seed_table(result: Result, folder: str) -> list[str]:
+    """Each seed's full and largest single-layer midpoint barrier (pairs run with seeds only):
+    at the end of training, from ``lwlc analyze`` (``analysis``) or the Callback's last epoch."""
+    key = "midpoint/" if folder == "analysis" else "last/"
+    rows = []
+    for network, pairing in result.pairs():
+        prefixes = result.seed_prefixes(network, pairing)
+        if len(prefixes) < 2:
+            continue
+        for prefix, path in zip(prefixes, result.pair_folders(network, pairing), strict=True):
+            csv_rows = [r for r in read_csv(path / folder / "barriers.csv") if r["split"] == "test"]
+            if folder != "analysis":
+                end = max(float(r["epoch"]) for r in csv_rows)  # type: ignore[arg-type]
+                csv_rows = [r for r in csv_rows if float(r["epoch"]) == end]  # type: ignore[arg-type]
+            rows.append(
+                [
+                    f"{network}, {pairing}",
+                    prefix.rstrip("/").rsplit("/", 1)[-1],
+                    nats(result[f"{prefix}{key}full_loss_barrier"]),
+                    nats(result[f"{prefix}{key}max_single_loss_barrier"]),
+                    over_band(csv_rows),
+                ]
+            )
+    if not rows:
+        return []
+    header = ["pair", "seed", "full", "max single layer"]
+    header.append(f"single-layer paths over {verdicts.SINGLE_BAND} nats")
+    return [
+        "Each seed (midpoint loss barriers, nats, test split, at the end of training):",
+        "",
+        *table(header, rows),
+    ]
+
+
+def seeded_verdict(words: Sequence[str]) -> str:
+    """The seeds' common word in bold and how many seeds gave it."""
+    word, count = verdicts.agree(words)
+    return f"{bold(word)} ({verdicts.seeds_phrase(count, len(words))}"
+
+
 def verdict_full_vs_single(result: Result, network: str, pairing: str) -> str:
-    """Reproduced when the full midpoint barrier is clear (>= 0.1 nats) and at least 3 times
-    every single layer's midpoint barrier; rests on the midpoint reference."""
-    p = f"{network}/{pairing}/"
-    full = float(result[p + "midpoint/full_loss_barrier"])
-    single = float(result[p + "midpoint/max_single_loss_barrier"])
-    models = float(result[p + "models/max_single_loss_barrier"])
-    where = f"{network}, {pairing}, midpoint reference"
-    if full < 0.1:
-        return (
-            f"**no barrier to test** ({where}): the full barrier is {nats(full)} nats, the two "
-            "models lie in one linearly connected basin"
-        )
-    word = "**reproduced**" if single * 3 <= full else "**not reproduced**"
+    """The rule of ``verdicts.single_layer`` per seed on the midpoint reference."""
+    v = functools.partial(result.values, network, pairing)
+    fulls = [float(x) for x in v("midpoint/full_loss_barrier")]
+    singles = [float(x) for x in v("midpoint/max_single_loss_barrier")]
+    words = [verdicts.single_layer(f, s) for f, s in zip(fulls, singles, strict=True)]
+    head = f"{seeded_verdict(words)}; {network}, {pairing}, midpoint reference)"
     return (
-        f"{word} ({where}): full {nats(full)} nats vs at most {nats(single)} for a single layer"
-        f" (against the whole models, models reference: up to {nats(models)})"
+        f"{head}: full {spread(fulls)} nats vs at most {spread(singles)} for a single layer "
+        f"(paper's band {verdicts.SINGLE_BAND}; against the whole models, models reference: up "
+        f"to {spread(v('models/max_single_loss_barrier'))})"
     )
 
 
@@ -339,21 +519,23 @@ def through_training(result: Result) -> tuple[list[str], str]:
     summary = []
     rows = []
     for network, pairing in result.pairs():
-        p = f"{network}/{pairing}/"
+        v = functools.partial(result.values, network, pairing)
         rows.append(
             [
                 f"{network}, {pairing}",
-                result[p + "epochs"].split(",")[-1],
-                " / ".join(nats(result[f"{p}{ref_key(r)}full_loss_barrier"]) for r in REFS),
-                f"{nats(result[p + 'peak_full_loss_barrier'])} "
-                f"({int(result[p + 'peak_full_epoch'])})",
-                " / ".join(nats(result[f"{p}{ref_key(r)}max_single_loss_barrier"]) for r in REFS),
-                nats(result[p + "max_single_loss_barrier_any_epoch"]),
+                len(v("epochs")),
+                v("epochs")[0].split(",")[-1],
+                " / ".join(spread(v(f"{ref_key(r)}full_loss_barrier")) for r in REFS),
+                f"{spread(v('peak_full_loss_barrier'))} "
+                f"({distinct([str(int(float(e))) for e in v('peak_full_epoch')])})",
+                " / ".join(spread(v(f"{ref_key(r)}max_single_loss_barrier")) for r in REFS),
+                spread(v("max_single_loss_barrier_any_epoch")),
             ]
         )
     lines += table(
         [
             "pair",
+            "seeds",
             "last epoch",
             "full barrier at the last epoch (midpoint / models / path)",
             "full midpoint peak (epoch)",
@@ -362,18 +544,27 @@ def through_training(result: Result) -> tuple[list[str], str]:
         ],
         rows,
     )
+    lines += seed_table(result, "barriers")
     for network, pairing in result.pairs():
-        barriers = result.csv(f"{network}/{pairing}/barriers/barriers.csv")
-        lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, test split):")
+        seeds = [
+            read_csv(f / "barriers" / "barriers.csv") for f in result.pair_folders(network, pairing)
+        ]
+        lines.append(f"By epoch, {network} {pairing} (loss barriers, nats, test split{SEEDS}):")
         lines.append("")
         lines += table(
-            ["epoch", "full (midpoint)", "max single (midpoint)", "max single (models)"],
-            by_epoch(barriers),
+            [
+                "epoch",
+                "full (midpoint)",
+                "max single (midpoint)",
+                "max single (models)",
+                f"single-layer paths over {verdicts.SINGLE_BAND} (midpoint)",
+            ],
+            by_epoch(seeds),
         )
         lines += result.figure_lines(
             [
                 (
-                    f"{network}_{pairing}_heatmap_{split}_single{rest}_loss.png",
+                    f"{result.stem(network, pairing)}_heatmap_{split}_single{rest}_loss.png",
                     f"{pairing}: layers x epochs, midpoint, {split}, rest from {words}",
                 )
                 for split in ("test", "train")
@@ -398,37 +589,36 @@ def losses(rows: Rows, plan: str, reference: str) -> list[float]:
     ]
 
 
-def by_epoch(barriers: Rows) -> list[list[object]]:
-    """Per epoch on the test split: the full midpoint barrier and the largest single-layer
-    midpoint and models barriers."""
+def by_epoch(seeds: Sequence[Rows]) -> list[list[object]]:
+    """Per epoch on the test split, over the seeds: the full midpoint barrier, the largest
+    single-layer midpoint and models barriers, and the single-layer paths over the band."""
+    tests = [[r for r in rows if r["split"] == "test"] for rows in seeds]
     out: list[list[object]] = []
-    barriers = [r for r in barriers if r["split"] == "test"]
-    for epoch in sorted({float(r["epoch"]) for r in barriers}):  # type: ignore[arg-type]
-        rows = [r for r in barriers if float(r["epoch"]) == epoch]  # type: ignore[arg-type]
+    for epoch in sorted({float(r["epoch"]) for r in tests[0]}):  # type: ignore[arg-type]
+        at = [[r for r in rows if float(r["epoch"]) == epoch] for rows in tests]  # type: ignore[arg-type]
         out.append(
             [
                 int(epoch),
-                nats(losses(rows, "full", "midpoint")[0]),
-                nats(max(losses(rows, "single", "midpoint"))),
-                nats(max(losses(rows, "single", "models"))),
+                spread([losses(rows, "full", "midpoint")[0] for rows in at]),
+                spread([max(losses(rows, "single", "midpoint")) for rows in at]),
+                spread([max(losses(rows, "single", "models")) for rows in at]),
+                ", ".join(over_band(rows) for rows in at),
             ]
         )
     return out
 
 
 def verdict_through_training(result: Result, network: str, pairing: str) -> str:
-    """Reproduced when the full midpoint barrier clearly grows (>= 0.1 nats at its peak) and no
-    single layer ever reaches a third of that peak; rests on the midpoint reference."""
-    p = f"{network}/{pairing}/"
-    peak = float(result[p + "peak_full_loss_barrier"])
-    single = float(result[p + "max_single_loss_barrier_any_epoch"])
-    where = f"{network}, {pairing}, midpoint reference"
-    if peak < 0.1:
-        return f"**no barrier to test** ({where}): the full barrier peaks at {nats(peak)} nats"
-    word = "**reproduced**" if single * 3 <= peak else "**partly**"
+    """The rule of ``verdicts.through_training`` per seed on the midpoint reference."""
+    v = functools.partial(result.values, network, pairing)
+    peaks = [float(x) for x in v("peak_full_loss_barrier")]
+    singles = [float(x) for x in v("max_single_loss_barrier_any_epoch")]
+    words = [verdicts.through_training(p, s) for p, s in zip(peaks, singles, strict=True)]
+    epochs = distinct([str(int(float(e))) for e in v("peak_full_epoch")])
     return (
-        f"{word} ({where}): the full barrier peaks at {nats(peak)} nats (epoch "
-        f"{int(result[p + 'peak_full_epoch'])}); single layers reach at most {nats(single)}"
+        f"{seeded_verdict(words)}; {network}, {pairing}, midpoint reference): the full barrier "
+        f"peaks at {spread(peaks)} nats (epoch {epochs}); single layers reach at most "
+        f"{spread(singles)} (paper's band {verdicts.SINGLE_BAND})"
     )
 
 
@@ -442,46 +632,40 @@ def cumulative(result: Result) -> tuple[list[str], str]:
     summary = []
     rows = []
     for network, pairing in result.pairs():
-        p = f"{network}/{pairing}/"
+        v = functools.partial(result.values, network, pairing)
         for order in ORDERS:
+            profiles = [s.split(",") for s in v(f"{order}/loss_barriers")]
             rows.append(
                 [
                     f"{network}, {pairing}",
                     order.replace("_", " "),
-                    result[f"{p}{order}/order"].replace(",", ", "),
-                    ", ".join(nats(v) for v in result[f"{p}{order}/loss_barriers"].split(",")),
-                    result[f"{p}{order}/onset_layer"],
+                    distinct(v(f"{order}/order")).replace(",", ", "),
+                    ", ".join(spread(list(k)) for k in zip(*profiles, strict=True)),
+                    distinct(v(f"{order}/onset_layer")),
                 ]
             )
     lines.append(
-        "Midpoint loss barriers (nats) at the last epoch after averaging the first k layers:"
+        "Midpoint loss barriers (nats) at the last epoch after averaging the first k layers"
+        f"{SEEDS}:"
     )
     lines.append("")
     lines += table(
         ["pair", "order", "layers added", "barrier for k = 1..n (midpoint)", "onset"], rows
     )
-    full_rows = [
-        [
-            f"{n}, {pg}",
-            f"{pct(result[f'{n}/{pg}/acc_a'])} / {pct(result[f'{n}/{pg}/acc_b'])}",
-            " / ".join(
-                nats(result[f"{n}/{pg}/{'' if r == 'midpoint' else r + '/'}full_loss_barrier"])
-                for r in REFS
-            ),
-        ]
-        for n, pg in result.pairs()
-    ]
-    lines += table(["pair", "test acc A / B", "full barrier (midpoint / models / path)"], full_rows)
+    lines += cumulative_full_rows(result)
     for network, pairing in result.pairs():
         lines += result.figure_lines(
             [
-                (f"{network}_{pairing}_orders.png", f"{pairing}: barrier after the first k layers"),
                 (
-                    f"{network}_{pairing}_heatmap_test_cumulative_front_loss.png",
+                    f"{result.stem(network, pairing)}_orders.png",
+                    f"{pairing}: barrier after the first k layers",
+                ),
+                (
+                    f"{result.stem(network, pairing)}_heatmap_test_cumulative_front_loss.png",
                     f"{pairing}: from the front through training",
                 ),
                 (
-                    f"{network}_{pairing}_heatmap_test_cumulative_back_loss.png",
+                    f"{result.stem(network, pairing)}_heatmap_test_cumulative_back_loss.png",
                     f"{pairing}: from the back through training",
                 ),
             ]
@@ -490,29 +674,51 @@ def cumulative(result: Result) -> tuple[list[str], str]:
     return lines, "; ".join(summary)
 
 
-def verdict_cumulative(result: Result, network: str, pairing: str) -> str:
-    """Reproduced when, from the front and from the back, the outermost layer alone stays at or
-    below a fifth of the full barrier and the barrier passes half the full one only at a later
-    layer; rests on the midpoint reference."""
-    p = f"{network}/{pairing}/"
-    full = float(result[p + "full_loss_barrier"])
-    where = f"{network}, {pairing}, midpoint reference"
-    if full < 0.1:
-        return f"**no barrier to test** ({where}): full barrier {nats(full)} nats"
-    sides = {}
-    for side in ("front", "back"):
-        first_layer = result[f"{p}{side}/order"].split(",")[0]
-        first_value = float(result[f"{p}{side}/loss_barriers"].split(",")[0])
-        onset = result[f"{p}{side}/onset_layer"]
-        sides[side] = (first_layer, first_value, onset)
-    ok = all(v <= 0.2 * full and onset != layer for layer, v, onset in sides.values())
-    word = "**reproduced**" if ok else "**partly**"
-    details = "; ".join(
-        f"from the {side} {layer} alone gives {nats(v)} ({100 * v / full:.0f}% of the full), "
-        f"half the full is passed at {onset}"
-        for side, (layer, v, onset) in sides.items()
+def cumulative_full_rows(result: Result) -> list[str]:
+    """Each pair's accuracies and full barrier (every reference), over its seeds."""
+    full_rows = []
+    for n, pg in result.pairs():
+        v = functools.partial(result.values, n, pg)
+        full_rows.append(
+            [
+                f"{n}, {pg}",
+                len(v("acc_a")),
+                f"{spread(v('acc_a'), pct)} / {spread(v('acc_b'), pct)}",
+                " / ".join(
+                    spread(v(f"{'' if r == 'midpoint' else r + '/'}full_loss_barrier"))
+                    for r in REFS
+                ),
+            ]
+        )
+    return table(
+        ["pair", "seeds", "test acc A / B", "full barrier (midpoint / models / path)"], full_rows
     )
-    return f"{word} ({where}, full {nats(full)} nats): {details}"
+
+
+def verdict_cumulative(result: Result, network: str, pairing: str) -> str:
+    """The rule of ``verdicts.cumulative`` per seed on the midpoint reference."""
+    words, details = [], []
+    for prefix in result.seed_prefixes(network, pairing):
+        full = float(result[prefix + "full_loss_barrier"])
+        sides = {}
+        for side in ("front", "back"):
+            first_layer = result[f"{prefix}{side}/order"].split(",")[0]
+            first_value = float(result[f"{prefix}{side}/loss_barriers"].split(",")[0])
+            sides[side] = (first_layer, first_value, result[f"{prefix}{side}/onset_layer"])
+        words.append(
+            verdicts.cumulative(full, [(v, onset == layer) for layer, v, onset in sides.values()])
+        )
+        details.append(
+            f"full {nats(full)} nats, "
+            + "; ".join(
+                f"from the {side} {layer} alone gives {nats(v)} "
+                f"({100 * v / full if full else math.nan:.0f}% of the full), half the full is "
+                f"passed at {onset}"
+                for side, (layer, v, onset) in sides.items()
+            )
+        )
+    where = f"{network}, {pairing}, midpoint reference"
+    return f"{seeded_verdict(words)}; {where}): " + " | ".join(details)
 
 
 # ----------------------------------------------------------------------- 4-8, headlines
@@ -530,7 +736,7 @@ def headline_rows(result: Result, keys: Sequence[tuple[str, str]]) -> list[str]:
 
 def deep_linear(result: Result) -> tuple[list[str], str]:
     lines = []
-    verdicts = []
+    said = []
     for pair in ("sign_symmetry", "independent"):
         p = f"{pair}/"
         lines.append(f"{pair.replace('_', ' ')}: {result[p + 'pair']}")
@@ -549,14 +755,14 @@ def deep_linear(result: Result) -> tuple[list[str], str]:
         )
         convex = result[p + "single_curves_convex"] == "yes"
         barrier = float(result[p + "full_path_barrier"])
-        ok = convex and barrier > 0.1
-        verdicts.append(
-            f"{'**reproduced**' if ok else '**not**'} ({pair.replace('_', ' ')}, path reference):"
+        said.append(
+            f"{bold(verdicts.deep_linear(convex, barrier))} ({pair.replace('_', ' ')}, path "
+            "reference):"
             f" single-layer curves convex: {result[p + 'single_curves_convex']}, full path "
             f"barrier {barrier:.3f}"
         )
         lines += result.figure_lines([(f"{pair}_curves.png", f"{pair}: interpolation curves")])
-    return lines, "; ".join(verdicts)
+    return lines, "; ".join(said)
 
 
 def robustness(result: Result) -> tuple[list[str], str]:
@@ -592,7 +798,7 @@ def robustness(result: Result) -> tuple[list[str], str]:
     )
     count = str(result.get(base + "layers_averaging_hurts_more_than_random", "?/?"))
     worse, total = count.split("/")
-    word = "**reproduced**" if worse == total else "**partly**"
+    word = bold(verdicts.robustness(int(worse), int(total)))
     pairing = result.get(base + "pairing", "")
     return lines, (
         f"{word} ({pairing}; rest from A, loss at the end of the move): averaging hurts more "
@@ -638,7 +844,7 @@ def subspace(result: Result) -> tuple[list[str], str]:
         [(p.name, p.stem.replace("_", " ")) for p in sorted(result.figures.glob("*.png"))]
     )
     ratio = float(result.get("subspace_over_null_loss_increase", math.nan))
-    word = "**reproduced**" if ratio > 2 else "**not**"
+    word = bold(verdicts.subspace(ratio))
     return lines, (
         f"{word} (two nets from one initialisation, whole model): noise in the training "
         f"subspace raises the loss {ratio:.1f} times more than in its complement"
@@ -684,7 +890,7 @@ def federated(result: Result) -> tuple[list[str], str]:
     )
     gains = {s: float(result[f"{s}/best_partial_minus_fedavg_local_acc"]) for s in splits}
     wins = [s for s, g in gains.items() if g > 0]
-    word = "**reproduced**" if wins in ([], [splits[-1]]) else "**partly**"
+    word = bold(verdicts.federated(wins, splits))
     return lines, (
         f"{word} ({result.get('pairing', '')}, accuracy on the clients' own tasks): partial "
         f"averaging beats FedAvg on {', '.join(wins) or 'no split'}"
@@ -713,7 +919,7 @@ def language_model(result: Result) -> tuple[list[str], str]:
     )
     full = float(result["midpoint/full_loss_barrier"])
     single = float(result["midpoint/max_single_loss_barrier"])
-    word = "**reproduced**" if single * 3 <= full else "**not**"
+    word = bold(verdicts.single_layer(full, single))
     return lines, (
         f"{word} ({result['pairing']}, midpoint reference): full {nats(full)} nats vs up to "
         f"{nats(single)} for a single layer ({result['midpoint/max_single_layer']})"
@@ -745,23 +951,9 @@ NOTES = {
     "A; lwlc evaluates both models.",
 }
 RULES = {
-    "full_vs_single": "reproduced when the full midpoint loss barrier is at least 0.1 nats and "
-    "at least 3 times every single layer's midpoint barrier; no barrier to test below 0.1",
-    "through_training": "reproduced when the full midpoint barrier peaks at 0.1 nats or more "
-    "and no single layer's midpoint barrier reaches a third of that peak at any epoch",
-    "cumulative": "reproduced when, from the front and from the back, the outermost layer alone "
-    "costs at most a fifth of the full midpoint barrier and the barrier passes half the full "
-    "one only at a later layer; partly otherwise",
-    "deep_linear": "reproduced when every single-layer curve is convex (second differences >= 0 "
-    "up to float error) and the full path barrier exceeds 0.1",
-    "robustness": "reproduced when in every layer moving along the averaging direction raises "
-    "the loss more than moving as far along random directions",
-    "subspace": "reproduced when noise in the training subspace raises the mean test loss more "
-    "than twice as much as noise of the same size in its orthogonal complement",
-    "federated": "reproduced when partial averaging beats FedAvg (clients' own tasks) on no "
-    "split or only on the most skewed one",
-    "language_model": "reproduced when the full midpoint barrier is at least 3 times every "
-    "single layer's",
+    "full_vs_single": verdicts.RULES["single_layer"],
+    "language_model": verdicts.RULES["single_layer"],
+    **{k: v for k, v in verdicts.RULES.items() if k != "single_layer"},
 }
 SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
     "full_vs_single": ("Full-model vs single-layer barriers", full_vs_single),
@@ -781,7 +973,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
 def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[str], str]:
     """One experiment at one scale: claim, command, numbers, figures, machine, verdict."""
     body, verdict = SECTIONS[result.name][1](result)
-    flag = f" --{result.scale}"
+    flag = f" --{result.scale.replace('_', '-')}"
     lines = [
         f"### {number}. {title} ({result.name}, {result.scale})",
         "",
@@ -794,6 +986,7 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
         *([line, ""] if (line := training_line(result)) else []),
         machine_line(result, repo),
         "",
+        *([line, ""] if (line := drift_line(result)) else []),
         f"Verdict: {verdict}. (Rule: {RULES[result.name]}.)",
         "",
     ]
@@ -826,6 +1019,15 @@ def scale_note(found: Sequence[Result], repo: Path) -> list[str]:
     ]
 
 
+# The command that would fill a scale no run has reported yet.
+NOT_RUN = {
+    "quick": "lwlc experiment NAME --quick",
+    "fmnist": "lwlc experiment NAME --fmnist",
+    "fmnist_resnet": "lwlc experiment NAME --fmnist-resnet, NAME = full_vs_single, "
+    "through_training, cumulative: about 7 hours each on 2 CPU cores",
+}
+
+
 def render(experiments: Path, repo: Path) -> str:
     """REPRODUCTION.md from the copied runs under ``experiments``."""
     head = [
@@ -842,7 +1044,10 @@ def render(experiments: Path, repo: Path) -> str:
         REFERENCE_WORDS,
         "",
         "**Pairings**: *shared init* = the paper's default (one initialisation, different data",
-        "order), *independent* = different initialisation too.",
+        "order), *half data* = the authors' Figure 1 pair (one initialisation, each member on its",
+        "own disjoint half of the training data), *independent* = different initialisation too.",
+        "**Seeds**: a pair run with several seeds shows mean ± standard deviation over them, each",
+        "seed's headline numbers, and a verdict that says how many seeds agree.",
         "",
         "Full (paper-scale, CIFAR-10 on a GPU) variants are not reported here: they were not run.",
         "",
@@ -856,6 +1061,7 @@ def render(experiments: Path, repo: Path) -> str:
             if (results_dir(experiments, name, scale) / "result.json").is_file()
         ]
         if not found:
+            head += [f"Not run yet: {SCALE_WORDS[scale]} (`{NOT_RUN.get(scale, '')}`).", ""]
             continue
         bodies += [f"## Scale {SCALE_WORDS[scale]}", "", *scale_note(found, repo)]
         for result in found:

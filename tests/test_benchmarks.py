@@ -29,7 +29,9 @@ import paper_gpu  # noqa: E402
 
 
 def options(**kw: object) -> Namespace:
-    base = dict(epochs=3, precision="", plans="full", cpu_check=False)
+    base = dict(
+        epochs=3, precision="", plans="full", splits="test", max_samples=None, cpu_check=False
+    )
     return Namespace(**{**base, **kw})
 
 
@@ -60,7 +62,7 @@ def test_derived_config_changes_only_the_short_runs_settings(name: str, tmp_path
     assert clock["class_path"] == "paper_gpu.EpochClock"
     assert clock["init_args"]["stop_after"] == 3
     paper_args = paper["trainer"]["callbacks"][0]["init_args"]
-    want = {**paper_args, "spec": {**paper_args["spec"], "plans": ["full"]}}
+    want = {**paper_args, "spec": {**paper_args["spec"], "plans": ["full"], "splits": ["test"]}}
     assert barrier["init_args"] == want
     shared = paper["data"]["init_args"]
     assert got["data"] == {
@@ -72,6 +74,26 @@ def test_derived_config_changes_only_the_short_runs_settings(name: str, tmp_path
     }
     cifar = paper_gpu.derived_config(name, options(), ("cifar10", "/x"), tmp_path / "r", 60)
     assert cifar["data"] == {**paper["data"], "init_args": {**shared, "root": "/x"}}
+
+
+def test_single_layers_and_a_sample_budget_are_options_of_the_gpu_run(tmp_path: Path) -> None:
+    args = options(plans="full,single", max_samples=512)
+    got = paper_gpu.derived_config("resnet18", args, ("cifar10", "/x"), tmp_path / "r", 60)
+    barrier = got["trainer"]["callbacks"][1]["init_args"]
+    assert (barrier["plans"], barrier["max_samples"]) == (["full", "single"], 512)
+    paper = yaml.safe_load(paper_gpu.CONFIGS["resnet18"].read_text())
+    assert paper["trainer"]["callbacks"][0]["init_args"]["max_samples"] is None  # the whole split
+
+
+def test_the_row_reports_the_worst_single_layer_per_epoch(tmp_path: Path) -> None:
+    csv_file = tmp_path / "barriers.csv"
+    lines = ["epoch,plan,group,rest_from,split,reference,loss_barrier"]
+    lines += ["0,full,all,a,test,midpoint,0.0", "1,full,all,a,test,midpoint,1.5"]
+    lines += ["1,single,conv1,a,test,midpoint,0.25", "1,single,fc,b,test,midpoint,0.75"]
+    lines += ["1,single,fc,b,train,midpoint,9.0", "1,single,fc,b,test,models,8.0"]
+    csv_file.write_text("\n".join(lines) + "\n")
+    assert paper_gpu.full_barriers(csv_file) == {0: 0.0, 1: 1.5}
+    assert paper_gpu.full_barriers(csv_file, "single") == {1: 0.75}
 
 
 def test_data_falls_back_from_cifar_to_fashion_mnist_to_fabricated(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def test_checkpoint_holds_only_plain_data_and_says_how_the_pair_was_made(digits_
         "order_seed_a": 0,
         "order_seed_b": 1,
         "spawn_steps": 0,
+        "data": "whole",
     }
     hparams = checkpoint["hyper_parameters"]
     assert hparams["_class_path"] == "lwlc.training.PairedModule"

@@ -15,6 +15,7 @@ import torch
 from torchvision.datasets import cifar
 
 from fixtures_data import write_cifar10
+from lwlc import recipes
 from lwlc.commands import experiment
 from lwlc.commands.cli import main
 from lwlc.formats.io import read_csv
@@ -44,13 +45,13 @@ def write_recipe(root: Path, name: str, body: str) -> None:
 
 
 FAKE = """
-from lwlc.commands import experiment
+from lwlc import recipes
 
 CLAIM = "two plus two is four"
 
 def run(out, scale):
     (out / "seen.txt").write_text(scale)
-    return {"sum": 2.0 + 2.0, "scale": scale, "fit": " ".join(experiment.FIT_OVERRIDES.get())}
+    return {"sum": 2.0 + 2.0, "scale": scale, "fit": " ".join(recipes.FIT_OVERRIDES.get())}
 """
 
 
@@ -96,6 +97,12 @@ def test_run_saves_headline_claim_scale_machine_and_time(
     assert run["experiment"] == "arith" and run["scale"] == "smoke"
     assert run["claim"] == "two plus two is four"
     assert run["wall_time_s"] >= 0 and run["machine"]["cpu_cores"] >= 1
+    # the CPU model, as /proc/cpuinfo names it (reruns on other machines are told apart by it)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        name = next(x for x in cpuinfo.read_text().splitlines() if x.startswith("model name"))
+        assert run["machine"]["cpu_model"] == name.split(":", 1)[1].strip()
+    assert run["machine"]["torch"] == torch.__version__
     printed = capsys.readouterr().out
     assert "sum: 4.0000" in printed and str(out / "result.json") in printed
 
@@ -108,7 +115,7 @@ def test_fit_overrides_reach_the_recipe_only_while_it_runs(
     record = json.loads((out / "result.json").read_text())
     assert record["fit"] == "--a=1 --b=2"
     assert record["run"]["fit_overrides"] == ["--a=1", "--b=2"]
-    assert experiment.FIT_OVERRIDES.get() == ()
+    assert recipes.FIT_OVERRIDES.get() == ()
 
 
 def test_default_scale_is_full_and_out_is_named_after_experiment_and_scale(
@@ -172,17 +179,17 @@ def test_an_unknown_scale_is_refused() -> None:
 
 
 def test_pair_setups_say_how_each_pair_is_made() -> None:
-    quick = experiment.pair_setups("quick")
+    quick = recipes.pair_setups("quick")
     assert [(s.network, s.pairing) for s in quick] == [("mlp", p) for p in PAIRINGS]
     assert quick[0].overrides == ("--model.init_args.init_seed_b=0",)
     assert quick[1].overrides == ("--model.init_args.init_seed_b=1",)
-    full = experiment.pair_setups("full", ["shared_init"])
+    full = recipes.pair_setups("full", ["shared_init"])
     assert [s.configs for s in full] == [
         ("configs/cifar10_vgg.yaml",),
         ("configs/cifar10_resnet18.yaml",),
     ]
     for setup in full:
-        assert all((experiment.repo_root() / c).is_file() for c in setup.configs)
+        assert all((recipes.repo_root() / c).is_file() for c in setup.configs)
 
 
 # ------------------------------------------------------------------ 1. full vs single
@@ -396,7 +403,7 @@ def test_deep_linear_curves_match_a_hand_written_matrix_product() -> None:
     setup = recipe.SETUPS["smoke"]
     net = recipe.deep_linear(setup.widths)
     x, y = recipe.regression_data(setup.widths, setup.samples)
-    with experiment.torch_threads(1):
+    with recipes.torch_threads(1):
         a = recipe.train(net, x, y, 20, seed=0)
         b = recipe.train(net, x, y, 20, seed=1)
     paths = recipe.make_paths(recipe.default_groups(net), ["full", "single"], ["b"])
@@ -444,3 +451,17 @@ def test_full_variants_run_on_a_tiny_fake_cifar10(
             state = torch.load(ckpt, weights_only=True)
             assert state["global_step"] == 5  # one epoch: 36 training images, batches of 8
             assert f"{network}/{pairing}/pairing" in record
+
+
+def test_recipes_import_the_public_toolkit_never_the_command() -> None:
+    """Recipes import ``lwlc.recipes``; importing ``lwlc.commands`` back would close an import
+    loop through importlib (the command loads the recipes)."""
+    found = sorted((recipes.repo_root() / "experiments").glob("*/recipe.py"))
+    assert len(found) == 8
+    for path in found:
+        text = path.read_text()
+        assert "lwlc.commands" not in text, path
+    assert (
+        "from lwlc import recipes"
+        in (found[0].parent.parent / "full_vs_single" / "recipe.py").read_text()
+    )

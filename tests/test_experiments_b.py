@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torchvision.datasets import cifar
 
 from fixtures_data import write_cifar10
+from lwlc import recipes
 from lwlc.commands import experiment
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
@@ -309,11 +310,11 @@ def test_full_robustness_runs_on_a_tiny_fake_cifar10(
         "--trainer.precision=32-true",
         "--model.init_args.model.init_args.width=8",
     )
-    token = experiment.FIT_OVERRIDES.set(shrink)
+    token = recipes.FIT_OVERRIDES.set(shrink)
     try:
         result = recipe.run(tmp_path, "full")
     finally:
-        experiment.FIT_OVERRIDES.reset(token)
+        recipes.FIT_OVERRIDES.reset(token)
     for network in ("vgg11", "resnet18"):
         assert result[f"{network}/layers_averaging_hurts_more_than_random"]
         assert (tmp_path / "figures" / f"{network}_noise.png").is_file()

@@ -191,3 +191,51 @@ def test_data_is_the_full_training_set_with_the_authors_normalisation() -> None:
     assert (cifar100.mean, cifar100.std) == ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
     for name in ("paper_cifar10_vgg11", "paper_cifar10_resnet18", "paper_cifar100_mobilenet"):
         assert config(name)["trainer"]["precision"] == "32-true"
+
+
+def callback_options(name: str) -> dict[str, Any]:
+    """The barrier Callback's options in a paper config (directly or under ``spec:``)."""
+    (callback,) = config(name)["trainer"]["callbacks"]
+    options = dict(callback["init_args"])
+    spec = options.pop("spec", None) or {}
+    return {**options, **(spec.get("init_args", spec) if isinstance(spec, dict) else {})}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "paper_cifar10_vgg11",
+        "paper_cifar10_resnet18",
+        "paper_cifar100_mobilenet",
+        "paper_mnist_mlp",
+        "paper_fmnist_resnet18",
+    ],
+)
+def test_paper_configs_measure_the_whole_splits_as_the_authors(name: str) -> None:
+    assert callback_options(name)["max_samples"] is None
+
+
+def test_mobilenet_evaluates_in_the_authors_batches_of_256() -> None:
+    """Its BatchNorm normalises by the statistics of each evaluation batch (no running
+    statistics), so the barrier depends on the batch: the authors test in batches of 256."""
+    data = config("paper_cifar100_mobilenet")["data"]["init_args"]
+    assert data["eval_batch_size"] == 256
+    assert callback_options("paper_cifar100_mobilenet")["batch_size"] == 256
+
+
+def test_the_fmnist_resnet_config_is_the_papers_resnet_at_width_8_on_one_channel() -> None:
+    ours = paper_model("paper_fmnist_resnet18")
+    reference = paper_model("paper_cifar10_resnet18")
+    assert (
+        sum(p.numel() for p in ours.parameters())
+        < sum(p.numel() for p in reference.parameters()) / 50
+    )
+    assert ours.conv1.weight.shape == (8, 1, 3, 3) and ours.conv1.bias is None
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
+    optimizer = config("paper_fmnist_resnet18")["optimizer"]["init_args"]
+    assert (optimizer["lr"], optimizer["momentum"], optimizer["weight_decay"]) == (
+        0.05,
+        0.9,
+        0.0005,
+    )
+    assert config("paper_fmnist_resnet18")["data"]["init_args"]["batch_size"] == 64

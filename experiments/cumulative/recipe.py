@@ -17,24 +17,25 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import figures, recipes
 from lwlc.formats.io import read_csv
 
 CLAIM = (
     "Averaging layers cumulatively from the front or from the back shows no barrier until the "
     "middle layers are included: the barrier-prone layers sit in the middle of the network."
 )
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 CALLBACK = {
     "smoke": "experiments/cumulative/smoke.yaml",
     "quick": "experiments/cumulative/quick.yaml",
     "fmnist": "experiments/cumulative/fmnist.yaml",
+    "fmnist_resnet": "experiments/cumulative/fmnist_resnet.yaml",
     "full": "experiments/cumulative/full.yaml",
 }
 ORDER_SEED = 0
 ANALYZE = ["--plans", "full", "--splits", "test", "--rest-from", "a", "--no-plots"]
 SMOKE_ANALYZE = ["--max-samples", "100", "--num-alphas", "3"]
+SCALE_ANALYZE = {"smoke": SMOKE_ANALYZE, "fmnist_resnet": ["--num-alphas", "3"]}
 TIME_COLUMNS = ("epoch", "step")
 
 
@@ -66,13 +67,13 @@ def custom_sets(orders: dict[str, list[str]]) -> list[str]:
 
 
 def profiles(
-    final: experiment.Rows, orders: dict[str, list[str]], layers: Sequence[str]
+    final: recipes.Rows, orders: dict[str, list[str]], layers: Sequence[str]
 ) -> dict[str, list[tuple[str, float]]]:
     """For each order, (layer added at step k, midpoint loss barrier of the first k), k = 1..n."""
-    rows = experiment.rows_where(final, reference="midpoint")
+    rows = recipes.rows_where(final, reference="midpoint")
 
     def barrier(**match: object) -> float:
-        return experiment.value(rows, "loss_barrier", **match)
+        return recipes.value(rows, "loss_barrier", **match)
 
     result = {
         "front": [(name, barrier(plan="cumulative_front", group=name)) for name in layers],
@@ -97,35 +98,35 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     """Train every pair of ``scale`` with the Callback, then measure the other orders."""
     result: dict[str, float | str] = {}
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    for setup in experiment.pair_setups(scale):
-        name = f"{setup.network}_{setup.pairing}"
-        root = out / setup.network / setup.pairing
+    for setup in recipes.pair_setups(scale):
+        name = setup.name
+        root = out / setup.key
         ckpt = setup.fit(root, [CALLBACK[scale]])
         summary = json.loads((root / "barriers" / "summary.json").read_text())
         layers = [layer["name"] for layer in summary["layers"]]
         orders = {"random": random_order(layers), "outer_first": outer_first_order(layers)}
         options = ANALYZE + [f"--custom={spec}" for spec in custom_sets(orders)]
-        curves, custom = experiment.analyze(
-            ckpt, root / "analysis", options + (SMOKE_ANALYZE if scale == "smoke" else [])
+        curves, custom = recipes.analyze(
+            ckpt, root / "analysis", options + SCALE_ANALYZE.get(scale, [])
         )
         history = read_csv(root / "barriers" / "barriers.csv")
         last = max(float(r["epoch"]) for r in history)  # type: ignore[arg-type]
         final = [
             {k: v for k, v in r.items() if k not in TIME_COLUMNS}
-            for r in experiment.rows_where(history, epoch=last)
+            for r in recipes.rows_where(history, epoch=last)
         ] + [r for r in custom if r["plan"] == "custom"]
         figure = figures.layer_barriers(final, "midpoint", pairing=setup.description)
         figures.save_figure(figure, out / "figures" / f"{name}_orders.png")
         for plan in ("cumulative_front", "cumulative_back"):  # the Callback drew them
             heatmap = figures.heatmap_name("test", plan, "loss")
             shutil.copyfile(root / "barriers" / heatmap, out / "figures" / f"{name}_{heatmap}")
-        full = experiment.value(final, "loss_barrier", plan="full", reference="midpoint")
-        prefix = f"{setup.network}/{setup.pairing}/"
-        result[f"{prefix}pairing"] = setup.description
-        result.update({prefix + k: v for k, v in experiment.accuracies(curves).items()})
+        full = recipes.value(final, "loss_barrier", plan="full", reference="midpoint")
+        prefix = f"{setup.key}/"
+        setup.describe(result)
+        result.update({prefix + k: v for k, v in recipes.accuracies(curves).items()})
         result[f"{prefix}full_loss_barrier"] = full
         for reference in ("models", "path"):
-            result[f"{prefix}{reference}/full_loss_barrier"] = experiment.value(
+            result[f"{prefix}{reference}/full_loss_barrier"] = recipes.value(
                 final, "loss_barrier", plan="full", reference=reference
             )
         for label, profile in profiles(final, orders, layers).items():

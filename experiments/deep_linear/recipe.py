@@ -21,8 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import figures, recipes
 from lwlc.core.barriers import path_barrier
 from lwlc.core.interpolation import InterpolationPath, default_alphas, interpolate, make_paths
 from lwlc.core.layers import default_groups
@@ -99,10 +98,10 @@ def curves(
     paths: Sequence[InterpolationPath],
     alphas: Sequence[float],
     data: tuple[Tensor, Tensor],
-) -> experiment.Rows:
+) -> recipes.Rows:
     """Squared loss along every path (rows as ``lwlc.core.sweep`` writes them; no accuracy)."""
     x, y = data
-    rows: experiment.Rows = []
+    rows: recipes.Rows = []
     with torch.no_grad():
         for path in paths:
             for alpha in alphas:
@@ -132,7 +131,7 @@ def convexity_tolerance(values: Sequence[float]) -> float:
     return 1e-5 * max(1.0, max(abs(v) for v in values))
 
 
-def summarize(rows: experiment.Rows, alphas: Sequence[float]) -> dict[str, float | str]:
+def summarize(rows: recipes.Rows, alphas: Sequence[float]) -> dict[str, float | str]:
     """Full path barrier, worst single-layer barrier and each kind's smallest second difference."""
     by_path: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
@@ -148,7 +147,7 @@ def summarize(rows: experiment.Rows, alphas: Sequence[float]) -> dict[str, float
         "loss_b": full[-1],
         "full_path_barrier": path_barrier(full, alphas),
         "full_min_second_difference": min(second_differences(full)),
-        "max_single_path_barrier": experiment.largest(single_barriers),
+        "max_single_path_barrier": recipes.largest(single_barriers),
         "single_min_second_difference": min(min(second_differences(v)) for v in singles.values()),
         "single_curves_convex": "yes" if convex else "no",
     }
@@ -156,7 +155,7 @@ def summarize(rows: experiment.Rows, alphas: Sequence[float]) -> dict[str, float
 
 def run(out: Path, scale: str) -> dict[str, float | str]:
     """Both pairs at ``scale``: curves, convexity and barriers, a figure per pair."""
-    with experiment.torch_threads(1):
+    with recipes.torch_threads(1):
         return measure(out, SETUPS[scale])
 
 

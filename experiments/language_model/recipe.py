@@ -22,8 +22,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import figures, recipes
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import default_alphas, make_paths
@@ -160,6 +159,6 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
         "acc_b": ends["acc_b"],
     }
     for reference in ("midpoint", "path"):
-        numbers = experiment.full_vs_layers(result.barriers, reference)
+        numbers = recipes.full_vs_layers(result.barriers, reference)
         headline.update({f"{reference}/{k}": v for k, v in numbers.items()})
     return headline

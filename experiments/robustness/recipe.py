@@ -26,8 +26,7 @@ from lightning.pytorch import LightningDataModule
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import figures, recipes
 from lwlc.core.engine import Evaluator
 from lwlc.core.interpolation import default_alphas, make_paths
 from lwlc.core.layers import Group, default_groups
@@ -157,7 +156,7 @@ def study(
 
 def run(out: Path, scale: str) -> dict[str, float | str]:
     """For each network of the scale: train a pair, then compare the directions and the noise."""
-    setups = experiment.pair_setups(scale, ["shared_init"])
+    setups = recipes.pair_setups(scale, ["shared_init"])
     result: dict[str, float | str] = {}
     for setup in setups:
         root = out / setup.network

@@ -14,20 +14,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lwlc import figures
-from lwlc.commands import experiment
+from lwlc import figures, recipes
 from lwlc.formats.io import read_csv
 
 CLAIM = (
     "Through training, the full model's barrier grows while every single layer's barrier "
     "stays near zero: layers remain linearly connected one at a time at every epoch."
 )
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 SPLITS = ("test", "train")  # as the authors' heatmaps; every scale's Callback measures both
 CALLBACK = {
     "smoke": "experiments/through_training/smoke.yaml",
     "quick": "experiments/through_training/quick.yaml",
     "fmnist": "experiments/through_training/fmnist.yaml",
+    "fmnist_resnet": "experiments/through_training/fmnist_resnet.yaml",
     "full": "experiments/through_training/full.yaml",
 }
 
@@ -36,15 +36,15 @@ def run(out: Path, scale: str) -> dict[str, float | str]:
     """Train every pair of ``scale`` with the Callback; heatmaps and the barriers' course."""
     result: dict[str, float | str] = {}
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    for setup in experiment.pair_setups(scale):
-        root = out / setup.network / setup.pairing
+    for setup in recipes.pair_setups(scale):
+        root = out / setup.key
         setup.fit(root, [CALLBACK[scale]])
         barriers = read_csv(root / "barriers" / "barriers.csv")
         for heatmap in heatmaps(root / "barriers"):  # the Callback drew them at the end of fit
-            name = f"{setup.network}_{setup.pairing}_{heatmap.name}"
+            name = f"{setup.name}_{heatmap.name}"
             shutil.copyfile(heatmap, out / "figures" / name)
-        prefix = f"{setup.network}/{setup.pairing}/"
-        result[f"{prefix}pairing"] = setup.description
+        prefix = f"{setup.key}/"
+        setup.describe(result)
         result.update({prefix + k: v for k, v in course(barriers).items()})
     return result
 
@@ -60,21 +60,21 @@ def heatmaps(folder: Path) -> list[Path]:
     ]
 
 
-def course(barriers: experiment.Rows) -> dict[str, float | str]:
+def course(barriers: recipes.Rows) -> dict[str, float | str]:
     """Midpoint loss barriers on the test split over training: at the last epoch and at the
     full model's peak (single layers: either rest)."""
-    barriers = experiment.rows_where(barriers, split="test")
-    rows = experiment.rows_where(barriers, reference="midpoint")
+    barriers = recipes.rows_where(barriers, split="test")
+    rows = recipes.rows_where(barriers, reference="midpoint")
     epochs = sorted({int(r["epoch"]) for r in rows})  # type: ignore[call-overload]
-    full = {e: experiment.value(rows, "loss_barrier", plan="full", epoch=float(e)) for e in epochs}
+    full = {e: recipes.value(rows, "loss_barrier", plan="full", epoch=float(e)) for e in epochs}
     peak = max(epochs, key=lambda e: full[e])
     singles = [float(r["loss_barrier"]) for r in rows if r["plan"] == "single"]  # type: ignore[arg-type]
-    final = experiment.rows_where(barriers, epoch=float(epochs[-1]))
-    last = experiment.full_vs_layers(final)
+    final = recipes.rows_where(barriers, epoch=float(epochs[-1]))
+    last = recipes.full_vs_layers(final)
     others = {
         f"{reference}/last/{k}": v
         for reference in ("models", "path")
-        for k, v in experiment.full_vs_layers(final, reference).items()
+        for k, v in recipes.full_vs_layers(final, reference).items()
     }
     return {
         "epochs": ",".join(map(str, epochs)),
@@ -82,5 +82,5 @@ def course(barriers: experiment.Rows) -> dict[str, float | str]:
         **others,
         "peak_full_loss_barrier": full[peak],
         "peak_full_epoch": float(peak),
-        "max_single_loss_barrier_any_epoch": experiment.largest(singles),
+        "max_single_loss_barrier_any_epoch": recipes.largest(singles),
     }

@@ -6,25 +6,20 @@ A recipe is ``experiments/<name>/recipe.py`` defining ``CLAIM`` (the paper's cla
 GPU). The runner times the recipe and saves its numbers, the claim and the machine as
 ``<out>/result.json``.
 
-The second half of this module is the recipes' toolkit: they chain lwlc's own commands
-(``lwlc fit`` to train a pair, ``lwlc analyze`` to measure it) and read the results back, so an
-experiment computes exactly what a user of those commands would get.
+The recipes' toolkit (train a pair, measure it, read the numbers back) is the public module
+:mod:`lwlc.recipes`, which recipes import; they never import this command back.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,26 +27,16 @@ from typing import Any
 from lwlc.commands.errors import argument_error, short_help
 from lwlc.core.errors import LwlcError
 from lwlc.formats import outputs
-from lwlc.formats.io import read_csv, write_json
+from lwlc.formats.io import write_json
+from lwlc.recipes import FIT_OVERRIDES, SEEDS, repo_root
 
-SCALES = ("smoke", "quick", "fmnist", "full")
+SCALES = ("smoke", "quick", "fmnist", "fmnist_resnet", "full")
 # The scales a recipe runs at unless it declares its own ``SCALES``.
 RECIPE_SCALES = ("smoke", "quick", "full")
 ENV_DIR = "LWLC_EXPERIMENTS"
 RECIPE_FILE = "recipe.py"
 REPORT_FILE = "report.py"
 MARK = ".lwlc-experiment"
-Result = dict[str, float | str]
-# The user's extra ``lwlc fit`` arguments for every pair of the running recipe.
-FIT_OVERRIDES: ContextVar[tuple[str, ...]] = ContextVar("FIT_OVERRIDES", default=())
-Rows = list[dict[str, object]]
-
-
-def repo_root() -> Path:
-    """The repository holding lwlc's ``src/``, ``configs/`` and ``experiments/``."""
-    import lwlc
-
-    return Path(lwlc.__file__).resolve().parents[2]
 
 
 def experiments_dir() -> Path:
@@ -107,6 +92,17 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), so reruns can tell machines apart."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, object]:
     """The machine a result was measured on: CPU, cores, load, accelerator, library versions."""
     import torch
@@ -117,6 +113,7 @@ def machine() -> dict[str, object]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
@@ -183,11 +180,16 @@ def check_scale(recipe: ModuleType, name: str, scale: str) -> None:
 
 
 def run_experiment(
-    name: str, scale: str, out: Path, fit_overrides: Sequence[str] = ()
+    name: str,
+    scale: str,
+    out: Path,
+    fit_overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run recipe ``name`` at ``scale`` into ``out``; save and return its result record.
 
-    ``fit_overrides`` are appended to every ``lwlc fit`` of the recipe (e.g. fewer epochs).
+    ``fit_overrides`` are appended to every ``lwlc fit`` of the recipe (e.g. fewer epochs);
+    ``seeds`` replace the scale's seeds (one pair per pairing and seed).
     """
     if scale not in SCALES:
         raise LwlcError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
@@ -196,16 +198,19 @@ def run_experiment(
     state = git_state(name)
     started = time.perf_counter()
     token = FIT_OVERRIDES.set(tuple(fit_overrides))
+    seeds_token = SEEDS.set(tuple(seeds) if seeds else None)
     try:
         headline = recipe.run(out, scale)
     finally:
         FIT_OVERRIDES.reset(token)
+        SEEDS.reset(seeds_token)
     record = {
         **headline,
         "run": {
             "experiment": name,
             "scale": scale,
             "fit_overrides": list(fit_overrides),
+            "seeds": list(seeds) if seeds else None,
             "claim": recipe.CLAIM,
             "wall_time_s": round(time.perf_counter() - started, 1),
             "machine": machine(),
@@ -228,6 +233,21 @@ def format_headline(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers (None: the scale's own seeds); a bad list is a user error."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise LwlcError(
+            f"--seeds {text!r} is not a comma-separated list of integers, e.g. 0,1,2"
+        ) from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise LwlcError(f"--seeds {text!r} must be distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
 def build_parser() -> Any:
     """The ``lwlc experiment`` argument parser."""
     from jsonargparse import ArgumentParser
@@ -245,6 +265,18 @@ def build_parser() -> Any:
         "--fmnist",
         action="store_true",
         help="real Fashion-MNIST at full size on a CPU (experiments 1-3; about 10 minutes each)",
+    )
+    p.add_argument(
+        "--fmnist-resnet",
+        action="store_true",
+        help="the paper's no-norm ResNet-18 (width 8) on the real Fashion-MNIST, 3 pairings x 3 "
+        "seeds (experiments 1-3; hours on a CPU)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=str | None,
+        default=None,
+        help="comma-separated seeds, one pair per pairing and seed (default: the scale's)",
     )
     p.add_argument(
         "--report",
@@ -288,195 +320,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise LwlcError(
             "name an experiment, e.g. lwlc experiment full_vs_single --quick (see --list)"
         )
-    chosen = [flag for flag in ("quick", "smoke", "fmnist") if getattr(args, flag)]
+    chosen = [s for s in ("quick", "smoke", "fmnist", "fmnist_resnet") if getattr(args, s)]
     if len(chosen) > 1:
-        raise LwlcError(
-            f"{' and '.join('--' + c for c in chosen)} exclude each other: choose one scale"
-        )
+        flags = " and ".join("--" + c.replace("_", "-") for c in chosen)
+        raise LwlcError(f"{flags} exclude each other: choose one scale")
     scale = chosen[0] if chosen else "full"
     out = Path(args.out or Path("runs") / "experiments" / f"{args.name}-{scale}")
-    # an unknown name or scale fails before anything is created
+    # an unknown name, scale or seed list fails before anything is created
     check_scale(load_recipe(args.name), args.name, scale)
+    seeds = parse_seeds(args.seeds)
     prepare_out(out, args.overwrite)
-    record = run_experiment(args.name, scale, out, args.fit)
+    record = run_experiment(args.name, scale, out, args.fit, seeds)
     print(format_headline(record))
     print(f"result: {out / 'result.json'}")
-
-
-# ------------------------------------------------------------------- the recipes' toolkit
-
-
-def fit(
-    configs: Sequence[str | Path],
-    root: Path,
-    overrides: Sequence[str] = (),
-    extra_configs: Sequence[str | Path] = (),
-) -> Path:
-    """Train with ``lwlc fit`` into ``root``; returns the final checkpoint (``last.ckpt``).
-
-    The base ``configs`` are applied in order with their callbacks removed, then the recipe's
-    ``extra_configs`` (which may add callbacks), then ``overrides``, then the user's
-    ``--fit`` arguments. Metrics go to a CSV logger in ``root/logs``.
-    """
-    from lwlc.commands import cli
-
-    args = ["fit"]
-    for path in configs:
-        args += ["--config", str(path)]
-    args.append("--trainer.callbacks=[]")
-    for path in extra_configs:
-        args += ["--config", str(path)]
-    args += [
-        f"--trainer.default_root_dir={root}",
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.logger.init_args.name=logs",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        # Lightning 2.6 refreshes last.ckpt only when a top-k checkpoint is saved, so with a
-        # validation-accuracy monitor last.ckpt would be the best epoch, not the final
-        # weights. Monitoring the step (always improving) keeps last.ckpt the final model.
-        "--checkpoint.monitor=step",
-        "--checkpoint.mode=max",
-        *overrides,
-        *FIT_OVERRIDES.get(),
-    ]
-    cli.main(args)
-    return root / "checkpoints" / "last.ckpt"
-
-
-def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, Rows]:
-    """Measure a paired checkpoint with ``lwlc analyze`` into ``out``; (curves, barriers) rows."""
-    from lwlc.commands import analyze as analyze_tool
-
-    analyze_tool.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", *options])
-    return read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")
-
-
-@dataclass(frozen=True)
-class PairSetup:
-    """One pair to train: the network (configs applied in order) and how A and B are made."""
-
-    network: str
-    pairing: str
-    description: str
-    configs: tuple[str, ...]
-    overrides: tuple[str, ...]
-
-    def fit(
-        self, root: Path, extra_configs: Sequence[str] = (), overrides: Sequence[str] = ()
-    ) -> Path:
-        """Train this pair with ``lwlc fit`` into ``root``; the final checkpoint."""
-        base = [config(c) for c in self.configs]
-        extra = [config(c) for c in extra_configs]
-        return fit(base, root, [*self.overrides, *overrides], extra)
-
-
-# The paper's default pairing and fully independent runs (science.md section 6, item 1).
-PAIRINGS = {
-    "shared_init": ("same initialisation, different data order", "--model.init_args.init_seed_b=0"),
-    "independent": (
-        "different initialisation, different data order",
-        "--model.init_args.init_seed_b=1",
-    ),
-}
-# Quick and smoke: the paper's MNIST network (3 hidden layers) on the embedded digits.
-# fmnist: the paper's MNIST network at its own size on the real Fashion-MNIST (CPU).
-# Full: the paper's CIFAR-10 networks and schedules.
-NETWORKS = {
-    "smoke": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
-    "quick": {"mlp": ("configs/digits_mlp.yaml", "experiments/full_vs_single/quick.yaml")},
-    "fmnist": {"mlp": ("configs/paper_mnist_mlp.yaml", "experiments/full_vs_single/fmnist.yaml")},
-    "full": {
-        "vgg11": ("configs/cifar10_vgg.yaml",),
-        "resnet18": ("configs/cifar10_resnet18.yaml",),
-    },
-}
-SMOKE_TRAINING = (
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=5",
-    "--trainer.log_every_n_steps=1",
-)
-
-
-def pair_setups(scale: str, pairings: Sequence[str] = tuple(PAIRINGS)) -> list[PairSetup]:
-    """The pairs an experiment trains at ``scale``: every network of the scale x ``pairings``."""
-    setups = []
-    for network, configs in NETWORKS[scale].items():
-        for pairing in pairings:
-            description, seed = PAIRINGS[pairing]
-            overrides = (seed, *SMOKE_TRAINING) if scale == "smoke" else (seed,)
-            setups.append(PairSetup(network, pairing, description, configs, overrides))
-    return setups
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` CPU threads, then restore the previous number.
-
-    Tiny models gain nothing from more threads and lose a lot on a busy machine.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def config(path: str) -> Path:
-    """A file of the repository (``configs/...`` or ``experiments/...``), checked to exist."""
-    found = repo_root() / path
-    if not found.is_file():
-        raise LwlcError(f"{found} is missing: run the experiments from a source checkout of lwlc")
-    return found
-
-
-def rows_where(rows: Sequence[Mapping[str, object]], **match: object) -> Rows:
-    """The rows whose columns equal every given value."""
-    return [dict(r) for r in rows if all(r.get(k) == v for k, v in match.items())]
-
-
-def value(rows: Sequence[Mapping[str, object]], column: str, **match: object) -> float:
-    """``column`` of the one row matching ``match``; LwlcError when there is not exactly one."""
-    hits = rows_where(rows, **match)
-    if len(hits) != 1:
-        raise LwlcError(f"expected one result row for {match}, found {len(hits)}")
-    return float(hits[0][column])  # type: ignore[arg-type]
-
-
-def largest(values: Sequence[float]) -> float:
-    """The maximum, NaN if any value is NaN (a broken model is never hidden by a max)."""
-    return math.nan if any(math.isnan(v) for v in values) else max(values)
-
-
-def full_vs_layers(
-    barriers: Sequence[Mapping[str, object]], reference: str = "midpoint", plan: str = "single"
-) -> Result:
-    """The full model's loss/error barrier next to the largest one among ``plan``'s paths.
-
-    Error barriers are fractions. The layer reported is the path with the largest loss barrier.
-    """
-    rows = rows_where(barriers, reference=reference)
-    layered = rows_where(rows, plan=plan)
-    if not layered:
-        raise LwlcError(f"no {plan!r} barriers with reference {reference!r} in the results")
-    worst = max(layered, key=lambda r: float(r["loss_barrier"]))  # type: ignore[arg-type]
-    return {
-        "full_loss_barrier": value(rows, "loss_barrier", plan="full"),
-        f"max_{plan}_loss_barrier": largest([float(r["loss_barrier"]) for r in layered]),  # type: ignore[arg-type]
-        f"max_{plan}_layer": f"{worst['group']} (rest {worst['rest_from']})",
-        "full_error_barrier": value(rows, "error_barrier", plan="full"),
-        f"max_{plan}_error_barrier": largest([float(r["error_barrier"]) for r in layered]),  # type: ignore[arg-type]
-    }
-
-
-def accuracies(curves: Sequence[Mapping[str, object]]) -> Result:
-    """Accuracy of the whole models A and B (the ends of the full path) on the analysed split."""
-    full = rows_where(curves, plan="full")
-    return {
-        "acc_a": value(full, "accuracy", alpha=0.0),
-        "acc_b": value(full, "accuracy", alpha=1.0),
-    }

@@ -124,6 +124,9 @@ class TensorDataModule(L.LightningDataModule):
     training set; ``test`` is the official test set. ``order_seeds`` gives one shuffled training
     stream per seed; left at None, the model sets them (a pair its two order seeds, one network
     seed 0), so a plain ``Trainer.fit(PairedModule(MLP()), DigitsDataModule())`` works.
+    ``member_halves=True`` gives each of the two members its own disjoint half of the training
+    split (the authors' Figure 1 pair; see :meth:`halves`), one stream each; left at None the
+    pair sets it (``PairedModule(member_data="halves")``).
     """
 
     name: str
@@ -140,6 +143,7 @@ class TensorDataModule(L.LightningDataModule):
         val_size: float = 0.1,
         split_seed: int = 0,
         order_seeds: Sequence[int] | None = None,
+        member_halves: bool | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -158,6 +162,7 @@ class TensorDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.split_seed = split_seed
         self.order_seeds = None if order_seeds is None else [int(seed) for seed in order_seeds]
+        self.member_halves = member_halves
         self._splits: dict[str, tuple[Tensor, Tensor]] | None = None
 
     def _prepare(self) -> None:
@@ -228,10 +233,33 @@ class TensorDataModule(L.LightningDataModule):
         inputs, labels = self._splits[split]
         return inputs[:max_samples], labels[:max_samples]
 
+    def halves(self) -> tuple[Tensor, Tensor]:
+        """Indices into the training split of member A's and member B's halves.
+
+        A seeded permutation (``split_seed``) of the split cut in two (A gets the odd sample):
+        disjoint, together the whole split, and the same in every process and run.
+        """
+        n = len(self.tensors("train")[1])
+        seed = mix_seed(self.split_seed, n, 2)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        return order[: (n + 1) // 2], order[(n + 1) // 2 :]
+
     def train_dataloader(self) -> DataLoader | list[DataLoader]:
-        """One shuffled loader per order seed (a single loader when there is one seed)."""
+        """One shuffled loader per order seed (a single loader when there is one seed); with
+        ``member_halves`` one loader per member, each over its own half."""
         inputs, labels = self.tensors("train")
         augment = self.train_augment()
+        if self.member_halves:
+            seeds = list(self.order_seeds or [0])
+            seeds = seeds * 2 if len(seeds) == 1 else seeds
+            return [
+                self.loader(
+                    TensorBatches(inputs[half], labels[half], augment, seed),
+                    self.batch_size,
+                    EpochSeededSampler(len(half), seed),
+                )
+                for half, seed in zip(self.halves(), seeds, strict=True)
+            ]
         loaders = [
             self.loader(
                 TensorBatches(inputs, labels, augment, seed),

@@ -90,7 +90,13 @@ class ResNet18(StagedNet):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(in_planes, num_classes)
-        if init == "torchvision":
+        self.init = init
+        self.custom_init()
+
+    def custom_init(self) -> None:
+        """Apply ``init="torchvision"`` (``reinitialize`` calls this after PyTorch's default
+        resets, so a re-drawn pair member keeps it); nothing for the default init."""
+        if self.init == "torchvision":
             for name, m in self.named_modules():
                 if isinstance(m, nn.Conv2d) and name != "conv1":
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

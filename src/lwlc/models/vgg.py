@@ -99,7 +99,13 @@ class VGG(StagedNet):
                 nn.Dropout(dropout),
                 nn.Linear(hidden, num_classes),
             )
-        if init == "torchvision":
+        self.init = init
+        self.custom_init()
+
+    def custom_init(self) -> None:
+        """Apply ``init="torchvision"`` (``reinitialize`` calls this after PyTorch's default
+        resets, so a re-drawn pair member keeps it); nothing for the default init."""
+        if self.init == "torchvision":
             torchvision_init(self)
 
     def stages(self) -> list[Stage]:

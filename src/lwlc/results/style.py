@@ -115,6 +115,8 @@ def _pair_words(p: Mapping[str, Any]) -> str:
         order = f"same data order (seed {p.get('order_seed_a')})"
     else:
         order = f"different data orders (seeds {p.get('order_seed_a')}, {p.get('order_seed_b')})"
+    if p.get("data") == "halves":
+        order += ", each on its own half of the training data"
     return f"{init}, {order}"
 
 

@@ -23,6 +23,8 @@ from lwlc.data.base import PAD_LABEL
 from lwlc.training.schedules import RunSchedule, lightning_entry
 
 Batch = Sequence[torch.Tensor]
+# What each member of a pair trains on: the whole training split, or its own disjoint half.
+MEMBER_DATA = ("whole", "halves")
 STAGES = ("train", "val", "test")
 
 
@@ -44,16 +46,24 @@ def sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
 
 
 def reinitialize(net: nn.Module, seed: int) -> None:
-    """Re-draw every parameter of ``net`` from its default initialisation under ``seed``.
+    """Re-draw every parameter of ``net`` from its initialisation under ``seed``.
 
-    The global RNG is left as it was, so the result depends on ``seed`` alone.
+    Every module's ``reset_parameters`` runs first (PyTorch's defaults), then the
+    ``custom_init`` of the modules that define one (e.g. ``ResNet18(init="torchvision")``),
+    innermost first, so a re-drawn network keeps the initialisation it was built with. The
+    global RNG is left as it was, so the result depends on ``seed`` alone.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in net.modules():
+        modules = list(net.modules())
+        for module in modules:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
+        for module in reversed(modules):
+            custom = getattr(module, "custom_init", None)
+            if callable(custom):
+                custom()
 
 
 class _ClassificationBase(pl.LightningModule):
@@ -194,6 +204,10 @@ class PairedModule(_ClassificationBase):
     both members see the same batch. One optimizer holds both members' (disjoint) parameters and
     minimises ``loss_a + loss_b``, which is exactly two separate trainings.
 
+    With ``member_data="halves"`` each member trains on its own disjoint half of the training
+    split (the authors' Figure 1 pair: two clients from one initialisation that never average);
+    the data module then yields ``[batch_a, batch_b]`` from the two halves.
+
     With ``spawn_steps = k > 0`` only A trains for ``k`` optimizer steps; then B becomes a copy
     of A, optimizer state included, and both continue on their own data orders.
     Metrics are logged as ``a/train/loss``, ``b/val/acc``, ... The checkpoint records how the
@@ -207,6 +221,8 @@ class PairedModule(_ClassificationBase):
         order_seed_a: Seed of A's data order (the CLI passes the order seeds to the data).
         order_seed_b: Seed of B's data order (equal to order_seed_a: one shared stream).
         spawn_steps: Train A alone for this many optimizer steps, then copy it into B (0: off).
+        member_data: ``"whole"`` (each member sees the whole training split) or ``"halves"``
+            (each its own disjoint half).
         optimizer: Builds the optimizer from both members' parameters (a config's ``optimizer:``
             key replaces it).
         lr_scheduler: Builds the LR scheduler from the optimizer (None: a constant rate).
@@ -222,6 +238,7 @@ class PairedModule(_ClassificationBase):
         order_seed_a: int = 0,
         order_seed_b: int = 1,
         spawn_steps: int = 0,
+        member_data: str = "whole",
         optimizer: OptimizerCallable = sgd,
         lr_scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = False,
@@ -230,10 +247,16 @@ class PairedModule(_ClassificationBase):
         super().__init__(("a", "b"), channels_last, compile, optimizer, lr_scheduler)
         if spawn_steps < 0:
             raise LwlcError(f"spawn_steps={spawn_steps} must be >= 0 (0 = no spawning)")
+        if member_data not in MEMBER_DATA:
+            raise LwlcError(
+                f"member_data={member_data!r} is not one of {', '.join(MEMBER_DATA)}: the whole "
+                "training split for each member, or a disjoint half each"
+            )
         self.save_hyperparameters(ignore=_hparams_ignore())
         self.init_seed_a, self.init_seed_b = init_seed_a, init_seed_b
         self.order_seed_a, self.order_seed_b = order_seed_a, order_seed_b
         self.spawn_steps = spawn_steps
+        self.member_data = member_data
         self.net_a = copy.deepcopy(model)
         self.net_b = copy.deepcopy(model)
         reinitialize(self.net_a, init_seed_a)
@@ -264,6 +287,7 @@ class PairedModule(_ClassificationBase):
             "order_seed_a": self.order_seed_a,
             "order_seed_b": self.order_seed_b,
             "spawn_steps": self.spawn_steps,
+            "data": self.member_data,
         }
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,17 +307,43 @@ class PairedModule(_ClassificationBase):
                 f"data order_seeds to {self.order_seeds}"
             )
 
+    def setup(self, stage: str) -> None:
+        """Before anything builds a training loader (a run-length LR schedule counts the
+        batches in ``configure_optimizers``): tell the data module what each member trains on."""
+        if stage == "fit":
+            self._agree_on_member_data(self.trainer.datamodule)
+
+    def _agree_on_member_data(self, datamodule: Any) -> None:
+        """Give the data module the pair's ``member_data`` (when it left it to the pair), or
+        refuse a data module that splits the data otherwise."""
+        halves = self.member_data == "halves"
+        if datamodule is None or not hasattr(datamodule, "member_halves"):
+            if halves:
+                raise LwlcError(
+                    "member_data=halves needs an lwlc data module (it cuts the training split "
+                    "into the members' halves)"
+                )
+            return
+        if datamodule.member_halves is None:
+            datamodule.member_halves = halves
+        elif bool(datamodule.member_halves) != halves:
+            raise LwlcError(
+                f"the data module's member_halves={datamodule.member_halves} does not match the "
+                f"pair's member_data={self.member_data!r}: set member_halves to {halves}"
+            )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["lwlc_pairing"] = self.pairing()
 
     def _member_batches(self, batch: Any) -> tuple[Batch, Batch]:
-        if self.order_seed_a == self.order_seed_b:
+        if self.order_seed_a == self.order_seed_b and self.member_data == "whole":
             return batch, batch
         if not (isinstance(batch, Sequence) and len(batch) == 2 and isinstance(batch[0], Sequence)):
             raise LwlcError(
-                f"order seeds {self.order_seeds} differ, so each training batch must be "
-                "[batch_a, batch_b]: give the data module one order seed per member"
+                f"order seeds {self.order_seeds} differ or the members train on halves, so each "
+                "training batch must be [batch_a, batch_b]: give the data module one order "
+                "seed per member"
             )
         return batch[0], batch[1]
 
