@@ -5,6 +5,7 @@ Each function takes tidy rows (dicts as written by ``lwlc.core.sweep``, or a Dat
 row per observation) and returns a matplotlib Figure; the ``save_*`` functions write PNGs.
 """
 
+from lwlc.core.barriers import METRICS
 from lwlc.results.bars import interpolation_curves, layer_barriers, layer_distances
 from lwlc.results.draw import (
     draw_figures,
@@ -20,7 +21,6 @@ from lwlc.results.style import (
     DPI,
     FULL_LABEL,
     LAYER_AXIS,
-    METRICS,
     REFERENCES,
     SAME_MODEL,
     frame,

@@ -13,12 +13,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from lwlc.core.barriers import METRICS
 from lwlc.core.errors import LwlcError
 from lwlc.results.references import default_reference
 from lwlc.results.style import (
     FULL_LABEL,
     LAYER_AXIS,
-    METRICS,
     REST,
     Rows,
     barrier_label,

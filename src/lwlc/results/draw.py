@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from lwlc.core.barriers import METRICS
 from lwlc.core.measurement import ALIGNED
 from lwlc.results.bars import (
     WEIGHT_MEASURES,
@@ -21,7 +22,7 @@ from lwlc.results.bars import (
 )
 from lwlc.results.heatmaps import barrier_heatmap, barrier_matrices
 from lwlc.results.references import default_reference, shown_order
-from lwlc.results.style import METRICS, Rows, frame, pairing_text, plans_of, save_figure
+from lwlc.results.style import Rows, frame, pairing_text, plans_of, save_figure
 
 # The pairwise matrices' axes: the model whose other layers are kept, the one interpolated toward.
 ROW, COLUMN = "rest from", "interpolated toward"

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from lwlc.core.barriers import METRICS
 from lwlc.core.errors import LwlcError
 from lwlc.results.references import FLAT_REASON
 from lwlc.results.style import (
@@ -25,7 +26,6 @@ from lwlc.results.style import (
     HEATMAP_ROWS,
     LAYER_AXIS,
     MAX_ROW_PX,
-    METRICS,
     REST,
     SAME_MODEL,
     Rows,
