@@ -132,12 +132,15 @@ def _hostile(root: Path, pair: Path, single: Path) -> dict[str, Path]:
     (root / "site").mkdir()
     (root / "site" / f"{EVIL}.py").write_text(EVIL_SOURCE)
     (root / "evil.yaml").write_text(f"- class_path: {EVIL}.EvilNet\n")
+    (root / "loop.yaml").write_text(f"- {root / 'loop.yaml'}\n")
     cls = f"{EVIL}.EvilNet"
     model_side = {
         "yaml_string": _model({"modules": f"[{{class_path: {cls}, init_args: {{cmd: y}}}}]"}),
         "json_string": _model({"modules": json.dumps([{"class_path": cls}])}),
         "yaml_file": _model({"modules": str(root / "evil.yaml")}),
         "instantiator": lambda hp: hp.update(_instantiator=f"{EVIL}.inst"),
+        "quoted_name": _model({"modules": [f" '{cls}' "]}),
+        "yaml_file_naming_itself": _model({"modules": str(root / "loop.yaml")}),
     }
     made = {
         f"evil_{name}": _crafted(pair, root / f"evil_{name}.ckpt", "hyper_parameters", change)

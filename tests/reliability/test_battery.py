@@ -401,6 +401,18 @@ BATTERY = [
         None,
     ),
     (
+        "import-analyze-quoted-name-in-a-list",
+        ["analyze", "--ckpt", "{evil_quoted_name}"],
+        VOUCH_MODEL,
+        None,
+    ),
+    (
+        "import-analyze-yaml-file-naming-itself",
+        ["analyze", "--ckpt", "{evil_yaml_file_naming_itself}"],
+        ["more than 64 levels deep", "--trust-class-paths"],
+        None,
+    ),
+    (
         "import-analyze-instantiator",
         ["analyze", "--ckpt", "{evil_instantiator}"],
         ["evilmod.inst", "_instantiator", "--trust-class-paths"],

@@ -32,6 +32,7 @@ DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # a config file a string may name is read only up to this size (larger is not a config)
 MAX_CONFIG_FILE = 1 << 20
 OPAQUE = "<a value lwlc cannot read as plain data>"
+TOO_DEEP = "<a value nested deeper than any config>"
 MAX_DEPTH = 64
 
 
@@ -80,10 +81,10 @@ def expand(value: Any, depth: int = 0) -> Any:
     holds one, replaced by what it holds (recursively): the config jsonargparse could build.
 
     A string that is not plain data but mentions ``class_path``, or anything nested deeper than
-    :data:`MAX_DEPTH`, becomes :data:`OPAQUE`.
+    :data:`MAX_DEPTH` (:data:`TOO_DEEP`), becomes :data:`OPAQUE`.
     """
     if depth > MAX_DEPTH:  # deeper than any real config: a file naming itself, or an attack
-        return OPAQUE
+        return TOO_DEEP
     if isinstance(value, dict):
         return {k: expand(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -124,7 +125,7 @@ def _named(obj: Any, where: str) -> list[tuple[str, str]]:
         return [f for i, value in enumerate(obj) for f in _named(value, f"{where}[{i}]")]
     if isinstance(obj, Unfolded):
         return _named(obj.holds, f"{where} (a string holding YAML)")
-    if obj == OPAQUE:
+    if obj in (OPAQUE, TOO_DEEP):
         return [(obj, where)]
     if isinstance(obj, str) and DOTTED_NAME.fullmatch(obj) and _importable_top(obj):
         return [(obj, where)]
@@ -142,6 +143,13 @@ def vouch(config: Any, source: str, remedy: str, allowed: Iterable[str] = ()) ->
     imported, since importing a module runs its code."""
     allowed = set(allowed)
     for name, where in named_imports(config):
+        if len(where) > 160:
+            where = f"{where[:80]} ... {where[-60:]}"
+        if name == TOO_DEEP:
+            raise LwlcError(
+                f"{source} nests values more than {MAX_DEPTH} levels deep at {where} (a YAML file "
+                f"naming itself?); lwlc imports nothing a checkpoint chooses: {remedy}"
+            )
         if name == OPAQUE:
             raise LwlcError(
                 f"{source} holds a string at {where} that mentions class_path but is not plain "
