@@ -25,7 +25,7 @@ def test_the_wandb_run_charts_the_full_model_against_every_single_layer(tmp_path
     with (tmp_path / "barriers" / "barriers.csv").open() as f:
         barriers = [r for r in csv.DictReader(f) if r["reference"] == "midpoint"]
 
-    for metric, scale in (("loss", 1.0), ("error", 100.0)):  # error in percentage points
+    for metric in ("loss", "error"):  # in the CSV's units: nats, fractions of the samples
         key = f"barrier_layers/test/{metric}_table"
         charts = [r for r in rows if r.get(f"{key}/_type") == "table-file"]
         assert charts, f"no {key} in the run"
@@ -38,7 +38,7 @@ def test_the_wandb_run_charts_the_full_model_against_every_single_layer(tmp_path
         for r in barriers:
             rest = "/rest_b" if r["rest_from"] == "b" else ""
             name = "full" if r["plan"] == "full" else f"single/{r['group']}{rest}"
-            expected.setdefault(name, {})[int(r["step"])] = float(r[f"{metric}_barrier"]) * scale
+            expected.setdefault(name, {})[int(r["step"])] = float(r[f"{metric}_barrier"])
         layers = {f"single/{g}{rest}" for g in ("fc1", "fc2", "head") for rest in ("", "/rest_b")}
         assert set(lines) == {"full", *layers} == set(expected)
         for name, points in expected.items():
