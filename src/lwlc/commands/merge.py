@@ -172,6 +172,16 @@ def alpha_value(value: object) -> Alpha | str:
 
             return yaml.safe_load(text)
         numbers = [float(t) for t in text.split(",")]
+        bad = next(
+            (
+                t.strip()
+                for t, n in zip(text.split(","), numbers, strict=True)
+                if not math.isfinite(n)
+            ),
+            None,
+        )
+        if bad is not None:
+            raise LwlcError(f"--alpha: expected a number, got '{bad}' (NaN and infinity are not)")
     except (ValueError, TypeError):
         raise LwlcError(
             f"--alpha {value!r} is not a number, a list, 'group: alpha' pairs or auto"
