@@ -974,6 +974,9 @@ def section(result: Result, number: int, title: str, repo: Path) -> tuple[list[s
     """One experiment at one scale: claim, command, numbers, figures, machine, verdict."""
     body, verdict = SECTIONS[result.name][1](result)
     flag = f" --{result.scale.replace('_', '-')}"
+    if result.run.get("seeds"):  # the run's own seeds and extra fit arguments, as typed
+        flag += " --seeds " + ",".join(map(str, result.run["seeds"]))
+    flag += "".join(f" --fit={arg}" for arg in result.run.get("fit_overrides") or [])
     lines = [
         f"### {number}. {title} ({result.name}, {result.scale})",
         "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -461,7 +462,5 @@ def test_recipes_import_the_public_toolkit_never_the_command() -> None:
     for path in found:
         text = path.read_text()
         assert "lwlc.commands" not in text, path
-    assert (
-        "from lwlc import recipes"
-        in (found[0].parent.parent / "full_vs_single" / "recipe.py").read_text()
-    )
+    imports = (found[0].parent.parent / "full_vs_single" / "recipe.py").read_text()
+    assert re.search(r"^from lwlc import .*\brecipes\b", imports, re.MULTILINE)

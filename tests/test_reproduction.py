@@ -333,11 +333,13 @@ def test_through_training_with_seeds_averages_each_epoch_and_a_tie_says_the_weak
             out[p + ref + "max_single_loss_barrier"] = single[seed][1]
         out[p + "peak_full_loss_barrier"], out[p + "peak_full_epoch"] = full[seed][1], 1.0
         out[p + "max_single_loss_barrier_any_epoch"] = single[seed][1]
-    (run / "result.json").write_text(json.dumps({**out, "run": run_meta("through_training")}))
+    meta = {**run_meta("through_training"), "seeds": [0, 1], "fit_overrides": ["--x=1"]}
+    (run / "result.json").write_text(json.dumps({**out, "run": meta}))
     md = experiment.report(tmp_path / "runs").read_text().splitlines()
     # epoch 1 over the two seeds: mean ± sample sd of (1.0, 0.6) and of (0.05, 0.3)
     assert "| 1 | 0.800 ± 0.283 | 0.175 ± 0.177 | 0.175 ± 0.177 | 0 of 1, 1 of 1 |" in md
     assert "| net, half_data | seed1 | 0.600 | 0.300 | 1 of 1 |" in md
+    assert "Command: `lwlc experiment through_training --quick --seeds 0,1 --fit=--x=1`" in md
     verdict = next(line for line in md if line.startswith("Verdict: "))
     # seed 0 reproduces (0.05 within the band and a third), seed 1 fails both rules: a tie
     assert "**not** (1 of 2 seeds agree; net, half_data, midpoint reference)" in verdict
