@@ -80,9 +80,9 @@ def test_single_layers_and_a_sample_budget_are_options_of_the_gpu_run(tmp_path: 
     args = options(plans="full,single", max_samples=512)
     got = paper_gpu.derived_config("resnet18", args, ("cifar10", "/x"), tmp_path / "r", 60)
     barrier = got["trainer"]["callbacks"][1]["init_args"]
-    assert (barrier["plans"], barrier["max_samples"]) == (["full", "single"], 512)
+    assert (barrier["spec"]["plans"], barrier["spec"]["max_samples"]) == (["full", "single"], 512)
     paper = yaml.safe_load(paper_gpu.CONFIGS["resnet18"].read_text())
-    assert paper["trainer"]["callbacks"][0]["init_args"]["max_samples"] is None  # the whole split
+    assert paper["trainer"]["callbacks"][0]["init_args"]["spec"]["max_samples"] is None  # whole split
 
 
 def test_the_row_reports_the_worst_single_layer_per_epoch(tmp_path: Path) -> None:
