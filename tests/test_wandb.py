@@ -467,7 +467,8 @@ def _chart(run_dir: Path, rows: list[dict[str, object]], key: str) -> list[list[
 
 def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
     """Each evaluation's W&B row carries the CSV's epoch (completed epochs, 0 = the
-    initialisation) and its error barriers as the CSV holds them (fractions), and the
+    initialisation) as ``barrier/epoch`` (``epoch`` stays Lightning's running index), its error
+    barriers as the CSV holds them (fractions), and the
     barrier_layers charts plot the same numbers."""
     from lwlc.formats.io import read_csv
 
@@ -478,7 +479,9 @@ def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
     logged = [r for r in rows if "barrier/midpoint/full/error" in r]
-    assert [(r["trainer/global_step"], r["epoch"]) for r in logged] == sorted(epoch_of.items())
+    assert [(r["trainer/global_step"], r["barrier/epoch"]) for r in logged] == sorted(
+        epoch_of.items()
+    )
     for csv_row in written:
         rest = "/rest_b" if csv_row["rest_from"] == "b" else ""
         path = "full" if csv_row["plan"] == "full" else f"single/{csv_row['group']}{rest}"

@@ -5,7 +5,7 @@ curves (TensorBoard), whose matplotlib drawing costs more than a digits sweep.
 
 One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
 a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
-evaluation is logged with the CSVs' epoch (completed epochs) and step.
+evaluation is logged at the CSVs' step with their epoch (completed epochs) as ``barrier/epoch``.
 """
 
 from __future__ import annotations
@@ -70,12 +70,15 @@ def scalars(barriers: Rows, splits: Sequence[str]) -> dict[str, float]:
 def log_scalars(
     trainer: pl.Trainer, barriers: Rows, measures: Rows, splits: Sequence[str], seconds: float
 ) -> None:
-    """One evaluation's scalars on every logger, at its step, with the CSVs' ``epoch``."""
+    """One evaluation's scalars on every logger, at its step, with the CSVs' epoch as
+    ``barrier/epoch`` (completed epochs) and ``epoch`` as Lightning logs it with every metric
+    (the running epoch's index: another clock, under its own name)."""
     metrics = {
         **scalars(barriers, splits),
         **{measure_metric_name(r): float(r["value"]) for r in measures},
         "barrier/seconds": seconds,
-        "epoch": int(barriers[0]["epoch"]),
+        "barrier/epoch": int(barriers[0]["epoch"]),
+        "epoch": trainer.current_epoch,
     }
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=int(barriers[0]["step"]))
