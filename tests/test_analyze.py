@@ -227,8 +227,8 @@ def test_a_plain_state_dict_without_model_says_to_pass_one(runs, tmp_path, capsy
 
 
 def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(capsys) -> None:
-    """The default reference (models, against the whole A and B) comes first and gives the error
-    column; path, ~0 for a single layer by construction, comes last."""
+    """The default reference (midpoint, the paper's value against the whole A and B) comes first
+    and gives the error column; path, ~0 for a single layer by construction, comes last."""
     from lwlc.results.console import print_table
 
     base = {"plan": "single", "group": "fc1", "rest_from": "a", "split": "test"}
@@ -239,11 +239,11 @@ def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(
     ]
     print_table(rows, "test")
     out = capsys.readouterr().out.splitlines()
-    assert out[-2].split() == ["plan", "group", "rest", "loss", "models", "loss", "midpoint",
-                               "loss", "path", "error", "models"]  # fmt: skip
+    assert out[-2].split() == ["plan", "group", "rest", "loss", "midpoint", "loss", "models",
+                               "loss", "path", "error", "midpoint"]  # fmt: skip
     assert any("paper's heatmap value" in line for line in out)
     fields = out[-1].split()
-    assert fields == ["single", "fc1", "a", "2.6123", "2.5000", "0.0000", "40.00"]
+    assert fields == ["single", "fc1", "a", "2.5000", "2.6123", "0.0000", "37.50"]
 
 
 def test_switches_are_spelled_with_dashes_and_the_older_underscore_form_still_works(

@@ -64,14 +64,14 @@ def test_default_barrier_figure_of_independent_networks_shows_single_layer_barri
           "--splits", "test"])  # fmt: skip
     assert (out / "barriers_test.png").is_file() and (out / "barriers_test_path.png").is_file()
     fig = drawn["barriers_test.png"]
-    assert "reference: models" in fig.get_suptitle().replace("\u00a0", " ")
+    assert "reference: midpoint" in fig.get_suptitle().replace("\u00a0", " ")
     loss_ax = fig.axes[0]  # the single plan's loss panel
     heights = sorted(_bar_heights(loss_ax))
     rows = read_csv(out / "barriers.csv")
     expected = sorted(
         float(r["loss_barrier"])
         for r in rows
-        if r["plan"] == "single" and r["reference"] == "models" and r["split"] == "test"
+        if r["plan"] == "single" and r["reference"] == "midpoint" and r["split"] == "test"
     )
     assert heights == pytest.approx(expected, abs=1e-6)
     assert max(heights) > 0.3  # a single-layer barrier the reader can see (nats)
@@ -83,11 +83,11 @@ def test_default_barrier_figure_of_independent_networks_shows_single_layer_barri
     assert len(notes) == 1 and "by construction" in notes[0]
 
 
-def test_the_default_reference_is_the_whole_models_then_midpoint_then_path():
-    assert default_reference(["path", "midpoint", "models"]) == "models"
-    assert default_reference(["path", "midpoint"]) == "midpoint"
+def test_the_default_reference_is_the_papers_midpoint_then_the_whole_models_then_path():
+    assert default_reference(["path", "midpoint", "models"]) == "midpoint"
+    assert default_reference(["path", "models"]) == "models"
     assert default_reference(["path"]) == "path"
-    assert shown_order(["path", "models", "midpoint"]) == ["models", "midpoint", "path"]
+    assert shown_order(["path", "models", "midpoint"]) == ["midpoint", "models", "path"]
 
 
 def test_colour_bar_spans_the_data_and_zero_only():
@@ -207,7 +207,7 @@ def test_an_interrupted_analysis_draws_its_finished_paths_and_no_stale_figure(
     assert stop.value.code == 128 + signal.SIGTERM
     assert not (out / "barriers_val.png").exists()  # --overwrite took the old figure too
     rows = read_csv(out / "barriers.csv")
-    singles = [r for r in rows if r["plan"] == "single" and r["reference"] == "models"]
+    singles = [r for r in rows if r["plan"] == "single" and r["reference"] == "midpoint"]
     assert 1 <= len(singles) < 6  # some single-layer paths finished, not all
     heights = sorted(_bar_heights(drawn["barriers_test.png"].axes[0]))
     assert heights == pytest.approx(sorted(float(r["loss_barrier"]) for r in singles), abs=1e-6)

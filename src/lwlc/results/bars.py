@@ -97,7 +97,7 @@ def layer_barriers(
     pairing: str | None = None,
 ) -> Figure:
     """Per-layer barriers (bars) of each layer-wise plan, the full model's as a dashed line, at
-    ``reference`` (default: ``models``, against the whole A and B, if measured).
+    ``reference`` (default: ``midpoint``, against the whole A and B, if measured).
 
     Loss and error bars are each on one y axis across plans, so the plans compare at a glance.
     A panel whose bars are all about 0 says so, and why for the ``path`` reference.

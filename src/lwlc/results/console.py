@@ -10,8 +10,10 @@ from lwlc.core.sweep import Rows, path_key
 from lwlc.results.references import shown_order
 
 LEGEND = {
-    "models": "models: vs the line between A and B (the default of every figure)",
-    "midpoint": "midpoint: at alpha 0.5 vs the mean of A and B (the paper's heatmap value)",
+    "midpoint": "midpoint: at alpha 0.5 vs the mean of A and B (the paper's heatmap value; "
+    "the default of every figure)",
+    "models": "models: the worst alpha vs the line between A and B (a single layer's path ends "
+    "at a hybrid of A and B, whose own loss counts here)",
     "path": "path: vs the line between the path's own endpoints (~0 for single layers)",
 }
 

@@ -41,7 +41,7 @@ def save_analysis_figures(
     beside: bool = True,
 ) -> list[Path]:
     """``curves_<split>.png`` and ``barriers_<split>.png`` for each split of an analysis, the bars
-    at ``reference`` (default: ``models``, against the whole A and B, when measured) and, with
+    at ``reference`` (default: ``midpoint``, against the whole A and B, when measured) and, with
     ``beside``, ``barriers_<split>_<ref>.png`` at each other reference measured."""
     written: list[Path] = []
     curve_df, barrier_df = frame(curves), frame(barriers)
@@ -122,7 +122,7 @@ def draw_figures(
     measures: Rows = (),
 ) -> list[Path]:
     """Draw an analysis's figures into ``out`` (``lwlc analyze``'s and ``lwlc plot``'s): curves
-    and bars per split (``reference`` first, default ``models``, the others beside), and with
+    and bars per split (``reference`` first, default ``midpoint``, the others beside), and with
     ``--align`` the before/after matrices at every reference; their titles say how the pair was
     made (from ``summary``). Returns the files written."""
     pairing = pairing_text(summary)
