@@ -27,7 +27,7 @@ def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test goes online to W&B, even on a machine with credentials, and W&B prints nothing.
 
     Set in the environment, so ``lwlc`` subprocesses inherit it; tests of the mode choice
-    (tests/test_wandb.py) remove it again in their own fixture.
+    (tests/tracking/test_wandb.py) remove it again in their own fixture.
     """
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

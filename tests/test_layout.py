@@ -47,3 +47,71 @@ def test_no_module_imports_another_modules_private_names() -> None:
     files = [*SRC.rglob("*.py"), *(Path(REPO_ROOT) / "experiments").rglob("*.py")]
     found = {str(p.relative_to(REPO_ROOT)): _private_imports(p) for p in files}
     assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_analyze_flags_and_the_api_take_measurespecs_fields_with_its_defaults() -> None:
+    """One declaration per measurement option: analyze (and merge, made the same way) has a flag
+    for every MeasureSpec field with the spec's default; the Python API takes the spec itself.
+    (The Callback's ``spec:`` key: tests/tracking/test_callbacks.py.)"""
+    import inspect
+    from dataclasses import fields
+
+    from lwlc.api import measure, select_layers
+    from lwlc.commands import analyze
+    from lwlc.core.spec import MeasureSpec
+
+    defaults = vars(analyze.build_parser().get_defaults())
+    spec = MeasureSpec()
+    for field in fields(MeasureSpec):
+        want, got = getattr(spec, field.name), defaults[field.name]
+        if isinstance(want, (tuple, dict)):  # flags take lists ('name=pattern' for custom)
+            want, got = list(want), list(got)
+        assert got == want, field.name
+    names = {f.name for f in fields(MeasureSpec)}
+    for api_call in (measure, select_layers):
+        params = set(inspect.signature(api_call).parameters)
+        assert "spec" in params or not params & names, api_call.__name__
+
+
+def _python_files() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_no_module_over_500_lines_and_no_function_over_60() -> None:
+    """The limits that keep each module to one job (issue 24)."""
+    long_modules = {
+        str(p.relative_to(SRC)): n
+        for p in _python_files()
+        if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long_modules
+    long_functions = []
+    for p in _python_files():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    long_functions.append(f"{p.relative_to(SRC)}:{node.name} ({length} lines)")
+    assert not long_functions
+
+
+def test_no_import_loop_through_importlib() -> None:
+    """The dispatcher loads commands by name, and lwlc experiment loads experiments/*/recipe.py:
+    neither the commands nor the recipes import back into what loads them."""
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        return names
+
+    for p in (SRC / "commands").glob("*.py"):
+        if p.stem != "cli":
+            assert "lwlc.commands.cli" not in imported(p), p
+    recipes = sorted((Path(REPO_ROOT) / "experiments").glob("*/recipe.py"))
+    assert recipes
+    for recipe in recipes:
+        assert not any(n.startswith("lwlc.commands") for n in imported(recipe)), recipe

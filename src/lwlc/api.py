@@ -288,10 +288,8 @@ def select_layers(
     alpha: float | str = 0.5,
     weights: Sequence[float] | None = None,
     exhaustive_max: int = 12,
-    bn: str = "keep",
+    spec: MeasureSpec | None = None,
     calibration: Tensor | None = None,
-    bn_batch_size: int = MeasureSpec.bn_batch_size,
-    max_samples: int | None = None,
     device: str | torch.device = "cpu",
 ) -> Selection:
     """Which layer groups of two (or k) networks can be averaged within ``budget`` nats of the
@@ -301,17 +299,20 @@ def select_layers(
     best member). ``rest_from`` (a, b, ...; default the better network) supplies the other layers;
     ``alpha="auto"`` then picks each chosen group's alpha on the selection split. ``data`` as for
     :func:`measure`; a data module or ``{split: ...}`` with a ``test`` split also reports held-out
-    numbers.
+    numbers. ``spec`` gives the evaluation options shared with :func:`measure` (``bn``,
+    ``bn_batch_size``, ``max_samples``, ``batch_size``); its plans and alphas play no part.
     """
+    spec = spec or MeasureSpec()
+    bn, bn_batch_size = spec.bn, spec.bn_batch_size
     states = _checked_states(model_a, model_b)
     groups = layers.default_groups(model_a)
-    splits = _selection_splits(data, select_split, max_samples)
+    splits = _selection_splits(data, select_split, spec.max_samples)
     rest = None if rest_from in (None, "better") else ord(str(rest_from)) - ord("a")
     found = selection.select_groups(
         model_a, states, groups, splits, budget, select_split=select_split, budget_of=budget_of,
         rest_from=rest, alpha=0.5 if alpha == "auto" else float(alpha), weights=weights,
         exhaustive_max=exhaustive_max, bn=bn, calibration=calibration,
-        bn_batch_size=bn_batch_size, device=device,
+        bn_batch_size=bn_batch_size, device=device, batch_size=spec.batch_size,
     )  # fmt: skip
     if alpha == "auto":
         selection.tune_alphas(found)

@@ -34,7 +34,7 @@ from lwlc.models import MLP
 from lwlc.training import ClassifierModule, PairedModule, reinitialize
 from lwlc_runs import QUIET
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "digits_mlp.yaml"
 KEY = ("plan", "group", "rest_from", "split", "reference")
 CALLBACK = "lwlc.callbacks.LayerwiseBarrierCallback"

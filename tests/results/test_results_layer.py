@@ -25,7 +25,7 @@ from lwlc.models import MLP
 from lwlc.results import draw, heatmaps, style
 from lwlc.results.references import default_reference, shown_order
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "lwlc"
+SRC = Path(__file__).resolve().parents[2] / "src" / "lwlc"
 
 
 def _trained_mlp(seed: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
