@@ -243,7 +243,7 @@ def test_the_console_table_shows_every_reference_side_by_side_and_noise_as_zero(
                                "loss", "path", "error", "midpoint"]  # fmt: skip
     assert any("paper's heatmap value" in line for line in out)
     fields = out[-1].split()
-    assert fields == ["single", "fc1", "a", "2.5000", "2.6123", "0.0000", "37.50"]
+    assert fields == ["single", "fc1", "a", "2.5000", "2.6123", "0.0000", "0.3750"]
 
 
 def test_switches_are_spelled_with_dashes_and_the_older_underscore_form_still_works(

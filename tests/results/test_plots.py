@@ -91,9 +91,9 @@ def test_heatmap_table_puts_the_full_model_first_and_layers_in_forward_order():
             assert table.loc[label, epoch] == pytest.approx(epoch + i / 10)
 
 
-def test_heatmap_error_is_in_percentage_points():
+def test_heatmap_error_is_a_fraction_as_in_the_csv():
     table = figures.heatmap_table(_training_rows(), metric="error", reference="midpoint")
-    assert table.loc["fc2", 3] == pytest.approx(100 * (3 + 2 / 10) / 100)
+    assert table.loc["fc2", 3] == pytest.approx((3 + 2 / 10) / 100)
 
 
 def test_heatmap_columns_are_steps_when_an_epoch_holds_several_evaluations():
@@ -153,7 +153,7 @@ def test_layer_bars_have_the_given_heights_and_the_full_model_as_a_line():
         p.get_height() for p in error_ax.patches if isinstance(p, Rectangle) and p.get_height()
     )
     assert errors == pytest.approx(
-        sorted(100 * r["error_barrier"] for r in barriers if r["plan"] == "single")
+        sorted(r["error_barrier"] for r in barriers if r["plan"] == "single")
     )
     full_line = [line for line in loss_ax.lines if line.get_label() == figures.FULL_LABEL]
     assert full_line and full_line[0].get_ydata()[0] == pytest.approx(0.25)

@@ -1,6 +1,6 @@
 """How the figures read: laid out by matplotlib (nothing cut off, legends and colour bars outside
 the data), compared panels on one y axis, rows at most 1,600 px wide, error in percent and
-percentage points as drawn, heatmap cells at their epochs, the pairwise diagonal marked, titles
+error barriers as fractions as drawn, heatmap cells at their epochs, the pairwise diagonal marked, titles
 naming split, reference and pairing; and ``lwlc plot`` of a folder of several checkpoints.
 
 Every property is read back from the drawn Figure (artists' data and window extents after a

@@ -27,7 +27,7 @@ def shown(value: object, digits: int) -> str:
 def print_table(barriers: Rows, split: str) -> None:
     """A readable table of every path's loss barrier against each reference side by side (nats),
     the default reference first, and its error barrier against the default reference
-    (percentage points), with a legend."""
+    (a fraction of the samples, as in barriers.csv and W&B), with a legend."""
     by_ref: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
     for r in barriers:
         if r["split"] == split:
@@ -37,7 +37,7 @@ def print_table(barriers: Rows, split: str) -> None:
         return
     first = by_ref[refs[0]]
     width = max(len(str(r["group"])) for r in first.values())
-    print(f"\nBarriers on {split}: loss in nats against each reference, error in percentage points")
+    print(f"\nBarriers on {split}: loss in nats against each reference, error as a fraction")
     for ref in refs:
         print(f"  {LEGEND.get(ref, ref)}")
     header = "".join(f"{'loss ' + ref:>15}" for ref in refs)
@@ -48,7 +48,7 @@ def print_table(barriers: Rows, split: str) -> None:
             f"{shown(by_ref[ref].get(key, {}).get('loss_barrier', float('nan')), 4):>15}"
             for ref in refs
         )
-        error = shown(100 * float(r["error_barrier"]), 2)
+        error = shown(float(r["error_barrier"]), 4)
         print(f"{r['plan']:<17} {r['group']:<{width}} {r['rest_from']:<4}{losses} {error:>15}")
 
 

@@ -144,8 +144,8 @@ def _cell_text(value: float, fmt: str) -> str:
 
 def _decimals(limit: float, metric: str) -> int:
     """Decimals that show values up to ``limit`` with two significant digits (loss at least
-    2 decimals, error in pp at least 1, at most 4)."""
-    least = 2 if metric == "loss" else 1
+    2 decimals, error as a fraction at least 3, at most 4)."""
+    least = 2 if metric == "loss" else 3
     return min(4, max(least, 1 - math.floor(math.log10(limit)) if limit > 0 else least))
 
 

@@ -4,7 +4,8 @@ Figures are built with matplotlib's object API, never pyplot, so drawing is safe
 process and a dropped figure is freed. They are laid out by matplotlib's constrained layout:
 nothing is cropped, legends and colour bars sit outside the data, and panels wrap into rows of at
 most ``MAX_ROW_PX`` pixels at ``DPI``. Units: loss in nats (or the unit given), error in percent,
-error barriers in percentage points.
+error barriers as fractions of the samples (0.01 = one percentage point), as the CSVs and W&B
+hold them: one unit per name everywhere.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ REFERENCES = {
     "models": "vs the line from A to B",
     "midpoint": "alpha 0.5 vs the mean of A and B",
 }
-FLAT = {"loss": 5e-4, "error": 5e-3}  # below these (nats, pp) a bar does not show on its axis
+FLAT = {"loss": 5e-4, "error": 5e-5}  # below these (nats, fraction) a bar does not show on its axis
 FLAT_NOTE = "flat-note"  # the gid of the note saying why a panel shows no bars
 REST = {"a": "rest from A", "b": "rest from B"}
 NAMES = {"group": "layer", "rest_from": "rest from"}
@@ -150,7 +151,7 @@ def note_flat(
     if not finite:
         text = "not measured (nan)"
     elif is_flat(finite, metric):
-        unit = "nats" if metric == "loss" else "pp"
+        unit = "nats" if metric == "loss" else "of the samples"
         text = f"every bar is 0 (within {FLAT[metric]:g} {unit}):"
         text += "\n" + FLAT_REASON[reference] if reference in FLAT_REASON else ""
     else:
@@ -275,12 +276,12 @@ def layer_palette(groups: Sequence[str]) -> dict[str, Any]:
 
 
 def barrier_values(df: pd.DataFrame, metric: str) -> pd.Series:
-    values = df[f"{metric}_barrier"]
-    return 100.0 * values if metric == "error" else values
+    """The ``metric``'s barrier column, in the unit of the CSV (nats; a fraction for error)."""
+    return df[f"{metric}_barrier"]
 
 
 def barrier_label(metric: str) -> str:
-    return "loss barrier (nats)" if metric == "loss" else "error barrier (pp)"
+    return "loss barrier (nats)" if metric == "loss" else "error barrier (fraction)"
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Path:
