@@ -82,7 +82,8 @@ def test_single_layers_and_a_sample_budget_are_options_of_the_gpu_run(tmp_path: 
     barrier = got["trainer"]["callbacks"][1]["init_args"]
     assert (barrier["spec"]["plans"], barrier["spec"]["max_samples"]) == (["full", "single"], 512)
     paper = yaml.safe_load(paper_gpu.CONFIGS["resnet18"].read_text())
-    assert paper["trainer"]["callbacks"][0]["init_args"]["spec"]["max_samples"] is None  # whole split
+    paper_spec = paper["trainer"]["callbacks"][0]["init_args"]["spec"]
+    assert paper_spec["max_samples"] is None  # the whole split
 
 
 def test_the_row_reports_the_worst_single_layer_per_epoch(tmp_path: Path) -> None:

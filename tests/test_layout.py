@@ -115,3 +115,5 @@ def test_no_import_loop_through_importlib() -> None:
     assert recipes
     for recipe in recipes:
         assert not any(n.startswith("lwlc.commands") for n in imported(recipe)), recipe
+    # ... nor does the toolkit they import (it runs fit and analyze themselves, not the dispatcher)
+    assert "lwlc.commands.cli" not in imported(SRC / "recipes.py")

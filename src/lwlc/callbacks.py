@@ -24,11 +24,11 @@ from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import REST_FROM
 from lwlc.core.spec import MeasureSpec
 from lwlc.notices import warn
+from lwlc.results.sinks import has_media
 from lwlc.run_records import record_run_info
 from lwlc.tracking.files import OUTPUTS, ResultFiles
 from lwlc.tracking.history import History
 from lwlc.tracking.measure import Measurement, reference_network, split_tensors
-from lwlc.tracking.media import has_media
 from lwlc.tracking.publish import Media, log_scalars
 from lwlc.tracking.schedule import Schedule
 

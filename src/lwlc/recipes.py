@@ -43,7 +43,7 @@ def fit(
     ``extra_configs`` (which may add callbacks), then ``overrides``, then the user's
     ``--fit`` arguments. Metrics go to a CSV logger in ``root/logs``.
     """
-    from lwlc.commands import cli
+    from lwlc.commands import lightning_cli  # not the dispatcher, which loads the recipes
 
     args = ["fit"]
     for path in configs:
@@ -66,7 +66,7 @@ def fit(
         *overrides,
         *FIT_OVERRIDES.get(),
     ]
-    cli.main(args)
+    lightning_cli.run(args)
     return root / "checkpoints" / "last.ckpt"
 
 

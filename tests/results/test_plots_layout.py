@@ -1,7 +1,8 @@
 """How the figures read: laid out by matplotlib (nothing cut off, legends and colour bars outside
 the data), compared panels on one y axis, rows at most 1,600 px wide, error in percent and
-error barriers as fractions as drawn, heatmap cells at their epochs, the pairwise diagonal marked, titles
-naming split, reference and pairing; and ``lwlc plot`` of a folder of several checkpoints.
+error barriers as fractions as drawn, heatmap cells at their epochs, the pairwise diagonal
+marked, titles naming split, reference and pairing; and ``lwlc plot`` of a folder of several
+checkpoints.
 
 Every property is read back from the drawn Figure (artists' data and window extents after a
 draw at the saved resolution), not from pixels.

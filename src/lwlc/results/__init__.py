@@ -11,6 +11,8 @@ through here, so ``lwlc analyze``, ``lwlc plot``, ``lwlc merge``, the barrier Ca
   and :mod:`~lwlc.results.heatmaps` in the look of :mod:`~lwlc.results.style`.
 - :mod:`~lwlc.results.console`: the tables printed after a measurement.
 - :mod:`~lwlc.results.references`: which barrier reference a view shows by default.
+- :mod:`~lwlc.results.sinks`: publishing to loggers: W&B media (charts, tables, images) and
+  TensorBoard images, for the Callback's rows (``lwlc.tracking`` decides what and when).
 
 Submodules import matplotlib, seaborn and pandas only where they draw; importing this package
 imports nothing.

@@ -21,9 +21,9 @@ import lightning.pytorch as pl
 from lwlc.core.barriers import METRICS
 from lwlc.core.sweep import Rows
 from lwlc.notices import first_line, warn
+from lwlc.results.sinks import log_to_tensorboard, log_to_wandb
 from lwlc.tracking.files import ResultFiles
 from lwlc.tracking.history import COLUMNS, History
-from lwlc.tracking.media import log_to_tensorboard, log_to_wandb
 
 UNITS = {"loss": "nats", "error": "fraction of samples"}
 

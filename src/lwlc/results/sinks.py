@@ -1,4 +1,5 @@
-"""Where the Callback's figures and charts go: every W&B run and TensorBoard writer of a trainer.
+"""Publishing to loggers: every W&B run and TensorBoard writer of a trainer gets the Callback's
+figures and charts.
 
 Nothing here propagates an error: media are a view, and training goes on (one warning) when
 drawing them or a logger fails.
