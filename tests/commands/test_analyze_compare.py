@@ -162,9 +162,9 @@ def test_barrier_matrices_draw_each_cell_on_one_scale() -> None:
     assert [ax.get_title() for ax in panels] == ["layer: fc1", "layer: fc2"]
     meshes = [ax.collections[0] for ax in panels]
     nan = float("nan")
-    fc1 = torch.tensor([[nan, 5.0], [-2.5, nan]])  # rows x, y; columns in the same order; in pp
-    fc2 = torch.tensor([[nan, nan], [10.0, nan]])
+    fc1 = torch.tensor([[nan, 0.05], [-0.025, nan]])  # rows x, y; columns likewise; fractions
+    fc2 = torch.tensor([[nan, nan], [0.1, nan]])
     for mesh, expected in zip(meshes, (fc1, fc2), strict=True):
         drawn = torch.tensor(mesh.get_array().filled(nan), dtype=torch.float32).reshape(2, 2)
         assert torch.allclose(drawn, expected, equal_nan=True)
-        assert mesh.get_clim() == (-2.5, 10.0)  # one scale for all panels, spanning the data
+        assert mesh.get_clim() == pytest.approx((-0.025, 0.1))  # one scale, spanning the data
