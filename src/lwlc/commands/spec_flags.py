@@ -53,10 +53,12 @@ DERIVED = {"num_alphas": "alphas"}
 
 @cache
 def field_help() -> dict[str, str]:
-    """Each field's text in the ``Args:`` section of ``MeasureSpec``'s docstring, on one line."""
-    doc = (MeasureSpec.__doc__ or "").split("Args:", 1)[-1]
-    entries = re.findall(r"^ {8}(\w+): (.*?)(?=^ {8}\w+: |\Z)", doc, re.M | re.S)
-    return {name: " ".join(text.split()) for name, text in entries}
+    """Each field's text in the ``Args:`` section of ``MeasureSpec``'s docstring, on one line
+    (read by docstring-parser, which jsonargparse uses for the same purpose)."""
+    from docstring_parser import parse
+
+    params = parse(MeasureSpec.__doc__ or "").params
+    return {p.arg_name: " ".join((p.description or "").split()) for p in params}
 
 
 def flag(name: str) -> str:
