@@ -57,6 +57,7 @@ def test_two_processes_write_one_processs_rows_once(pair, tmp_path):
     assert done.stdout.count("Barriers on test") == 1, "only rank 0 prints"
 
 
+@pytest.mark.slow  # two processes stay covered fast by the test above
 def test_two_processes_resume_what_an_interrupted_run_left(pair, tmp_path):
     ckpt, one = pair
     out = tmp_path / "resumed"

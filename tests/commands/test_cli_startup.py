@@ -91,7 +91,8 @@ def test_print_config_writes_lists_as_lists_and_no_stale_derived_key(
 
 def test_make_setup_says_what_it_installs_and_how_long() -> None:
     dry = subprocess.run(
-        ["make", "-n", "-B", "setup"], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+        ["make", "--no-print-directory", "-n", "-B", "setup"],  # no "Entering directory" line
+        capture_output=True, text=True, cwd=REPO_ROOT, check=True,
     )
     first = dry.stdout.splitlines()[0]
     assert first.startswith("echo") and "torch" in first and "minutes" in first

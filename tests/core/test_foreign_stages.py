@@ -56,7 +56,9 @@ def _check(make, shape, bn, n=6, plans=("full", "single"), classes=10):
     return len(ev.stages)
 
 
-@pytest.mark.parametrize("bn", ["keep", "reset"])
+@pytest.mark.parametrize(
+    "bn", ["keep", pytest.param("reset", marks=pytest.mark.slow)]
+)  # reset's recalibration per model is the slow half; BatchNorm reset keeps a fast case elsewhere
 def test_resnet18_fx_stages_match_naive_loop(bn):
     n = _check(lambda: torchvision.models.resnet18(num_classes=10), (3, 16, 16), bn, n=4)
     assert n > 1
