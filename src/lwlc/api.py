@@ -257,7 +257,7 @@ class Selection:
 
     def plot(self, path: str | Path) -> Path:
         """Draw the selection figure (loss against the fraction of parameters averaged)."""
-        from lwlc.selection_files import plot_selection
+        from lwlc.results.selection import plot_selection
 
         return plot_selection(self.found, Path(path))
 

@@ -2,9 +2,10 @@
 
 ``--groups auto`` chooses the layers (``lwlc.core.selection``): the largest set within
 ``--budget`` nats of the better network's loss, reported beside the output as
-``<out>.selection.json/.csv/.png`` (``lwlc.selection_files``). ``--alpha`` may be set per group
+``<out>.selection.json/.csv/.png`` (``lwlc.results.selection``). ``--alpha`` may be set per group
 or chosen on the selection split; several ``--ckpt`` files are averaged as a soup (``--weights``).
-Hugging Face models go to a ``save_pretrained`` folder with a ``mergekit.yml`` (``lwlc.hf_merge``).
+Hugging Face models go to a ``save_pretrained`` folder with a ``mergekit.yml``
+(``lwlc.formats.hf_merge``).
 
 The merged model is the engine's model (``lwlc.core.soup.mixed_state``): alpha (one, or per group)
 on the chosen groups, the rest from A or B (or the soup of k networks); optionally B is first
@@ -36,9 +37,9 @@ from lwlc.core.soup import Alpha, check_weights, group_alphas, merge_states
 from lwlc.core.spec import MeasureSpec, from_flags
 from lwlc.formats import inputs, lock, outputs
 from lwlc.formats.checkpoints import Checkpoint
+from lwlc.formats.hf_merge import is_hf, key_coefficients, member_weights, save_hf
 from lwlc.formats.io import save_state_dict
-from lwlc.hf_merge import is_hf, key_coefficients, member_weights, save_hf
-from lwlc.selection_files import check_report_paths, write_report
+from lwlc.results.selection import check_report_paths, write_report
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 MODULE_CLASS = "lwlc.training.ClassifierModule"

@@ -11,6 +11,7 @@ through here, so ``lwlc analyze``, ``lwlc plot``, ``lwlc merge``, the barrier Ca
   and :mod:`~lwlc.results.heatmaps` in the look of :mod:`~lwlc.results.style`.
 - :mod:`~lwlc.results.console`: the tables printed after a measurement.
 - :mod:`~lwlc.results.references`: which barrier reference a view shows by default.
+- :mod:`~lwlc.results.selection`: the JSON, CSV and figure beside a selected merge.
 - :mod:`~lwlc.results.sinks`: publishing to loggers: W&B media (charts, tables, images) and
   TensorBoard images, for the Callback's rows (``lwlc.tracking`` decides what and when).
 
