@@ -59,9 +59,9 @@ def test_flower_simulation_equals_the_in_process_module(tmp_path) -> None:
 @pytest.mark.slow
 def test_round_barriers_reach_wandb_under_the_callbacks_names(tmp_path) -> None:
     import wandb
-    from test_wandb import finished_records, history
 
     from lwlc.core.spec import MeasureSpec
+    from wandb_records import finished_records, history
 
     net = MLP(in_features=4, width=3, depth=1, num_classes=3)
     x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))

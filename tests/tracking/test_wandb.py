@@ -7,7 +7,6 @@ import json
 import os
 import pty
 import select
-import struct
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ import torch
 import wandb
 import yaml
 from lightning.pytorch import Trainer
-from wandb.proto import wandb_internal_pb2
 
 from lwlc.callbacks import LayerwiseBarrierCallback
 from lwlc.core.errors import LwlcError
@@ -27,78 +25,7 @@ from lwlc.loggers import WandbLogger
 from lwlc.models import MLP
 from lwlc.training import PairedModule
 from lwlc.wandb_auth import choose_mode, has_credentials
-
-# The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
-# each with a 7-byte header (checksum, length, type); a record may span blocks (types 2-4).
-FILE_HEADER = struct.Struct("<4sHB")
-RECORD_HEADER = struct.Struct("<IHB")
-BLOCK = 32768
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """Every protobuf Record of a W&B run file."""
-    data = path.read_bytes()
-    ident, magic, _version = FILE_HEADER.unpack_from(data)
-    assert (ident, magic) == (b":W&B", 0xBEE1), "not a W&B run file"
-    records, pending, pos = [], b"", FILE_HEADER.size
-    while pos + RECORD_HEADER.size <= len(data):
-        if BLOCK - pos % BLOCK < RECORD_HEADER.size:  # the block's tail is padding
-            pos += BLOCK - pos % BLOCK
-            continue
-        _crc, length, kind = RECORD_HEADER.unpack_from(data, pos)
-        pos += RECORD_HEADER.size
-        if kind == 0 and length == 0:
-            break
-        pending += data[pos : pos + length]
-        pos += length
-        if kind in (FULL, LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def finished_records(path: Path, timeout: float = 30.0) -> list[wandb_internal_pb2.Record]:
-    """The records of a finished run: wandb-core may still be writing when ``finish`` returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_wandb_records(path)
-        if (
-            any(r.WhichOneof("record_type") == "exit" for r in records)
-            or time.monotonic() > deadline
-        ):
-            return records
-        time.sleep(0.2)
-
-
-def history(records: list[wandb_internal_pb2.Record]) -> list[dict[str, object]]:
-    """The logged history rows, nested keys joined with '/' and values decoded from JSON."""
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                    for i in record.history.item
-                }
-            )
-    return rows
-
-
-def config(records: list[wandb_internal_pb2.Record]) -> dict[str, object]:
-    """The run's config as last updated."""
-    merged: dict[str, object] = {}
-    for record in records:
-        if record.WhichOneof("record_type") == "config":
-            merged.update(
-                {
-                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                    for i in record.config.update
-                }
-            )
-    return merged
+from wandb_records import config, finished_records, history
 
 
 class _Pair(PairedModule):

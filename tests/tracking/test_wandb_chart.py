@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_wandb import finished_records, history
 
 from lwlc.commands.cli import main
 from lwlc_runs import DIGITS
+from wandb_records import finished_records, history
 
 
 def test_the_wandb_run_charts_the_full_model_against_every_single_layer(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lwlc.core.barriers import METRICS
 from lwlc.core.errors import LwlcError
 from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import BARRIER_COLUMNS
@@ -173,13 +174,13 @@ def log_to_wandb(
     """The round's barriers (mean over pairs) under the Callback's names, and the averaged set."""
     import wandb
 
-    from lwlc.callbacks import metric_name
+    from lwlc.tracking.publish import metric_name
 
     if wandb.run is None:
         raise LwlcError("BarrierMonitor(wandb=True) needs an active W&B run: call wandb.init()")
     sums: dict[str, list[float]] = {}
     for row in rows:
-        for metric in ("loss", "error"):
+        for metric in METRICS:
             sums.setdefault(metric_name(row, metric, True), []).append(
                 float(row[f"{metric}_barrier"])
             )
