@@ -211,3 +211,25 @@ def test_an_interrupted_analysis_draws_its_finished_paths_and_no_stale_figure(
     assert 1 <= len(singles) < 6  # some single-layer paths finished, not all
     heights = sorted(_bar_heights(drawn["barriers_test.png"].axes[0]))
     assert heights == pytest.approx(sorted(float(r["loss_barrier"]) for r in singles), abs=1e-6)
+
+
+def test_redrawing_with_another_main_reference_leaves_no_stale_figure_beside(tmp_path):
+    """After a drawing whose main reference was ``models`` (``midpoint`` beside), the default
+    drawing makes ``midpoint`` the main figure and removes its old copy beside."""
+    barriers = [
+        dict(plan=plan, group=group, rest_from="a", split="test", reference=ref,
+             loss_barrier=value, error_barrier=value / 10)
+        for plan, group in (("full", "all"), ("single", "fc1"), ("single", "fc2"))
+        for ref, value in (("midpoint", 0.5), ("models", 1.5), ("path", 0.0))
+    ]  # fmt: skip
+    curves = [
+        dict(plan=plan, group=group, rest_from="a", split="test", alpha=a, loss=1 + a * (1 - a),
+             accuracy=0.9)
+        for plan, group in (("full", "all"), ("single", "fc1"), ("single", "fc2"))
+        for a in (0.0, 0.5, 1.0)
+    ]  # fmt: skip
+    draw.save_analysis_figures(tmp_path, curves, barriers, reference="models")
+    assert (tmp_path / "barriers_test_midpoint.png").is_file()
+    draw.save_analysis_figures(tmp_path, curves, barriers)
+    names = sorted(p.name for p in tmp_path.glob("barriers_*.png"))
+    assert names == ["barriers_test.png", "barriers_test_models.png", "barriers_test_path.png"]

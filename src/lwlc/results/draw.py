@@ -53,6 +53,8 @@ def save_analysis_figures(
         main = reference or default_reference(present)
         fig = layer_barriers(barrier_df, main, split, pairing)
         written.append(save_figure(fig, Path(out_dir) / f"barriers_{split}.png"))
+        # an earlier drawing with another main reference left this one beside: it is the main now
+        (Path(out_dir) / f"barriers_{split}_{main}.png").unlink(missing_ok=True)
         for other in [r for r in present if r != main and beside]:
             fig = layer_barriers(barrier_df, other, split, pairing)
             written.append(save_figure(fig, Path(out_dir) / f"barriers_{split}_{other}.png"))
