@@ -329,8 +329,10 @@ def row(r: dict[str, Any], precision: str) -> str:
     rate = statistics.median([n / t for n, t in zip(images[1:] or images, steady, strict=True)])
     per_eval = statistics.mean(r["evals"]) if r["evals"] else 0.0
     hours = (SCHEDULE_EPOCHS * epoch_s + SCHEDULE_EVALUATIONS * per_eval) / 3600
-    barriers = ", ".join(f"{e}: {b:.2f}" for e, b in sorted(r["barriers"].items())) or "-"
-    single = ", ".join(f"{e}: {b:.2f}" for e, b in sorted(r.get("single", {}).items())) or "-"
+    from lwlc.results.console import shown  # noise prints as 0.00, never -0.00
+
+    barriers = ", ".join(f"{e}: {shown(b, 2)}" for e, b in sorted(r["barriers"].items())) or "-"
+    single = ", ".join(f"{e}: {shown(b, 2)}" for e, b in sorted(r.get("single", {}).items())) or "-"
     return (
         f"| {r['name']} | {precision} | {len(times)} | {times[0]:.1f} | {epoch_s:.1f} | {rate:,.0f} | "
         f"{per_eval:.1f} ({len(r['evals'])}) | {r['wall']:.0f} | {hours:.1f} | {barriers} | "

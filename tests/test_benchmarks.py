@@ -172,6 +172,7 @@ def test_paper_gpu_cpu_check_writes_its_rows(tmp_path: Path) -> None:
     assert cells[2] == "2"  # epochs
     # the full model's barrier by epoch, then the worst single layer's ("-": not measured here)
     assert cells[-2].startswith("0: 0.00")  # shared initialisation: no barrier at epoch 0
+    assert "-0.00" not in cells[-2]  # noise prints as 0.00
     assert cells[-1] == "-"
     epochs = yaml.safe_load((tmp_path / "runs" / "resnet18" / "epochs.json").read_text())
     assert [e["images"] for e in epochs] == [2 * 3 * 64, 2 * 3 * 64]  # 2 members, 3 batches of 64
