@@ -113,6 +113,7 @@ def run_pair(args: Any) -> int:
     paths = group.broadcast(paths)
     if not group.lead:  # evaluate this process's share; rank 0 writes every row
         group.sweep(measurement, paths)
+        group.barrier()  # leave together: gloo aborts a rank torn down while its peer writes
         return 0
     summary["memory"] = measurement.sizes.as_dict()
     with Interrupts() as interrupts:
@@ -121,9 +122,10 @@ def run_pair(args: Any) -> int:
     if stopped:
         if args.plots and files.barriers:
             draw_finished(files, summary)
-        return stopped
-    report(files, args, spec, summary)
-    return 0
+    else:
+        report(files, args, spec, summary)
+    group.barrier()  # the other processes wait for the files before they leave the group
+    return stopped or 0
 
 
 def describe_pairing(cks: Sequence[Checkpoint]) -> str:
