@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 import yaml
 
@@ -92,3 +93,16 @@ def mlp_of(ckpt: Path) -> MLP:
     """The MLP described by a checkpoint's saved config."""
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     return MLP(**hparams["model"]["init_args"])
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A CPU Trainer that logs, checkpoints, validates and prints nothing (Python-level fits)."""
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        **kwargs,
+    )

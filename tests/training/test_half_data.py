@@ -12,6 +12,7 @@ from lwlc.core.errors import LwlcError
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP, ResNet18
 from lwlc.training import PairedModule, reinitialize
+from lwlc_runs import quiet_trainer
 
 
 class SGDPair(PairedModule):
@@ -28,18 +29,6 @@ class RowRecorder(pl.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         for member, (x, _) in zip("ab", batch, strict=True):
             self.rows[member] += [row.numpy().tobytes() for row in x]
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        **kwargs,
-    )
 
 
 def test_the_two_halves_are_disjoint_and_cover_the_training_split() -> None:

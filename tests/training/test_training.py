@@ -19,6 +19,7 @@ from lwlc.data.base import TensorBatches
 from lwlc.models import MLP
 from lwlc.training import ClassifierModule, PairedModule
 from lwlc.training.schedules import WarmupCosine
+from lwlc_runs import quiet_trainer
 
 DIGITS = str(CONFIGS / "digits_mlp.yaml")
 
@@ -101,18 +102,6 @@ class SGDPair(PairedModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        **kwargs,
-    )
 
 
 class SpawnRecorder(pl.Callback):
