@@ -149,6 +149,25 @@ def test_greedy_search_ends_maximal_and_every_accepted_set_was_measured() -> Non
     assert exhaustive.chosen == best
 
 
+def test_greedy_search_measures_a_few_sets_per_group_not_one_per_group_per_round() -> None:
+    """30 groups whose losses add: the walk in single-barrier order takes every group that fits,
+    one set per group, and the closing round proves maximality; a round-by-round search would
+    measure 30 + 29 + ... sets (hundreds)."""
+    n = 30
+    single = [0.01 * ((7 * g) % n) for g in range(n)]  # a scrambled order of 0.00 .. 0.29
+    measured: list[frozenset[int]] = []
+
+    def losses_of(sets):
+        measured.extend(sets)
+        return [sum(single[i] for i in s) for s in sets]
+
+    found = search([1] * n, losses_of, limit=1.0, exhaustive_max=12)
+    cheapest = sorted(range(n), key=single.__getitem__)
+    want = max(k for k in range(n + 1) if sum(single[g] for g in cheapest[:k]) <= 1.0)
+    assert found.search == "greedy" and sorted(found.chosen) == sorted(cheapest[:want])
+    assert len(measured) <= 3 * n
+
+
 def test_per_group_alphas_and_k_model_average_match_hand_computed(files, tmp_path) -> None:
     states = [torch.load(f, weights_only=True) for f in files]
     out = tmp_path / "alphas.pt"
