@@ -55,7 +55,13 @@ REFERENCE_WORDS = (
 )
 # What a run's record is made of, besides result.json and the figures: the barrier CSVs, the
 # measurement summaries and each pair's resolved training config.
-COPIED = ("**/barriers.csv", "**/summary.json", "**/logs/version_0/config.yaml")
+COPIED = (
+    "**/barriers.csv",
+    "**/summary.json",
+    "**/logs/version_0/config.yaml",
+    "**/*.selection.json",
+    "**/*.selection.csv",
+)
 Record = dict[str, Any]
 Rows = list[dict[str, object]]
 
@@ -927,6 +933,82 @@ def language_model(result: Result) -> tuple[list[str], str]:
 
 
 # Context that holds whatever the numbers are (so it has none of them).
+# ------------------------------------------------------------------------ 9. selection
+
+SELECTION_ALIGNS = ("none", "weight-matching")
+VERDICT_BUDGET = "0.05"
+
+
+def selection_values(result: Result, prefixes: Sequence[str], key: str) -> list[Any]:
+    """``key`` (after ``align/budget/``) of every seed."""
+    return [result[p + key] for p in prefixes]
+
+
+def selection_excess(result: Result, prefix: str, split: str = "test") -> float:
+    """The chosen model's loss on ``split`` above the member the budget counted from."""
+    ref = "member_" + result[prefix + "reference"]
+    return float(result[f"{prefix}chosen/{split}/loss"]) - float(result[f"{prefix}{ref}/{split}/loss"])
+
+
+def selection_rows(result: Result, network: str, pairing: str) -> list[list[object]]:
+    """One row per alignment and budget: what was chosen and how it did, over the seeds."""
+    rows = []
+    seeds = result.seed_prefixes(network, pairing)
+    for align in SELECTION_ALIGNS:
+        for budget in str(result["budgets"]).split(","):
+            at = [f"{p}{align}/{budget}/" for p in seeds]
+            v = functools.partial(selection_values, result, at)
+            rows.append([
+                align, budget, len(at), distinct(v("chosen")), spread(v("fraction"), pct),
+                spread([selection_excess(result, p, "val") for p in at]),
+                spread([selection_excess(result, p) for p in at]),
+                " / ".join(spread(v(f"{m}/test/accuracy"), pct)
+                           for m in ("chosen", "member_a", "member_b", "full_average")),
+                spread(v("full_average/val/loss")),
+            ])  # fmt: skip
+    return rows
+
+
+def verdict_selection(result: Result, network: str, pairing: str) -> str:
+    """The rule of ``verdicts.selection`` per seed, unaligned, at the 0.05-nat budget."""
+    at = [f"{p}none/{VERDICT_BUDGET}/" for p in result.seed_prefixes(network, pairing)]
+    words = [
+        verdicts.selection(
+            float(result[p + "fraction"]), selection_excess(result, p), float(VERDICT_BUDGET),
+            float(result[p + "chosen/test/loss"]) - float(result[p + "full_average/test/loss"]),
+        )
+        for p in at
+    ]  # fmt: skip
+    fractions = selection_values(result, at, "fraction")
+    return (
+        f"{seeded_verdict(words)}; {network}, {pairing}, unaligned, budget {VERDICT_BUDGET}): "
+        f"{spread(fractions, pct)} of the parameters averaged, held-out test loss "
+        f"{spread([selection_excess(result, p) for p in at])} nats above the reference member"
+    )
+
+
+def selection(result: Result) -> tuple[list[str], str]:
+    lines: list[str] = []
+    summary = []
+    header = [
+        "align", "budget (nats)", "seeds", "chosen groups (each seed's set)", "parameters averaged",
+        "val loss above ref", "test loss above ref",
+        "test acc chosen / A / B / full average", "full average val loss",
+    ]  # fmt: skip
+    for network, pairing in result.pairs():
+        lines.append(f"{network}, {PAIRING_WORDS.get(pairing, pairing)}{SEEDS}:")
+        lines.append("")
+        lines += table(header, selection_rows(result, network, pairing))
+        stem = result.stem(network, pairing)
+        lines += result.figure_lines([
+            (f"{stem}_{align}_budget{VERDICT_BUDGET}.png", f"{network} {pairing}, {align}, "
+             f"budget {VERDICT_BUDGET}: loss against the share averaged")
+            for align in SELECTION_ALIGNS
+        ])  # fmt: skip
+        summary.append(verdict_selection(result, network, pairing))
+    return lines, "; ".join(summary)
+
+
 NOTES = {
     "full_vs_single": "A shared-init pair whose full barrier is near zero is no test of the "
     "claim: two networks from one initialisation may stay in one linearly connected basin, and "
@@ -946,6 +1028,11 @@ NOTES = {
     "federated": "Two accuracies answer different questions: on the client's own task "
     "(per-class accuracy weighted by its label distribution, the authors' per-client test "
     "sets) personal models are favoured; on all classes FedAvg is.",
+    "selection": "The budget counts from the member with the lower selection (`val`) loss, and "
+    "the rest of the network comes from it (*ref*); `test` is never seen by the choice. With up "
+    "to 12 groups every subset is measured (the largest that fits is chosen), beyond that the "
+    "greedy search (the ResNet's 21 groups). Each seed's `merged.ckpt.selection.json`/`.csv` are "
+    "copied beside `result.json`.",
     "language_model": "The authors' script (`LLMC/get_llm.py`) loads the second model with the "
     "first model's weights (`model2.load_state_dict(st1['model'])`), so its endpoint B there is "
     "A; lwlc evaluates both models.",
@@ -964,6 +1051,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Result], tuple[list[str], str]]]] = {
     "subspace": ("Subspace noise", subspace),
     "federated": ("Federated and personalised averaging", federated),
     "language_model": ("Language model", language_model),
+    "selection": ("Choosing the layers to average", selection),
 }
 
 

@@ -45,6 +45,10 @@ RULES = {
     "federated": "the claim allows partial averaging to beat FedAvg (clients' own tasks) only on "
     "the most skewed split: reproduced when it wins nowhere else; partly when it wins on one "
     "other split; not when on two or more others",
+    "selection": "per seed, unaligned, budget 0.05 nats: (1) the search averages some layers, "
+    "(2) the chosen model's held-out test loss is within twice the budget of the member the "
+    "budget counts from, (3) it is no worse on held-out test loss than the full average; "
+    "all three: reproduced, one or two: partly, none: not",
 }
 
 
@@ -96,6 +100,13 @@ def federated(wins: Sequence[str], splits: Sequence[str]) -> str:
     least to the most skewed, and only the last may be won."""
     beyond = [s for s in wins if s != splits[-1]]
     return REPRODUCED if not beyond else PARTLY if len(beyond) == 1 else NOT
+
+
+def selection(fraction: float, test_excess: float, budget: float, versus_full: float) -> str:
+    """Experiment 9: the share of parameters averaged, the chosen model's held-out loss above the
+    budget's reference member, the budget, and its held-out loss minus the full average's."""
+    held = (fraction > 0) + (test_excess <= 2 * budget) + (versus_full <= 0)
+    return two_rules(held, 3)
 
 
 def agree(words: Sequence[str]) -> tuple[str, int]:

@@ -343,3 +343,43 @@ def test_through_training_with_seeds_averages_each_epoch_and_a_tie_says_the_weak
     verdict = next(line for line in md if line.startswith("Verdict: "))
     # seed 0 reproduces (0.05 within the band and a third), seed 1 fails both rules: a tie
     assert "**not** (1 of 2 seeds agree; net, half_data, midpoint reference)" in verdict
+
+
+def selection_record(seed: int, align: str, fraction: float, chosen_test: float) -> dict:
+    """One seed's selection numbers as experiments/selection/recipe.py records them."""
+    p = f"mlp/independent/seed{seed}/{align}/0.05/"
+    out: dict[str, object] = {
+        p + "search": "exhaustive", p + "chosen": "fc2" if fraction else "(none)",
+        p + "fraction": fraction, p + "reference": "a", p + "limit": 0.35,
+    }  # fmt: skip
+    losses = {"chosen": (0.33, chosen_test), "member_a": (0.30, 0.32), "member_b": (0.31, 0.33),
+              "full_average": (1.5, 1.6)}  # fmt: skip
+    for model, (val, test) in losses.items():
+        out[f"{p}{model}/val/loss"], out[f"{p}{model}/test/loss"] = val, test
+        out[f"{p}{model}/val/accuracy"] = out[f"{p}{model}/test/accuracy"] = 0.8
+    return out
+
+
+def test_selection_section_reads_each_seed_and_its_verdict_can_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 1's choice costs 0.2 nats on held-out data (over twice the budget): partly; the
+    table's excess over the reference member is computed here by hand."""
+    bare_experiments(tmp_path, monkeypatch, "selection")
+    run = tmp_path / "runs" / "selection-quick"
+    out: dict[str, object] = {"mlp/independent/pairing": "p", "mlp/independent/seeds": "0,1",
+                              "budgets": "0.05"}  # fmt: skip
+    for seed, test in enumerate((0.36, 0.52)):
+        out |= selection_record(seed, "none", 0.6, test)
+        out |= selection_record(seed, "weight-matching", 0.0, 0.32)
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({**out, "run": run_meta("selection")}))
+    md = experiment.report(tmp_path / "runs").read_text().splitlines()
+    # test excess: 0.36 - 0.32 = 0.04 and 0.52 - 0.32 = 0.20 -> mean 0.120, sd 0.113
+    row = next(line for line in md if line.startswith("| none | 0.05 | 2 | fc2 | 60.0% ± 0.0% |"))
+    assert "| 0.030 ± 0.000 | 0.120 ± 0.113 |" in row
+    assert "| weight-matching | 0.05 | 2 | (none) | 0.0% ± 0.0% | 0.030 ± 0.000 | 0.000 ± 0.000 |" in (
+        "\n".join(md)
+    )
+    verdict = next(line for line in md if line.startswith("Verdict: "))
+    assert "**partly** (1 of 2 seeds agree; mlp, independent, unaligned, budget 0.05)" in verdict

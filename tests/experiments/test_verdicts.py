@@ -81,3 +81,17 @@ def test_seeds_agree_on_the_most_common_word_and_a_tie_goes_to_the_weaker() -> N
 def test_every_printed_rule_names_its_not() -> None:
     for name, words in verdicts.RULES.items():
         assert "not" in words, name
+
+
+@pytest.mark.parametrize(
+    ("fraction", "excess", "versus_full", "word"),
+    [
+        (0.6, 0.04, -0.5, REPRODUCED),  # averages most, holds held out, beats the full average
+        (0.0, 0.0, -0.5, PARTLY),  # nothing fits: the endpoint itself
+        (0.6, 0.3, -0.1, PARTLY),  # over twice the budget held out: the choice overfit
+        (0.6, 0.3, 0.2, PARTLY),
+        (0.0, 0.3, 0.2, NOT),
+    ],
+)
+def test_selection_rule_yields_each_word(fraction, excess, versus_full, word) -> None:
+    assert verdicts.selection(fraction, excess, 0.05, versus_full) == word
