@@ -955,7 +955,7 @@ def selection_rows(result: Result, network: str, pairing: str) -> list[list[obje
     rows = []
     seeds = result.seed_prefixes(network, pairing)
     for align in SELECTION_ALIGNS:
-        for budget in str(result["budgets"]).split(","):
+        for budget in str(result[f"{network}/{pairing}/budgets"]).split(","):
             at = [f"{p}{align}/{budget}/" for p in seeds]
             v = functools.partial(selection_values, result, at)
             rows.append([

@@ -368,7 +368,7 @@ def test_selection_section_reads_each_seed_and_its_verdict_can_fail(
     bare_experiments(tmp_path, monkeypatch, "selection")
     run = tmp_path / "runs" / "selection-quick"
     out: dict[str, object] = {"mlp/independent/pairing": "p", "mlp/independent/seeds": "0,1",
-                              "budgets": "0.05"}  # fmt: skip
+                              "mlp/independent/budgets": "0.05"}  # fmt: skip
     for seed, test in enumerate((0.36, 0.52)):
         out |= selection_record(seed, "none", 0.6, test)
         out |= selection_record(seed, "weight-matching", 0.0, 0.32)
