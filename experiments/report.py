@@ -947,7 +947,9 @@ def selection_values(result: Result, prefixes: Sequence[str], key: str) -> list[
 def selection_excess(result: Result, prefix: str, split: str = "test") -> float:
     """The chosen model's loss on ``split`` above the member the budget counted from."""
     ref = "member_" + result[prefix + "reference"]
-    return float(result[f"{prefix}chosen/{split}/loss"]) - float(result[f"{prefix}{ref}/{split}/loss"])
+    return float(result[f"{prefix}chosen/{split}/loss"]) - float(
+        result[f"{prefix}{ref}/{split}/loss"]
+    )
 
 
 def selection_rows(result: Result, network: str, pairing: str) -> list[list[object]]:

@@ -378,8 +378,9 @@ def test_selection_section_reads_each_seed_and_its_verdict_can_fail(
     # test excess: 0.36 - 0.32 = 0.04 and 0.52 - 0.32 = 0.20 -> mean 0.120, sd 0.113
     row = next(line for line in md if line.startswith("| none | 0.05 | 2 | fc2 | 60.0% ± 0.0% |"))
     assert "| 0.030 ± 0.000 | 0.120 ± 0.113 |" in row
-    assert "| weight-matching | 0.05 | 2 | (none) | 0.0% ± 0.0% | 0.030 ± 0.000 | 0.000 ± 0.000 |" in (
-        "\n".join(md)
+    assert (
+        "| weight-matching | 0.05 | 2 | (none) | 0.0% ± 0.0% | 0.030 ± 0.000 | 0.000 ± 0.000 |"
+        in ("\n".join(md))
     )
     verdict = next(line for line in md if line.startswith("Verdict: "))
     assert "**partly** (1 of 2 seeds agree; mlp, independent, unaligned, budget 0.05)" in verdict

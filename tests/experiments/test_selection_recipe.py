@@ -33,6 +33,8 @@ def test_selection_recipe_records_what_each_merge_chose(tmp_path: Path) -> None:
             for key, value in merged.items():
                 name = key.removeprefix("net.")
                 a, b = pair[f"net_a.{name}"], pair[f"net_b.{name}"]
-                want = (a + b) / 2 if name.split(".")[0] in report["chosen"] else {"a": a, "b": b}[ref]
+                want = (
+                    (a + b) / 2 if name.split(".")[0] in report["chosen"] else {"a": a, "b": b}[ref]
+                )
                 torch.testing.assert_close(value, want, rtol=0, atol=1e-6)
         assert (tmp_path / "figures" / f"mlp_independent_seed0_{align}_budget0.05.png").is_file()
