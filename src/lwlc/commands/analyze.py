@@ -41,7 +41,7 @@ def build_parser() -> Any:
         nargs="+",
         default=None,
         help="a paired checkpoint from lwlc fit (compares its members A and B), or several "
-        "single-network checkpoints (compares every pair; needs --out; --soup: averages them)",
+        "single-network checkpoints (compares every pair; needs --out)",
     )
     inputs.add_network_arguments(p)
     p.add_argument(
@@ -75,15 +75,9 @@ def _add_soup_arguments(p: Any) -> None:
         "--soup",
         action=ActionYesNo(no_prefix="no-"),
         default=False,
-        help="average the --ckpt networks (k >= 2) on each group and report the soup's loss "
-        "against the weighted mean of theirs (the k-model barrier); --rest-from names members",
+        help="k-model barriers of a soup",
     )
-    p.add_argument(
-        "--weights",
-        type=str | list[float] | None,
-        default=None,
-        help="--soup: one weight per network, summing to 1 (default uniform); implies --soup",
-    )
+    p.add_argument("--weights", type=str | None, default=None, help="--soup: one per network")
 
 
 def _add_run_arguments(p: Any) -> None:
