@@ -216,3 +216,27 @@ def test_bad_input_gets_one_line_and_exit_2(files, tmp_path, capsys, case, words
     err = [line for line in err if not line.startswith("lwlc: data:")]
     assert exit_.value.code == 2 and len(err) == 1 and words in err[0], err
     assert not out.exists()
+
+
+def test_two_networks_soup_is_the_pair_midpoint_with_bn_reset_and_alignment() -> None:
+    """BatchNorm statistics recomputed and B aligned to A: still the pair's midpoint (float64)."""
+    gen = torch.Generator().manual_seed(0)
+    x, calibration = torch.randn(300, 12, generator=gen).double(), torch.randn(256, 12).double()
+    y = torch.randint(0, 5, (300,), generator=gen)
+
+    def net(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        layers = [torch.nn.Linear(12, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                  torch.nn.Linear(16, 5)]  # fmt: skip
+        return torch.nn.Sequential(*layers).double().eval()
+
+    spec = lwlc.MeasureSpec(plans=("full", "single"), splits=("test",), bn="reset",
+                            align="weight-matching", alphas=(0, 0.5, 1))  # fmt: skip
+    a, b = net(0), net(1)
+    pair = lwlc.measure(a, b, {"test": (x, y)}, spec, calibration=calibration).barriers
+    soup = lwlc.measure_soup([a, b], {"test": (x, y)}, spec, calibration=calibration).barriers
+    key = ["plan", "group", "rest_from", "split"]
+    both = pair[pair.reference == "midpoint"].merge(soup, on=key, suffixes=("_pair", "_soup"))
+    assert len(both) == len(soup) == 2 * (1 + 2 * 3)  # full once, 3 groups x 2 rests; aligned
+    for column in ("loss_barrier", "error_barrier"):
+        assert (both[f"{column}_pair"] - both[f"{column}_soup"]).abs().max() < 1e-8
