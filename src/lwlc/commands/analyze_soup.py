@@ -10,7 +10,6 @@ and ``--ckpt-b``, or k single-network files); results go to ``soup_barriers.csv`
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -68,9 +67,10 @@ def load_members(
         try:
             layers.check_compatible(states[0], state)
         except LwlcError as err:
+            name = member_name(i)
             raise LwlcError(
-                f"member {member_name(i)} ({paths[min(i, len(paths) - 1)]}) does not match "
-                f"member a ({paths[0]}), as B and A: {err}"
+                f"member {name} ({paths[min(i, len(paths) - 1)]}) does not match member a "
+                f"({paths[0]}); with A = a and B = {name}: {err}"
             ) from None
         layers.check_finite(state, member_name(i).upper())
     pair = load_pair(args, opts.spec, (states[0], states[1], nets.checkpoints, nets.model_config))
@@ -93,34 +93,46 @@ def run_soup(args: Any) -> int:
     if opts.spec.bn == "reset" and batchnorm_layers(pair.model):
         calibration = pair.datamodule.tensors("train", opts.spec.bn_samples)[0]
     prepare_out(out, args)
-    summary = start_summary(args, opts, pair, calibration, 1)
-    del summary["alphas"]  # a soup is measured at its weights, on no alpha grid
-    names = [member_name(i) for i in range(len(states))]
-    members, pairing = describe_members(pair, len(states))
-    summary.update(
-        members=members,
-        pairing=pairing,
-        soup={
-            "k": len(states),
-            "members": dict(zip(names, member_files(pair), strict=True)),
-            "weights": dict(zip(names, weights, strict=True)),
-            "rest_from": [names[r] for r in rests],
-            "barrier": "the soup on the group (rest from rest_from) minus the weighted mean of "
-            "the members' own values",
-        },
-    )
-    result = measure_soup(
-        opts.spec, pair.model, states, pair.paths, pair.data, weights, rests, calibration,
-        opts.device,
-    )  # fmt: skip
+    summary = soup_summary(args, opts, pair, calibration, weights, rests)
+    write_soup(out, summary)
+    try:
+        result = measure_soup(
+            opts.spec, pair.model, states, pair.paths, pair.data, weights, rests, calibration,
+            opts.device,
+        )  # fmt: skip
+    except Exception as err:  # a failing model: summary.json says so
+        summary.update(status="failed", error=" ".join(str(err).split()) or repr(err))
+        write_soup(out, summary)
+        raise
     summary.update(
         status="complete", endpoints=result.endpoints, wall_time_s=round(time.time() - started, 3)
     )
-    write_soup(out, result.rows, summary)
+    write_soup(out, summary, result.rows)
     for split in opts.spec.splits:
-        print_soup(result.rows, split, names)
-    print(f"\nresults: {out}/{SOUP_FILE}, {out}/summary.json", file=sys.stdout)
+        print_soup(result.rows, split, list(summary["soup"]["members"]))
+    print(f"\nresults: {out}/{SOUP_FILE}, {out}/summary.json")
     return 0
+
+
+def soup_summary(
+    args: Any, opts: Options, pair: Pair, calibration: torch.Tensor | None,
+    weights: list[float], rests: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """summary.json of a soup that starts: a pair's fields (but no alpha grid), the members and
+    how they were made, and ``soup``: k, each member's file and weight, the rest members."""
+    summary = start_summary(args, opts, pair, calibration, 1)
+    del summary["alphas"]  # a soup is measured at its weights, on no alpha grid
+    names = [member_name(i) for i in range(len(weights))]
+    summary["members"], summary["pairing"] = describe_members(pair, len(weights))
+    summary["soup"] = {
+        "k": len(weights),
+        "members": dict(zip(names, member_files(pair), strict=True)),
+        "weights": dict(zip(names, weights, strict=True)),
+        "rest_from": [names[r] for r in rests],
+        "barrier": "the soup on the group (rest from rest_from) minus the weighted mean of the "
+        "members' own values",
+    }
+    return summary
 
 
 def describe_members(pair: Pair, k: int) -> tuple[str, str]:

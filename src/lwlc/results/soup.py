@@ -20,9 +20,11 @@ LEGEND = (
 )
 
 
-def write_soup(out: Path, rows: Rows, summary: Mapping[str, Any]) -> None:
-    """``soup_barriers.csv`` (:data:`~lwlc.core.soup.SOUP_COLUMNS`), then ``summary.json``."""
-    write_csv(out / SOUP_FILE, rows, SOUP_COLUMNS)
+def write_soup(out: Path, summary: Mapping[str, Any], rows: Rows | None = None) -> None:
+    """``soup_barriers.csv`` (:data:`~lwlc.core.soup.SOUP_COLUMNS`) when the rows are given,
+    then ``summary.json``."""
+    if rows is not None:
+        write_csv(out / SOUP_FILE, rows, SOUP_COLUMNS)
     write_json(out / "summary.json", summary)
 
 
