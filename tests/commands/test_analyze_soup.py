@@ -240,3 +240,15 @@ def test_two_networks_soup_is_the_pair_midpoint_with_bn_reset_and_alignment() ->
     assert len(both) == len(soup) == 2 * (1 + 2 * 3)  # full once, 3 groups x 2 rests; aligned
     for column in ("loss_barrier", "error_barrier"):
         assert (both[f"{column}_pair"] - both[f"{column}_soup"]).abs().max() < 1e-8
+
+
+def test_soup_figures_are_drawn_and_overwrite_drops_them_with_the_csv(files, tmp_path) -> None:
+    out = tmp_path / "soup"
+    quick = ["--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET, "--plans", "single",
+             "--splits", "val,test", "--max-samples", "50", "--out", str(out)]  # fmt: skip
+    main(["analyze", "--soup", *quick])
+    assert {p.name for p in out.iterdir()} >= {"soup_barriers.csv", "soup_val.png",
+                                              "soup_test.png", "summary.json"}  # fmt: skip
+    main(["analyze", *quick, "--alphas", "0,0.5,1", "--no-plots", "--overwrite"])
+    assert not [p.name for p in out.iterdir() if p.name.startswith("soup")]
+    assert "soup" not in json.loads((out / "summary.json").read_text())

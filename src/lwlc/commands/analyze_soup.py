@@ -24,7 +24,7 @@ from lwlc.core.calibration import batchnorm_layers
 from lwlc.core.errors import LwlcError
 from lwlc.core.soup import check_weights, measure_soup, member_name
 from lwlc.formats import inputs, lock
-from lwlc.results.soup import SOUP_FILE, print_soup, write_soup
+from lwlc.results.soup import SOUP_FILE, draw_soup, print_soup, write_soup
 
 
 def soup_request(args: Any) -> tuple[Options, list[float], list[int]]:
@@ -108,8 +108,11 @@ def run_soup(args: Any) -> int:
         status="complete", endpoints=result.endpoints, wall_time_s=round(time.time() - started, 3)
     )
     write_soup(out, summary, result.rows)
+    names = list(summary["soup"]["members"])
+    if args.plots:
+        draw_soup(out, result.rows, opts.spec.splits, names)
     for split in opts.spec.splits:
-        print_soup(result.rows, split, list(summary["soup"]["members"]))
+        print_soup(result.rows, split, names)
     print(f"\nresults: {out}/{SOUP_FILE}, {out}/summary.json")
     return 0
 

@@ -24,7 +24,8 @@ from lwlc.results.soup import SOUP_FILE
 
 RESULT_FILES = ("curves.csv", "barriers.csv", "measures.csv", "summary.json")
 # The figures an analysis draws (lwlc.results.draw): dropped with the results they show.
-FIGURES = ("curves_*.png", "barriers_*.png", "alignment_*.png", "pairwise_*.png", "distances.png")
+FIGURES = ("curves_*.png", "barriers_*.png", "alignment_*.png", "pairwise_*.png", "distances.png",
+           "soup_*.png")  # fmt: skip
 # Other results an analysis folder may hold: the k-model barriers of ``lwlc analyze --soup``
 # (``lwlc.results.soup``), dropped with the rest by --overwrite.
 OTHER_RESULTS = (SOUP_FILE,)

@@ -1,6 +1,6 @@
 """The results of ``lwlc analyze --soup``: ``soup_barriers.csv`` and ``summary.json`` (written
-atomically, the CSV first, so a summary saying ``complete`` always has its rows), and the console
-table of the k-model barriers, one per split."""
+atomically, the CSV first, so a summary saying ``complete`` always has its rows), the console
+table of the k-model barriers and their figure ``soup_<split>.png``, one per split."""
 
 from __future__ import annotations
 
@@ -53,3 +53,30 @@ def print_soup(rows: Rows, split: str, names: Sequence[str]) -> None:
             f"{shown(r['soup_loss'], 4):>12}{shown(r['members_loss'], 4):>14}"
             f"{shown(r['loss_barrier'], 4):>14}{shown(r['error_barrier'], 4):>15}"
         )
+
+
+def draw_soup(out: Path, rows: Rows, splits: Sequence[str], names: Sequence[str]) -> list[Path]:
+    """``soup_<split>.png``: the k-model barriers per group as analyze draws a pair's (bars per
+    layer-wise plan and rest member, the ``full`` soup dashed), titled with the soup's weights."""
+    from lwlc.results.bars import layer_barriers
+    from lwlc.results.style import save_figure, unbroken
+
+    written = []
+    for split in splits:
+        found = [  # members named as a pair's in figures: rest from A, B, C, ...
+            {**r, "reference": "members", "rest_from": str(r["rest_from"]).upper()}
+            for r in rows
+            if r["split"] == split
+        ]
+        if not found:
+            continue
+        fig = layer_barriers(found, "members", split)
+        given = str(found[0]["weights"]).split()
+        weights = ", ".join(f"{n} {float(w):.3g}" for n, w in zip(names, given, strict=True))
+        fig.suptitle(
+            unbroken(f"k-model barriers, {split} split\nsoup of {len(names)} networks "
+                     f"({weights}) vs their weighted mean"),
+            wrap=True,
+        )  # fmt: skip
+        written.append(save_figure(fig, out / f"soup_{split}.png"))
+    return written
