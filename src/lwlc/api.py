@@ -1,4 +1,5 @@
-"""lwlc in Python: ``lwlc.measure`` and ``lwlc.merge_models`` on any two ``nn.Module``s.
+"""lwlc in Python: ``lwlc.measure`` and ``lwlc.merge_models`` on any two ``nn.Module``s
+(``lwlc.measure_soup``, ``lwlc.merge_models`` and ``lwlc.select_layers`` also on k).
 
 The same measurement as ``lwlc analyze`` (one :class:`~lwlc.core.spec.MeasureSpec`, the same engine,
 the same rows), without files: the networks are modules, the data tensors, a DataLoader or a data
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lwlc.core import layers, selection
+from lwlc.core import layers, selection, soup
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.measurement import measure_extras, plan_paths, prepare
@@ -170,6 +171,77 @@ def measure(
 
 
 Network = nn.Module | Mapping[str, Tensor]
+
+
+@dataclass
+class SoupMeasurement:
+    """What ``lwlc.measure_soup`` found: the rows ``lwlc analyze --soup`` writes.
+
+    Attributes:
+        barriers: One row per path (its group), rest member and split (``soup_barriers.csv``):
+            the soup's loss and error, the members' weighted means, ``loss_barrier`` (nats) and
+            ``error_barrier`` (a fraction), their differences.
+        endpoints: Each member's loss and accuracy per split (``loss_a``, ``acc_a``, ...).
+        layers: The layer groups, in forward order, with their tensors.
+        weights: The soup's weight of each member, in order.
+        spec: The measurement's spec.
+    """
+
+    barriers: pd.DataFrame
+    endpoints: dict[str, dict[str, float]]
+    layers: dict[str, list[str]]
+    weights: list[float]
+    spec: MeasureSpec
+
+    def barrier(self, plan: str = "full", group: str = "all", split: str | None = None,
+                rest_from: str = "a") -> float:  # fmt: skip
+        """One k-model loss barrier, e.g. the whole soup's against the members' mean."""
+        b = self.barriers
+        rows = b[
+            (b.plan == plan) & (b.group == group) & (b.rest_from == rest_from)
+            & (b.split == (split or self.spec.splits[0]))
+        ]  # fmt: skip
+        if len(rows) != 1:
+            raise LwlcError(f"no single soup barrier for plan={plan!r}, group={group!r}, "
+                            f"rest_from={rest_from!r}")  # fmt: skip
+        return float(rows.loss_barrier.iloc[0])
+
+
+def measure_soup(
+    models: Sequence[Network],
+    data: Data,
+    spec: MeasureSpec | None = None,
+    *,
+    weights: Sequence[float] | None = None,
+    rest_from: Sequence[str] | None = None,
+    calibration: Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> SoupMeasurement:
+    """The k-model barrier of every group, as ``lwlc analyze --soup``: the soup of ``models``
+    (``weights``, uniform by default) on each path's group of ``spec``'s plans, the rest from
+    each member named in ``rest_from`` (a, b, c, ...; default ``spec.rest_from``), against the
+    weighted mean of the members' own loss and error. The first model must be an ``nn.Module``
+    (its architecture is used for all); the others may be state dicts. ``data`` as for
+    :func:`measure`."""
+    spec = spec or MeasureSpec()
+    if not models or not isinstance(models[0], nn.Module):
+        raise LwlcError("models: give 2 or more networks, the first an nn.Module")
+    states = _checked_states(models[0], list(models[1:]))
+    w = soup.check_weights(weights, len(states))
+    names = [member_name(i) for i in range(len(states))]
+    wanted = list(spec.rest_from if rest_from is None else rest_from)
+    if not wanted or any(r not in names for r in wanted):
+        raise LwlcError(f"rest_from must name members among {', '.join(names)}, got {wanted}")
+    splits = _splits(data, spec)
+    planned = replace(spec, rest_from=("a",))
+    groups, paths = plan_paths(planned, models[0], next(iter(splits.values()))[0][:2])
+    samples = _calibration(data, spec, calibration, models[0])
+    found = soup.measure_soup(spec, models[0], states, paths, splits, w,
+                              [names.index(r) for r in wanted], samples, device)  # fmt: skip
+    return SoupMeasurement(
+        pd.DataFrame(found.rows, columns=soup.SOUP_COLUMNS), found.endpoints,
+        {g.name: list(g.keys) for g in groups}, w, spec,
+    )  # fmt: skip
 
 
 def _others(model_b: Network | Sequence[Network]) -> list[dict[str, Tensor]]:

@@ -1,7 +1,8 @@
 """``lwlc analyze``: layer-wise barriers between two checkpoints, written to a results directory.
 
 This module parses the command line and dispatches: one pair (:mod:`.analyze_pair`), several
-checkpoints (:mod:`.analyze_many`), or one pair on several processes (:mod:`.processes`). The
+checkpoints (:mod:`.analyze_many`), one pair on several processes (:mod:`.processes`), or the
+soup of k networks (``--soup``, :mod:`.analyze_soup`). The
 flags become a MeasureSpec in :mod:`.analyze_flags`; results are written, drawn and printed by
 :mod:`lwlc.results`.
 """
@@ -17,6 +18,7 @@ from lwlc.commands import processes
 from lwlc.commands.analyze_flags import SPEC_FLAGS, options
 from lwlc.commands.analyze_many import run_many
 from lwlc.commands.analyze_pair import run_pair
+from lwlc.commands.analyze_soup import run_soup
 from lwlc.commands.errors import argument_error, short_help
 from lwlc.commands.spec_flags import add_spec_arguments
 from lwlc.core.errors import LwlcError
@@ -61,7 +63,21 @@ def build_parser() -> Any:
     )
     add_spec_arguments(p, SPEC_FLAGS)
     _add_run_arguments(p)
+    _add_soup_arguments(p)
     return p
+
+
+def _add_soup_arguments(p: Any) -> None:
+    """--soup and --weights: the k-model barrier of the networks' soup (:mod:`.analyze_soup`)."""
+    from jsonargparse import ActionYesNo
+
+    p.add_argument(
+        "--soup",
+        action=ActionYesNo(no_prefix="no-"),
+        default=False,
+        help="k-model barriers of a soup",
+    )
+    p.add_argument("--weights", type=str | None, default=None, help="--soup: one per network")
 
 
 def _add_run_arguments(p: Any) -> None:
@@ -137,6 +153,8 @@ def run(argv: Sequence[str]) -> int:
         raise argument_error(err, "analyze") from None
     if args.devices < 1:
         raise LwlcError(f"--devices must be a whole number >= 1, got {args.devices}")
+    if args.soup or args.weights is not None:
+        return run_soup(args)
     if args.ckpt and len(args.ckpt) > 1:
         if args.devices > 1:
             raise LwlcError("--devices N analyzes one pair; give one --ckpt (or --ckpt-a/-b)")

@@ -11,7 +11,7 @@ from typing import Any
 from lwlc.core.errors import LwlcError
 from lwlc.formats import lock, outputs
 from lwlc.formats.checkpoints import Checkpoint
-from lwlc.results.files import RESULT_FILES, remove_results, remove_temporaries
+from lwlc.results.files import OTHER_RESULTS, RESULT_FILES, remove_results, remove_temporaries
 
 
 def out_path(args: Any, cks: Sequence[Checkpoint]) -> Path:
@@ -45,5 +45,5 @@ def prepare_out(out: Path, args: Any) -> None:
         ) from None
     if args.overwrite and not args.resume:
         remove_results(out)
-    for stray in remove_temporaries(out, RESULT_FILES):
+    for stray in remove_temporaries(out, (*RESULT_FILES, *OTHER_RESULTS)):
         print(f"removed {stray}, left by an earlier run that was stopped", file=sys.stderr)

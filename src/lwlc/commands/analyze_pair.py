@@ -104,7 +104,7 @@ def run_pair(args: Any) -> int:
     )  # fmt: skip
     if group.lead:
         prepare_out(out, args)
-    summary = start_summary(args, opts, pair, measurement, group.size)
+    summary = start_summary(args, opts, pair, measurement.calibration, group.size)
     done: tuple[Rows, Rows] = ([], [])
     paths = measurement.paths
     if args.resume and group.lead:
@@ -137,10 +137,10 @@ def describe_pairing(cks: Sequence[Checkpoint]) -> str:
 
 
 def start_summary(
-    args: Any, opts: Options, pair: Pair, measurement: PreparedSweep, processes: int
+    args: Any, opts: Options, pair: Pair, calibration: torch.Tensor | None, processes: int
 ) -> dict[str, Any]:
-    """summary.json of a run that starts: what was compared, how, and on what."""
-    calibration = measurement.calibration
+    """summary.json of a run that starts: what was compared, how, and on what (``calibration``:
+    the inputs that recomputed BatchNorm statistics, if any)."""
     return {
         "checkpoints": [
             {"path": ck.path, "sha256": ck.sha256, "pairing": ck.pairing} for ck in pair.cks
@@ -164,7 +164,7 @@ def start_summary(
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "lwlc": _version(),
+            "lwlc": package_version(),
         },
         "status": "running",
     }
@@ -248,7 +248,8 @@ def draw_finished(files: ResultFiles, summary: dict[str, Any]) -> None:
     print(f"lwlc: figures of the finished paths drawn in {files.out}", file=sys.stderr)
 
 
-def _version() -> str:
+def package_version() -> str:
+    """lwlc's installed version (``unknown`` when it is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

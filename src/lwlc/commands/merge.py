@@ -190,16 +190,6 @@ def alpha_value(value: object) -> Alpha | str:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-def weights_value(value: object) -> list[float] | None:
-    """--weights as a list of numbers (a YAML list or comma-separated text)."""
-    if value is None or not isinstance(value, str):
-        return value  # type: ignore[return-value]
-    try:
-        return [float(t) for t in value.strip("[] ").split(",")]
-    except ValueError:
-        raise LwlcError(f"--weights {value!r} must be numbers, e.g. 0.5,0.25,0.25") from None
-
-
 def _check_args(args: Any) -> None:
     """Every option that needs no file, checked before slow work."""
     ckpts = list(args.ckpt or [])
@@ -210,7 +200,7 @@ def _check_args(args: Any) -> None:
             "nothing to merge: give --ckpt PAIR.ckpt, --ckpt M1 M2 ..., or --ckpt-a A --ckpt-b B"
         )
     args.alpha = alpha_value(args.alpha)
-    args.weights = weights_value(args.weights)
+    args.weights = inputs.weights_value(args.weights)
     if isinstance(args.alpha, float | int) and not 0.0 <= args.alpha <= 1.0:
         raise LwlcError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if not (math.isfinite(args.budget) and args.budget >= 0):
@@ -239,24 +229,6 @@ def _check_args(args: Any) -> None:
         )
     check_report_paths(out)
     lock.acquire(out, "lwlc merge", is_file=True)
-
-
-def _networks(args: Any) -> tuple[list[dict[str, Tensor]], list[Checkpoint], dict | None]:
-    """The state dicts to merge (A and B of a pair, or the files in order), the checkpoints
-    read, and the model config found in them."""
-    ckpts = list(args.ckpt or [])
-    if len(ckpts) == 1 or not ckpts:
-        if ckpts:
-            args.ckpt = ckpts[0]
-        m = inputs.read_members(args, "merge")
-        return [m.a, m.b], m.checkpoints, m.model_config
-    cks = [inputs.read_network(path) for path in ckpts]
-    for ck in cks:
-        if ck.paired:
-            raise LwlcError(f"{ck.path} is a paired checkpoint: give it alone as --ckpt PAIR, or "
-                            "give single-network files")  # fmt: skip
-    found = next((ck.model_config for ck in cks if ck.model_config), None)
-    return [ck.members["model"] for ck in cks], cks, found
 
 
 def _rest_index(args: Any, k: int, auto: bool) -> int | None:
@@ -325,7 +297,7 @@ def run(argv: Sequence[str]) -> Path:
     except Exception as err:  # jsonargparse's ArgumentError and type errors
         raise argument_error(err, "merge") from None
     _check_args(args)
-    states, cks, found = _networks(args)
+    states, cks, found = inputs.read_networks(args, "merge")
     model_cfg = inputs.model_config(args, found)
     for i, state in enumerate(states):
         layers.check_compatible(states[0], state)

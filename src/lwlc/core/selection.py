@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from lwlc.core.engine import Evaluator, Metrics
 from lwlc.core.errors import LwlcError
 from lwlc.core.layers import Group
-from lwlc.core.soup import check_weights, group_coefficients, mixed_state, soup_state
+from lwlc.core.soup import check_weights, group_coefficients, member_name, mixed_state, soup_state
 from lwlc.core.spec import BATCH_SIZE, BN_BATCH_SIZE
 
 SEARCHES = ("exhaustive", "greedy")
@@ -225,14 +225,17 @@ class Selection:
 
     def soup_barriers(self) -> dict[str, dict[str, float]]:
         """Per group (and ``all``), the loss of the model averaging that group alone (the rest
-        from the rest model) minus the mean of the members' losses, on every split: the k-model
-        barrier (two networks at alpha 0.5: against the midpoint of A's and B's losses)."""
+        from the rest model) minus the weighted mean of the members' losses (uniform for two
+        networks), on every split: the k-model barrier (``lwlc.core.soup.measure_soup``'s)."""
         cand, members = self.candidates, [n for n in self.metrics if n.startswith("member_")]
         sets = {g.name: frozenset([i]) for i, g in enumerate(self.groups)}
         sets["all"] = frozenset(range(len(self.groups)))
         out: dict[str, dict[str, float]] = {}
+        weights = self.weights or [1.0 / len(members)] * len(members)
         for split in cand.splits:
-            mean = sum(self.metrics[m][split].loss for m in members) / len(members)
+            mean = sum(
+                w * self.metrics[m][split].loss for w, m in zip(weights, members, strict=True)
+            )
             losses = cand.losses(list(sets.values()), split)
             for name, loss in zip(sets, losses, strict=True):
                 out.setdefault(name, {})[split] = loss - mean
@@ -241,11 +244,6 @@ class Selection:
     def state(self) -> dict[str, Tensor]:
         """The chosen model's state dict: exactly the model measured as ``chosen``."""
         return mixed_state(self.start, self.end, self.coefficients())
-
-
-def member_name(i: int) -> str:
-    """Members are named a, b, c, ... in the order given."""
-    return chr(ord("a") + i)
 
 
 ALPHA_GRID = tuple(i / 10 for i in range(1, 10))

@@ -5,19 +5,33 @@ come from the first member; a merge takes them from its rest model anyway). A me
 given, as in the engine, by one coefficient per key between a start and an end state dict:
 ``(1 - c) * start + c * end`` (:func:`lwlc.core.interpolation.mix`, exact at 0 and 1), so the
 state written equals the model the selection measured, bit for bit.
+
+:func:`measure_soup` measures soups the way ``lwlc analyze`` measures pairs: for every path of a
+spec's plans (the group it names), the soup on that group with the rest from one member, against
+the weighted mean of the members' own values (the k-model barrier; for two networks with equal
+weights it is the ``midpoint`` barrier). Each soup is the engine's model between the rest member
+and the soup at coefficient 1 on the group's keys, so it is evaluated by the engine, batched.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from lwlc.core import memory
+from lwlc.core.alignment import align
+from lwlc.core.barriers import METRICS
+from lwlc.core.engine import Evaluator, Metrics
 from lwlc.core.errors import LwlcError
-from lwlc.core.interpolation import mix
+from lwlc.core.interpolation import InterpolationPath, coefficients, mix
 from lwlc.core.layers import Group
+from lwlc.core.measurement import ALIGNED
+from lwlc.core.spec import MeasureSpec
+from lwlc.core.sweep import Data, MetricsCache, Rows
 
 WEIGHT_TOLERANCE = 1e-6
 
@@ -137,3 +151,120 @@ def merge_states(
         start, end = states[rest], soup_state(states, check_weights(weights, len(states)))
     coeffs = group_coefficients(keys, float_keys, groups, alphas, rest_c)
     return mixed_state(start, end, coeffs), alphas
+
+
+# The columns of a soup's barrier rows (``soup_barriers.csv``, ``lwlc.measure_soup``): the soup's
+# value, the weighted mean of the members' values and their difference, per metric (loss in
+# nats, error as a fraction), named as the pair's ``loss_barrier``/``error_barrier``.
+SOUP_COLUMNS = (
+    "plan", "group", "rest_from", "split", "k", "weights",
+    *(f"soup_{m}" for m in METRICS), *(f"members_{m}" for m in METRICS),
+    *(f"{m}_barrier" for m in METRICS),
+)  # fmt: skip
+
+
+@dataclass
+class SoupResult:
+    """The barrier rows of a soup measurement (:data:`SOUP_COLUMNS`) and each member's loss and
+    accuracy per split (``{split: {loss_a, acc_a, loss_b, ...}}``, as a pair's endpoints)."""
+
+    rows: Rows = field(default_factory=list)
+    endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def member_name(i: int) -> str:
+    """Members are named a, b, c, ... in the order given."""
+    return chr(ord("a") + i)
+
+
+def soup_row(
+    path: InterpolationPath, rest: int, split: str, weights: Sequence[float], soup: Metrics,
+    members: Sequence[Metrics],
+) -> dict[str, object]:  # fmt: skip
+    """One row: the soup's value on every metric, the members' weighted mean, the barrier."""
+    row: dict[str, object] = {
+        "plan": path.plan, "group": path.group, "rest_from": member_name(rest), "split": split,
+        "k": len(weights), "weights": " ".join(repr(float(w)) for w in weights),
+    }  # fmt: skip
+    for name, value in METRICS.items():
+        own = value(soup.loss, soup.accuracy)
+        mean = sum(w * value(m.loss, m.accuracy) for w, m in zip(weights, members, strict=True))
+        row[f"soup_{name}"], row[f"members_{name}"], row[f"{name}_barrier"] = own, mean, own - mean
+    return row
+
+
+def _soup_pass(
+    spec: MeasureSpec, model: nn.Module, states: Sequence[Mapping[str, Tensor]],
+    paths: Sequence[InterpolationPath], data: Data, weights: Sequence[float], rests: Sequence[int],
+    calibration: Tensor | None, device: str | torch.device,
+) -> tuple[Rows, dict[str, list[Metrics]]]:  # fmt: skip
+    """The rows of one set of members and each member's metrics per split. Member ``i`` is
+    evaluated by an engine between it and the soup: at coefficient 0 it is itself, at 1 on a
+    group's keys (0 elsewhere) the soup on that group with the rest from it."""
+    soup = soup_state(states, weights)
+    options = {"bn": spec.bn, "precision": spec.precision, "bn_batch_size": spec.bn_batch_size}
+    evaluators = [
+        Evaluator(model, s, soup if i in rests else s, device, **options)
+        for i, s in enumerate(states)
+    ]
+    if spec.bn != "reset" or not evaluators[0].has_batchnorm():
+        calibration = None
+    sizes = memory.plan_sweep(
+        evaluators[0], model, paths, [1.0], data, calibration, spec.memory_budget,
+        spec.batch_size, spec.chunk_size,
+    )  # fmt: skip
+    caches = [MetricsCache(ev, data, sizes.batch_size, calibration) for ev in evaluators]
+    zero = (0.0,) * len(evaluators[0].keys)
+    members = {split: [cache(split, [zero])[0] for cache in caches] for split in data}
+    keys, float_keys = evaluators[0].keys, evaluators[0].float_keys
+    rows: Rows = []
+    for start in range(0, len(paths), sizes.chunk_size):
+        chunk = paths[start : start + sizes.chunk_size]
+        models = [coefficients(p, 1.0, keys, float_keys) for p in chunk]
+        found = {(r, split): caches[r](split, models) for r in rests for split in data}
+        rows += [
+            soup_row(p, r, split, weights, found[(r, split)][i], members[split])
+            for i, p in enumerate(chunk)
+            for r in (rests[:1] if p.plan.removeprefix(ALIGNED) == "full" else rests)
+            for split in data
+        ]
+    return rows, members
+
+
+def measure_soup(
+    spec: MeasureSpec,
+    model: nn.Module,
+    states: Sequence[Mapping[str, Tensor]],
+    paths: Sequence[InterpolationPath],
+    data: Data,
+    weights: Sequence[float] | None = None,
+    rests: Sequence[int] = (0,),
+    calibration: Tensor | None = None,
+    device: str | torch.device = "cpu",
+) -> SoupResult:
+    """The k-model barrier of every path's group: the soup of ``states`` (``weights``, uniform
+    by default) on the group, the rest from each member in ``rests``, minus the weighted mean of
+    the members' own values, on every split of ``data``. Only the paths' plans, groups and keys
+    count (their ``rest_from`` does not); the ``full`` plan has no rest and is measured once,
+    from the first member in ``rests``, as a pair's. With ``spec.align`` every member is first
+    aligned to the first and the soup measured again, its plans prefixed ``aligned:``."""
+    w = check_weights(weights, len(states))
+    bad = [r for r in rests if not 0 <= r < len(states)]
+    if bad:
+        names = ", ".join(member_name(i) for i in range(len(states)))
+        raise LwlcError(f"--rest-from: member {member_name(bad[0])!r} is not one of {names}")
+    own = list(dict.fromkeys(replace(p, rest_from="a") for p in paths))
+    rows, members = _soup_pass(spec, model, states, own, data, w, rests, calibration, device)
+    if spec.align != "none":
+        aligned = [states[0], *(align(spec.align, model, states[0], s) for s in states[1:])]
+        prefixed = [replace(p, plan=ALIGNED + p.plan) for p in own]
+        rows += _soup_pass(spec, model, aligned, prefixed, data, w, rests, calibration, device)[0]
+    endpoints = {
+        split: {
+            f"{metric}_{member_name(i)}": value
+            for i, m in enumerate(found)
+            for metric, value in (("loss", m.loss), ("acc", m.accuracy))
+        }
+        for split, found in members.items()
+    }
+    return SoupResult(rows, endpoints)

@@ -1,8 +1,9 @@
-"""The two networks a command works on (``lwlc analyze``, ``lwlc merge``): flags, files, configs.
+"""The networks a command works on (``lwlc analyze``, ``lwlc merge``): flags, files, configs.
 
 A command takes either one paired checkpoint (``--ckpt``, its members A and B) or two
-single-network files (``--ckpt-a``, ``--ckpt-b``); model and data classes come from the command
-line or, failing that, from the configs recorded in the checkpoints.
+single-network files (``--ckpt-a``, ``--ckpt-b``), or (``lwlc merge``, ``lwlc analyze --soup``) k
+single-network files; model and data classes come from the command line or, failing that, from
+the configs recorded in the checkpoints.
 """
 
 from __future__ import annotations
@@ -121,6 +122,51 @@ def read_members(args: Any, verb: str = "compare") -> Members:
     return Members(
         cks[0].members["model"], cks[1].members["model"], cks, saved_model_config(args, cks)
     )
+
+
+class Networks(NamedTuple):
+    """The k networks' state dicts in order (a, b, c, ...), the checkpoints read, and the model
+    config found in them."""
+
+    states: list[dict[str, Tensor]]
+    checkpoints: list[Checkpoint]
+    model_config: dict[str, Any] | None
+
+
+def read_networks(args: Any, verb: str = "compare") -> Networks:
+    """The networks of ``--ckpt PAIR`` (its A and B), ``--ckpt M1 M2 ...`` (single-network files,
+    in order) or ``--ckpt-a A --ckpt-b B`` (``lwlc merge``, ``lwlc analyze --soup``); the model
+    config is vouched for as :func:`read_members` does."""
+    files = [args.ckpt] if isinstance(args.ckpt, str) else list(args.ckpt or [])
+    if len(files) == 1:
+        ck = read_network(files[0])
+        if not ck.paired:
+            raise LwlcError(
+                f"{files[0]} holds a single network, not a pair: give a paired checkpoint, or "
+                "2 or more single-network files"
+            )
+        return Networks([ck.members["a"], ck.members["b"]], [ck], saved_model_config(args, [ck]))
+    if not files:
+        m = read_members(args, verb)
+        return Networks([m.a, m.b], m.checkpoints, m.model_config)
+    cks = [read_network(path) for path in files]
+    for ck in cks:
+        if ck.paired:
+            raise LwlcError(
+                f"{ck.path} is a paired checkpoint: give it alone as --ckpt PAIR, or give "
+                "single-network files"
+            )
+    return Networks([ck.members["model"] for ck in cks], cks, saved_model_config(args, cks))
+
+
+def weights_value(value: object) -> list[float] | None:
+    """--weights as a list of numbers (a YAML list or comma-separated text)."""
+    if value is None or not isinstance(value, str):
+        return value  # type: ignore[return-value]
+    try:
+        return [float(t) for t in value.strip("[] ").split(",")]
+    except ValueError:
+        raise LwlcError(f"--weights {value!r} must be numbers, e.g. 0.5,0.25,0.25") from None
 
 
 def saved_model_config(args: Any, cks: list[Checkpoint]) -> dict[str, Any] | None:

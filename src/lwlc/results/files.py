@@ -20,10 +20,15 @@ from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.measures import MEASURE_COLUMNS
 from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
 from lwlc.formats.io import write_csv, write_json
+from lwlc.results.soup import SOUP_FILE
 
 RESULT_FILES = ("curves.csv", "barriers.csv", "measures.csv", "summary.json")
 # The figures an analysis draws (lwlc.results.draw): dropped with the results they show.
-FIGURES = ("curves_*.png", "barriers_*.png", "alignment_*.png", "pairwise_*.png", "distances.png")
+FIGURES = ("curves_*.png", "barriers_*.png", "alignment_*.png", "pairwise_*.png", "distances.png",
+           "soup_*.png")  # fmt: skip
+# Other results an analysis folder may hold: the k-model barriers of ``lwlc analyze --soup``
+# (``lwlc.results.soup``), dropped with the rest by --overwrite.
+OTHER_RESULTS = (SOUP_FILE,)
 # The barriers of several checkpoints' pairs (``lwlc analyze --ckpt m1 m2 ...``) in one file.
 PAIR_COLUMNS = (*BARRIER_COLUMNS, "model_a", "model_b")
 
@@ -145,7 +150,7 @@ def warn_nonfinite(curves: Rows) -> int:
 def remove_results(folder: Path) -> None:
     """Delete the result files and figures of an earlier analysis in ``folder`` (--overwrite),
     so that no figure of it is left beside the new CSVs."""
-    for name in RESULT_FILES:
+    for name in (*RESULT_FILES, *OTHER_RESULTS):
         (folder / name).unlink(missing_ok=True)
     for pattern in FIGURES:
         for figure in folder.glob(pattern):
