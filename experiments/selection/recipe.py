@@ -15,7 +15,6 @@ a shared-init pair of the paper's no-norm ResNet-18 at width 8 with a full-model
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -40,7 +39,7 @@ PAIRS: dict[str, dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[fl
         "mlp": (
             "independent",
             ("configs/fashion_mnist_mlp.yaml",),
-            ("--trainer.max_epochs=3",),
+            ("--trainer.max_epochs=3", "--num_threads=1"),
             BUDGETS,
         ),
     },
@@ -62,16 +61,13 @@ FIGURE_BUDGET = 0.05
 
 
 def select(ckpt: Path, out: Path, align: str, budget: float) -> dict:
-    """``lwlc merge --groups auto`` on the pair; its selection report (JSON) read back."""
-    from lwlc.commands import merge
-
+    """``lwlc merge --groups auto`` on the pair into a fresh ``out``; its selection report."""
     if out.exists():  # the recipe's own folder from an earlier run of it
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    target = out / "merged.ckpt"
-    merge.main(["--ckpt", str(ckpt), "--groups", "auto", "--budget", str(budget),
-                "--align", align, "--out", str(target)])  # fmt: skip
-    return json.loads(Path(f"{target}.selection.json").read_text())
+    options = ["--budget", str(budget), "--align", align]
+    with recipes.torch_threads(1):  # small models on a shared CPU: one thread is fastest
+        return recipes.select_layers(ckpt, out / "merged.ckpt", options)
 
 
 def record(result: recipes.Result, prefix: str, report: dict) -> None:

@@ -8,12 +8,14 @@ command that runs them (which would be an import loop through importlib).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lwlc.core.errors import LwlcError
 from lwlc.formats.io import read_csv
@@ -76,6 +78,15 @@ def analyze(ckpt: Path, out: Path, options: Sequence[str] = ()) -> tuple[Rows, R
 
     analyze_tool.main(["--ckpt", str(ckpt), "--out", str(out), "--overwrite", *options])
     return read_csv(out / "curves.csv"), read_csv(out / "barriers.csv")
+
+
+def select_layers(ckpt: Path, out: Path, options: Sequence[str] = ()) -> dict[str, Any]:
+    """Choose and merge a paired checkpoint's layers with ``lwlc merge --groups auto`` into the
+    new file ``out`` (``merged.ckpt``); its selection report (``out.selection.json``) read back."""
+    from lwlc.commands import merge
+
+    merge.main(["--ckpt", str(ckpt), "--groups", "auto", "--out", str(out), *options])
+    return json.loads(Path(f"{out}.selection.json").read_text())
 
 
 @dataclass(frozen=True)
