@@ -38,6 +38,7 @@ from lwlc.commands.lightning_setup import (
     state_dict_error,
 )
 from lwlc.core.errors import LwlcError
+from lwlc.data import import_all
 from lwlc.formats.checkpoints import check_lightning_run
 from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, own_checkpoint
 from lwlc.run_records import record_run_info
@@ -279,6 +280,7 @@ def run(args: list[str]) -> None:
 def _run_cli(overwrite: bool) -> None:
     """LwlcCLI on ``sys.argv``; a fit that fails before its first step leaves no run behind."""
     started: dict[str, Any] = {}
+    import_all()  # LightningCLI knows the data modules by short name (--data DigitsDataModule)
     try:
         LwlcCLI(
             LightningModule,
