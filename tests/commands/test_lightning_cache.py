@@ -46,7 +46,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LWLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setattr(sys, "argv", ["lwlc"])
-    lightning_cache._installed.cache_clear()
+    lightning_cache.installed.cache_clear()
     return tmp_path
 
 
@@ -77,5 +77,5 @@ def test_a_stale_record_or_an_uncertain_flag_goes_to_the_real_parser(cache, caps
                  ["-c", "x.yaml", "--bogus"], ["--trainer.callbacks+", "x"]):  # fmt: skip
         assert lightning_cache.unknown_flags(args, record) is None, args
     monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")  # changes the parser: not the same
-    lightning_cache._installed.cache_clear()
+    lightning_cache.installed.cache_clear()
     assert lightning_cache.read("test", "options") is None

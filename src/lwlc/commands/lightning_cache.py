@@ -53,7 +53,7 @@ def cache_dir() -> Path | None:
 
 
 @functools.cache
-def _installed() -> dict[str, Any]:
+def installed() -> dict[str, Any]:
     """What every entry depends on: the packages' versions, this Python, lwlc's own source
     (each file's size and modification time) and jsonargparse's settings from the environment."""
     from importlib.metadata import PackageNotFoundError, version
@@ -74,7 +74,7 @@ def _installed() -> dict[str, Any]:
 
 def _key(command: str, kind: str) -> dict[str, Any]:
     """The key of one entry: ``kind`` "help" also depends on the width and the program name."""
-    key = {"command": command, "kind": kind, **_installed()}
+    key = {"command": command, "kind": kind, **installed()}
     if kind == "help":
         key["columns"] = shutil.get_terminal_size().columns
         key["prog"] = os.path.basename(sys.argv[0])
@@ -153,7 +153,7 @@ def unknown_flags(args: list[str], record: dict[str, Any]) -> str | None:
 def _certainly_unknown(flag: str, record: dict[str, Any]) -> bool:
     """Whether the parser leaves ``flag`` (``--name`` or ``--name=value``) over: not one of its
     options, and no dotted prefix of it is a class- or type-hinted option (jsonargparse hands
-    ``--model.init_args.x`` to ``--model``; a prefix of another kind does not take it)."""
+    ``--model.init_args.x`` to ``--model``; a nested group's ``--trainer`` does not)."""
     name = flag.partition("=")[0]
     if not FLAG.fullmatch(name) or name in record["names"] or name[2:] in record["dests"]:
         return False
@@ -168,21 +168,23 @@ def _certainly_unknown(flag: str, record: dict[str, Any]) -> bool:
 def record_options(parser: Any) -> None:
     """Record each subcommand's options of LightningCLI's ``parser`` (when not recorded yet):
     its ``--long`` names, every name of the whole parser, and each destination with whether it
-    takes nested keys (a type-hinted option, where jsonargparse looks for them)."""
-    from jsonargparse._actions import ActionFail
-    from jsonargparse._typehints import typehint_from_action
-
+    may take nested keys (:func:`takes_nested_keys`)."""
     subcommands = getattr(parser, "_subcommands_action", None)
     every = option_names(parser)
     for command, sub in (getattr(subcommands, "choices", None) or {}).items():
         if read(command, "options") is not None:
             continue
-        dests = {
-            a.dest: bool(typehint_from_action(a) or isinstance(a, ActionFail))
-            for a in sub._actions
-            if a.option_strings
-        }
+        dests = {a.dest: takes_nested_keys(a, sub) for a in sub._actions if a.option_strings}
         write(command, "options", {"names": option_names(sub), "all_names": every, "dests": dests})
+
+
+def takes_nested_keys(action: Any, parser: Any) -> bool:
+    """Whether jsonargparse may take ``--<dest>.x`` as a key under ``action``: True but for the
+    loader of a nested group's config (``--trainer``, whose options are all listed), which is
+    known by its class's name and its having no type hint: should jsonargparse rename either,
+    every option counts as taking nested keys, and such flags go to the real parser."""
+    loader = type(action).__name__ == "_ActionConfigLoad"
+    return not (loader and action.dest in getattr(parser, "groups", {}) and not getattr(action, "_typehint", None))
 
 
 @contextlib.contextmanager
