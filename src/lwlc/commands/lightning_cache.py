@@ -131,7 +131,8 @@ def answer(argv: list[str]) -> None:
     if command == "fit":  # lwlc fit's own flag, dropped before LightningCLI (lightning_cli.run)
         args = [a for a in args if a != "--overwrite"]
     record = read(command, "options")
-    message = unknown_flags(args, record) if isinstance(record, dict) else None
+    whole = isinstance(record, dict) and {"names", "all_names", "dests"} <= record.keys()
+    message = unknown_flags(args, record) if whole else None
     if message is not None:
         from jsonargparse import ArgumentError
 
