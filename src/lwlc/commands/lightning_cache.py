@@ -171,6 +171,8 @@ def record_options(parser: Any) -> None:
     its ``--long`` names, every name of the whole parser, and each destination with whether it
     may take nested keys (:func:`takes_nested_keys`)."""
     subcommands = getattr(parser, "_subcommands_action", None)
+    if cache_dir() is None:
+        return
     every = option_names(parser)
     for command, sub in (getattr(subcommands, "choices", None) or {}).items():
         if read(command, "options") is not None:
