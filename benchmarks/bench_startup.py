@@ -4,6 +4,10 @@ to ``python -c "import torch"`` measured in the same run (issue 27: within 1.5x)
 Every case runs in a fresh interpreter, interleaved with the ``import torch`` reference,
 ``--repeat`` times; the table shows medians. The first line is the first line on stdout or
 stderr (help text, ``lwlc: error: ...``, the first of ``--print_config`` or ``--list-layers``).
+The Lightning commands' help and unknown-flag errors come from answers the real LightningCLI
+recorded (``lwlc.commands.lightning_cache``, in a cache folder of this run, recorded by one
+untimed run of each before timing); the "no cache" cases time the real LightningCLI, as a first
+run after an install or upgrade meets it.
 
     python benchmarks/bench_startup.py [--repeat 5] [--markdown]
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LWLC = [sys.executable, "-m", "lwlc"]
 REFERENCE = [sys.executable, "-c", "import torch"]
+NO_CACHE = "no cache: "  # a case's name prefix: timed without lightning_cache's answers
 
 
 def cases(ckpt: str) -> dict[str, list[str]]:
@@ -44,14 +49,18 @@ def cases(ckpt: str) -> dict[str, list[str]]:
         "error: fit missing config": ["fit", "--config", "missing.yaml"],
         "error: fit unknown flag": ["fit", "--trainer.max_epoch", "5"],
         "error: validate missing ckpt": ["validate", "--ckpt_path", "missing.ckpt"],
+        NO_CACHE + "fit --help": ["fit", "--help"],
+        NO_CACHE + "error: fit unknown flag": ["fit", "--trainer.max_epoch", "5"],
     }
 
 
-def first_line_seconds(command: list[str], cwd: str) -> float:
-    """Seconds from starting ``command`` to its first line of output (or to its end)."""
+def first_line_seconds(command: list[str], cwd: str, cache: str = "") -> float:
+    """Seconds from starting ``command`` to its first line of output (or to its end), with
+    ``cache`` as lwlc's cache folder (empty: none)."""
     start = time.perf_counter()
+    env = {**_env(), "LWLC_CACHE_DIR": cache}
     with subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env()
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
     ) as process:
         assert process.stdout is not None
         process.stdout.readline()
@@ -94,11 +103,16 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     with tempfile.TemporaryDirectory() as tmp:
         all_cases = cases(pair_checkpoint(Path(tmp)))
+        cache = str(Path(tmp) / "cache")
+        for argv in (["fit", "--help"], ["fit", "--bogus"]):  # what a first real run records
+            subprocess.run([*LWLC, *argv], cwd=tmp, env={**_env(), "LWLC_CACHE_DIR": cache},
+                           capture_output=True, check=False)  # fmt: skip
         times: dict[str, list[float]] = {name: [] for name in ["import torch", *all_cases]}
         for _ in range(args.repeat):
             for name, argv in all_cases.items():
                 times["import torch"].append(first_line_seconds(REFERENCE, tmp))
-                times[name].append(first_line_seconds([*LWLC, *argv], tmp))
+                used = "" if name.startswith(NO_CACHE) else cache
+                times[name].append(first_line_seconds([*LWLC, *argv], tmp, used))
     report(times, args.markdown)
 
 

@@ -33,6 +33,13 @@ def _wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def _no_answer_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test of ``lwlc fit|validate|test|predict`` meets the real LightningCLI, not answers
+    recorded by another test (tests/commands/test_lightning_cache.py sets a folder of its own)."""
+    monkeypatch.setenv("LWLC_CACHE_DIR", "")
+
+
 @pytest.fixture(scope="session")
 def reliability_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The reliability battery's real checkpoints and crafted files (tests/reliability/battery.py),

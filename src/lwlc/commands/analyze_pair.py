@@ -28,7 +28,9 @@ from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.measurement import PreparedSweep, measure_extras, plan_paths, prepare
 from lwlc.core.spec import MeasureSpec
+from lwlc.core.stages import verify_stages
 from lwlc.core.sweep import Rows
+from lwlc.data.shapes import declared_input_shape
 from lwlc.formats import inputs, lock
 from lwlc.formats.checkpoints import Checkpoint
 from lwlc.formats.io import read_csv
@@ -68,14 +70,28 @@ def load_pair(args: Any, spec: MeasureSpec, members: tuple[Any, ...]) -> Pair:
             "the checkpoint records no data config: pass --data CLASS, "
             "e.g. --data lwlc.data.DigitsDataModule"
         )
-    datamodule = inputs.build_data(args, data_cfg)
-    data = {s: datamodule.tensors(s, spec.max_samples) for s in spec.splits}
-    inputs.check_data(model, data, type(datamodule).__name__)
-    example = next(iter(data.values()))[0][:2]
+    shape = declared_input_shape(data_cfg) if args.list_layers else None
+    if shape is None:
+        datamodule = inputs.build_data(args, data_cfg)
+        data = {s: datamodule.tensors(s, spec.max_samples) for s in spec.splits}
+        inputs.check_data(model, data, type(datamodule).__name__)
+        example = next(iter(data.values()))[0][:2]
+    else:  # --list-layers of lwlc's data: an example of its shape, no data (nor Lightning) loaded
+        datamodule, data = None, {}
+        example = listing_example(model, shape, data_cfg["class_path"].rpartition(".")[2])
     groups, paths = plan_paths(spec, model, example)
     return Pair(
         state_a, state_b, list(cks), model, model_cfg, data_cfg, datamodule, data, groups, paths
     )
+
+
+def listing_example(model: torch.nn.Module, shape: tuple[int, ...], data: str) -> torch.Tensor:
+    """Two random samples of ``shape`` (fixed seed), checked to fit ``model`` as data would be
+    (``data`` names the data module), with the model's stages verified on them."""
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    inputs.check_fits(model, example, data)
+    verify_stages(model, example)
+    return example
 
 
 def run_pair(args: Any) -> int:

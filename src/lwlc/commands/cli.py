@@ -82,9 +82,13 @@ def _dispatch(argv: list[str]) -> None:
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
         _check_files(rest)
+        from lwlc.commands import lightning_cache
+
+        lightning_cache.answer(argv)  # help or unknown flags, as recorded: no Lightning
         from lwlc.commands import lightning_cli
 
-        lightning_cli.run(argv)
+        with lightning_cache.recording_help(argv):
+            lightning_cli.run(argv)
     elif command in TOOL_COMMANDS:
         _tool(command)(rest)
     else:

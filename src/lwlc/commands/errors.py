@@ -72,6 +72,12 @@ def argument_error(err: Exception, command: str) -> LwlcError:
 def with_suggestion(message: str, parser: Any) -> str:
     """``message`` plus ``did you mean --x?`` when it names an unknown flag or key of ``parser``
     (a jsonargparse parser) that is close to a valid one."""
+    return suggest(message, option_names(parser))
+
+
+def suggest(message: str, options: list[str]) -> str:
+    """``message`` plus ``did you mean --x?`` when it names an unknown flag or key close to one
+    of ``options`` (a parser's ``--long`` options, :func:`option_names`)."""
     unknown = re.search(
         r"(?:unrecognized arguments:|does not accept (?:nested key|option)) '?(--)?([\w.-]+)",
         message,
@@ -80,7 +86,7 @@ def with_suggestion(message: str, parser: Any) -> str:
     if unknown is None or "did you mean" in message:
         return message
     dashes, name = unknown.groups()
-    names = [n.lstrip("-") for n in option_names(parser)]
+    names = [n.lstrip("-") for n in options]
     if not dashes:  # a key inside a class's init_args: compare with the keys themselves
         names = [n.rsplit(".", 1)[-1] for n in names]
     guess = nearest(name, names)

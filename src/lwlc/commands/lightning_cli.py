@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lwlc import checkpoint_io
-from lwlc.commands import rundir
+from lwlc.commands import lightning_cache, rundir
 from lwlc.commands.errors import one_line, short_help
 from lwlc.commands.lightning_setup import (
     OVERWRITE_FLAG,
@@ -38,6 +38,7 @@ from lwlc.commands.lightning_setup import (
     state_dict_error,
 )
 from lwlc.core.errors import LwlcError
+from lwlc.data import import_all
 from lwlc.formats.checkpoints import check_lightning_run
 from lwlc.loggers import WandbLogger, check_logger_packages, folder_run_id, own_checkpoint
 from lwlc.run_records import record_run_info
@@ -144,7 +145,9 @@ class LwlcCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str]) -> None:
-        """Parse, then make checkpoint loading safe before Lightning reads ``--ckpt_path``."""
+        """Parse, then make checkpoint loading safe before Lightning reads ``--ckpt_path``;
+        the options are recorded first, for answers without Lightning (lightning_cache)."""
+        lightning_cache.record_options(parser)
         super().parse_arguments(parser, args)
         if self.config.get("subcommand"):
             # fit continues training, so the checkpoint must hold what the config trains;
@@ -279,6 +282,7 @@ def run(args: list[str]) -> None:
 def _run_cli(overwrite: bool) -> None:
     """LwlcCLI on ``sys.argv``; a fit that fails before its first step leaves no run behind."""
     started: dict[str, Any] = {}
+    import_all()  # LightningCLI knows the data modules by short name (--data DigitsDataModule)
     try:
         LwlcCLI(
             LightningModule,

@@ -1,7 +1,6 @@
 """scikit-learn's 8x8 handwritten digits: embedded, no files, no network."""
 
 import torch
-from sklearn.datasets import load_digits
 from torch import Tensor
 
 from lwlc.data.base import TensorDataModule
@@ -28,6 +27,8 @@ class DigitsDataModule(TensorDataModule):
         return "scikit-learn's embedded copy (sklearn.datasets.load_digits)"
 
     def _load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from sklearn.datasets import load_digits  # seconds (pandas, scipy): only when loaded
+
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.as_tensor(digits.target, dtype=torch.long)
