@@ -78,9 +78,15 @@ def _first_round(strategy, states):
     grid = TableGrid({})
     messages = strategy.configure_train(1, ArrayRecord(net.state_dict()), ConfigRecord(), grid)
     replies = [
-        Message(RecordDict({"arrays": ArrayRecord(states[m.metadata.dst_node_id]),
-                            "metrics": MetricRecord({"num-examples": SAMPLES[m.metadata.dst_node_id]})}),
-                reply_to=m)  # fmt: skip
+        Message(
+            RecordDict(
+                {
+                    "arrays": ArrayRecord(states[m.metadata.dst_node_id]),
+                    "metrics": MetricRecord({"num-examples": SAMPLES[m.metadata.dst_node_id]}),
+                }
+            ),
+            reply_to=m,
+        )  # fmt: skip
         for m in messages
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
@@ -157,7 +163,9 @@ def _naive_greedy(table, budget):
     """Grow the set one group at a time: the fitting extension with the lowest loss."""
     limit, chosen, rounds = _weighted(table, frozenset()) + budget, frozenset(), 0
     while len(chosen) < len(GROUPS):
-        options = [(_weighted(table, chosen | {g}), -SIZES[g], g) for g in GROUPS if g not in chosen]
+        options = [
+            (_weighted(table, chosen | {g}), -SIZES[g], g) for g in GROUPS if g not in chosen
+        ]
         fitting = [o for o in options if o[0] <= limit]
         rounds += 1
         if not fitting:

@@ -144,7 +144,9 @@ class Selector:
             return [found[s][0] for s in sets]
 
         own = losses_of([frozenset()])[0]
-        result = search(self.sizes, losses_of, own + self.options.budget, self.options.exhaustive_max)
+        result = search(
+            self.sizes, losses_of, own + self.options.budget, self.options.exhaustive_max
+        )
         self.results[server_round] = result
         self._record(server_round, result, found)
         return [self.groups[i].name for i in result.chosen]

@@ -132,14 +132,19 @@ class LayerwiseFedAvg(FedAvg):
         def ask(sets: list[str]) -> list[Answer]:
             messages = [
                 Message(
-                    RecordDict({
-                        OWN: ArrayRecord({k: Array.from_numpy_ndarray(v) for k, v in own.items()}),
-                        AVERAGE: arrays,
-                        self.configrecord_key: ConfigRecord(
-                            {"server-round": server_round, "sets": sets, "split": split}
-                        ),
-                    }),
-                    dst_node_id=node, message_type=f"evaluate.{ACTION}",
+                    RecordDict(
+                        {
+                            OWN: ArrayRecord(
+                                {k: Array.from_numpy_ndarray(v) for k, v in own.items()}
+                            ),
+                            AVERAGE: arrays,
+                            self.configrecord_key: ConfigRecord(
+                                {"server-round": server_round, "sets": sets, "split": split}
+                            ),
+                        }
+                    ),
+                    dst_node_id=node,
+                    message_type=f"evaluate.{ACTION}",
                     group_id=str(server_round),
                 )  # fmt: skip
                 for node, own in self.models.items()
