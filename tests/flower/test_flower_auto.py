@@ -157,6 +157,8 @@ def test_the_server_chooses_what_a_brute_force_over_subsets_chooses(seed, tmp_pa
     (accepted,) = [r for r in rows if r["accepted"] == "True"]
     assert set(filter(None, accepted["groups"].split("+"))) == expected
     assert float(accepted["test_loss"]) == pytest.approx(_weighted(table, frozenset(expected)))
+    own = float(accepted["limit"]) - float(accepted["budget"])
+    assert own == pytest.approx(_weighted(table, frozenset()))
 
 
 def _naive_greedy(table, budget):

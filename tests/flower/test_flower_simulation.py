@@ -126,7 +126,7 @@ def test_auto_on_the_simulation_engine_chooses_as_the_in_process_clients(tmp_pat
     chosen = local.select(2, arrays, Grid())
     assert flower.chosen[1] == [] and flower.chosen[2] == chosen
     lines = (tmp_path / "selection.csv").read_text().splitlines()
-    assert lines[0].startswith("server_round,limit,step,search,round,groups,added")
+    assert lines[0].startswith("server_round,budget,limit,step,search,round,groups,added")
     assert sum(line.endswith(",True") for line in lines) == 1  # one accepted set per choice
     assert sorted(result.evaluate_metrics_clientapp) == [1, 2]
 

@@ -52,7 +52,8 @@ class AutoSelection:
             set, what Flower's evaluate round scores) or ``train`` (its training part).
         exhaustive_max: Up to this many groups every subset is measured; beyond, greedy.
         csv_path: Where every measured step goes (the CSV of ``lwlc merge --groups auto`` with
-            ``server_round`` and ``limit`` in front), rewritten atomically after each choice.
+            ``server_round``, ``budget`` and ``limit`` in front; the clients' own loss is
+            ``limit - budget``), rewritten atomically after each choice.
         wandb: Also log each choice to the active W&B run.
     """
 
@@ -163,8 +164,8 @@ class Selector:
         for i, step in enumerate(result.steps):
             loss, accuracy = found[frozenset(step.members)]
             rows.append({
-                "server_round": server_round, "limit": result.limit, "step": i,
-                "search": result.search, "round": step.round,
+                "server_round": server_round, "budget": self.options.budget,
+                "limit": result.limit, "step": i, "search": result.search, "round": step.round,
                 "groups": "+".join(self.groups[j].name for j in step.members),
                 "added": "" if step.added is None else self.groups[step.added].name,
                 "n_groups": len(step.members),
