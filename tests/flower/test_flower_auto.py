@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from lwlc.core.errors import LwlcError
@@ -53,8 +53,8 @@ class TableGrid:
     """Answers the layer-set questions from a table ``{node: {frozenset(groups): loss}}`` and
     keeps every question it was asked."""
 
-    def __init__(self, table) -> None:
-        self.table, self.asked = table, []
+    def __init__(self, table, failing=()) -> None:
+        self.table, self.asked, self.failing = table, [], failing
 
     def get_node_ids(self) -> list[int]:
         return list(NODES)
@@ -64,6 +64,9 @@ class TableGrid:
         self.asked.append(messages)
         replies = []
         for m in messages:
+            if m.metadata.dst_node_id in self.failing:
+                replies.append(Message(Error(code=0, reason="client crashed"), reply_to=m))
+                continue
             sets = [frozenset(decode(s)) for s in m.content["config"]["sets"]]
             losses = [self.table[m.metadata.dst_node_id][s] for s in sets]
             metrics = MetricRecord({"num-examples": ANSWERED[m.metadata.dst_node_id],
@@ -99,18 +102,18 @@ def _table(seed: int):
     return {n: {s: 0.2 + rng.uniform(0, 0.6) * len(s) for s in subsets} for n in NODES}
 
 
-def _weighted(table, members) -> float:
-    total = sum(ANSWERED.values())
-    return sum(ANSWERED[n] * table[n][members] for n in NODES) / total
+def _weighted(table, members, nodes=NODES) -> float:
+    total = sum(ANSWERED[n] for n in nodes)
+    return sum(ANSWERED[n] * table[n][members] for n in nodes) / total
 
 
-def _brute_force(table, budget):
+def _brute_force(table, budget, nodes=NODES):
     """The largest fitting subset by parameters, then the lowest loss: every subset in turn."""
-    limit = _weighted(table, frozenset()) + budget
+    limit = _weighted(table, frozenset(), nodes) + budget
     best, best_key = frozenset(), None
     for r in range(4):
         for combo in itertools.combinations(GROUPS, r):
-            loss = _weighted(table, frozenset(combo))
+            loss = _weighted(table, frozenset(combo), nodes)
             if loss <= limit:
                 key = (-sum(SIZES[g] for g in combo), loss)
                 if best_key is None or key < best_key:
@@ -159,6 +162,18 @@ def test_the_server_chooses_what_a_brute_force_over_subsets_chooses(seed, tmp_pa
     assert float(accepted["test_loss"]) == pytest.approx(_weighted(table, frozenset(expected)))
     own = float(accepted["limit"]) - float(accepted["budget"])
     assert own == pytest.approx(_weighted(table, frozenset()))
+
+
+def test_a_client_that_fails_to_answer_is_left_out_and_none_answering_is_one_line() -> None:
+    table = _table(2)
+    strategy = _strategy(budget=0.5)
+    arrays = _first_round(strategy, {n: _random_state(i + 1) for i, n in enumerate(NODES)})
+    strategy.configure_train(2, arrays, ConfigRecord(), TableGrid(table, failing=(33,)))
+    expected = _brute_force(table, 0.5, nodes=(11, 22))
+    assert expected != _brute_force(table, 0.5)  # leaving 33 out changes the answer
+    assert {GROUPS[i] for i in strategy.selector.results[2].chosen} == expected
+    with pytest.raises(LwlcError, match="^no client answered with data for the layer selection"):
+        strategy.configure_train(2, arrays, ConfigRecord(), TableGrid(table, failing=NODES))
 
 
 def _naive_greedy(table, budget):
