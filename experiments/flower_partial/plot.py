@@ -5,6 +5,7 @@ python experiments/flower_partial/plot.py
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -58,8 +59,8 @@ def main() -> None:
     title = f"20 clients, Dirichlet(0.01) digits; {seeds} seeds (band: range)"
     curve.set(xlabel="round (5 local epochs each)", ylabel="mean client accuracy (own test set)",
               ylim=(0, 1), title=title)  # fmt: skip
-    curve.legend(loc="lower right")
-    final.set_xticks(range(len(order)), order, rotation=15)
+    curve.legend(loc="lower right", bbox_to_anchor=(1, 0.12), fontsize=8)  # clear of fedavg
+    final.set_xticks(range(len(order)), [textwrap.fill(s, 10) for s in order], fontsize=8)
     final.set(ylabel="mean client accuracy after the last round", ylim=(0, 1),
               title="last round: mean over seeds (bar), each seed (dot)")  # fmt: skip
     fig.tight_layout()
