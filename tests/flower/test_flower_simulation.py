@@ -35,7 +35,10 @@ def test_flower_simulation_equals_the_in_process_module(tmp_path) -> None:
     def strategy(model: torch.nn.Module) -> LayerwiseFedAvg:
         digits = DigitsDataModule(batch_size=64)
         monitor = BarrierMonitor(model, digits, between="average", csv_path=csv_path)
-        return LayerwiseFedAvg(model, ["fc1", "head"], monitor=monitor, min_available_nodes=3)
+        return LayerwiseFedAvg(  # every client every round, even if one connects late
+            model, ["fc1", "head"], monitor=monitor, min_available_nodes=3, min_train_nodes=3,
+            min_evaluate_nodes=3,
+        )
 
     flower, result = simulate(setup, strategy)
     module = FederatedModule(_mlp(), num_clients=3, local_epochs=2, average=["fc1", "head"])
