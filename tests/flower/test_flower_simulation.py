@@ -36,7 +36,11 @@ def test_flower_simulation_equals_the_in_process_module(tmp_path) -> None:
         digits = DigitsDataModule(batch_size=64)
         monitor = BarrierMonitor(model, digits, between="average", csv_path=csv_path)
         return LayerwiseFedAvg(  # every client every round, even if one connects late
-            model, ["fc1", "head"], monitor=monitor, min_available_nodes=3, min_train_nodes=3,
+            model,
+            ["fc1", "head"],
+            monitor=monitor,
+            min_available_nodes=3,
+            min_train_nodes=3,
             min_evaluate_nodes=3,
         )
 
