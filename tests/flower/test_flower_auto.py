@@ -221,6 +221,8 @@ def test_bad_options_are_one_line() -> None:
         LayerwiseFedAvg(_net(), "all", selection=AutoSelection())
     with pytest.raises(LwlcError, match="unknown layer or group 'body'; available: fc1, fc2"):
         _strategy(choose_from=["body"])
+    with pytest.raises(LwlcError, match=r"^select\(\) chooses for average='auto'"):
+        LayerwiseFedAvg(_net(), "all").select(2, ArrayRecord(), TableGrid({}))
 
 
 def test_a_client_measures_each_set_as_the_average_there_and_its_own_model_elsewhere() -> None:

@@ -72,15 +72,13 @@ class LayerwiseFedAvg(FedAvg):
         super().__init__(weighted_by_key=WEIGHT_KEYS[weighting], **fedavg)
         if selection is not None and average != "auto":
             raise LwlcError(f"selection= applies to average='auto', not to {average!r}")
-        self.auto = average == "auto"
-        self.selector = (
-            Selector.for_model(selection or AutoSelection(), model) if self.auto else None
-        )
+        auto = average == "auto"
+        self.selector = Selector.for_model(selection or AutoSelection(), model) if auto else None
         state = model.state_dict()
         self.template = {k: tuple(v.shape) for k, v in state.items()}
         self.float_keys = [k for k, v in state.items() if torch.is_floating_point(v)]
         self.groups = layers.default_groups(model)
-        self.shared: list[str] = [] if self.auto else averaged_keys(model, average)
+        self.shared: list[str] = [] if auto else averaged_keys(model, average)
         self.monitor = monitor
         self.models: dict[int, State] = {}  # each node's model from its last reply
         self.partitions: dict[int, int] = {}  # node id -> the client's partition id
@@ -126,7 +124,10 @@ class LayerwiseFedAvg(FedAvg):
     def select(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> list[str]:
         """Choose the shared groups from the losses the clients measure on their own data: the
         clients that replied last round each get their own model and the average ``arrays``."""
-        assert self.selector is not None
+        if self.selector is None:
+            raise LwlcError(
+                "select() chooses for average='auto'; this strategy averages fixed groups"
+            )
         split = self.selector.options.split
 
         def ask(sets: list[str]) -> list[Answer]:
@@ -146,7 +147,7 @@ class LayerwiseFedAvg(FedAvg):
                     dst_node_id=node,
                     message_type=f"evaluate.{ACTION}",
                     group_id=str(server_round),
-                )  # fmt: skip
+                )
                 for node, own in self.models.items()
             ]
             replies = grid.send_and_receive(messages, timeout=TIMEOUT)
