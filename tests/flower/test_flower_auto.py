@@ -324,3 +324,15 @@ def test_digits_clients_get_the_largest_set_within_the_budget() -> None:
         for key, value in got.items():
             if key.split(".")[0] not in expected:
                 assert torch.equal(value, own[key]), key
+
+
+def test_the_flwr_run_config_declares_autos_options() -> None:
+    from lwlc.flower.app import DEFAULTS, selection_of
+
+    config = {**DEFAULTS, "average": "auto", "choose-from": "fc1, head", "budget": 0.2}
+    selection = selection_of({**config, "select-every": 2, "select-split": "train"})
+    assert selection.choose_from == ["fc1", "head"] and selection.budget == 0.2
+    assert (selection.every, selection.split, selection.select_after) == (2, "train", 1)
+    assert selection_of({**DEFAULTS, "average": "all"}) is None
+    with pytest.raises(LwlcError, match=r"^budget must be a number >= 0 \(nats\), got -1.0$"):
+        selection_of({**config, "budget": -1})
