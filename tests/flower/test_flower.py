@@ -14,7 +14,7 @@ import lwlc
 from lwlc.core.errors import LwlcError
 from lwlc.core.spec import MeasureSpec
 from lwlc.data import DigitsDataModule
-from lwlc.flower import BarrierMonitor, ClientSetup, LayerwiseFedAvg, below_threshold
+from lwlc.flower import BarrierMonitor, ClientSetup, LayerwiseFedAvg
 from lwlc.flower.client import train
 from lwlc.flower.strategy import CLIENT_RECORD
 from lwlc.models import MLP
@@ -121,8 +121,6 @@ def test_a_client_failing_mid_round_keeps_its_personal_layers() -> None:
 def test_a_group_that_matches_nothing_is_one_line() -> None:
     with pytest.raises(LwlcError, match="unknown layer or group 'body'; available: fc1, fc2"):
         LayerwiseFedAvg(_net(), ["body"])
-    with pytest.raises(LwlcError, match="average='auto' chooses the layers from measured"):
-        LayerwiseFedAvg(_net(), "auto")
 
 
 def test_a_client_with_another_architecture_is_one_line_and_changes_nothing() -> None:
@@ -149,29 +147,17 @@ def test_the_authors_scheme_weights_by_batches() -> None:
     assert strategy.shared[-2:] == ["fc.weight", "fc.bias"] and len(strategy.shared) == 9
 
 
-def test_auto_averages_what_the_chooser_picks_from_measured_barriers(tmp_path) -> None:
+def test_the_monitor_records_each_rounds_barriers_and_the_averaged_groups(tmp_path) -> None:
     net = _net()
     x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(1))
     spec = MeasureSpec(plans=("single",), rest_from=("a",), num_alphas=3)
     monitor = BarrierMonitor(net, (x, y), spec, csv_path=tmp_path / "barriers.csv")
-    seen = []
-
-    def lowest(barriers, server_round):
-        seen.append(dict(barriers))
-        return [min(barriers, key=barriers.get)]
-
     strategy = LayerwiseFedAvg(
-        net, "auto", monitor=monitor, chooser=lowest, min_available_nodes=3, min_train_nodes=3
+        net, ["fc1"], monitor=monitor, min_available_nodes=3, min_train_nodes=3
     )
     states = {n: _random_state(i + 1) for i, n in enumerate(NODES)}
-    for n in NODES:  # every client holds the same fc1: its barrier is exactly zero
-        states[n]["fc1.weight"] = states[11]["fc1.weight"].clone()
-        states[n]["fc1.bias"] = states[11]["fc1.bias"].clone()
     _round(strategy, 1, ArrayRecord(net.state_dict()), states)
-    assert seen[0]["fc1"] == 0.0
-    assert strategy.chosen[1] == ["fc1"]
-    assert strategy.shared == ["fc1.weight", "fc1.bias"]
     direct = []
     for a, b in ((11, 22), (11, 33), (22, 33)):
         model_a = _net()
@@ -179,17 +165,15 @@ def test_auto_averages_what_the_chooser_picks_from_measured_barriers(tmp_path) -
         direct.append(
             lwlc.measure(model_a, states[b], (x, y), spec).barrier("single", "head", "path")
         )
-    assert seen[0]["head"] == pytest.approx(sum(direct) / 3)
     with open(tmp_path / "barriers.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    head = [
+        float(r["loss_barrier"]) for r in rows if r["group"] == "head" and r["reference"] == "path"
+    ]
+    assert sorted(head) == pytest.approx(sorted(direct))
     assert len(rows) == 3 * 3 * 3  # three pairs, three single-layer paths, three references
     assert {r["averaged"] for r in rows} == {"fc1"}
     assert {r["round"] for r in rows} == {"1"}
-
-
-def test_the_default_chooser_averages_the_groups_at_most_the_threshold() -> None:
-    choose = below_threshold(0.1)
-    assert choose({"fc1": 0.05, "fc2": 0.1, "head": 0.3}, 1) == ["fc1", "fc2"]
 
 
 def _digits(num_clients: int) -> FederatedDataModule:

@@ -6,8 +6,10 @@ arguments (``data-args``, ``model-args``); the split and schedule keys are those
 ``FederatedDataModule`` and ``FederatedModule``; ``average`` is ``all``, ``none``, ``auto``, a
 scheme (``authors_resnet18``) or comma-separated layer names/globs; ``barriers`` (``pairs`` or
 ``average``, empty: off) measures the clients' layer-wise barriers each round into
-``barriers-csv``; ``max-barrier`` is the default chooser's threshold for ``auto``;
-``wandb-project`` (non-empty) also logs them to W&B.
+``barriers-csv``; ``budget``, ``select-after``, ``select-every``, ``select-split``,
+``choose-from`` (comma-separated patterns, empty: every group) and ``selection-csv`` are the
+options of ``auto`` (:class:`~lwlc.flower.selection.AutoSelection`); ``wandb-project``
+(non-empty) also logs barriers and choices to W&B.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from flwr.serverapp import Grid, ServerApp
 from lwlc.core.errors import LwlcError
 from lwlc.flower import client
 from lwlc.flower.client import ClientSetup
-from lwlc.flower.monitor import BarrierMonitor, below_threshold
+from lwlc.flower.monitor import BarrierMonitor
+from lwlc.flower.selection import ACTION, AutoSelection
 from lwlc.flower.strategy import LayerwiseFedAvg
 from lwlc.training.federated import AVERAGING_SCHEMES, FederatedDataModule
 from lwlc.training.modules import reinitialize
@@ -52,7 +55,12 @@ DEFAULTS: dict[str, Any] = {
     "average": "all",
     "barriers": "",
     "barriers-csv": "flower_barriers.csv",
-    "max-barrier": 0.1,
+    "budget": 0.05,
+    "select-after": 1,
+    "select-every": 0,
+    "select-split": "test",
+    "choose-from": "",
+    "selection-csv": "flower_selection.csv",
     "wandb-project": "",
 }
 
@@ -120,6 +128,23 @@ def evaluate(message: Message, context: Context) -> Message:
     return client.evaluate(setup_of(context), message, context)
 
 
+@client_app.evaluate(ACTION)
+def layer_sets(message: Message, context: Context) -> Message:
+    return client.evaluate_layer_sets(setup_of(context), message, context)
+
+
+def selection_of(c: Mapping[str, Any]) -> AutoSelection | None:
+    """``auto``'s options from the run config (None for any other ``average``)."""
+    if c["average"] != "auto":
+        return None
+    patterns = [p.strip() for p in str(c["choose-from"]).split(",") if p.strip()]
+    return AutoSelection(
+        budget=float(c["budget"]), select_after=int(c["select-after"]),
+        every=int(c["select-every"]), choose_from=patterns or None, split=c["select-split"],
+        csv_path=c["selection-csv"], wandb=bool(c["wandb-project"]),
+    )  # fmt: skip
+
+
 server_app = ServerApp()
 
 
@@ -130,19 +155,19 @@ def main(grid: Grid, context: Context) -> None:
     net = setup.model()
     reinitialize(net, int(c["init-seed"]))
     monitor = None
-    if c["barriers"]:
-        if c["wandb-project"]:
-            import wandb
+    if c["wandb-project"] and (c["barriers"] or c["average"] == "auto"):
+        import wandb
 
-            wandb.init(project=c["wandb-project"], config=c)
+        wandb.init(project=c["wandb-project"], config=c)
+    if c["barriers"]:
         monitor = BarrierMonitor(
             net, setup.clients_data().data, between=c["barriers"], csv_path=c["barriers-csv"],
             wandb=bool(c["wandb-project"]),
         )  # fmt: skip
     n = int(c["num-clients"])
     strategy = LayerwiseFedAvg(
-        net, average_of(c["average"]), monitor=monitor,
-        chooser=below_threshold(float(c["max-barrier"])), min_available_nodes=n,
+        net, average_of(c["average"]), monitor=monitor, selection=selection_of(c),
+        min_available_nodes=n,
         min_train_nodes=n, min_evaluate_nodes=n,
     )  # fmt: skip
     strategy.start(grid=grid, initial_arrays=ArrayRecord(net.state_dict()), num_rounds=setup.rounds)

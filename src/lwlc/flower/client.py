@@ -4,7 +4,9 @@ Each round a client loads the model the server sent (shared layers averaged, the
 trains ``local_epochs`` epochs with a fresh Lightning ``Trainer`` exactly as a client of the
 in-process :class:`~lwlc.training.federated.FederatedModule` (same loss, SGD, data order and
 learning-rate schedule; its momentum kept across rounds in Flower's ``context.state``) and replies
-with its whole model and its sample and batch counts (FedAvg's and the authors' weights).
+with its whole model and its sample and batch counts (FedAvg's and the authors' weights). For
+``average="auto"`` it answers the server's layer-set questions (``evaluate.layer_sets``) on its
+own data.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from flwr.clientapp import ClientApp
 from torch import Tensor, nn
 
 from lwlc.core.errors import LwlcError
-from lwlc.flower.strategy import CLIENT_RECORD
+from lwlc.flower.selection import ACTION, layer_set_metrics
+from lwlc.flower.strategy import AVERAGE, CLIENT_RECORD, OWN
 from lwlc.training.federated.data import FederatedDataModule
 from lwlc.training.federated.module import LR_SCHEDULES
 
@@ -197,6 +200,29 @@ def evaluate(setup: ClientSetup, message: Message, context: Context) -> Message:
     return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
 
 
+def own_data(data: FederatedDataModule, partition: int, split: str) -> tuple[Tensor, Tensor]:
+    """The client's own (inputs, labels): its test set (``test``) or training part (``train``)."""
+    if split == "train":
+        return data.client_train_set(partition)
+    inputs, labels, owner = data.evaluation_set()
+    return inputs[owner == partition], labels[owner == partition]
+
+
+def evaluate_layer_sets(setup: ClientSetup, message: Message, context: Context) -> Message:
+    """Loss and accuracy on the client's own data of each candidate set the server asks about:
+    the average on the set's groups, the client's own model elsewhere."""
+    data = setup.clients_data()
+    partition = partition_of(context, data)
+    config = next(iter(message.content.config_records.values()))
+    x, y = own_data(data, partition, str(config["split"]))
+    losses, accuracies = layer_set_metrics(
+        setup.model(), message.content[OWN].to_torch_state_dict(),
+        message.content[AVERAGE].to_torch_state_dict(), list(config["sets"]), x, y,
+    )  # fmt: skip
+    metrics = MetricRecord({"num-examples": len(y), "loss": losses, "accuracy": accuracies})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=message)
+
+
 def client_app(setup: ClientSetup) -> ClientApp:
     """A Flower ``ClientApp`` whose clients train ``setup``'s model on their partition."""
     app = ClientApp()
@@ -208,5 +234,9 @@ def client_app(setup: ClientSetup) -> ClientApp:
     @app.evaluate()
     def evaluate_round(message: Message, context: Context) -> Message:
         return evaluate(setup, message, context)
+
+    @app.evaluate(ACTION)
+    def layer_sets(message: Message, context: Context) -> Message:
+        return evaluate_layer_sets(setup, message, context)
 
     return app

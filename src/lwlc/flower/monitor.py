@@ -3,8 +3,8 @@
 The same measurement as ``lwlc analyze`` (:func:`lwlc.measure`: one MeasureSpec, the same
 engine and rows), between every pair of clients or each client and the clients' weighted
 average. Rows go to a CSV (rewritten atomically each round) and, when enabled, to W&B under the
-names the training Callback uses; the single-layer barriers feed the chooser of
-``LayerwiseFedAvg(average="auto")``.
+names the training Callback uses. (``LayerwiseFedAvg(average="auto")`` does not choose from
+these: it asks the clients for losses on their own data, ``lwlc.flower.selection``.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import copy
 import csv
 import itertools
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,9 @@ from lwlc.core.spec import MeasureSpec
 from lwlc.core.sweep import BARRIER_COLUMNS
 from lwlc.formats.io import atomic_file
 
-Chooser = Callable[[Mapping[str, float], int], Sequence[str]]
 BETWEEN = ("pairs", "average")
 COLUMNS = ("round", "client_a", "client_b", *BARRIER_COLUMNS, "averaged")
 DEFAULT_SPEC = MeasureSpec(plans=("full", "single"), rest_from=("a",))
-
-
-def below_threshold(max_barrier: float = 0.1) -> Chooser:
-    """The default chooser: average the groups whose single-layer loss barrier (reference
-    ``path``, the mean over the measured pairs, in nats) is at most ``max_barrier``; the others
-    stay personal."""
-
-    def choose(barriers: Mapping[str, float], server_round: int) -> list[str]:
-        return [g for g, b in barriers.items() if b <= max_barrier]
-
-    return choose
 
 
 def weighted_mean(states: Sequence[Mapping[str, Tensor]], weights: Sequence[float]) -> dict:

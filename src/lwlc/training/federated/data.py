@@ -163,6 +163,12 @@ class FederatedDataModule(pl.LightningDataModule):
             return inputs[keep], labels[keep], owner[keep]
         return inputs, labels, owner
 
+    def client_train_set(self, client: int) -> tuple[Tensor, Tensor]:
+        """(inputs, labels) of client ``client``'s training part, in index order (no shuffling,
+        no augmentation): what a client evaluates candidate models on with its own data."""
+        (inputs, labels), parts, _ = self._divide()
+        return inputs[parts[client]], labels[parts[client]]
+
     def client_loader(self, client: int, epoch_offset: int = 0) -> DataLoader:
         """Client ``client``'s shuffled training loader; its epoch ``e`` is the run's epoch
         ``e + epoch_offset`` (a Flower client trains each round with a fresh Trainer)."""
