@@ -117,13 +117,18 @@ def test_the_heatmap_pngs_are_drawn_once_a_fit_from_the_csv(tmp_path, renders, m
         return save(out_dir, barriers, *args, **kwargs)
 
     monkeypatch.setattr(figures, "save_heatmaps", spy)
-    _fit(tmp_path, epochs=3, media_every=1, figures=True)  # 4 evaluations, 4 W&B refreshes
+    run_dir = _fit(tmp_path, epochs=3, media_every=1, figures=True)  # 4 evaluations
     pngs = sorted(p.name for p in (tmp_path / "barriers").glob("heatmap_*.png"))
     assert pngs == [f"heatmap_test_single{rest}_{m}.png" for rest in ("", "_rest_b")
                     for m in ("error", "loss")]  # fmt: skip
     assert len(renders) == len(pngs), "each PNG drawn once, at the end of fit"
     (rows,) = drawn_from
     assert rows == read_csv(tmp_path / "barriers" / "barriers.csv")
+    # W&B shows its HTML heatmaps after each of the 4 evaluations, never a drawn image.
+    logged = history(finished_records(next(run_dir.glob("run-*.wandb"))))
+    key = "barrier_heatmap/test_single_loss/_type"
+    assert [r["trainer/global_step"] for r in logged if r.get(key) == "html-file"] == [0, 5, 10, 15]
+    assert not [k for r in logged for k, v in r.items() if v == "image-file"]
 
 
 def test_a_checkpoint_dumps_the_history_again_only_when_it_changed():
