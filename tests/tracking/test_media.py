@@ -144,3 +144,27 @@ def test_a_checkpoint_dumps_the_history_again_only_when_it_changed():
     assert [r["loss_barrier"] for r in restored.barriers] == [0.1, 0.25]
     kept.relabel(5, 2)
     assert '"epoch": 2' in kept.state_dict()["barriers"]
+
+
+def test_a_heatmap_that_cannot_be_drawn_warns_and_the_fit_ends_complete(
+    tmp_path, monkeypatch, capsys
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no font for the title\nsecond line")
+
+    monkeypatch.setattr(figures, "save_heatmaps", broken)
+    callback = LayerwiseBarrierCallback(figures=True)
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_epochs=1, limit_train_batches=3, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(_Pair(MLP(64, 10, 32, 2)), datamodule=DigitsDataModule(order_seeds=[0, 1]))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "lwlc: warning" in line]
+    (warning,) = warnings
+    assert warning.endswith(
+        "could not draw the barrier heatmaps (RuntimeError: no font for the title)"
+    )
+    summary = (tmp_path / "barriers" / "summary.json").read_text()
+    assert '"status": "complete"' in summary
+    assert {r["epoch"] for r in read_csv(tmp_path / "barriers" / "barriers.csv")} == {0, 1}
