@@ -51,6 +51,8 @@ SETUPS = {
 WITHOUT = ["--trainer.callbacks=[]"]
 START = ("setup", "on_fit_start")
 HOOKS = (*START, "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_train_end")
+# Also the Callback's work outside its hooks: its state in every checkpoint Lightning saves.
+WORK = (*HOOKS, "state_dict", "on_exception", "teardown")
 
 
 def child(config: str, args: list[str], out: str) -> None:
@@ -79,7 +81,7 @@ def child(config: str, args: list[str], out: str) -> None:
     callback.on_train_end = timed(callback.on_train_end, "end_s")
     for hook in START:
         setattr(callback, hook, timed(getattr(callback, hook), "start_s"))
-    for hook in HOOKS:
+    for hook in WORK:
         setattr(callback, hook, timed(getattr(callback, hook), "callback_s"))
     main(["fit", "--config", config, "--trainer.enable_progress_bar", "false", *args])
     Path(out).write_text(json.dumps(timing))
@@ -168,8 +170,10 @@ def main() -> None:
         f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other jobs "
         "share the machine when above 0). 'overhead': (with - without) / without, noisy for short "
         "fits ('spread': slowest - fastest fit without the Callback); 's in Callback': time spent "
-        "in the Callback's hooks, and its share of the fit without it; 'at start': its setup and "
-        "on_fit_start (run info); 'at end': its fit-end work (last heatmaps for W&B); 'cost / "
+        "in the Callback's hooks and in its state_dict (its history in each checkpoint), and its "
+        "share of the fit without it; 'at start': its setup and "
+        "on_fit_start (run info); 'at end': its fit-end work (last W&B media, heatmap PNGs when "
+        "drawn); 'cost / "
         "sweeps': s in Callback over s in sweeps (1.00: the Callback costs its sweeps only).\n\n"
         "| setup | fit s without | fit s with | spread s | overhead | s in Callback | share "
         "| s at start | evaluations | s in sweeps | s at end | cost / sweeps |\n"

@@ -4,9 +4,10 @@ At the moments its schedule names, the Callback measures the two current network
 engine of ``lwlc analyze`` (``lwlc.tracking.measure``), keeps the rows as one history (saved in
 every checkpoint, so a resumed run goes on without gaps or duplicates), appends them to
 ``curves.csv``/``barriers.csv`` in its directory and logs scalars to every logger; every few
-evaluations it refreshes W&B's line charts and table, and after the last one (at the end of fit
-or an interrupt) it draws the heatmaps and shows them on W&B and TensorBoard
-(``lwlc.tracking.publish``).
+evaluations, and after the last one (at the end of fit or an interrupt), it refreshes W&B's
+line charts, table and heatmaps (W&B's own plots and HTML: nothing is drawn for W&B); with
+``figures`` (or TensorBoard) it draws the heatmap PNGs from ``barriers.csv`` once, after the
+last evaluation (``lwlc.tracking.publish``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from lwlc.core.barriers import METRICS, REFERENCES
+from lwlc.core.barriers import REFERENCES
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import REST_FROM
 from lwlc.core.spec import MeasureSpec
-from lwlc.notices import warn
-from lwlc.results.sinks import has_media
+from lwlc.notices import first_line, warn
+from lwlc.results.sinks import has_media, has_tensorboard
 from lwlc.run_records import record_run_info
 from lwlc.tracking.files import OUTPUTS, ResultFiles
 from lwlc.tracking.history import History
@@ -56,10 +57,11 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        media_every: refresh W&B's line charts, curves and table every n evaluations; the last
-            evaluation is always shown, with the heatmaps, at the end of fit or an interrupt.
-        figures: draw the heatmaps into ``dirpath`` at the end of fit even without W&B or
-            TensorBoard (with them they are always drawn).
+        media_every: refresh W&B's line charts, curves, table and heatmaps every n evaluations;
+            the last evaluation is always shown, at the end of fit or an interrupt.
+        figures: draw the heatmap PNGs into ``dirpath`` at the end of fit (and after an
+            interrupt), from ``barriers.csv``; with TensorBoard they are always drawn (it shows
+            them). Without, ``lwlc plot <dirpath>`` draws them from the CSVs later.
 
     Subclasses may override :meth:`should_evaluate` for any other schedule.
     """
@@ -104,6 +106,7 @@ class LayerwiseBarrierCallback(Callback):
         self.media = Media(reference, spec.splits, spec.grid)
         self.info: dict[str, Any] = {}
         self.show_media = False
+        self.drawn: tuple[int | None, list[Path]] = (None, [])  # history revision, PNGs
 
     def should_evaluate(self, step: int | None = None, epoch: int | None = None) -> bool:
         """Whether to evaluate after optimizer step ``step`` or after ``epoch`` completed epochs
@@ -215,7 +218,7 @@ class LayerwiseBarrierCallback(Callback):
         log_scalars(trainer, barriers, measured, self.spec.splits, time.perf_counter() - started)
         evaluations = len(self.history.evaluations())
         if self.show_media and self.schedule.should_draw(evaluations):
-            self.media.refresh(trainer, self.history, self.files, self.info, ())
+            self.media.refresh(trainer, self.history, self.info)
 
     def _finish(self, trainer: pl.Trainer, status: str) -> None:
         """The CSVs, every figure and the summary, up to date with the whole history (rank 0)."""
@@ -223,13 +226,27 @@ class LayerwiseBarrierCallback(Callback):
             return
         if self.history.barriers:
             self.files.write(self.history)
+            heatmaps = self._draw(trainer)
             if self.show_media:
-                self.media.refresh(trainer, self.history, self.files, self.info, METRICS)
-            elif self.figures:
-                self.files.draw(self.history, self.reference, self.info)
-            if self.figures and "weights" in self.spec.measures:
-                self.files.draw(self.history, self.reference, self.info, (), distances=True)
+                self.media.refresh(trainer, self.history, self.info, heatmaps)
         self._write_summary(trainer, status)
+
+    def _draw(self, trainer: pl.Trainer) -> list[Path]:
+        """The heatmap PNGs (and ``distances.png``) of the whole history, drawn once per
+        history from the CSVs, when ``figures`` is set or TensorBoard shows them; a figure that
+        cannot be drawn warns, and the run ends as it would."""
+        if not (self.figures or has_tensorboard(trainer.loggers)):
+            return []
+        if self.drawn[0] == self.history.revision:
+            return self.drawn[1]
+        distances = self.figures and "weights" in self.spec.measures
+        try:
+            paths = self.files.draw(self.reference, self.info, distances=distances)
+        except Exception as err:  # a view: never worth losing a run's end for
+            warn(f"could not draw the barrier heatmaps ({first_line(err)})")
+            paths = []
+        self.drawn = (self.history.revision, paths)
+        return paths
 
     def _write_summary(self, trainer: pl.Trainer, status: str) -> None:
         if trainer.is_global_zero:  # the memory plan: the last evaluation's

@@ -22,7 +22,7 @@ from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc.formats.io import read_csv
 from lwlc.models import MLP
-from lwlc.results import draw, heatmaps, style
+from lwlc.results import draw, heatmaps, style, words
 from lwlc.results.references import default_reference, shown_order
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lwlc"
@@ -112,7 +112,7 @@ def test_many_layers_get_distinct_colours():
 
 
 def test_titles_never_break_inside_parentheses():
-    text = style.title("curves", "test", "models", "independent initialisations (seeds 0, 1)")
+    text = words.title("curves", "test", "models", "independent initialisations (seeds 0, 1)")
     inside = [part for line in text.split("\n") for part in line.split("(")[1:]]
     assert inside and all(" " not in part.split(")")[0] for part in inside)
 

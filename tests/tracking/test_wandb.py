@@ -204,18 +204,17 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
-    # With media_every=1 the curve plots and the table follow every evaluation; the heatmaps
-    # are drawn for the last one, at the end of fit, which repeats nothing already up to date.
+    # With media_every=1 the curve plots, the table and the heatmaps (W&B's HTML) follow every
+    # evaluation; the end of fit repeats nothing already up to date.
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
-    for metric, expected_steps in (("loss", [10]), ("error", [10])):
+    for metric in ("loss", "error"):
         key = f"barrier_heatmap/test_single_{metric}"
-        assert steps(key, "image-file") == expected_steps
-        heatmaps = [r for r in rows if r.get(f"{key}/_type") == "image-file"]
-        assert heatmaps[-1][f"{key}/caption"] == "through epoch 2"
-        for r in heatmaps:
-            assert (run_dir / "files" / r[f"{key}/path"]).stat().st_size > 1000
+        assert steps(key, "html-file") == [0, 5, 10]
+        heatmaps = [r for r in rows if r.get(f"{key}/_type") == "html-file"]
+        last = (run_dir / "files" / heatmaps[-1][f"{key}/path"]).read_text()
+        assert "through epoch 2" in last and "rest from A, test split" in last
     assert steps("barrier_table", "table-file") == [0, 5, 10]
     assert steps("barrier_curves/test/loss_table", "table-file") == [0, 5, 10]
 
@@ -231,8 +230,8 @@ def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(t
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
     panels = {
-        "barrier_heatmap/test_single_loss": "image-file",
-        "barrier_heatmap/test_single_error": "image-file",
+        "barrier_heatmap/test_single_loss": "html-file",
+        "barrier_heatmap/test_single_error": "html-file",
         "barrier_table": "table-file",
         "barrier_curves/test/loss_table": "table-file",
         "barrier_curves/test/error_table": "table-file",
@@ -431,8 +430,8 @@ def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
 
 
 def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
-    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the charts and the table after
-    the 2nd and the 4th, the heatmaps once, for the last; nothing twice."""
+    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the charts, the table and the
+    heatmaps after the 2nd and the 4th (the last); nothing twice."""
     _fit(tmp_path, WandbLogger(save_dir=str(tmp_path)), epochs=3, media_every=2)
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
@@ -440,8 +439,8 @@ def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
-    assert steps("barrier_heatmap/test_single_loss", "image-file") == [15]
-    assert steps("barrier_heatmap/test_single_error", "image-file") == [15]
+    assert steps("barrier_heatmap/test_single_loss", "html-file") == [5, 15]
+    assert steps("barrier_heatmap/test_single_error", "html-file") == [5, 15]
     assert steps("barrier_table", "table-file") == [5, 15]
     assert steps("barrier_layers/test/error_table", "table-file") == [5, 15]
 

@@ -34,9 +34,8 @@ from lwlc.results.style import (
     panel_grid,
     pick,
     plans_of,
-    title,
-    unbroken,
 )
+from lwlc.results.words import title, unbroken
 
 
 def interpolation_curves(

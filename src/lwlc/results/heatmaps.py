@@ -23,7 +23,6 @@ from lwlc.results.style import (
     DIVERGING,
     DPI,
     FULL_LABEL,
-    HEATMAP_ROWS,
     LAYER_AXIS,
     MAX_ROW_PX,
     REST,
@@ -37,8 +36,8 @@ from lwlc.results.style import (
     look,
     panel_grid,
     pick,
-    title,
 )
+from lwlc.results.words import heatmap_what, title
 
 _MAX_ANNOTATED_CELLS = 120
 _MIN_ANNOTATED_CELL = 0.3  # inches: narrower cells are drawn without their values
@@ -177,24 +176,28 @@ def barrier_heatmap(
     """The paper's training-time figure: barriers of the full model and each layer over epochs.
 
     Each evaluation's cell is centred on its epoch (or step), so an uneven schedule (epochs 0-9,
-    then every 20) is drawn to scale: cells reach halfway to their neighbours.
+    then every 20) is drawn to scale: cells reach halfway to their neighbours. Laid out by fixed
+    margins computed from the label lengths, not by a layout engine: the barrier Callback draws
+    it at the end of every fit, where constrained layout doubled the cost of the drawing.
     """
     table = heatmap_table(barriers, plan, metric, reference, split, rest_from)
-    x_name = str(table.columns.name)
     positions = [float(c) for c in table.columns]
     edges = cell_edges(positions)
-    rows = max(len(str(i)) for i in table.index)
-    cells_width = min(MAX_ROW_PX / DPI - 2.4 - 0.07 * rows, max(3.0, 0.45 * len(positions)))
+    chars = max(len(str(i)) for i in table.index)
+    cells_width = min(MAX_ROW_PX / DPI - 2.4 - 0.07 * chars, max(3.0, 0.45 * len(positions)))
     narrowest = float(np.diff(edges).min() / (edges[-1] - edges[0])) * cells_width
     annotate = table.size <= _MAX_ANNOTATED_CELLS and narrowest >= _MIN_ANNOTATED_CELL
-    split_name = str(pick(frame(barriers), "split", split, "split")["split"].iloc[0])
+    df = frame(barriers)
+    what = heatmap_what(metric, plan, _rest_of(df, plan, rest_from))
+    heading = title(
+        what, str(pick(df, "split", split, "split")["split"].iloc[0]), reference, pairing
+    )
     with look():
-        size = (cells_width + 2.4 + 0.07 * rows, max(2.2, 0.32 * len(table.index) + 1.6))
-        fig = Figure(figsize=size, layout="constrained")
-        ax = fig.add_subplot()
+        fig, ax, cax = _heatmap_frame(cells_width, chars, len(table.index), heading)
         outlined = narrowest >= 0.1  # thinner cells would be all outline
         mesh = _cells(ax, table, colour_scale(table.to_numpy()), edges, annotate, metric, outlined)
-        fig.colorbar(mesh, ax=ax, label=barrier_label(metric))
+        fig.colorbar(mesh, cax=cax, label=barrier_label(metric))
+        _fit_colour_bar(fig, ax, cax)
         spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
         if spacing / (edges[-1] - edges[0]) * cells_width >= _MIN_ANNOTATED_CELL:
             ax.set_xticks(positions, [f"{p:g}" for p in positions])
@@ -203,14 +206,67 @@ def barrier_heatmap(
             ax.set_xticks(positions, minor=True)
             ax.tick_params(axis="x", which="minor", bottom=True, length=3, width=0.6)
             ax.set_xlim(edges[0], edges[-1])
-        ax.set_xlabel(x_name)
+        ax.set_xlabel(str(table.columns.name))
         ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
-        what = f"{metric} barrier by {HEATMAP_ROWS.get(plan, plan)} over training"
-    if plan != "full":
-        rest = str(pick(frame(barriers), "rest_from", rest_from, "rest_from")["rest_from"].iloc[0])
-        what += f", rest from {rest.upper()}"
-        fig.suptitle(title(what, split_name, reference, pairing), wrap=True)
     return fig
+
+
+def _rest_of(df: pd.DataFrame, plan: str, rest_from: str | None) -> str | None:
+    """The rest model a layer-wise heatmap shows (the first present when not given)."""
+    if plan == "full":
+        return None
+    return str(pick(df, "rest_from", rest_from, "rest_from")["rest_from"].iloc[0])
+
+
+def _heatmap_frame(
+    cells_width: float, chars: int, rows: int, heading: str
+) -> tuple[Figure, Axes, Axes]:
+    """A heatmap's figure, cells axes and colour bar axes at fixed margins (inches): the row
+    labels' width at the left, the colour bar at the right (its tick labels' room is set by
+    :func:`_fit_colour_bar`), the title's lines (wrapped at the figure's width) on top, tick
+    labels and axis label below."""
+    left = 0.55 + 0.065 * chars
+    width = left + cells_width + _RIGHT
+    line_chars = max(20, int((width - 0.2) / 0.068))  # characters of the title's font per line
+    lines = sum(-(-len(line) // line_chars) for line in heading.splitlines())
+    top = 0.12 + 0.19 * lines
+    height = max(2.2, 0.32 * rows + 0.9) + top - 0.1
+    fig = Figure(figsize=(width, height))
+    ax, cax = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))
+    _place(fig, ax, cax, (left, cells_width, _RIGHT), (_BOTTOM, top))
+    fig.suptitle(heading, y=1 - 0.06 / height, va="top", wrap=True)
+    return fig, ax, cax
+
+
+_RIGHT, _BOTTOM, _BAR = 1.05, 0.5, 0.14  # inches: right of the cells, below them, bar width
+
+
+def _place(
+    fig: Figure, ax: Axes, cax: Axes, across: tuple[float, float, float], up: tuple[float, float]
+) -> None:
+    """Size ``fig`` to ``across`` (left margin, cells, right margin) by the cells' height plus
+    ``up`` (bottom, top margins) and put the cells and the colour bar (0.15 in right of them)."""
+    (left, cells, right), (bottom, top) = across, up
+    width, height = left + cells + right, fig.get_figheight()
+    fig.set_size_inches(width, height)
+    tall = (height - top - bottom) / height
+    ax.set_position((left / width, bottom / height, cells / width, tall))
+    cax.set_position(((left + cells + 0.15) / width, bottom / height, _BAR / width, tall))
+
+
+def _fit_colour_bar(fig: Figure, ax: Axes, cax: Axes) -> None:
+    """Widen the right margin when the colour bar's tick labels are long (0.00040: tiny
+    barriers), so that they and the bar's label stay inside the figure."""
+    axis = cax.yaxis
+    labels = axis.get_major_formatter().format_ticks(list(axis.get_majorticklocs()))
+    labels.append(axis.get_major_formatter().get_offset())
+    right = max(_RIGHT, 0.15 + _BAR + 0.55 + 0.068 * max(len(t) for t in labels))
+    if right > _RIGHT:
+        width, height = fig.get_figwidth(), fig.get_figheight()
+        box = ax.get_position()
+        left, cells = box.x0 * width, box.width * width
+        top = height * (1 - box.y1)
+        _place(fig, ax, cax, (left, cells, right), (_BOTTOM, top))
 
 
 def barrier_matrices(

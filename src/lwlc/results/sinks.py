@@ -44,7 +44,12 @@ def log_to_wandb(loggers: list[Logger], build: Callable[[], dict[str, Any]], ste
 
 def has_media(loggers: list[Logger]) -> bool:
     """Whether any of ``loggers`` shows figures: W&B or TensorBoard."""
-    return has_wandb(loggers) or any(isinstance(lg, TensorBoardLogger) for lg in loggers)
+    return has_wandb(loggers) or has_tensorboard(loggers)
+
+
+def has_tensorboard(loggers: list[Logger]) -> bool:
+    """Whether any of ``loggers`` is TensorBoard's (it shows the heatmaps as images)."""
+    return any(isinstance(lg, TensorBoardLogger) for lg in loggers)
 
 
 def figure_pixels(figure: Any) -> Any:

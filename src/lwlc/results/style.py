@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,33 +28,24 @@ from matplotlib.image import imsave
 from lwlc.core.errors import LwlcError
 from lwlc.formats.io import atomic_file
 from lwlc.results.references import FLAT_REASON
+from lwlc.results.words import (  # noqa: F401  (re-exported: the figures' words live there)
+    FULL_LABEL,
+    HEATMAP_ROWS,
+    LAYER_AXIS,
+    REFERENCES,
+    REST,
+    barrier_label,
+    pairing_text,
+)
 
 Rows = Sequence[Mapping[str, object]] | pd.DataFrame
 
-FULL_LABEL = "full model"
 SAME_MODEL = "same model"
 DIVERGING = "vlag"
 DPI = 120  # the resolution figures are saved at (save_figure's default)
 MAX_ROW_PX = 1600  # the widest a row of panels may be at DPI
-LAYER_AXIS = {
-    "single": "layer",
-    "cumulative_front": "front layers up to",
-    "cumulative_back": "back layers from",
-    "custom": "layer set",
-}
-HEATMAP_ROWS = {  # what a heatmap's rows are, in its title (the axis words read badly there)
-    **LAYER_AXIS,
-    "cumulative_front": "cumulative group from the front",
-    "cumulative_back": "cumulative group from the back",
-}
-REFERENCES = {
-    "path": "vs the path's own endpoints",
-    "models": "vs the line from A to B",
-    "midpoint": "alpha 0.5 vs the mean of A and B",
-}
 FLAT = {"loss": 5e-4, "error": 5e-5}  # below these (nats, fraction) a bar does not show on its axis
 FLAT_NOTE = "flat-note"  # the gid of the note saying why a panel shows no bars
-REST = {"a": "rest from A", "b": "rest from B"}
 NAMES = {"group": "layer", "rest_from": "rest from"}
 _NUMERIC = ("alpha", "loss", "accuracy", "loss_barrier", "error_barrier", "epoch", "step")
 _CHAR = 0.065  # inches per character of a legend label (small font), to reserve its width
@@ -81,59 +71,6 @@ def frame(rows: Rows) -> pd.DataFrame:
     if "accuracy" in df:
         df["error"] = 100.0 * (1.0 - df["accuracy"])
     return df
-
-
-def pairing_text(summary: Mapping[str, Any]) -> str | None:
-    """How the compared networks were made, in a few words, from an lwlc ``summary.json``
-    (of ``lwlc analyze`` or of the barrier Callback); None when it records nothing."""
-    pairing = summary.get("pairing")
-    checkpoints = [c for c in summary.get("checkpoints") or [] if isinstance(c, Mapping)]
-    if isinstance(pairing, Mapping) and pairing.get("mode") == "reference":
-        return f"the network being trained vs {pairing.get('b')}"
-    if not isinstance(pairing, Mapping) and len(checkpoints) == 1:
-        pairing = checkpoints[0].get("pairing")  # analyze of a paired checkpoint
-    if isinstance(pairing, Mapping) and "init" in pairing:
-        return _pair_words(pairing)
-    paths = [Path(str(c.get("path"))) for c in checkpoints]
-    if len(paths) == 2:
-        common = Path(os.path.commonpath(paths)) if paths[0].anchor == paths[1].anchor else None
-        if common is not None and common not in paths:
-            a, b = (p.relative_to(common) for p in paths)
-            return f"A = {a}, B = {b} (in {common})"
-        return f"A = {paths[0]}, B = {paths[1]}"
-    return pairing if isinstance(pairing, str) else None
-
-
-def _pair_words(p: Mapping[str, Any]) -> str:
-    """``PairedModule.pairing()`` as words: initialisation, then data order."""
-    if p.get("init") == "spawn":
-        init = f"B spawned from A after {p.get('spawn_steps')} steps"
-    elif p.get("init") == "shared":
-        init = f"shared initialisation (seed {p.get('init_seed_a')})"
-    else:
-        init = f"independent initialisations (seeds {p.get('init_seed_a')}, {p.get('init_seed_b')})"
-    if p.get("order") == "shared":
-        order = f"same data order (seed {p.get('order_seed_a')})"
-    else:
-        order = f"different data orders (seeds {p.get('order_seed_a')}, {p.get('order_seed_b')})"
-    if p.get("data") == "halves":
-        order += ", each on its own half of the training data"
-    return f"{init}, {order}"
-
-
-def title(what: str, split: str, reference: str | None, pairing: str | None) -> str:
-    """A figure title naming the split, the barrier reference and how the pair was made,
-    one line each, never wrapped inside parentheses."""
-    lines = [f"{what}, {split} split"]
-    if reference is not None:
-        lines.append(f"reference: {reference} ({REFERENCES.get(reference, 'as logged')})")
-    return unbroken("\n".join(lines + ([f"pair: {pairing}"] if pairing else [])))
-
-
-def unbroken(text: str) -> str:
-    """``text`` with the spaces inside parentheses made non-breaking, so that a wrapped title
-    (matplotlib wraps at plain spaces) never splits a parenthesis over two lines."""
-    return re.sub(r"\([^()]*\)", lambda m: m.group(0).replace(" ", "\u00a0"), text)
 
 
 def is_flat(values: Sequence[float] | pd.Series, metric: str) -> bool:
@@ -278,10 +215,6 @@ def layer_palette(groups: Sequence[str]) -> dict[str, Any]:
 def barrier_values(df: pd.DataFrame, metric: str) -> pd.Series:
     """The ``metric``'s barrier column, in the unit of the CSV (nats; a fraction for error)."""
     return df[f"{metric}_barrier"]
-
-
-def barrier_label(metric: str) -> str:
-    return "loss barrier (nats)" if metric == "loss" else "error barrier (fraction)"
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Path:

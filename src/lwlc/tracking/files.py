@@ -7,12 +7,12 @@ drawn from earlier rows, and the Callback redraws them at the end of fit and aft
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lwlc.core.barriers import METRICS
-from lwlc.formats.io import append_csv, write_csv, write_json
+from lwlc.formats.io import append_csv, read_csv, write_csv, write_json
 from lwlc.tracking.history import COLUMNS, History
 
 FIGURES = ("heatmap_*.png", "curves_*.png", "barriers_*.png", "distances.png")
@@ -54,20 +54,16 @@ class ResultFiles:
         summary = {**info, "status": status, "evaluations": history.evaluations()}
         write_json(self.directory / "summary.json", {**summary, "memory": dict(memory)})
 
-    def draw(
-        self,
-        history: History,
-        reference: str,
-        info: Mapping[str, Any],
-        metrics: Sequence[str] = tuple(METRICS),
-        distances: bool = False,
-    ) -> list[Path]:
-        """The heatmaps of ``metrics`` (and, with ``distances``, ``distances.png`` of the last
-        weight measures) drawn from the history's rows into the directory; returns the heatmaps."""
+    def draw(self, reference: str, info: Mapping[str, Any], distances: bool = False) -> list[Path]:
+        """The heatmaps of loss and error (and, with ``distances``, ``distances.png`` of the last
+        weight measures) drawn from the rows read back from the CSVs in the directory: a figure
+        shows what its CSV holds. Returns the heatmaps."""
         from lwlc import figures
 
         pairing = figures.pairing_text(info)
-        drawn = figures.save_heatmaps(self.directory, history.barriers, reference, metrics, pairing)
+        barriers = read_csv(self.directory / "barriers.csv")
+        drawn = figures.save_heatmaps(self.directory, barriers, reference, METRICS, pairing)
         if distances:
-            figures.save_distances(self.directory, history.measures, pairing)
+            measures = read_csv(self.directory / "measures.csv")
+            figures.save_distances(self.directory, measures, pairing)
         return drawn

@@ -35,6 +35,7 @@ class History:
     done_epochs: set[int] = field(default_factory=set)
     revision: int = 0
     relabelled: int = 0
+    saved: tuple[int, dict[str, str]] | None = field(default=None, repr=False, compare=False)
 
     def tables(self) -> dict[str, Rows]:
         """The three histories by name (``curves``, ``barriers``, ``measures``)."""
@@ -78,9 +79,13 @@ class History:
 
     def state_dict(self) -> dict[str, Any]:
         """The rows as JSON text (torch.save inspects every object it pickles: row by row, the
-        numbers of the history made each checkpoint slower to write) and the epochs done."""
-        state: dict[str, Any] = {k: json.dumps(v, default=float) for k, v in self.tables().items()}
-        return {**state, "done_epochs": sorted(self.done_epochs)}
+        numbers of the history made each checkpoint slower to write) and the epochs done. The
+        text is kept until the history changes: Lightning saves two checkpoints an epoch (last
+        and best), and dumping the whole history for each cost the demo 0.3 s."""
+        if self.saved is None or self.saved[0] != self.revision:
+            text = {k: json.dumps(v, default=float) for k, v in self.tables().items()}
+            self.saved = (self.revision, text)
+        return {**self.saved[1], "done_epochs": sorted(self.done_epochs)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a checkpoint's history (JSON text, or lists of rows from earlier versions)."""

@@ -1,7 +1,8 @@
 """What the barrier Callback shows on its loggers: scalars after every evaluation; on its media
-schedule W&B line charts of every layer's barrier, the latest curves and a table (W&B's own
-plots: nothing to draw); and for the last evaluation the heatmaps (W&B and TensorBoard) and the
-curves (TensorBoard), whose matplotlib drawing costs more than a digits sweep.
+schedule (every ``media_every`` evaluations, and the last one always) W&B line charts of every
+layer's barrier, the latest curves, a table and the heatmaps (W&B's own plots and HTML: nothing
+to draw, ``lwlc.tracking.wandb_heatmap``); and, for the last evaluation, the heatmap PNGs and
+curves on TensorBoard, whose matplotlib drawing costs more than a digits sweep.
 
 One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
 a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ import lightning.pytorch as pl
 
 from lwlc.core.barriers import METRICS
 from lwlc.core.sweep import Rows
-from lwlc.notices import first_line, warn
 from lwlc.results.sinks import log_to_tensorboard, log_to_wandb
-from lwlc.tracking.files import ResultFiles
 from lwlc.tracking.history import COLUMNS, History
+from lwlc.tracking.wandb_heatmap import html_heatmaps
 
 UNITS = {"loss": "nats", "error": "fraction of samples"}
 
@@ -140,90 +140,70 @@ def curve_plots(curves: Rows, splits: Sequence[str], alphas: Sequence[float]) ->
 
 @dataclass
 class Media:
-    """The media of a run's loggers and what they show: the history revision of the charts and
-    of each metric's heatmaps (nothing is drawn or logged twice for the same history)."""
+    """The media of a run's loggers and the history revision they show (nothing is logged
+    twice for the same history)."""
 
     reference: str
     splits: Sequence[str]
     alphas: Sequence[float]
     shown: int | None = None
-    drawn: dict[str, int] = field(default_factory=dict)
+    final: int | None = None
 
     def refresh(
         self,
         trainer: pl.Trainer,
         history: History,
-        files: ResultFiles,
         info: Mapping[str, Any],
-        metrics: Sequence[str],
+        heatmaps: Sequence[Path] | None = None,
     ) -> None:
-        """Log the layer charts, the latest curves and the table to W&B (cheap: no drawing),
-        and with ``metrics`` (the end of a run) draw their heatmaps into the files' directory
-        and log them, and the curves to TensorBoard; nothing the loggers show already."""
+        """Log the layer charts, the latest curves, the table and the heatmaps to W&B (cheap:
+        no drawing); with ``heatmaps`` (the PNGs of the last evaluation, at the end of a run)
+        also add them and the curves to TensorBoard; nothing the loggers show already."""
         revision = history.revision
-        fresh = self.shown != revision
-        metrics = [m for m in metrics if self.drawn.get(m) != revision]
-        if not (fresh or metrics):
+        final = heatmaps is not None and self.final != revision
+        if self.shown == revision and not final:
             return
-        drawn = self._draw(history, files, info, metrics)
-
         step = int(history.barriers[-1]["step"])
-        log_to_wandb(trainer.loggers, self._wandb(history, drawn, fresh), step)
-        tensorboard = self._tensorboard(history, drawn, bool(metrics), info)
-        log_to_tensorboard(trainer.loggers, tensorboard, step)
-        self.shown = revision
-        self.drawn |= dict.fromkeys(metrics, revision)
+        if self.shown != revision:
+            log_to_wandb(trainer.loggers, self._wandb(history, info), step)
+            self.shown = revision
+        if final:
+            tensorboard = self._tensorboard(history, heatmaps or [], info)
+            log_to_tensorboard(trainer.loggers, tensorboard, step)
+            self.final = revision
 
-    def _draw(
-        self, history: History, files: ResultFiles, info: Mapping[str, Any], metrics: Sequence[str]
-    ) -> dict[str, Path]:
-        """The heatmaps of ``metrics`` drawn into the directory (even when no logger takes them
-        any more, W&B turned off) by tag; a figure that cannot be drawn warns, training goes on."""
-        try:
-            paths = files.draw(history, self.reference, info, metrics) if metrics else []
-        except Exception as err:  # a view: never worth stopping a run for
-            warn(f"could not draw the barrier heatmaps ({first_line(err)}); training continues")
-            return {}
-        return {f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in paths}
-
-    def _wandb(
-        self, history: History, heatmaps: Mapping[str, Path], fresh: bool
-    ) -> Callable[[], dict[str, Any]]:
+    def _wandb(self, history: History, info: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
             import wandb
 
-            caption = f"through epoch {history.barriers[-1]['epoch']}"
-            payload: dict[str, Any] = {
-                tag: wandb.Image(str(p), caption=caption) for tag, p in heatmaps.items()
+            from lwlc.results.words import pairing_text
+
+            columns = list(COLUMNS["barriers"])
+            rows = [[r[c] for c in columns] for r in history.barriers]
+            pairing = pairing_text(info)
+            pages = html_heatmaps(history.barriers, self.splits, self.reference, pairing)
+            return {
+                **curve_plots(history.latest_curves(), self.splits, self.alphas),
+                **layer_charts(history.barriers, self.splits, self.reference),
+                "barrier_table": wandb.Table(columns=columns, data=rows),
+                **{key: wandb.Html(page, inject=False) for key, page in pages.items()},
             }
-            if fresh:
-                columns = list(COLUMNS["barriers"])
-                rows = [[r[c] for c in columns] for r in history.barriers]
-                payload |= {
-                    **curve_plots(history.latest_curves(), self.splits, self.alphas),
-                    **layer_charts(history.barriers, self.splits, self.reference),
-                    "barrier_table": wandb.Table(columns=columns, data=rows),
-                }
-            return payload
 
         return build
 
     def _tensorboard(
-        self,
-        history: History,
-        heatmaps: Mapping[str, Path],
-        final: bool,
-        info: Mapping[str, Any],
+        self, history: History, heatmaps: Sequence[Path], info: Mapping[str, Any]
     ) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
-            payload: dict[str, Any] = dict(heatmaps)
-            if final:  # matplotlib images: drawn once, for the last evaluation
-                from lwlc import figures
+            from lwlc import figures
 
-                latest, pairing = history.latest_curves(), figures.pairing_text(info)
-                for split in self.splits:
-                    figure = figures.interpolation_curves(latest, split, pairing=pairing)
-                    payload[f"barrier_curves/{split}"] = figure
+            payload: dict[str, Any] = {
+                f"barrier_heatmap/{p.stem.removeprefix('heatmap_')}": p for p in heatmaps
+            }
+            latest, pairing = history.latest_curves(), figures.pairing_text(info)
+            for split in self.splits:  # matplotlib figures: drawn once, for the last evaluation
+                figure = figures.interpolation_curves(latest, split, pairing=pairing)
+                payload[f"barrier_curves/{split}"] = figure
             return payload
 
         return build
