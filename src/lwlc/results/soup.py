@@ -59,7 +59,8 @@ def draw_soup(out: Path, rows: Rows, splits: Sequence[str], names: Sequence[str]
     """``soup_<split>.png``: the k-model barriers per group as analyze draws a pair's (bars per
     layer-wise plan and rest member, the ``full`` soup dashed), titled with the soup's weights."""
     from lwlc.results.bars import layer_barriers
-    from lwlc.results.style import save_figure, unbroken
+    from lwlc.results.style import save_figure
+    from lwlc.results.words import unbroken
 
     written = []
     for split in splits:
