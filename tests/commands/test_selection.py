@@ -168,6 +168,25 @@ def test_greedy_search_measures_a_few_sets_per_group_not_one_per_group_per_round
     assert len(measured) <= 3 * n
 
 
+def test_greedy_search_keeps_room_for_a_large_layer_that_fits() -> None:
+    """The ResNet case seen in experiment 9: a layer of 21% of the parameters fits alone, but
+    small layers with lower single barriers, taken first, used the budget up (2.6% chosen). By
+    loss per parameter the large layer goes first; brute force over the 2^13 subsets agrees."""
+    sizes = [200] + [3] * 12
+    base, limit = 0.30, 0.35
+    extra = [0.03] + [0.004] * 12  # losses add: 0.03 (the large one) or 0.004 each above base
+
+    def loss(members: frozenset[int]) -> float:
+        return base + sum(extra[i] for i in members)
+
+    found = search(sizes, lambda sets: [loss(s) for s in sets], limit, exhaustive_max=12 - 1)
+    chosen = set(found.chosen)
+    assert 0 in chosen and loss(frozenset(chosen)) <= limit
+    best = max((sum(sizes[i] for i in c) for r in range(14)
+                for c in itertools.combinations(range(13), r) if loss(frozenset(c)) <= limit))  # fmt: skip
+    assert sum(sizes[i] for i in chosen) == best  # 200 + 5 small ones = 215
+
+
 def test_per_group_alphas_and_k_model_average_match_hand_computed(files, tmp_path) -> None:
     states = [torch.load(f, weights_only=True) for f in files]
     out = tmp_path / "alphas.pt"

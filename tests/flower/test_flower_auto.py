@@ -178,8 +178,9 @@ def test_a_client_that_fails_to_answer_is_left_out_and_none_answering_is_one_lin
 
 def _naive_greedy(table, budget):
     """lwlc's greedy search written out: every single group (one request), then the groups in
-    that order, each kept when the set with it fits, then the fitting extension with the lowest
-    loss until none fits. Counts the requests the server needs (a set is asked for once)."""
+    order of their loss above the clients' own per parameter, each kept when the set with it
+    fits, then the fitting extension of least such cost until none fits. Counts the requests the
+    server needs (a set is asked for once)."""
     limit, known, requests = _weighted(table, frozenset()) + budget, {frozenset()}, 1
 
     def ask(sets):
@@ -189,22 +190,28 @@ def _naive_greedy(table, budget):
         known.update(new)
         return [_weighted(table, s) for s in sets]
 
+    base = _weighted(table, frozenset())
     singles = dict(zip(GROUPS, ask([frozenset({g}) for g in GROUPS]), strict=True))
-    chosen, remaining = frozenset(), []
-    for g in sorted(GROUPS, key=lambda g: (singles[g], -SIZES[g])):
+
+    def cost(loss, below, g):  # loss above ``below`` per parameter, the larger group on ties
+        return (max(loss - below, 0.0) / SIZES[g], -SIZES[g])
+
+    chosen, current, remaining = frozenset(), base, []
+    for g in sorted(GROUPS, key=lambda g: cost(singles[g], base, g)):
         loss = ask([chosen | {g}])[0] if chosen else singles[g]
         if loss <= limit:
-            chosen = chosen | {g}
+            chosen, current = chosen | {g}, loss
         else:
             remaining.append(g)
     while remaining:
-        options = zip(ask([chosen | {g} for g in remaining]), [-SIZES[g] for g in remaining],
-                      remaining, strict=True)  # fmt: skip
-        fitting = [o for o in options if o[0] <= limit]
+        losses = ask([chosen | {g} for g in remaining])
+        fitting = [(cost(x, current, g), x, g) for x, g in zip(losses, remaining, strict=True)
+                   if x <= limit]  # fmt: skip
         if not fitting:
             break
-        chosen = chosen | {min(fitting)[2]}
-        remaining.remove(min(fitting)[2])
+        _, current, g = min(fitting)
+        chosen = chosen | {g}
+        remaining.remove(g)
     return chosen, requests
 
 

@@ -7,9 +7,10 @@ Two layers of this module:
   that returns the selection-split loss of a batch of candidate sets, and the loss limit. With
   few groups (``exhaustive_max``, 12 by default) it measures every subset at once and returns the
   largest that fits; beyond that it is greedy: round 1 measures every single group in one batch
-  (the single-layer barriers), round 2 adds the groups in that order whenever the set with them,
-  measured as a whole, still fits, and later rounds measure every extension of the set (one batch)
-  and add the fitting one with the lowest loss until none fits. Barriers do not add, so every
+  (the single-layer barriers), round 2 adds the groups in order of their loss increase per
+  parameter whenever the set with them, measured as a whole, still fits, and later rounds measure
+  every extension of the set (one batch) and add the fitting one of least increase per parameter
+  until none fits. Barriers do not add, so every
   accepted set is a measured set, and the result is maximal: no remaining group can be added
   within the limit. About 2-3 measurements per group instead of one per group per round.
 * :func:`select_groups` measures candidate sets of real networks with the engine
@@ -82,36 +83,50 @@ def _exhaustive(sizes: Sequence[int], losses_of: Losses, limit: float) -> Search
     return SearchResult("exhaustive", subsets[best], limit, steps)
 
 
+def _cost(loss: float, base: float, size: int) -> tuple[float, int]:
+    """A group's order in the greedy search: its loss above ``base`` per parameter (free groups,
+    at or below ``base``, first), the larger first on ties: knapsack's greedy rule, so that a
+    large layer that fits is not crowded out by many small ones."""
+    return max(loss - base, 0.0) / max(size, 1), -size
+
+
 def _greedy(sizes: Sequence[int], losses_of: Losses, limit: float) -> SearchResult:
     """Round 1 measures every single group in one batch (the single-layer barriers); round 2
-    tries the groups in that order (lowest loss first, the larger on ties), adding each whose set,
-    measured as a whole, still fits; later rounds measure every extension of the set in one batch
-    and add the fitting one with the lowest loss, until none fits (so the set is maximal)."""
+    tries the groups in order of their loss above the unaveraged model's per parameter
+    (:func:`_cost`), adding each whose set, measured as a whole, still fits; later rounds measure
+    every extension of the set in one batch and add the fitting one of least cost, until none
+    fits (so the set is maximal)."""
     n = len(sizes)
+    base = losses_of([frozenset()])[0]
     singles = list(losses_of([frozenset({g}) for g in range(n)]))
     steps = [Step(1, (g,), g, singles[g], _fits(singles[g], limit), False) for g in range(n)]
     chosen: tuple[int, ...] = ()
-    remaining = []
-    for g in sorted(range(n), key=lambda g: (singles[g], -sizes[g])):
+    current, remaining = base, []
+    for g in sorted(range(n), key=lambda g: _cost(singles[g], base, sizes[g])):
         members = tuple(sorted((*chosen, g)))
         loss = singles[g] if not chosen else losses_of([frozenset(members)])[0]
         fits = _fits(loss, limit)
         steps.append(Step(2, members, g, loss, fits, fits))
-        chosen, remaining = (members, remaining) if fits else (chosen, [*remaining, g])
+        if fits:
+            chosen, current = members, loss
+        else:
+            remaining.append(g)
     rnd = 2
     while True:
         rnd += 1
         sets = [tuple(sorted((*chosen, g))) for g in remaining]
         losses = list(losses_of([frozenset(s) for s in sets])) if sets else []
         fitting = [i for i in range(len(sets)) if _fits(losses[i], limit)]
-        pick = min(fitting, key=lambda i: (losses[i], -sizes[remaining[i]]), default=None)
+        pick = min(
+            fitting, key=lambda i: _cost(losses[i], current, sizes[remaining[i]]), default=None
+        )
         steps += [
             Step(rnd, s, remaining[i], losses[i], _fits(losses[i], limit), i == pick)
             for i, s in enumerate(sets)
         ]
         if pick is None:
             return SearchResult("greedy", chosen, limit, steps)
-        chosen = sets[pick]
+        chosen, current = sets[pick], losses[pick]
         remaining.pop(pick)
 
 
