@@ -182,8 +182,8 @@ def test_greedy_search_keeps_room_for_a_large_layer_that_fits() -> None:
     found = search(sizes, lambda sets: [loss(s) for s in sets], limit, exhaustive_max=12 - 1)
     chosen = set(found.chosen)
     assert 0 in chosen and loss(frozenset(chosen)) <= limit
-    best = max((sum(sizes[i] for i in c) for r in range(14)
-                for c in itertools.combinations(range(13), r) if loss(frozenset(c)) <= limit))  # fmt: skip
+    subsets = [c for r in range(14) for c in itertools.combinations(range(13), r)]
+    best = max(sum(sizes[i] for i in c) for c in subsets if loss(frozenset(c)) <= limit)
     assert sum(sizes[i] for i in chosen) == best  # 200 + 5 small ones = 215
 
 
