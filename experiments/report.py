@@ -939,11 +939,6 @@ SELECTION_ALIGNS = ("none", "weight-matching")
 VERDICT_BUDGET = "0.05"
 
 
-def selection_values(result: Result, prefixes: Sequence[str], key: str) -> list[Any]:
-    """``key`` (after ``align/budget/``) of every seed."""
-    return [result[p + key] for p in prefixes]
-
-
 def selection_excess(result: Result, prefix: str, split: str = "test") -> float:
     """The chosen model's loss on ``split`` above the member the budget counted from."""
     ref = "member_" + result[prefix + "reference"]
@@ -959,7 +954,10 @@ def selection_rows(result: Result, network: str, pairing: str) -> list[list[obje
     for align in SELECTION_ALIGNS:
         for budget in str(result[f"{network}/{pairing}/budgets"]).split(","):
             at = [f"{p}{align}/{budget}/" for p in seeds]
-            v = functools.partial(selection_values, result, at)
+            v = functools.partial(
+                lambda at_budget, key: result.values(network, pairing, at_budget + key),
+                f"{align}/{budget}/",
+            )
             rows.append([
                 align, budget, len(at), distinct(v("chosen")), spread(v("fraction"), pct),
                 spread([selection_excess(result, p, "val") for p in at]),
@@ -974,18 +972,19 @@ def selection_rows(result: Result, network: str, pairing: str) -> list[list[obje
 def verdict_selection(result: Result, network: str, pairing: str) -> str:
     """The rule of ``verdicts.selection`` per seed, unaligned, at the 0.05-nat budget."""
     at = [f"{p}none/{VERDICT_BUDGET}/" for p in result.seed_prefixes(network, pairing)]
+    excess = [selection_excess(result, p) for p in at]
+    fractions = [float(result[p + "fraction"]) for p in at]
     words = [
         verdicts.selection(
-            float(result[p + "fraction"]), selection_excess(result, p), float(VERDICT_BUDGET),
+            fraction, above, float(VERDICT_BUDGET),
             float(result[p + "chosen/test/loss"]) - float(result[p + "full_average/test/loss"]),
         )
-        for p in at
+        for p, fraction, above in zip(at, fractions, excess, strict=True)
     ]  # fmt: skip
-    fractions = selection_values(result, at, "fraction")
     return (
         f"{seeded_verdict(words)}; {network}, {pairing}, unaligned, budget {VERDICT_BUDGET}): "
         f"{spread(fractions, pct)} of the parameters averaged, held-out test loss "
-        f"{spread([selection_excess(result, p) for p in at])} nats above the reference member"
+        f"{spread(excess)} nats above the reference member"
     )
 
 
