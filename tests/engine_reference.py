@@ -53,3 +53,14 @@ def naive_curve(model, a, b, keys, alphas, rest, x, y, calibration=None, batch_s
         for t in alphas
     ]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def full_batch_sgd(net: nn.Module, x: Tensor, y: Tensor, steps: int) -> dict[str, Tensor]:
+    """``net`` trained by plain full-batch SGD (lr 0.1, momentum 0.9) on ``(x, y)``, independent
+    of lwlc's training; its state dict, detached."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}

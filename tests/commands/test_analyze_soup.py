@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import lwlc
+from engine_reference import full_batch_sgd
 from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
@@ -29,12 +30,7 @@ def trained(seed: int, steps: int = 40) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     net = MLP(width=WIDTH, depth=3)
     x, y = DigitsDataModule().tensors("train")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return full_batch_sgd(net, x, y, steps)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine_reference import full_batch_sgd
 from lwlc.commands.cli import main
 from lwlc.core.errors import LwlcError
 from lwlc.core.selection import search
@@ -33,12 +34,7 @@ def trained(seed: int, steps: int = 100) -> dict[str, torch.Tensor]:
     x, y = DigitsDataModule().tensors("train")
     half = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: len(y) // 2]
     x, y = x[half], y[half]
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return full_batch_sgd(net, x, y, steps)
 
 
 @pytest.fixture(scope="module")
