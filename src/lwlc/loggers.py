@@ -107,6 +107,11 @@ class WandbLogger(Logger):
         init = dict(self._init)
         timeout = init.pop("init_timeout")
         settings = init.pop("settings", None) or wandb.Settings(init_timeout=timeout)
+        if mode == "offline":
+            # W&B's process-wide settings decide its own telemetry: a run offline only by its
+            # init argument still builds OpenTelemetry exporters for W&B's server on its first
+            # log (0.1-0.2 s of imports, then export attempts). Offline for the process too.
+            wandb.setup(settings=wandb.Settings(mode="offline"))
         # W&B looks for the git commit from save_dir, and warns when it does not exist yet.
         os.makedirs(self._save_dir, exist_ok=True)
         logger = LightningWandbLogger(mode=mode, settings=settings, **init)

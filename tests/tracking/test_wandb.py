@@ -240,6 +240,25 @@ def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(t
         assert [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind] == [5]
 
 
+def test_an_offline_run_builds_no_telemetry_exporter_for_wandbs_server(tmp_path):
+    # W&B builds OpenTelemetry exporters for its server on a run's first log unless its
+    # process-wide settings are offline; lwlc's offline run must not (imports, network tries).
+    script = (
+        "import sys\n"
+        "from lwlc.loggers import WandbLogger\n"
+        f"logger = WandbLogger(save_dir={str(tmp_path)!r}, mode='offline')\n"
+        "logger.log_metrics({'x': 1.0}, step=0)\n"
+        "logger.finalize('success')\n"
+        "print(logger.mode, sorted(m for m in sys.modules if m.startswith('opentelemetry.exporter')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "offline []"
+
+
 def test_wandb_failing_to_start_warns_once_and_training_goes_on(tmp_path, capsys, monkeypatch):
     def broken_init(*args, **kwargs):
         raise RuntimeError("wandb-core did not start\nsecond line of the error")
