@@ -5,8 +5,8 @@ engine of ``lwlc analyze`` (``lwlc.tracking.measure``), keeps the rows as one hi
 every checkpoint, so a resumed run goes on without gaps or duplicates), appends them to
 ``curves.csv``/``barriers.csv`` in its directory and logs scalars to every logger; every few
 evaluations, and after the last one (at the end of fit or an interrupt), it refreshes W&B's
-line charts, table and heatmaps (W&B's own plots and HTML: nothing is drawn for W&B); with
-``figures`` (or TensorBoard) it draws the heatmap PNGs from ``barriers.csv`` once, after the
+heatmaps (HTML tables), and after the last it logs W&B's line charts (nothing is drawn for
+W&B); with ``figures`` (or TensorBoard) it draws the heatmap PNGs from ``barriers.csv`` once, after the
 last evaluation (``lwlc.tracking.publish``).
 """
 
@@ -57,8 +57,9 @@ class LayerwiseBarrierCallback(Callback):
         reference_ckpt: checkpoint (or state dict / safetensors) to compare a single network with.
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
-        media_every: refresh W&B's line charts, curves, table and heatmaps every n evaluations;
-            the last evaluation is always shown, at the end of fit or an interrupt.
+        media_every: refresh W&B's heatmaps (HTML tables) every n evaluations; the last
+            evaluation is always shown, at the end of fit or an interrupt, with W&B's line charts
+            of every layer's barrier and of the last curves (tables W&B serialises row by row).
         figures: draw the heatmap PNGs into ``dirpath`` at the end of fit (and after an
             interrupt), from ``barriers.csv``; with TensorBoard they are always drawn (it shows
             them). Without, ``lwlc plot <dirpath>`` draws them from the CSVs later.

@@ -5,6 +5,8 @@ history again."""
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -131,19 +133,33 @@ def test_the_heatmap_pngs_are_drawn_once_a_fit_from_the_csv(tmp_path, renders, m
     assert not [k for r in logged for k, v in r.items() if v == "image-file"]
 
 
-def test_a_checkpoint_dumps_the_history_again_only_when_it_changed():
+def test_a_checkpoint_encodes_each_row_once_and_its_text_is_json_of_the_rows(monkeypatch):
+    from lwlc.tracking import history as history_module
+
+    encoded: list[object] = []
+    real_dumps = history_module.json.dumps
+
+    def counting_dumps(obj, **kwargs):
+        encoded.append(obj)
+        return real_dumps(obj, **kwargs)
+
     kept = History()
-    kept.add(0, 0, [], [{"plan": "full", "loss_barrier": 0.1}], [])
+    kept.add(0, 0, [{"alpha": 0.5, "loss": 1.5}], [{"plan": "full", "loss_barrier": 0.1}], [])
+    monkeypatch.setattr(history_module.json, "dumps", counting_dumps)
     first = kept.state_dict()
-    again = kept.state_dict()
-    assert again["barriers"] is first["barriers"], "the same text, not dumped again"
+    assert json.loads(first["barriers"]) == kept.barriers
+    assert first["barriers"] == real_dumps(kept.barriers), "the text json.dumps would write"
+    kept.state_dict()
     kept.add(1, 5, [], [{"plan": "full", "loss_barrier": 0.25}], [])
     changed = kept.state_dict()
+    assert len(encoded) == 3, "two barrier rows and one curve row, each encoded once"
     restored = History()
     restored.load_state_dict(changed)
     assert [r["loss_barrier"] for r in restored.barriers] == [0.1, 0.25]
     kept.relabel(5, 2)
-    assert '"epoch": 2' in kept.state_dict()["barriers"]
+    relabelled = kept.state_dict()
+    assert json.loads(relabelled["barriers"])[1]["epoch"] == 2
+    assert relabelled == {**changed, "barriers": real_dumps(kept.barriers)}
 
 
 def test_a_heatmap_that_cannot_be_drawn_warns_and_the_fit_ends_complete(

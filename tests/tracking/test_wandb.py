@@ -204,8 +204,8 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
     for layer in ("fc1", "fc2", "head"):
         assert sum(f"barrier/midpoint/single/{layer}/error" in r for r in rows) == 3
 
-    # With media_every=1 the curve plots, the table and the heatmaps (W&B's HTML) follow every
-    # evaluation; the end of fit repeats nothing already up to date.
+    # With media_every=1 the heatmaps (W&B's HTML) follow every evaluation; the charts (W&B
+    # tables, serialised row by row) come once, for the last; nothing is logged twice.
     def steps(key: str, kind: str) -> list[object]:
         return [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind]
 
@@ -215,8 +215,9 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "html-file"]
         last = (run_dir / "files" / heatmaps[-1][f"{key}/path"]).read_text()
         assert "through epoch 2" in last and "rest from A, test split" in last
-    assert steps("barrier_table", "table-file") == [0, 5, 10]
-    assert steps("barrier_curves/test/loss_table", "table-file") == [0, 5, 10]
+    assert steps("barrier_curves/test/loss_table", "table-file") == [10]
+    assert steps("barrier_layers/test/loss_table", "table-file") == [10]
+    assert not [k for r in rows for k in r if k.startswith("barrier_table")]
 
     recorded = config(records)["lwlc"]
     assert recorded["barriers"]["pairing"]["init"] == "independent"
@@ -232,7 +233,7 @@ def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(t
     panels = {
         "barrier_heatmap/test_single_loss": "html-file",
         "barrier_heatmap/test_single_error": "html-file",
-        "barrier_table": "table-file",
+        "barrier_layers/test/loss_table": "table-file",
         "barrier_curves/test/loss_table": "table-file",
         "barrier_curves/test/error_table": "table-file",
     }
@@ -449,8 +450,8 @@ def test_wandb_scalars_charts_and_csv_agree_in_unit_and_epoch(tmp_path):
 
 
 def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
-    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the charts, the table and the
-    heatmaps after the 2nd and the 4th (the last); nothing twice."""
+    """media_every=2 over 4 evaluations (steps 0, 5, 10, 15): the heatmaps after the 2nd and
+    the 4th (the last), the charts after the last alone; nothing twice."""
     _fit(tmp_path, WandbLogger(save_dir=str(tmp_path)), epochs=3, media_every=2)
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history(finished_records(next(run_dir.glob("run-*.wandb"))))
@@ -460,8 +461,8 @@ def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
 
     assert steps("barrier_heatmap/test_single_loss", "html-file") == [5, 15]
     assert steps("barrier_heatmap/test_single_error", "html-file") == [5, 15]
-    assert steps("barrier_table", "table-file") == [5, 15]
-    assert steps("barrier_layers/test/error_table", "table-file") == [5, 15]
+    assert steps("barrier_layers/test/error_table", "table-file") == [15]
+    assert steps("barrier_curves/test/error_table", "table-file") == [15]
 
 
 def test_a_validate_of_a_merged_checkpoint_leaves_the_pairs_wandb_run_untouched(tmp_path):

@@ -35,7 +35,8 @@ class History:
     done_epochs: set[int] = field(default_factory=set)
     revision: int = 0
     relabelled: int = 0
-    saved: tuple[int, dict[str, str]] | None = field(default=None, repr=False, compare=False)
+    encoded: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    encoded_for: int = field(default=0, repr=False, compare=False)
 
     def tables(self) -> dict[str, Rows]:
         """The three histories by name (``curves``, ``barriers``, ``measures``)."""
@@ -79,13 +80,18 @@ class History:
 
     def state_dict(self) -> dict[str, Any]:
         """The rows as JSON text (torch.save inspects every object it pickles: row by row, the
-        numbers of the history made each checkpoint slower to write) and the epochs done. The
-        text is kept until the history changes: Lightning saves two checkpoints an epoch (last
-        and best), and dumping the whole history for each cost the demo 0.3 s."""
-        if self.saved is None or self.saved[0] != self.revision:
-            text = {k: json.dumps(v, default=float) for k, v in self.tables().items()}
-            self.saved = (self.revision, text)
-        return {**self.saved[1], "done_epochs": sorted(self.done_epochs)}
+        numbers of the history made each checkpoint slower to write) and the epochs done. Each
+        row is encoded once (Lightning saves two checkpoints an epoch and the history grows with
+        every evaluation; re-encoding all of it each time grew quadratically), again only after
+        a relabel or a restore; the text equals ``json.dumps`` of the rows."""
+        if self.encoded_for != self.relabelled:
+            self.encoded, self.encoded_for = {}, self.relabelled
+        text = {}
+        for name, rows in self.tables().items():
+            done = self.encoded.setdefault(name, [])
+            done += [json.dumps(row, default=float) for row in rows[len(done) :]]
+            text[name] = "[" + ", ".join(done) + "]"
+        return {**text, "done_epochs": sorted(self.done_epochs)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a checkpoint's history (JSON text, or lists of rows from earlier versions)."""

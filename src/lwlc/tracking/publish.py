@@ -1,8 +1,12 @@
-"""What the barrier Callback shows on its loggers: scalars after every evaluation; on its media
-schedule (every ``media_every`` evaluations, and the last one always) W&B line charts of every
-layer's barrier, the latest curves, a table and the heatmaps (W&B's own plots and HTML: nothing
-to draw, ``lwlc.tracking.wandb_heatmap``); and, for the last evaluation, the heatmap PNGs and
-curves on TensorBoard, whose matplotlib drawing costs more than a digits sweep.
+"""What the barrier Callback shows on its loggers: scalars after every evaluation (W&B and
+TensorBoard plot each natively); on its media schedule (every ``media_every`` evaluations, and the
+last one always) the heatmaps as W&B HTML tables (string formatting: cheap, live); and after the
+last evaluation (end of fit or an interrupt) W&B's line charts of every layer's barrier over
+training and of the last interpolation curves, and, on TensorBoard, the heatmap PNGs and curves.
+
+The charts come once because W&B serialises each chart's table twice, row by row: about 5 ms a
+chart and 0.08 ms a row, as much as a whole digits sweep per refresh (benchmarks/RESULTS.md).
+Nothing is drawn with matplotlib for W&B (``lwlc.tracking.wandb_heatmap``).
 
 One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
 a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
@@ -22,7 +26,7 @@ import lightning.pytorch as pl
 from lwlc.core.barriers import METRICS
 from lwlc.core.sweep import Rows
 from lwlc.results.sinks import log_to_tensorboard, log_to_wandb
-from lwlc.tracking.history import COLUMNS, History
+from lwlc.tracking.history import History
 from lwlc.tracking.wandb_heatmap import html_heatmaps
 
 UNITS = {"loss": "nats", "error": "fraction of samples"}
@@ -156,38 +160,39 @@ class Media:
         info: Mapping[str, Any],
         heatmaps: Sequence[Path] | None = None,
     ) -> None:
-        """Log the layer charts, the latest curves, the table and the heatmaps to W&B (cheap:
-        no drawing); with ``heatmaps`` (the PNGs of the last evaluation, at the end of a run)
-        also add them and the curves to TensorBoard; nothing the loggers show already."""
+        """Log the heatmaps to W&B; with ``heatmaps`` (the PNGs of the last evaluation, given at
+        the end of a run, possibly none) also W&B's charts and TensorBoard's images; nothing the
+        loggers show already."""
         revision = history.revision
         final = heatmaps is not None and self.final != revision
         if self.shown == revision and not final:
             return
         step = int(history.barriers[-1]["step"])
-        if self.shown != revision:
-            log_to_wandb(trainer.loggers, self._wandb(history, info), step)
-            self.shown = revision
+        build = self._wandb(history, info, heatmaps=self.shown != revision, charts=final)
+        log_to_wandb(trainer.loggers, build, step)
+        self.shown = revision
         if final:
             tensorboard = self._tensorboard(history, heatmaps or [], info)
             log_to_tensorboard(trainer.loggers, tensorboard, step)
             self.final = revision
 
-    def _wandb(self, history: History, info: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+    def _wandb(
+        self, history: History, info: Mapping[str, Any], heatmaps: bool, charts: bool
+    ) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
             import wandb
 
             from lwlc.results.words import pairing_text
 
-            columns = list(COLUMNS["barriers"])
-            rows = [[r[c] for c in columns] for r in history.barriers]
-            pairing = pairing_text(info)
-            pages = html_heatmaps(history.barriers, self.splits, self.reference, pairing)
-            return {
-                **curve_plots(history.latest_curves(), self.splits, self.alphas),
-                **layer_charts(history.barriers, self.splits, self.reference),
-                "barrier_table": wandb.Table(columns=columns, data=rows),
-                **{key: wandb.Html(page, inject=False) for key, page in pages.items()},
-            }
+            payload: dict[str, Any] = {}
+            if heatmaps:
+                pairing = pairing_text(info)
+                pages = html_heatmaps(history.barriers, self.splits, self.reference, pairing)
+                payload |= {key: wandb.Html(page, inject=False) for key, page in pages.items()}
+            if charts:
+                payload |= curve_plots(history.latest_curves(), self.splits, self.alphas)
+                payload |= layer_charts(history.barriers, self.splits, self.reference)
+            return payload
 
         return build
 
