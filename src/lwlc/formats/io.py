@@ -269,14 +269,17 @@ def write_csv(
     path: str | os.PathLike[str], rows: Iterable[Mapping[str, object]], columns: Sequence[str]
 ) -> None:
     """Write rows (floats at full precision, NaN as ``nan``) atomically."""
+    _atomic_write(Path(path), _csv_text(rows, columns, header=True))
+
+
+def _csv_text(rows: Iterable[Mapping[str, object]], columns: Sequence[str], header: bool) -> str:
+    """The CSV lines of ``rows`` (a missing value empty), with the header line first if asked."""
     buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _format(row.get(k)) for k in columns})
-    _atomic_write(Path(path), buf.getvalue())
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    writer.writerows([_format(row.get(k)) for k in columns] for row in rows)
+    return buf.getvalue()
 
 
 def append_csv(
@@ -287,13 +290,7 @@ def append_csv(
     A growing history then costs the same per evaluation (a rewrite grows with it). An append
     that fails (a full disk) is cut off again, so the file keeps exactly its earlier rows.
     """
-    buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-    )
-    for row in rows:
-        writer.writerow({k: _format(row.get(k)) for k in columns})
-    data = memoryview(buf.getvalue().encode("utf-8"))
+    data = memoryview(_csv_text(rows, columns, header=False).encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
