@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	@echo "lwlc setup: installing lwlc with torch, Lightning, torchvision, W&B, matplotlib and the test tools into $(VENV)/ (several GB with torch; 2-10 minutes the first time, instant afterwards)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	@echo "lwlc setup: recording the answers of 'lwlc fit --help' and of unknown flags for this terminal's width, so that they come at once (about 10 s)"
+	@cols=$$(stty size </dev/tty 2>/dev/null | cut -d' ' -f2); \
+		COLUMNS=$${cols:-80} $(LWLC) fit --help >/dev/null 2>&1 || true
 	touch $@
 
 # --overwrite replaces an earlier demo run in $(DEMO_DIR) (its checkpoints, barriers, logs and
