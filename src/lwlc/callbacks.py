@@ -6,8 +6,8 @@ every checkpoint, so a resumed run goes on without gaps or duplicates), appends 
 ``curves.csv``/``barriers.csv`` in its directory and logs scalars to every logger; every few
 evaluations, and after the last one (at the end of fit or an interrupt), it refreshes W&B's
 heatmaps (HTML tables), and after the last it logs W&B's line charts (nothing is drawn for
-W&B); with ``figures`` (or TensorBoard) it draws the heatmap PNGs from ``barriers.csv`` once, after the
-last evaluation (``lwlc.tracking.publish``).
+W&B); with ``figures`` (or TensorBoard) it draws the heatmap PNGs from ``barriers.csv`` once,
+after the last evaluation (``lwlc.tracking.publish``).
 """
 
 from __future__ import annotations

@@ -13,11 +13,14 @@ import pytest
 
 from lwlc.commands import lightning_cache
 from lwlc.commands.cli import main
+from lwlc_runs import DIGITS
 
 HEAVY = ("torch", "lightning", "torchvision", "torchmetrics", "matplotlib")
 ERRORS = [
     ["fit", "--trainer.max_epoch", "5"],  # the nearest valid flag is named
     ["validate", "--bogus", "x", "--seed=3"],
+    ["fit", "--config", DIGITS, "--trainer.max_epoch", "5"],  # a typo after a config
+    ["fit", "-c", DIGITS, "--bogus", f"--config={DIGITS}"],
 ]
 PROBE = """
 import json, sys

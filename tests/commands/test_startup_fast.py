@@ -38,7 +38,8 @@ def fresh(argv: list[str], cwd: Path) -> tuple[list[str], list[str]]:
 def pair_checkpoint(folder: Path, **init_args: int) -> tuple[Path, dict[str, torch.Tensor]]:
     """A pair checkpoint as ``lwlc fit`` writes it (untrained digits MLPs), and member A."""
     nets = [MLP(**init_args) for _ in "ab"]
-    state = {f"net_{m}.{k}": v for m, n in zip("ab", nets) for k, v in n.state_dict().items()}
+    members = zip("ab", nets, strict=True)
+    state = {f"net_{m}.{k}": v for m, n in members for k, v in n.state_dict().items()}
     model = {"class_path": "lwlc.models.MLP", "init_args": init_args}
     saved = {
         "state_dict": state,

@@ -6,7 +6,6 @@ history again."""
 from __future__ import annotations
 
 import json
-
 import re
 from pathlib import Path
 

@@ -250,7 +250,8 @@ def test_an_offline_run_builds_no_telemetry_exporter_for_wandbs_server(tmp_path)
         f"logger = WandbLogger(save_dir={str(tmp_path)!r}, mode='offline')\n"
         "logger.log_metrics({'x': 1.0}, step=0)\n"
         "logger.finalize('success')\n"
-        "print(logger.mode, sorted(m for m in sys.modules if m.startswith('opentelemetry.exporter')))\n"
+        "exporters = [m for m in sys.modules if m.startswith('opentelemetry.exporter')]\n"
+        "print(logger.mode, sorted(exporters))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
     done = subprocess.run(

@@ -13,8 +13,9 @@ LightningCLI printed (tests/commands/test_lightning_cache.py compares the two):
   ``--model.init_args.x``), recorded whenever LwlcCLI parses a command line.
 
 Only command lines the record decides for certain are answered: a bare ``--help``, or flags that
-are all unknown (no known option, no key under a class-typed option, no config, no short
-option); anything else runs the real LightningCLI. The cache is ``$LWLC_CACHE_DIR`` (empty: no
+are all unknown (no known option, no key under a class-typed option, no short option), besides
+the config files named (``--config F``: a typo after a config fails whatever the file holds);
+anything else runs the real LightningCLI. The cache is ``$LWLC_CACHE_DIR`` (empty: no
 cache), else ``$XDG_CACHE_HOME/lwlc`` or ``~/.cache/lwlc``; a missing, stale or unreadable
 entry falls back to the real command, and one that cannot be written is skipped.
 """
@@ -132,11 +133,26 @@ def answer(argv: list[str]) -> None:
         args = [a for a in args if a != "--overwrite"]
     record = read(command, "options")
     whole = isinstance(record, dict) and {"names", "all_names", "dests"} <= record.keys()
-    message = unknown_flags(args, record) if whole else None
+    message = unknown_flags(without_configs(args), record) if whole else None
     if message is not None:
         from jsonargparse import ArgumentError
 
         raise ArgumentError(None, message)
+
+
+def without_configs(args: list[str]) -> list[str]:
+    """``args`` without the config files they name (``--config F``, ``-c F``, ``--config=F``):
+    a flag unknown to the parser is left over whatever a config holds, so the command fails
+    with the same message (should the file have errors too, they come at the next run)."""
+    rest, i = [], 0
+    while i < len(args):
+        if args[i] in ("-c", "--config") and i + 1 < len(args):
+            i += 2
+            continue
+        if not args[i].startswith("--config="):
+            rest.append(args[i])
+        i += 1
+    return rest
 
 
 def unknown_flags(args: list[str], record: dict[str, Any]) -> str | None:
@@ -187,7 +203,8 @@ def takes_nested_keys(action: Any, parser: Any) -> bool:
     known by its class's name and its having no type hint: should jsonargparse rename either,
     every option counts as taking nested keys, and such flags go to the real parser."""
     loader = type(action).__name__ == "_ActionConfigLoad"
-    return not (loader and action.dest in getattr(parser, "groups", {}) and not getattr(action, "_typehint", None))
+    grouped = action.dest in getattr(parser, "groups", {})
+    return not (loader and grouped and not getattr(action, "_typehint", None))
 
 
 @contextlib.contextmanager

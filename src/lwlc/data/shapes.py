@@ -3,8 +3,8 @@
 The modules subclass Lightning's ``LightningDataModule``, so importing one imports Lightning (and
 torchmetrics, torchvision: seconds). ``lwlc analyze --list-layers`` only needs an example batch of
 the right shape to trace a model's forward order, so it reads the shape here. Each class's own
-``input_shape`` is the same (tests/commands/test_startup_fast.py checks); a class not listed (a subclass,
-text windows whose length is an init argument) is loaded as before.
+``input_shape`` is the same (tests/commands/test_startup_fast.py checks); a class not listed (a
+subclass, text windows whose length is an init argument) is loaded as before.
 """
 
 from __future__ import annotations
