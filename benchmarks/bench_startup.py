@@ -6,8 +6,8 @@ Every case runs in a fresh interpreter, interleaved with the ``import torch`` re
 stderr (help text, ``lwlc: error: ...``, the first of ``--print_config`` or ``--list-layers``).
 The Lightning commands' help and unknown-flag errors come from answers the real LightningCLI
 recorded (``lwlc.commands.lightning_cache``, in a cache folder of this run, recorded by one
-untimed run of each before timing); the "no cache" cases time the real LightningCLI, as a first
-run after an install or upgrade meets it.
+untimed run of each before timing, as ``make setup`` records them); the "no cache" cases time the
+real LightningCLI, as a first run after installing without ``make setup`` meets it.
 
     python benchmarks/bench_startup.py [--repeat 5] [--markdown]
 """
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LWLC = [sys.executable, "-m", "lwlc"]
 REFERENCE = [sys.executable, "-c", "import torch"]
 NO_CACHE = "no cache: "  # a case's name prefix: timed without lightning_cache's answers
+DIGITS = str(ROOT / "configs" / "digits_mlp.yaml")
 
 
 def cases(ckpt: str) -> dict[str, list[str]]:
@@ -48,9 +49,13 @@ def cases(ckpt: str) -> dict[str, list[str]]:
         "error: plot missing folder": ["plot", "missing_run"],
         "error: fit missing config": ["fit", "--config", "missing.yaml"],
         "error: fit unknown flag": ["fit", "--trainer.max_epoch", "5"],
+        "error: fit unknown flag after --config": [
+            "fit", "--config", DIGITS, "--trainer.max_epoch", "5"
+        ],  # fmt: skip
         "error: validate missing ckpt": ["validate", "--ckpt_path", "missing.ckpt"],
         NO_CACHE + "fit --help": ["fit", "--help"],
         NO_CACHE + "error: fit unknown flag": ["fit", "--trainer.max_epoch", "5"],
+        "fit --config --print_config (real parser)": ["fit", "--config", DIGITS, "--print_config"],
     }
 
 
@@ -104,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         all_cases = cases(pair_checkpoint(Path(tmp)))
         cache = str(Path(tmp) / "cache")
-        for argv in (["fit", "--help"], ["fit", "--bogus"]):  # what a first real run records
+        for argv in (["fit", "--help"], ["fit", "--bogus"]):  # what `make setup` records
             subprocess.run([*LWLC, *argv], cwd=tmp, env={**_env(), "LWLC_CACHE_DIR": cache},
                            capture_output=True, check=False)  # fmt: skip
         times: dict[str, list[float]] = {name: [] for name in ["import torch", *all_cases]}
