@@ -154,7 +154,8 @@ class LayerwiseBarrierCallback(Callback):
                 f"{self.files.directory} holds an earlier run's barriers; this run replaces "
                 "them (set the Callback's dirpath to keep both)"
             )
-        record_run_info(trainer, {"barriers": self.info})
+        # summary.json holds the info; a file logger's hparams.yaml has the config from the CLI.
+        record_run_info(trainer, {"barriers": self.info}, dashboards_only=True)
         self._write_summary(trainer, "running")
         self.show_media = has_media(trainer.loggers)
 

@@ -84,11 +84,17 @@ def environment(trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
-def record_run_info(trainer: pl.Trainer, info: Mapping[str, Any]) -> None:
+def record_run_info(
+    trainer: pl.Trainer, info: Mapping[str, Any], dashboards_only: bool = False
+) -> None:
     """Record ``info``, the config and the environment as hyper-parameters ``lwlc.<key>`` (each
-    call records all of them: a later call replaces the key ``lwlc`` with a superset)."""
+    call records all of them: a later call replaces the key ``lwlc`` with a superset). With
+    ``dashboards_only``, only on lwlc's W&B logger: for info that a file beside the run holds
+    already (a file logger's hparams.yaml is rewritten with the whole config on each call)."""
     record = {**info, "config": cli_config(trainer), "environment": environment(trainer)}
     for logger in trainer.loggers:
+        if dashboards_only and not isinstance(logger, WandbLogger):
+            continue
         try:
             if isinstance(logger, WandbLogger):
                 logger.log_run_info(record)
