@@ -58,8 +58,9 @@ class LayerwiseBarrierCallback(Callback):
         reference_member: the member (``a`` or ``b``) to use when ``reference_ckpt`` is a pair.
         dirpath: where the CSVs and figures go; default ``<default_root_dir>/barriers``.
         media_every: refresh W&B's heatmaps (HTML tables) every n evaluations; the last
-            evaluation is always shown, at the end of fit or an interrupt, with W&B's line charts
-            of every layer's barrier and of the last curves (tables W&B serialises row by row).
+            evaluation is always shown, at the end of fit or an interrupt, with W&B's line chart
+            of the full model's and every single layer's barrier (a table W&B serialises cell
+            by cell).
         figures: draw the heatmap PNGs into ``dirpath`` at the end of fit (and after an
             interrupt), from ``barriers.csv``; with TensorBoard they are always drawn (it shows
             them). Without, ``lwlc plot <dirpath>`` draws them from the CSVs later.
@@ -104,7 +105,7 @@ class LayerwiseBarrierCallback(Callback):
         self.history = History()
         self.measurement: Measurement | None = None
         self.files = ResultFiles(Path(dirpath or "barriers"), bool(spec.measures))
-        self.media = Media(reference, spec.splits, spec.grid)
+        self.media = Media(reference, spec.splits)
         self.info: dict[str, Any] = {}
         self.show_media = False
         self.drawn: tuple[int | None, list[Path]] = (None, [])  # history revision, PNGs

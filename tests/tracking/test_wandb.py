@@ -215,7 +215,6 @@ def test_offline_run_holds_the_barrier_history_the_heatmap_and_the_pairing(tmp_p
         heatmaps = [r for r in rows if r.get(f"{key}/_type") == "html-file"]
         last = (run_dir / "files" / heatmaps[-1][f"{key}/path"]).read_text()
         assert "through epoch 2" in last and "rest from A, test split" in last
-    assert steps("barrier_curves/test/loss_table", "table-file") == [10]
     assert steps("barrier_layers/test/loss_table", "table-file") == [10]
     assert not [k for r in rows for k in r if k.startswith("barrier_table")]
 
@@ -234,8 +233,7 @@ def test_a_fit_shorter_than_the_media_schedule_logs_each_panel_once_at_the_end(t
         "barrier_heatmap/test_single_loss": "html-file",
         "barrier_heatmap/test_single_error": "html-file",
         "barrier_layers/test/loss_table": "table-file",
-        "barrier_curves/test/loss_table": "table-file",
-        "barrier_curves/test/error_table": "table-file",
+        "barrier_layers/test/error_table": "table-file",
     }
     for key, kind in panels.items():
         assert [r["trainer/global_step"] for r in rows if r.get(f"{key}/_type") == kind] == [5]
@@ -463,7 +461,7 @@ def test_media_are_redrawn_every_n_evaluations_and_after_the_last(tmp_path):
     assert steps("barrier_heatmap/test_single_loss", "html-file") == [5, 15]
     assert steps("barrier_heatmap/test_single_error", "html-file") == [5, 15]
     assert steps("barrier_layers/test/error_table", "table-file") == [15]
-    assert steps("barrier_curves/test/error_table", "table-file") == [15]
+    assert not [k for r in rows for k in r if k.startswith("barrier_curves")]
 
 
 def test_a_validate_of_a_merged_checkpoint_leaves_the_pairs_wandb_run_untouched(tmp_path):

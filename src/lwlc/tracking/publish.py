@@ -2,11 +2,13 @@
 TensorBoard plot each natively); on its media schedule (every ``media_every`` evaluations, and the
 last one always) the heatmaps as W&B HTML tables (string formatting: cheap, live); and after the
 last evaluation (end of fit or an interrupt) W&B's line charts of every layer's barrier over
-training and of the last interpolation curves, and, on TensorBoard, the heatmap PNGs and curves.
+training (full model and every single layer on one chart), and, on TensorBoard, the heatmap PNGs
+and the last interpolation curves.
 
-The charts come once because W&B serialises each chart's table twice, row by row: about 5 ms a
-chart and 0.08 ms a row, as much as a whole digits sweep per refresh (benchmarks/RESULTS.md).
-Nothing is drawn with matplotlib for W&B (``lwlc.tracking.wandb_heatmap``).
+The charts come once because W&B serialises each chart's table twice, cell by cell: about 5 ms a
+chart and 0.08 ms a row, as much as a whole digits sweep per refresh (benchmarks/RESULTS.md);
+for the same reason W&B gets no chart of the last curves (``lwlc analyze`` and ``lwlc plot``
+draw them). Nothing is drawn with matplotlib for W&B (``lwlc.tracking.wandb_heatmap``).
 
 One unit per name everywhere (CSV, scalars, charts): a loss barrier is in nats, an error barrier
 a fraction of the samples (0.01 = one percentage point), as ``barriers.csv`` holds it; each
@@ -118,30 +120,6 @@ def layer_charts(history: Rows, splits: Sequence[str], reference: str) -> dict[s
     return payload
 
 
-def curve_plots(curves: Rows, splits: Sequence[str], alphas: Sequence[float]) -> dict[str, Any]:
-    """W&B line plots of one evaluation's interpolation curves (loss in nats, error as a
-    fraction of samples) per split."""
-    import wandb
-
-    payload: dict[str, Any] = {}
-    for split in splits:
-        rows = [r for r in curves if r["split"] == split]
-        for metric in METRICS:
-            series: dict[str, list[float | None]] = {}
-            for r in rows:
-                value = float(r["loss"]) if metric == "loss" else 1.0 - float(r["accuracy"])
-                series.setdefault(path_label(r), []).append(_finite(value))
-            payload[f"barrier_curves/{split}/{metric}"] = wandb.plot.line_series(
-                xs=list(alphas),
-                ys=list(series.values()),
-                keys=list(series),
-                title=f"{metric} ({UNITS[metric]}) along the paths ({split}, epoch "
-                f"{rows[0]['epoch']})",
-                xname="alpha",
-            )
-    return payload
-
-
 @dataclass
 class Media:
     """The media of a run's loggers and the history revision they show (nothing is logged
@@ -149,7 +127,6 @@ class Media:
 
     reference: str
     splits: Sequence[str]
-    alphas: Sequence[float]
     shown: int | None = None
     final: int | None = None
 
@@ -190,7 +167,6 @@ class Media:
                 pages = html_heatmaps(history.barriers, self.splits, self.reference, pairing)
                 payload |= {key: wandb.Html(page, inject=False) for key, page in pages.items()}
             if charts:
-                payload |= curve_plots(history.latest_curves(), self.splits, self.alphas)
                 payload |= layer_charts(history.barriers, self.splits, self.reference)
             return payload
 
