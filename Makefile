@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	@echo "lwlc setup: recording the answers of 'lwlc fit --help' and of unknown flags for this terminal's width, so that they come at once (about 10 s)"
-	@cols=$$(stty size </dev/tty 2>/dev/null | cut -d' ' -f2); \
+	@cols=$$( { stty size </dev/tty; } 2>/dev/null | cut -d' ' -f2); \
 		COLUMNS=$${cols:-80} $(LWLC) fit --help >/dev/null 2>&1 || true
 	touch $@
 
