@@ -189,6 +189,28 @@ def test_heatmap_cells_sit_at_their_epochs_to_scale():
     assert drawn[0, -1] == pytest.approx(2.0) and drawn[3, 0] == pytest.approx(0.3)
 
 
+def test_heatmap_labels_every_cell_wide_enough_for_its_number():
+    # The demo's schedule: epochs 0-9, then every 5 to 30 (8 x 15 = 120 cells, the limit): the
+    # narrow early cells stay unlabelled, each of the wide late ones shows its value.
+    epochs = [*range(10), *range(10, 31, 5)]
+    layers = ("fc1", "fc2", "fc3", "fc4", "fc5", "fc6", "head")
+    fig = figures.barrier_heatmap(_training(epochs, layers))
+    ax = fig.axes[0]
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    xs = mesh.get_coordinates()[0, :, 0]
+    inches = np.diff(xs) / (xs[-1] - xs[0]) * ax.get_position().width * fig.get_figwidth()
+    wide = [e for e, w in zip(epochs, inches, strict=True) if w >= 0.3]
+    assert wide == [10, 15, 20, 25, 30] and max(inches[:10]) < 0.3
+    labels = {(round(t.get_position()[0], 6), t.get_text()) for t in ax.texts}
+    centres = (xs[1:] + xs[:-1]) / 2
+    expected = {
+        (round(float(centres[epochs.index(e)]), 6), f"{e / 100 + i / 10:.2f}")
+        for e in wide
+        for i in range(len(layers) + 1)
+    }
+    assert labels == expected
+
+
 def test_pairwise_matrix_has_one_colour_bar_and_a_marked_diagonal():
     fig = FIGURES["pairwise"]()
     panels = [ax for ax in fig.axes if ax.get_title().startswith("layer: ")]

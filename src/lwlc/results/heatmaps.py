@@ -92,13 +92,14 @@ def _cells(
     table: pd.DataFrame,
     scale: tuple[Colormap, Normalize],
     x_edges: np.ndarray,
-    annotate: bool,
+    annotate: Sequence[bool],
     metric: str,
     edges: bool = True,
 ) -> Any:
     """Draw ``table`` as coloured cells (rows top to bottom) between ``x_edges``, outlined in
-    white unless ``edges`` is false; NaN cells are masked (left blank). Returns the QuadMesh,
-    for a colour bar."""
+    white unless ``edges`` is false; NaN cells are masked (left blank); the cells of each column
+    whose ``annotate`` is true are labelled with their values. Returns the QuadMesh, for a colour
+    bar."""
     cmap, norm = scale
     values = np.ma.masked_invalid(table.to_numpy(dtype=float))
     y_edges = np.arange(len(table.index) + 1)
@@ -113,11 +114,11 @@ def _cells(
     ax.set_yticks(y_edges[:-1] + 0.5, [str(i) for i in table.index])
     ax.tick_params(axis="y", labelrotation=0, length=0)
     ax.grid(False)
-    if annotate:
+    if any(annotate):
         centres = (x_edges[1:] + x_edges[:-1]) / 2
         fmt = f"{{:.{_decimals(max(abs(norm.vmin), abs(norm.vmax)), metric)}f}}"
         for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
+            for j in (j for j in range(values.shape[1]) if annotate[j]):
                 if values.mask[i, j] if np.ndim(values.mask) else False:
                     continue
                 colour = mesh.cmap(norm(float(values[i, j])))
@@ -185,8 +186,11 @@ def barrier_heatmap(
     edges = cell_edges(positions)
     chars = max(len(str(i)) for i in table.index)
     cells_width = min(MAX_ROW_PX / DPI - 2.4 - 0.07 * chars, max(3.0, 0.45 * len(positions)))
-    narrowest = float(np.diff(edges).min() / (edges[-1] - edges[0])) * cells_width
-    annotate = table.size <= _MAX_ANNOTATED_CELLS and narrowest >= _MIN_ANNOTATED_CELL
+    widths = np.diff(edges) / (edges[-1] - edges[0]) * cells_width  # inches
+    narrowest = float(widths.min())
+    # Each column wide enough for its numbers is labelled (epochs 0-9 of an uneven schedule are
+    # narrow, the later ones wide); none when the figure holds too many cells to read.
+    annotate = list(widths >= _MIN_ANNOTATED_CELL) if table.size <= _MAX_ANNOTATED_CELLS else []
     df = frame(barriers)
     what = heatmap_what(metric, plan, _rest_of(df, plan, rest_from))
     heading = title(
@@ -309,7 +313,8 @@ def barrier_matrices(
             sub = df if panel is None else df[df[facet] == panel]
             table = sub.pivot_table(index=row, columns=col, values="value", aggfunc="last")
             table = table.reindex(index=index, columns=columns)
-            mesh = _cells(ax, table, scale, np.arange(len(columns) + 1.0), annotate, metric)
+            labelled = [annotate] * len(columns)
+            mesh = _cells(ax, table, scale, np.arange(len(columns) + 1.0), labelled, metric)
             ax.set_xticks(np.arange(len(columns)) + 0.5, [str(c) for c in columns])
             if square:
                 for i, name in enumerate(index):
