@@ -10,7 +10,8 @@ at most 10% of a fit of minutes (Fashion-MNIST MLP), and on the seconds-long dig
 than the sweeps plus a fifth. Two setups:
 
 - as shipped: the config's loggers (W&B, offline here, and CSV); with W&B the Callback also logs
-  line charts, curves and a table every few evaluations, and the heatmaps at the end of fit;
+  the heatmaps (HTML) every few evaluations and the layers chart after the last one, and draws
+  the heatmap PNGs at the end of fit when the config asks for them (``figures: true``);
 - measurement only: a CSV logger and ``figures: false``: the sweeps, the CSVs and the scalars.
 
 The variants alternate, and the fastest of ``--repeats`` runs of each is kept. The result is
