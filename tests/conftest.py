@@ -55,3 +55,24 @@ def reliability_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     from battery import make_inputs  # tests/reliability, on the path for the tests there
 
     return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+@pytest.fixture
+def no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """For the tests of W&B itself (tests/tracking): no API key, no netrc, no mode from the
+    environment (W&B offline by lwlc's own choice), W&B silent, no run left behind."""
+    import wandb
+
+    for name in (
+        "WANDB_API_KEY",
+        "WANDB_MODE",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "WANDB_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-wandb-config"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    yield
+    wandb.finish()

@@ -64,3 +64,14 @@ def full_batch_sgd(net: nn.Module, x: Tensor, y: Tensor, steps: int) -> dict[str
         F.cross_entropy(net(x), y).backward()
         opt.step()
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def weighted_soup(states: list[dict], modules: set[str], weights: list[float], rest: int) -> dict:
+    """``sum_i w_i * theta_i`` on the tensors of ``modules``, the rest from member ``rest``: the
+    hand-written soup and merge the soup and selection tests check lwlc against."""
+    return {
+        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
+        if k.rpartition(".")[0] in modules
+        else states[rest][k].clone()
+        for k in states[0]
+    }  # fmt: skip

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import lwlc
-from engine_reference import full_batch_sgd
+from engine_reference import full_batch_sgd, weighted_soup
 from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
@@ -66,16 +66,6 @@ def naive(state: dict, split: str) -> tuple[float, float]:
     return loss / len(y), wrong / len(y)
 
 
-def soup_by_hand(states: list[dict], modules: set[str], weights: list[float], rest: int) -> dict:
-    """``sum_i w_i * theta_i`` on the tensors of ``modules``, the rest from member ``rest``."""
-    return {
-        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
-        if k.rpartition(".")[0] in modules
-        else states[rest][k].clone()
-        for k in states[0]
-    }  # fmt: skip
-
-
 def modules_of(plan: str, group: str) -> set[str]:
     """The layers a path averages: every one (full), one, or the first ones up to it."""
     if plan == "full":
@@ -108,7 +98,7 @@ def test_three_networks_soup_barriers_equal_a_hand_written_soup_and_loop(files, 
     assert len(rows) == len(expected)
     for r in rows:
         modules = modules_of(r["plan"], r["group"])
-        soup = soup_by_hand(states, modules, weights, "abc".index(r["rest_from"]))
+        soup = weighted_soup(states, modules, weights, "abc".index(r["rest_from"]))
         loss, error = naive(soup, r["split"])
         mean_loss = sum(w * m[0] for w, m in zip(weights, own[r["split"]], strict=True))
         mean_error = sum(w * m[1] for w, m in zip(weights, own[r["split"]], strict=True))
@@ -168,7 +158,7 @@ def test_measure_soup_gives_the_commands_rows(files, tmp_path) -> None:
     spec = lwlc.MeasureSpec(plans=("single",), splits=("test",), rest_from=("b",))
     found = lwlc.measure_soup([net, *states[1:]], {"test": split_data("test")}, spec,
                               weights=[0.2, 0.2, 0.6], rest_from=["c"])  # fmt: skip
-    soup = soup_by_hand(states, {"fc2"}, [0.2, 0.2, 0.6], rest=2)
+    soup = weighted_soup(states, {"fc2"}, [0.2, 0.2, 0.6], rest=2)
     own = [naive(s, "test")[0] for s in states]
     want = naive(soup, "test")[0] - (0.2 * own[0] + 0.2 * own[1] + 0.6 * own[2])
     assert found.barrier("single", "fc2", rest_from="c") == pytest.approx(want, abs=1e-6)

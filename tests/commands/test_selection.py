@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine_reference import full_batch_sgd
+from engine_reference import full_batch_sgd, weighted_soup
 from lwlc.commands.cli import main
 from lwlc.core.errors import LwlcError
 from lwlc.core.selection import search
@@ -63,16 +63,6 @@ def naive_loss(state: dict, split: str) -> tuple[float, float]:
     return loss, (logits.argmax(1) == y).double().mean().item()
 
 
-def averaged(states: list[dict], groups: set[str], weights: list[float], rest: int) -> dict:
-    """The hand-written merge: weighted average on the chosen modules, the rest from ``rest``."""
-    return {
-        k: sum(w * s[k] for w, s in zip(weights, states, strict=True))
-        if k.rpartition(".")[0] in groups
-        else states[rest][k].clone()
-        for k in states[0]
-    }  # fmt: skip
-
-
 def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_path) -> None:
     out = tmp_path / "merged.pt"
     main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
@@ -86,7 +76,7 @@ def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_
     best, best_key = None, None
     for r in range(len(names) + 1):
         for subset in itertools.combinations(names, r):
-            loss = naive_loss(averaged([a, b], set(subset), [0.5, 0.5], rest), "val")[0]
+            loss = naive_loss(weighted_soup([a, b], set(subset), [0.5, 0.5], rest), "val")[0]
             key = (sum(sizes[n] for n in subset), -loss)
             if loss <= limit and (best_key is None or key > best_key):
                 best, best_key = subset, key
@@ -98,10 +88,10 @@ def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_
     assert report["rest_from"] == "ab"[rest]
     # the written model is the hand-made average on the chosen groups, the rest from the better
     written = torch.load(out, weights_only=True)["state_dict"]
-    expected = averaged([a, b], set(best), [0.5, 0.5], rest)
+    expected = weighted_soup([a, b], set(best), [0.5, 0.5], rest)
     assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
     # every named model's numbers, on the selection split and held out, independently
-    full = averaged([a, b], set(names), [0.5, 0.5], rest)
+    full = weighted_soup([a, b], set(names), [0.5, 0.5], rest)
     for name, state in (
         ("member_a", a),
         ("member_b", b),
@@ -199,7 +189,7 @@ def test_per_group_alphas_and_k_model_average_match_hand_computed(files, tmp_pat
     main(["merge", "--ckpt", *map(str, files), *NET, "--groups", "fc2,fc3",
           "--weights", "0.5,0.25,0.25", "--rest-from", "c", "--out", str(soup)])  # fmt: skip
     written = torch.load(soup, weights_only=True)["state_dict"]
-    expected = averaged(states, {"fc2", "fc3"}, [0.5, 0.25, 0.25], rest=2)
+    expected = weighted_soup(states, {"fc2", "fc3"}, [0.5, 0.25, 0.25], rest=2)
     for k, v in expected.items():
         assert torch.allclose(written[f"net.{k}"], v, atol=1e-7, rtol=0)
     assert not torch.equal(expected["fc2.weight"], states[2]["fc2.weight"])
@@ -217,7 +207,7 @@ def test_k_model_auto_selection_counts_the_budget_from_the_best_member(files, tm
     assert report["rest_from"] == "abc"[best]
     assert report["limit"] == pytest.approx(ends[best] + 0.1, abs=1e-6)
     chosen = set(report["chosen"])
-    expected = averaged(states, chosen, [1 / 3] * 3, best)
+    expected = weighted_soup(states, chosen, [1 / 3] * 3, best)
     loss = naive_loss(expected, "val")[0]
     assert loss <= ends[best] + 0.1 + 1e-9
     assert report["models"]["chosen"]["val"]["loss"] == pytest.approx(loss, abs=1e-6)
@@ -289,7 +279,7 @@ def test_merge_models_takes_per_group_alphas_and_k_models(files) -> None:
             merged[k], v if alpha is None else (1 - alpha) * v + alpha * states[1][k]
         )
     soup = lwlc.merge_models(a, [b, c], ["fc1"], rest_from="b").state_dict()
-    expected = averaged(states, {"fc1"}, [1 / 3] * 3, rest=1)
+    expected = weighted_soup(states, {"fc1"}, [1 / 3] * 3, rest=1)
     assert all(torch.allclose(soup[k], v, atol=1e-7, rtol=0) for k, v in expected.items())
     with pytest.raises(LwlcError, match="must sum to 1"):
         lwlc.merge_models(a, [b, c], ["fc1"], weights=[0.5, 0.5, 0.5])
@@ -310,12 +300,12 @@ def test_auto_selection_runs_after_weight_matching(files, tmp_path) -> None:
         ("chosen", set(report["chosen"])),
         ("full_average", set(report["groups"])),
     ):
-        state = averaged([a, b], groups, [0.5, 0.5], rest)
+        state = weighted_soup([a, b], groups, [0.5, 0.5], rest)
         assert report["models"][name]["test"]["loss"] == pytest.approx(
             naive_loss(state, "test")[0], abs=1e-6
         )
     written = torch.load(out, weights_only=True)["state_dict"]
-    expected = averaged([a, b], set(report["chosen"]), [0.5, 0.5], rest)
+    expected = weighted_soup([a, b], set(report["chosen"]), [0.5, 0.5], rest)
     assert all(torch.equal(written[f"net.{k}"], v) for k, v in expected.items())
 
 
@@ -329,7 +319,7 @@ def test_k_model_report_gives_each_groups_soup_barrier_against_the_members_mean(
     report = json.loads(Path(f"{out}.selection.json").read_text())
     mean = sum(naive_loss(s, "test")[0] for s in states) / 3
     for group, members in (("fc2", {"fc2"}), ("all", {"fc1", "fc2", "fc3", "head"})):
-        soup = averaged(states, members, [1 / 3] * 3, rest=1)
+        soup = weighted_soup(states, members, [1 / 3] * 3, rest=1)
         want = naive_loss(soup, "test")[0] - mean
         assert report["soup_barriers"][group]["test"] == pytest.approx(want, abs=1e-6)
 
@@ -342,8 +332,8 @@ def test_greedy_cli_choice_is_maximal_by_independent_evaluation(files, tmp_path)
     a, b = (torch.load(f, weights_only=True) for f in files[:2])
     rest, chosen = "ab".index(report["rest_from"]), set(report["chosen"])
     assert report["search"] == "greedy"
-    loss = naive_loss(averaged([a, b], chosen, [0.5, 0.5], rest), "val")[0]
+    loss = naive_loss(weighted_soup([a, b], chosen, [0.5, 0.5], rest), "val")[0]
     assert loss <= report["limit"]
     for group in set(report["groups"]) - chosen:  # no remaining group fits on top
-        bigger = averaged([a, b], chosen | {group}, [0.5, 0.5], rest)
+        bigger = weighted_soup([a, b], chosen | {group}, [0.5, 0.5], rest)
         assert naive_loss(bigger, "val")[0] > report["limit"]

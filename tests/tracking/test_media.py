@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import wandb
 from lightning.pytorch import Trainer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -34,16 +33,7 @@ class _Pair(PairedModule):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """W&B offline, no credentials, no run left behind."""
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-wandb-config"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    yield
-    wandb.finish()
+pytestmark = pytest.mark.usefixtures("no_wandb_credentials")  # tests/conftest.py
 
 
 @pytest.fixture

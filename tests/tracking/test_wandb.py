@@ -33,22 +33,7 @@ class _Pair(PairedModule):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
 
 
-@pytest.fixture(autouse=True)
-def no_credentials(monkeypatch, tmp_path):
-    """No API key, no netrc, no mode from the environment; no run left behind."""
-    for name in (
-        "WANDB_API_KEY",
-        "WANDB_MODE",
-        "WANDB_IDENTITY_TOKEN_FILE",
-        "WANDB_BASE_URL",
-        "WANDB_DIR",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-wandb-config"))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    yield
-    wandb.finish()
+pytestmark = pytest.mark.usefixtures("no_wandb_credentials")  # tests/conftest.py
 
 
 def _fit(root: Path, logger: WandbLogger, epochs: int = 2, **options) -> LayerwiseBarrierCallback:
