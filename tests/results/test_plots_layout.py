@@ -10,6 +10,8 @@ draw at the saved resolution), not from pixels.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -209,6 +211,36 @@ def test_heatmap_labels_every_cell_wide_enough_for_its_number():
         for i in range(len(layers) + 1)
     }
     assert labels == expected
+
+
+@pytest.mark.parametrize(
+    "epochs",
+    [
+        [*range(10), *range(10, 31, 5)],  # the demo's schedule
+        [*range(10), *range(20, 201, 20)],
+        list(range(31)),  # fashion_mnist_mlp: every epoch
+        list(range(0, 4001, 250)),  # steps: long labels
+    ],
+)
+def test_heatmap_names_evaluations_on_its_x_axis(epochs):
+    # Each x tick label names an evaluation (the cell above it), never a round number between
+    # cells; the first and the last evaluations are named, the labels do not touch, and every
+    # evaluation without a name has a minor tick.
+    fig = figures.barrier_heatmap(_training(epochs))
+    ax = fig.axes[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.dpi = DPI
+    fig.draw(renderer)
+    named = [t for t in ax.get_xticklabels() if t.get_text()]
+    where = [float(t.get_position()[0]) for t in named]
+    assert [float(t.get_text()) for t in named] == where
+    assert set(where) <= set(epochs) and where[0] == epochs[0] and where[-1] == epochs[-1]
+    boxes = [t.get_window_extent(renderer) for t in named]
+    assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), "labels apart"
+    minor = set(ax.xaxis.get_minorticklocs())
+    assert set(epochs) - set(where) <= minor
+    if epochs[-1] == 30 and len(epochs) == 15:  # the wide cells of the demo: each named
+        assert {10, 15, 20, 25, 30} <= set(where)
 
 
 def test_pairwise_matrix_has_one_colour_bar_and_a_marked_diagonal():

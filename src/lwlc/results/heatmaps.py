@@ -14,7 +14,6 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
 
 from lwlc.core.barriers import METRICS
 from lwlc.core.errors import LwlcError
@@ -202,17 +201,46 @@ def barrier_heatmap(
         mesh = _cells(ax, table, colour_scale(table.to_numpy()), edges, annotate, metric, outlined)
         fig.colorbar(mesh, cax=cax, label=barrier_label(metric))
         _fit_colour_bar(fig, ax, cax)
-        spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
-        if spacing / (edges[-1] - edges[0]) * cells_width >= _MIN_ANNOTATED_CELL:
-            ax.set_xticks(positions, [f"{p:g}" for p in positions])
-        else:  # too many evaluations to name each: a numeric axis, evaluations as minor ticks
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        named = _named_ticks(positions, edges, cells_width / (edges[-1] - edges[0]))
+        ax.set_xticks(named, [f"{p:g}" for p in named])
+        if len(named) < len(positions):  # the evaluations without a name: minor ticks
             ax.set_xticks(positions, minor=True)
             ax.tick_params(axis="x", which="minor", bottom=True, length=3, width=0.6)
             ax.set_xlim(edges[0], edges[-1])
         ax.set_xlabel(str(table.columns.name))
         ax.set_ylabel(LAYER_AXIS.get(plan, "") if plan != "full" else "")
     return fig
+
+
+def _named_ticks(positions: Sequence[float], edges: np.ndarray, scale: float) -> list[float]:
+    """The evaluations a heatmap's x axis names (``scale``: inches per epoch or step), so that a
+    column is read by its own epoch, never between the ticks of a round-number axis: the last,
+    the first and each wide cell (later evaluations of an uneven schedule), then the multiples
+    of the smallest of 1, 2, 5, 10, 20, ... whose labels keep apart; each only where it keeps
+    clear of those already named by the room of the longest label."""
+    room = _TICK_CHAR * max(len(f"{p:g}") for p in positions) + _TICK_GAP  # between centres
+    widths = np.diff(edges)
+    named: list[float] = []
+
+    def name(p: float) -> None:
+        if all(abs(p - q) * scale >= room for q in named):
+            named.append(p)
+
+    name(positions[-1])
+    name(positions[0])
+    for i in sorted(range(len(positions)), key=lambda i: -widths[i]):
+        if widths[i] > 1.5 * widths.min():
+            name(positions[i])
+    for step in (m * 10**k for k in range(15) for m in (1, 2, 5)):
+        multiples = [p for p in positions if p % step == 0]
+        if len(multiples) < 2 or min(np.diff(multiples)) * scale >= room:
+            break
+    for p in multiples:
+        name(p)
+    return sorted(named)
+
+
+_TICK_CHAR, _TICK_GAP = 0.08, 0.1  # inches: a digit of a tick label (8.8 pt), the gap between
 
 
 def _rest_of(df: pd.DataFrame, plan: str, rest_from: str | None) -> str | None:
