@@ -22,7 +22,7 @@ from lwlc.commands.cli import main
 from lwlc.data import DigitsDataModule
 from lwlc.formats.io import read_csv
 from lwlc.models import MLP
-from lwlc.results import draw, heatmaps, style, words
+from lwlc.results import bars, draw, heatmaps, style, words
 from lwlc.results.references import default_reference, shown_order
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "lwlc"
@@ -81,6 +81,28 @@ def test_default_barrier_figure_of_independent_networks_shows_single_layer_barri
     assert max(abs(h) for h in _bar_heights(path_ax)) < style.FLAT["loss"]
     notes = [t.get_text() for t in path_ax.texts if t.get_gid() == style.FLAT_NOTE]
     assert len(notes) == 1 and "by construction" in notes[0]
+
+
+def test_a_panel_whose_bars_are_too_small_to_see_beside_the_full_model_says_so():
+    # The demo's path reference: every single layer 0 but one at 0.0099 nats, on an axis that
+    # reaches the full model's 1.13, so no bar can be seen; that panel says so, and why. The
+    # error panel's 0.04 beside a full 0.46 is seen, and it has no note.
+    rows = [dict(plan="full", group="all", rest_from="a", split="test", reference="path",
+                 loss_barrier=1.13, error_barrier=0.46)]  # fmt: skip
+    for group in ("fc1", "fc2", "head"):
+        for rest in "ab":
+            loss = 0.0099 if (group, rest) == ("fc1", "b") else 0.0
+            error = 0.04 if (group, rest) == ("head", "a") else 0.0
+            rows.append(dict(plan="single", group=group, rest_from=rest, split="test",
+                             reference="path", loss_barrier=loss, error_barrier=error))  # fmt: skip
+    fig = bars.layer_barriers(rows, reference="path")
+    loss_ax, error_ax = fig.axes[:2]
+    low, high = loss_ax.get_ylim()
+    assert high > 1.13 and max(_bar_heights(loss_ax)) == pytest.approx(0.0099)
+    assert 0.0099 < 0.01 * (high - low)  # under 1% of the axis: not seen
+    notes = [t.get_text() for t in loss_ax.texts if t.get_gid() == style.FLAT_NOTE]
+    assert len(notes) == 1 and "too small to see" in notes[0] and "by construction" in notes[0]
+    assert not [t for t in error_ax.texts if t.get_gid() == style.FLAT_NOTE]
 
 
 def test_the_default_reference_is_the_papers_midpoint_then_the_whole_models_then_path():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import seaborn as sns
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -114,6 +115,7 @@ def layer_barriers(
         fig, panels = panel_grid(
             len(plans), max(2.8, 0.28 * most + 1.2), 2.3, len(METRICS), legend_width(entries)
         )
+        drawn: list[tuple[Axes, pd.Series, str]] = []
         for panel, plan in zip(panels, plans, strict=True):
             sub, full = df[df["plan"] == plan], df[df["plan"] == full_of(plan)]
             for ax, metric in zip(panel, METRICS, strict=True):
@@ -131,12 +133,14 @@ def layer_barriers(
                     value = float(barrier_values(full, metric).iloc[0])
                     ax.axhline(value, color="0.2", ls="--", lw=1, label=FULL_LABEL)
                 ax.axhline(0.0, color="0.5", lw=0.6)
-                note_flat(ax, barrier_values(sub, metric), metric, reference)
+                drawn.append((ax, barrier_values(sub, metric), metric))
                 first = ax.get_subplotspec().is_first_col()
                 ax.set_ylabel(barrier_label(metric) if first else "")
                 ax.set_xlabel(LAYER_AXIS.get(plan, "") if ax is panel[-1] else "")
                 ax.tick_params(axis="x", labelrotation=60, labelsize="x-small")
             panel[0].set_title(plan)
+        for ax, values, metric in drawn:  # the y axes are shared: their spans are final now
+            note_flat(ax, values, metric, reference)
         handles: list[Artist] = [Patch(color=palette[r]) for r in rests]
         if has_full:
             handles.append(Line2D([], [], color="0.2", ls="--", lw=1))

@@ -45,6 +45,7 @@ DIVERGING = "vlag"
 DPI = 120  # the resolution figures are saved at (save_figure's default)
 MAX_ROW_PX = 1600  # the widest a row of panels may be at DPI
 FLAT = {"loss": 5e-4, "error": 5e-5}  # below these (nats, fraction) a bar does not show on its axis
+VISIBLE = 0.02  # a bar shorter than this share of its axis's span is not seen
 FLAT_NOTE = "flat-note"  # the gid of the note saying why a panel shows no bars
 NAMES = {"group": "layer", "rest_from": "rest from"}
 _NUMERIC = ("alpha", "loss", "accuracy", "loss_barrier", "error_barrier", "epoch", "step")
@@ -82,15 +83,22 @@ def is_flat(values: Sequence[float] | pd.Series, metric: str) -> bool:
 def note_flat(
     ax: Axes, values: Sequence[float] | pd.Series, metric: str, reference: str | None = None
 ) -> bool:
-    """Say inside ``ax`` why its bars are not visible: every value is about 0 (below what the
-    axis shows), with the reason for ``reference`` if one is known, or none was measured."""
+    """Say inside ``ax`` why its bars are not visible: every value is about 0, or too small to
+    see on the axis's final span (a full model's line far above them), with the reason for
+    ``reference`` if one is known; or none was measured. Call it once the axis's limits are
+    final (after every panel sharing them is drawn)."""
     finite = [float(v) for v in values if math.isfinite(float(v))]
+    unit = "nats" if metric == "loss" else "of the samples"
+    reason = "\n" + FLAT_REASON[reference] if reference in FLAT_REASON else ""
+    low, high = ax.get_ylim()
+    seen = max(FLAT[metric], VISIBLE * (high - low))  # the shortest bar a reader sees
     if not finite:
         text = "not measured (nan)"
     elif is_flat(finite, metric):
-        unit = "nats" if metric == "loss" else "of the samples"
-        text = f"every bar is 0 (within {FLAT[metric]:g} {unit}):"
-        text += "\n" + FLAT_REASON[reference] if reference in FLAT_REASON else ""
+        text = f"every bar is 0 (within {FLAT[metric]:g} {unit})" + (":" if reason else "") + reason
+    elif max(abs(v) for v in finite) < seen:
+        text = f"every bar is below {seen:.2g} {unit}, too small to see here"
+        text += (":" if reason else "") + reason
     else:
         return False
     ax.text(
