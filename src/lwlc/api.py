@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lwlc.core import layers, selection, soup
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.calibration import batchnorm_layers, recalibrated_state
 from lwlc.core.errors import LwlcError
 from lwlc.core.measurement import measure_extras, plan_paths, prepare
@@ -27,7 +28,6 @@ from lwlc.core.measures import MEASURE_COLUMNS
 from lwlc.core.selection import member_name
 from lwlc.core.soup import Alpha, merge_states
 from lwlc.core.spec import MeasureSpec
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 
 Data = Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | DataLoader | Any
 

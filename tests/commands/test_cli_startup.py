@@ -69,6 +69,35 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+# The answers of commands that declare no network class import not even torch (analyze and merge
+# declare --model as a subclass of torch's nn.Module, so theirs import torch, and only torch).
+TORCH_FREE = [
+    ["--help"],
+    ["anlyze"],
+    ["plot", "--help"],
+    ["experiment", "--help"],
+    ["plot", "--out"],
+    ["plot", "missing_run"],
+    ["experiment", "--bogus"],
+    ["experiment", "nosuchrecipe"],
+    ["fit", "--config", "missing.yaml"],
+    ["validate", "--ckpt_path", "missing.ckpt"],
+]
+
+
+def test_answers_of_commands_without_a_network_import_not_even_torch(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(TORCH_FREE), "torch"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+    assert report["codes"] == [0, 2, 0, 0, 2, 2, 2, 2, 2, 2]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lwlc: error: ")]
+    assert len(errors) == 7 and "Traceback" not in result.stderr
+    assert "missing_run is not a directory" in result.stderr
+
+
 def test_no_command_imports_the_dispatcher_that_loads_commands_by_name() -> None:
     commands = REPO_ROOT / "src" / "lwlc" / "commands"
     for tool in ("analyze", "plot", "merge", "lightning_cli", "lightning_setup", "errors"):

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import REPO_ROOT
 from lwlc.core.alignment import ALIGN_METHODS, align
-from lwlc.core.barriers import METRICS
+from lwlc.core.barriers import BARRIER_COLUMNS, METRICS
 from lwlc.core.engine import Metrics
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import PLANS, REST_FROM, InterpolationPath, make_paths
@@ -21,7 +21,7 @@ from lwlc.core.layers import Group
 from lwlc.core.measurement import MEASURES
 from lwlc.core.precision import PRECISIONS
 from lwlc.core.spec import Alignment, Measure, Plan, Precision, Rest
-from lwlc.core.sweep import BARRIER_COLUMNS, curve_barrier_rows
+from lwlc.core.sweep import curve_barrier_rows
 
 SRC = REPO_ROOT / "src" / "lwlc"
 

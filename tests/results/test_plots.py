@@ -11,8 +11,8 @@ from PIL import Image
 
 from lwlc import figures
 from lwlc.commands import plot
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.errors import LwlcError
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats.io import write_csv
 
 LAYERS = ("fc1", "fc2", "head")

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from lwlc import figures
 from lwlc.commands.cli import main
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats.io import write_csv, write_json
 from lwlc.results import draw
 

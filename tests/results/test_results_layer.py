@@ -170,8 +170,8 @@ def test_no_command_imports_another_command():
 
 
 def test_result_files_are_written_in_plan_order_whatever_order_rows_arrive(tmp_path):
+    from lwlc.core.barriers import BARRIER_COLUMNS
     from lwlc.core.interpolation import InterpolationPath
-    from lwlc.core.sweep import BARRIER_COLUMNS
     from lwlc.results.files import Interrupts, ResultFiles
 
     names = (("full", "all"), ("single", "fc1"), ("single", "fc2"))

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lwlc.commands.errors import argument_error, short_help
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.errors import LwlcError
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.formats import lock
 from lwlc.formats.io import read_csv
 from lwlc.formats.outputs import check_out

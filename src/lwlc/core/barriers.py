@@ -29,6 +29,17 @@ def error_metric(loss: float, accuracy: float) -> float:
 # a model's mean loss and accuracy; every result, figure and logger names them so.
 METRICS: dict[str, Callable[[float, float], float]] = {"loss": loss_metric, "error": error_metric}
 
+# The columns of the result rows, in every CSV and table: a curve's point, and a path's barrier.
+CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
+BARRIER_COLUMNS = (
+    "plan",
+    "group",
+    "rest_from",
+    "split",
+    "reference",
+    *(f"{metric}_barrier" for metric in METRICS),
+)
+
 
 def barrier(values: Sequence[float], alphas: Sequence[float], start: float, end: float) -> float:
     """Max over the grid of ``values[i] - ((1 - alphas[i]) * start + alphas[i] * end)``."""

@@ -19,16 +19,6 @@ from lwlc.core.engine import Coefficients, Evaluator, Metrics
 from lwlc.core.interpolation import InterpolationPath, check_alphas, coefficients
 from lwlc.core.spec import BATCH_SIZE, CHUNK_SIZE
 
-CURVE_COLUMNS = ("plan", "group", "rest_from", "split", "alpha", "loss", "accuracy")
-BARRIER_COLUMNS = (
-    "plan",
-    "group",
-    "rest_from",
-    "split",
-    "reference",
-    *(f"{metric}_barrier" for metric in METRICS),
-)
-
 Rows = list[dict[str, object]]
 Data = Mapping[str, tuple[Tensor, Tensor]]
 

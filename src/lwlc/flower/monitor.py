@@ -20,10 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lwlc.core.barriers import METRICS
+from lwlc.core.barriers import BARRIER_COLUMNS, METRICS
 from lwlc.core.errors import LwlcError
 from lwlc.core.spec import MeasureSpec
-from lwlc.core.sweep import BARRIER_COLUMNS
 from lwlc.formats.io import atomic_file
 
 BETWEEN = ("pairs", "average")

@@ -26,12 +26,12 @@ import traceback
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-import torch
-from torch import Tensor
+from typing import IO, TYPE_CHECKING, Any
 
 from lwlc.core.errors import LwlcError, readable_bytes
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # what torch's own and plain-data pickles import (tensors, dtypes, bytes, sets), which torch's
 # safe unpickler allows: a refusal names the first other object
@@ -146,6 +146,8 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise LwlcError(
                 f"{p} is not a readable safetensors file ({err}): re-export it"
             ) from None
+    import torch  # here, not at import: lwlc's help and argument errors never load torch
+
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -248,6 +250,8 @@ def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     Serialised in memory first: torch's writer turns a failed write into a RuntimeError that no
     longer says the disk was full.
     """
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with atomic_file(path, "wb") as f:

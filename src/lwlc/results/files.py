@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows, path_key
+from lwlc.core.sweep import Rows, path_key
 from lwlc.formats.io import write_csv, write_json
 from lwlc.results.soup import SOUP_FILE
 

@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lwlc.core.barriers import REFERENCES
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS, REFERENCES
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, path_key
+from lwlc.core.sweep import path_key
 from lwlc.formats.io import TEXT_COLUMNS, as_json
 
 Rows = list[dict[str, Any]]

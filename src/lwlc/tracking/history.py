@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.measures import MEASURE_COLUMNS
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, Rows
+from lwlc.core.sweep import Rows
 
 TIME_COLUMNS = ("epoch", "step")
 COLUMNS = {
