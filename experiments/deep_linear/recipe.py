@@ -22,10 +22,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lwlc import figures, recipes
-from lwlc.core.barriers import path_barrier
+from lwlc.core.barriers import CURVE_COLUMNS, path_barrier
 from lwlc.core.interpolation import InterpolationPath, default_alphas, interpolate, make_paths
 from lwlc.core.layers import default_groups
-from lwlc.core.sweep import CURVE_COLUMNS
 from lwlc.formats.io import write_csv
 from lwlc.training import reinitialize
 

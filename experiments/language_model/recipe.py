@@ -23,11 +23,12 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lwlc import figures, recipes
+from lwlc.core.barriers import BARRIER_COLUMNS, CURVE_COLUMNS
 from lwlc.core.engine import Evaluator
 from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import default_alphas, make_paths
 from lwlc.core.layers import default_groups
-from lwlc.core.sweep import BARRIER_COLUMNS, CURVE_COLUMNS, sweep
+from lwlc.core.sweep import sweep
 from lwlc.data import CharTextDataModule
 from lwlc.formats.io import save_state_dict, write_csv
 from lwlc.models import GPT
