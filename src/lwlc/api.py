@@ -329,9 +329,10 @@ class Selection:
 
     def plot(self, path: str | Path) -> Path:
         """Draw the selection figure (loss against the fraction of parameters averaged)."""
-        from lwlc.results.selection import plot_selection
+        from lwlc.results.selection import selection_figure
+        from lwlc.results.style import save_figure
 
-        return plot_selection(self.found, Path(path))
+        return save_figure(selection_figure(self.found), path)
 
 
 def _selection_splits(data: Data, select_split: str, limit: int | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from lwlc.core.errors import LwlcError
 from lwlc.core.selection import search
 from lwlc.data import DigitsDataModule
 from lwlc.models import MLP
+from lwlc.results import style
 
 WIDTH = 16
 BUDGET = 0.01  # some layers, but not all, fit these nets
@@ -107,6 +109,40 @@ def test_auto_selection_is_the_largest_fitting_subset_by_brute_force(files, tmp_
     assert len(rows) == 2 ** len(names)  # every subset is a step
     assert sum(r["accepted"] == "True" for r in rows) == 1
     assert Path(f"{out}.selection.png").stat().st_size > 10_000
+
+
+def test_selection_figure_marks_the_reported_models_on_one_axis(
+    files, tmp_path, monkeypatch
+) -> None:
+    # The figure beside a selected merge, read back from its artists: the selection split first,
+    # both panels on one y axis, the chosen star at the reported fraction and loss, the full
+    # average at 1, the budget line (on the selection split only) at the better member + budget,
+    # and every element named in the legend.
+    drawn = {}
+    save = style.save_figure  # write_report imports it when it draws
+    monkeypatch.setattr(style, "save_figure", lambda f, p, **k: drawn.setdefault("fig", f)
+                        and save(f, p, **k))  # fmt: skip
+    out = tmp_path / "merged.pt"
+    main(["merge", "--ckpt-a", str(files[0]), "--ckpt-b", str(files[1]), *NET,
+          "--groups", "auto", "--budget", str(BUDGET), "--out", str(out)])  # fmt: skip
+    report = json.loads(Path(f"{out}.selection.json").read_text())
+    fig = drawn["fig"]
+    val, test = fig.axes[:2]
+    assert (val.get_title(), test.get_title()) == ("val (selection split)", "test (held out)")
+    assert val.get_ylim() == test.get_ylim()
+    a, b = (torch.load(f, weights_only=True) for f in files[:2])
+    limit = min(naive_loss(s, "val")[0] for s in (a, b)) + BUDGET
+    for ax, split in ((val, "val"), (test, "test")):
+        points = {tuple(np.round(p, 6)) for c in ax.collections for p in c.get_offsets()}
+        star = (report["fraction"], report["models"]["chosen"][split]["loss"])
+        assert tuple(np.round(star, 6)) in points
+        full = (1.0, report["models"]["full_average"][split]["loss"])
+        assert tuple(np.round(full, 6)) in points
+        levels = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+        assert levels == (pytest.approx([limit], abs=1e-6) if split == "val" else [])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["candidate (over budget)", "candidate (fits)", "model A", "model B",
+                      f"budget (+{BUDGET:g} nats, val)", "full average", "chosen"]  # fmt: skip
 
 
 def test_greedy_search_ends_maximal_and_every_accepted_set_was_measured() -> None:

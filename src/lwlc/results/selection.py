@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lwlc.core.errors import LwlcError
 from lwlc.core.selection import Selection, selection_rows, selection_summary
-from lwlc.formats.io import atomic_file, write_csv, write_json
+from lwlc.formats.io import write_csv, write_json
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SUFFIXES = (".selection.json", ".selection.csv", ".selection.png")
 
@@ -33,49 +36,72 @@ def check_report_paths(out: Path) -> None:
 
 def write_report(out: Path, sel: Selection, extra: Mapping[str, Any]) -> list[Path]:
     """Write the JSON (summary plus ``extra``), the CSV and the figure; returns their paths."""
+    from lwlc.results.style import save_figure
+
     json_path, csv_path, png_path = report_paths(out)
     rows = selection_rows(sel)
     write_json(json_path, {**selection_summary(sel), **extra})
     write_csv(csv_path, rows, list(rows[0]))
-    plot_selection(sel, png_path)
+    save_figure(selection_figure(sel), png_path)
     return [json_path, csv_path, png_path]
 
 
-def plot_selection(sel: Selection, path: Path) -> Path:
-    """Loss against the fraction of parameters averaged, one panel per split."""
-    import matplotlib
+def selection_figure(sel: Selection) -> Figure:
+    """Loss against the fraction of parameters averaged, one panel per split (the selection
+    split first) on one y axis, in lwlc's look: every candidate measured (blue where it fits the
+    budget), the members' losses, the budget line, the full average and the chosen model."""
+    import seaborn as sns
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lwlc.results.style import legend_outside, legend_width, look, panel_grid
 
-    splits = list(sel.metrics["chosen"])
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits) + 1.6, 4.2), squeeze=False)
+    splits = sorted(sel.metrics["chosen"], key=lambda split: split != sel.select_split)
     rows = selection_rows(sel)
     members = [n for n in sel.metrics if n.startswith("member_")]
-    for ax, split in zip(axes[0], splits, strict=True):
-        fits = [r for r in rows if r["fits"]]
-        over = [r for r in rows if not r["fits"]]
-        for group, colour, label in ((over, "#bbbbbb", "over budget"), (fits, "#4c72b0", "fits")):
-            ax.scatter([r["fraction"] for r in group], [r[f"{split}_loss"] for r in group],
-                       s=14, color=colour, label=f"candidate ({label})", zorder=2)  # fmt: skip
-        for i, name in enumerate(members):
-            ax.axhline(sel.metrics[name][split].loss, color=f"C{i + 1}", ls="--", lw=1,
-                       label=f"model {name[-1].upper()}")  # fmt: skip
-        if split == sel.select_split:
-            ax.axhline(sel.result.limit, color="k", ls=":", lw=1, label=f"budget (+{sel.budget})")
-        ax.scatter([1.0], [sel.metrics["full_average"][split].loss], marker="s", s=60,
-                   color="#dd8452", label="full average", zorder=3)  # fmt: skip
-        ax.scatter([sel.fraction(sel.result.chosen)], [sel.metrics["chosen"][split].loss],
-                   marker="*", s=220, color="#c44e52", label="chosen", zorder=4)  # fmt: skip
-        ax.set_xlabel("fraction of parameters averaged")
-        ax.set_ylabel(f"{split} loss (nats)")
-        role = "selection split" if split == sel.select_split else "held out"
-        ax.set_title(f"{split} ({role}), {sel.result.search} search")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()  # the first panel has the budget
-    fig.legend(handles, labels, fontsize=8, loc="center right")  # outside: never hides a point
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    colours = sns.color_palette("colorblind", 10)
+    fit, full, chosen = colours[0], colours[1], colours[3]
+    member_colours = [colours[i] for i in (2, 4, 5, 6, 8, 9)]  # none of the markers' colours
+    dashes = ["--", "-.", (0, (5, 2, 1, 2)), (0, (1, 1))]
+    entries: list[tuple[Any, str]] = [
+        (Line2D([], [], ls="", marker="o", ms=4, color="0.72"), "candidate (over budget)"),
+        (Line2D([], [], ls="", marker="o", ms=4, color=fit), "candidate (fits)"),
+    ]
+    lines = {
+        name: {"color": member_colours[i % 6], "ls": dashes[i // 6 % 4], "lw": 1.2}
+        for i, name in enumerate(members)
+    }
+    for name, line in lines.items():
+        entries.append((Line2D([], [], **line), f"model {name.removeprefix('member_').upper()}"))
+    budget = {"color": "0.1", "ls": ":", "lw": 1.2}
+    entries += [
+        (Line2D([], [], **budget), f"budget (+{sel.budget:g} nats, {sel.select_split})"),
+        (Line2D([], [], ls="", marker="s", ms=7, color=full), "full average"),
+        (Line2D([], [], ls="", marker="*", ms=13, color=chosen), "chosen"),
+    ]
+    labels = [label for _, label in entries]
+    share = sel.fraction(sel.result.chosen)
+    with look():
+        fig, panels = panel_grid(len(splits), 4.6, 3.4, margin=legend_width(labels))
+        for (ax,), split in zip(panels, splits, strict=True):
+            for fits in (False, True):
+                group = [r for r in rows if bool(r["fits"]) == fits]
+                ax.scatter([r["fraction"] for r in group], [r[f"{split}_loss"] for r in group],
+                           s=14, color=fit if fits else "0.72", zorder=2, lw=0)  # fmt: skip
+            for name, line in lines.items():
+                ax.axhline(sel.metrics[name][split].loss, **line)
+            if split == sel.select_split:
+                ax.axhline(sel.result.limit, **budget)
+            ax.scatter([1.0], [sel.metrics["full_average"][split].loss], marker="s", s=50,
+                       color=full, zorder=3)  # fmt: skip
+            ax.scatter([share], [sel.metrics["chosen"][split].loss], marker="*", s=200,
+                       color=chosen, edgecolor="white", lw=0.6, zorder=4)  # fmt: skip
+            ax.set_xlabel("fraction of parameters averaged")
+            ax.set_ylabel("loss (nats)" if ax is panels[0][0] else "")
+            role = "selection split" if split == sel.select_split else "held out"
+            ax.set_title(f"{split} ({role})", fontsize="small")
+        legend_outside(fig, [h for h, _ in entries], labels)
+        fig.suptitle(
+            f"layer selection, {sel.result.search} search: {len(sel.result.chosen)} of "
+            f"{len(sel.groups)} groups averaged ({share:.0%} of the parameters)"
+        )
+    return fig
