@@ -95,12 +95,13 @@ def note_flat(
     if not finite:
         text = "not measured (nan)"
     elif is_flat(finite, metric):
-        text = f"every bar is 0 (within {FLAT[metric]:g} {unit})" + (":" if reason else "") + reason
+        text = f"every bar is 0 (within {FLAT[metric]:g} {unit})"
     elif max(abs(v) for v in finite) < seen:
         text = f"every bar is below {seen:.2g} {unit}, too small to see here"
-        text += (":" if reason else "") + reason
     else:
         return False
+    if finite and reason:
+        text += ":" + reason
     ax.text(
         0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7,
         color="0.25", gid=FLAT_NOTE, bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9},
