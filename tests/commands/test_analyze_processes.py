@@ -28,6 +28,14 @@ def _two_processes(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
 
 
+def _why(done: subprocess.CompletedProcess) -> str:
+    """What a failed run said: the end of rank 0's table, and every process's own stderr up to
+    torchrun's report (a crashed rank's message comes before the launcher's traceback)."""
+    report = done.stderr.find("torch/distributed/elastic/multiprocessing/api.py")
+    own = done.stderr[: report if report >= 0 else None]
+    return f"exit {done.returncode}\nstdout: ...{done.stdout[-600:]}\nstderr: ...{own[-3000:]}"
+
+
 def _same(ours: list[dict[str, str]], theirs: list[dict[str, str]], value: str) -> None:
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
@@ -49,7 +57,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_two_processes_write_one_processs_rows_once(pair, tmp_path):
     ckpt, one = pair
     done = _two_processes("--ckpt", str(ckpt), "--out", str(tmp_path / "two"), *OPTIONS)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _why(done)
     for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
         _same(_rows(tmp_path / "two" / name), _rows(one / name), value)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
@@ -68,7 +76,7 @@ def test_two_processes_resume_what_an_interrupted_run_left(pair, tmp_path):
         lines = (one / name).read_text().splitlines(keepends=True)
         (out / name).write_text("".join(lines[: 1 + (len(lines) - 1) // 3]))
     done = _two_processes("--ckpt", str(ckpt), "--out", str(out), *OPTIONS, "--resume")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _why(done)
     for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
         _same(_rows(out / name), _rows(one / name), value)
 
