@@ -1,5 +1,6 @@
 """``lwlc analyze --devices 2``: two CPU processes (torchrun, gloo) give one process's rows,
-written once by rank 0, and ``--resume`` finishes what another run left."""
+written once by rank 0, ``--resume`` finishes what another run left, and a process that stops
+mid-sweep costs one line, not the finished rows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lwlc.commands import processes
 from lwlc.commands.cli import main
 from lwlc_runs import fit_pair
 
@@ -36,12 +38,15 @@ def _why(done: subprocess.CompletedProcess) -> str:
     return f"exit {done.returncode}\nstdout: ...{done.stdout[-600:]}\nstderr: ...{own[-3000:]}"
 
 
+def _key(row: dict[str, str], value: str) -> tuple:
+    """A row's identity: every column but the measured ``value``."""
+    return tuple(sorted((k, v) for k, v in row.items() if k != value))
+
+
 def _same(ours: list[dict[str, str]], theirs: list[dict[str, str]], value: str) -> None:
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
-        assert {k: v for k, v in a.items() if k != value} == {
-            k: v for k, v in b.items() if k != value
-        }
+        assert _key(a, value) == _key(b, value)
         assert float(a[value]) == pytest.approx(float(b[value]), abs=1e-6)
 
 
@@ -77,6 +82,58 @@ def test_two_processes_resume_what_an_interrupted_run_left(pair, tmp_path):
         (out / name).write_text("".join(lines[: 1 + (len(lines) - 1) // 3]))
     done = _two_processes("--ckpt", str(ckpt), "--out", str(out), *OPTIONS, "--resume")
     assert done.returncode == 0, _why(done)
+    for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
+        _same(_rows(out / name), _rows(one / name), value)
+
+
+# What gloo raises on the survivor when the other process is killed mid-sweep (seen with
+# torch 2.14 after `kill -ABRT` of rank 1).
+RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+    "[127.0.0.1]:2966: Connection reset by peer. This is typically caused by a remote worker "
+    "hanging or bugs in the application."
+)
+
+
+def test_a_process_that_stops_costs_one_line_and_resume_finishes(
+    pair, tmp_path, monkeypatch, capsys
+):
+    """Rank 0 of two whose peer dies after the first round (its second gather raises as gloo
+    does): one line that names --resume, the first round's rows kept, and --resume (here by one
+    process) completes the same rows as one process's whole run."""
+    ckpt, one = pair
+    rounds: list[object] = []
+
+    def gather(everyone: list, rows: object) -> None:
+        rounds.append(rows)
+        if len(rounds) > 1:
+            raise RuntimeError(RESET)
+        everyone[:] = [rows, ([], [])]  # the peer's first chunk: nothing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(processes, "join", lambda device: (processes.Processes(0, 2), device))
+        patch.setattr(processes.dist, "all_gather_object", gather)
+        patch.setattr(processes.dist, "broadcast_object_list", lambda box, src: None)
+        patch.setattr(processes.dist, "barrier", lambda: None)
+        out = tmp_path / "lost"
+        with pytest.raises(SystemExit) as stop:
+            main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *OPTIONS])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("lwlc: error:")]
+    assert len(said) == 1 and "Traceback" not in err, err
+    assert "Connection reset by peer" in said[0] and "--resume" in said[0], said[0]
+    assert "the 2 finished paths are saved" in said[0], said[0]  # --chunk-size 2: rank 0's chunk
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "Connection reset by peer" in summary["error"]
+    whole = {_key(r, "loss"): r for r in _rows(one / "curves.csv")}
+    kept = _rows(out / "curves.csv")
+    assert kept and len(kept) < len(whole)
+    for row in kept:  # each kept row is the whole run's row
+        assert float(row["loss"]) == pytest.approx(
+            float(whole[_key(row, "loss")]["loss"]), abs=1e-6
+        )
+    main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *OPTIONS, "--resume"])
     for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
         _same(_rows(out / name), _rows(one / name), value)
 

@@ -233,6 +233,11 @@ def sweep_to_files(
         lock.free_reserve(files.out)  # room for it on a full disk
         with suppress(LwlcError, OSError):  # not even it fits: the old summary.json stays
             files.summary(summary, hold_signals=False)
+        if isinstance(err, processes.PeerLost):
+            raise LwlcError(
+                f"{err}: the {files.finished_paths()} finished paths are saved in {files.out}; "
+                "rerun the same command with --resume to finish"
+            ) from err
         raise
     return 0
 

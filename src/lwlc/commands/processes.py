@@ -4,25 +4,48 @@ Under ``torchrun`` (or ``lwlc analyze --devices N``, which starts ``torchrun`` o
 every process builds the same measurement; the chunks of paths are dealt round-robin, and after
 each round every process's rows are gathered (``torch.distributed``: gloo on CPUs, NCCL on
 GPUs) so that rank 0 writes them, in order, exactly as one process would. Chunks are the ones a
-single process evaluates, so the numbers are the same.
+single process evaluates, so the numbers are the same. A process that stops (killed, crashed)
+makes the others' next collective fail: that is :class:`PeerLost`, one line, and rank 0's
+finished rows stay on disk for ``--resume``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from lwlc.core.errors import LwlcError
 from lwlc.core.interpolation import InterpolationPath
 from lwlc.core.measurement import PreparedSweep
 from lwlc.core.sweep import Rows, SweepResult
+
+
+class PeerLost(LwlcError):
+    """Another process of the analysis stopped, or cannot be reached, during a collective."""
+
+
+@contextmanager
+def _with_peers() -> Iterator[None]:
+    """Around a collective: gloo and NCCL raise RuntimeError when a peer's connection closes
+    (its process was killed or crashed); say so in one line instead of a traceback."""
+    try:
+        yield
+    except RuntimeError as err:
+        said = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip())  # gloo's "[pair.cc:545] "
+        raise PeerLost(
+            f"another process of this analysis stopped or cannot be reached "
+            f"({said.split('. ')[0]}; torchrun's report names the process)"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -42,12 +65,14 @@ class Processes:
         if self.size == 1:
             return value
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        with _with_peers():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
         if self.size > 1:
-            dist.barrier()
+            with _with_peers():
+                dist.barrier()
 
     def sweep(
         self,
@@ -68,7 +93,8 @@ class Processes:
             found = measurement.run(set(chunks[index]) if index < len(chunks) else set())
             result.endpoints = result.endpoints or found.endpoints
             everyone: list[Any] = [None] * self.size
-            dist.all_gather_object(everyone, (found.curves, found.barriers))
+            with _with_peers():
+                dist.all_gather_object(everyone, (found.curves, found.barriers))
             curves = [r for c, _ in everyone for r in c]
             barriers = [r for _, b in everyone for r in b]
             result.curves += curves
