@@ -19,7 +19,7 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """Every protobuf Record of a W&B run file."""
+    """Every whole protobuf Record of a W&B run file (one still being written is left out)."""
     data = path.read_bytes()
     ident, magic, _version = FILE_HEADER.unpack_from(data)
     assert (ident, magic) == (b":W&B", 0xBEE1), "not a W&B run file"
@@ -31,6 +31,8 @@ def read_wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
         _crc, length, kind = RECORD_HEADER.unpack_from(data, pos)
         pos += RECORD_HEADER.size
         if kind == 0 and length == 0:
+            break
+        if pos + length > len(data):  # wandb-core is still writing this record
             break
         pending += data[pos : pos + length]
         pos += length
