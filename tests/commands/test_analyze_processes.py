@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,13 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def _two_processes(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lwlc", "analyze", *args, "--devices", "2"]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _crashed(done: subprocess.CompletedProcess) -> bool:
+    """Whether torchrun's root cause is a process killed by SIGABRT, SIGSEGV or SIGBUS: a crash
+    inside torch or gloo (a Python error in lwlc exits with a code, never a signal)."""
+    cause = re.search(r"Root Cause.*?exitcode\s*:\s*-(\d+)", done.stderr, re.DOTALL)
+    return cause is not None and int(cause[1]) in (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS)
 
 
 def _why(done: subprocess.CompletedProcess) -> str:
@@ -60,8 +71,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_two_processes_write_one_processs_rows_once(pair, tmp_path):
+    """Run once more, with a warning that keeps what it said, only when a process crashed inside
+    torch or gloo: CI saw rank 1 killed by SIGABRT once in eight runs, never reproduced here in
+    over a hundred (docs/reliability.md); any other failure, or a second crash, fails the test."""
     ckpt, one = pair
-    done = _two_processes("--ckpt", str(ckpt), "--out", str(tmp_path / "two"), *OPTIONS)
+    args = ("--ckpt", str(ckpt), "--out", str(tmp_path / "two"), *OPTIONS)
+    done = _two_processes(*args)
+    if done.returncode != 0 and _crashed(done):
+        warnings.warn(f"a process crashed inside torch; once more: {_why(done)}", stacklevel=1)
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+        done = _two_processes(*args)
     assert done.returncode == 0, _why(done)
     for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
         _same(_rows(tmp_path / "two" / name), _rows(one / name), value)
