@@ -114,6 +114,19 @@ RESET = (
 )
 
 
+def _only_mine(everyone: list, rows: object) -> None:
+    """A gather in which the other process evaluated nothing."""
+    everyone[:] = [rows, ([], [])]
+
+
+def _rank_0_of_2(patch: pytest.MonkeyPatch, gather=_only_mine, barrier=lambda: None) -> None:
+    """This process plays rank 0 of two, with ``gather`` and ``barrier`` as the collectives."""
+    patch.setattr(processes, "join", lambda device: (processes.Processes(0, 2), device))
+    patch.setattr(processes.dist, "all_gather_object", gather)
+    patch.setattr(processes.dist, "broadcast_object_list", lambda box, src: None)
+    patch.setattr(processes.dist, "barrier", barrier)
+
+
 def test_a_process_that_stops_costs_one_line_and_resume_finishes(
     pair, tmp_path, monkeypatch, capsys
 ):
@@ -127,13 +140,10 @@ def test_a_process_that_stops_costs_one_line_and_resume_finishes(
         rounds.append(rows)
         if len(rounds) > 1:
             raise RuntimeError(RESET)
-        everyone[:] = [rows, ([], [])]  # the peer's first chunk: nothing
+        _only_mine(everyone, rows)
 
     with monkeypatch.context() as patch:
-        patch.setattr(processes, "join", lambda device: (processes.Processes(0, 2), device))
-        patch.setattr(processes.dist, "all_gather_object", gather)
-        patch.setattr(processes.dist, "broadcast_object_list", lambda box, src: None)
-        patch.setattr(processes.dist, "barrier", lambda: None)
+        _rank_0_of_2(patch, gather=gather)
         out = tmp_path / "lost"
         with pytest.raises(SystemExit) as stop:
             main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *OPTIONS])
@@ -155,6 +165,31 @@ def test_a_process_that_stops_costs_one_line_and_resume_finishes(
     main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *OPTIONS, "--resume"])
     for name, value in (("curves.csv", "loss"), ("barriers.csv", "loss_barrier")):
         _same(_rows(out / name), _rows(one / name), value)
+
+
+def test_a_process_lost_after_the_files_are_written_is_a_warning(
+    pair, tmp_path, monkeypatch, capsys
+):
+    """Rank 0 of two whose peer dies while rank 0 waits at the last barrier (every file written):
+    the analysis ends normally, with a warning that says so and the summary's status."""
+    ckpt, _ = pair
+    barriers: list[int] = []
+
+    def barrier() -> None:
+        barriers.append(1)
+        if len(barriers) > 1:  # the first is the start's (--out checked), the last the end's
+            raise RuntimeError(RESET)
+
+    with monkeypatch.context() as patch:
+        _rank_0_of_2(patch, barrier=barrier)
+        out = tmp_path / "late"
+        main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *OPTIONS])
+    assert len(barriers) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("lwlc: warning: another process")]
+    assert len(said) == 1 and "Traceback" not in err, err
+    assert f"wrote its files in {out} (summary.json: complete)" in said[0], said[0]
+    assert json.loads((out / "summary.json").read_text())["status"] == "complete"
 
 
 def test_devices_with_several_checkpoints_is_one_line(pair, tmp_path, capsys):

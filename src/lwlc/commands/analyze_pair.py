@@ -140,7 +140,14 @@ def run_pair(args: Any) -> int:
             draw_finished(files, summary)
     else:
         report(files, args, spec, summary)
-    group.barrier()  # the other processes wait for the files before they leave the group
+    try:
+        group.barrier()  # the other processes wait for the files before they leave the group
+    except processes.PeerLost as lost:  # too late to cost anything: the files are written
+        print(
+            f"lwlc: warning: {lost}, after this analysis wrote its files in {out} "
+            f"(summary.json: {summary['status']})",
+            file=sys.stderr,
+        )
     return stopped or 0
 
 
