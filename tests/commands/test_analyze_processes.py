@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from lwlc.commands import processes
 from lwlc.commands.cli import main
@@ -190,6 +191,30 @@ def test_a_process_lost_after_the_files_are_written_is_a_warning(
     assert len(said) == 1 and "Traceback" not in err, err
     assert f"wrote its files in {out} (summary.json: complete)" in said[0], said[0]
     assert json.loads((out / "summary.json").read_text())["status"] == "complete"
+
+
+def test_a_reset_is_a_lost_process_and_running_out_of_memory_is_not(monkeypatch):
+    """gloo's reset becomes PeerLost with gloo's first sentence (no source location); running out
+    of this process's own memory during a gather stays what it is."""
+    group = processes.Processes(0, 2)
+
+    def fails(error: Exception):
+        def collective(*args: object, **kwargs: object) -> None:
+            raise error
+
+        return collective
+
+    monkeypatch.setattr(processes.dist, "broadcast_object_list", fails(RuntimeError(RESET)))
+    with pytest.raises(processes.PeerLost) as lost:
+        group.broadcast([1])
+    assert str(lost.value) == (
+        "another process of this analysis stopped or cannot be reached (Read error "
+        "[127.0.0.1]:2966: Connection reset by peer; the launcher's report names the process)"
+    )
+    memory = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(processes.dist, "barrier", fails(memory))
+    with pytest.raises(torch.OutOfMemoryError):
+        group.barrier()
 
 
 def test_devices_with_several_checkpoints_is_one_line(pair, tmp_path, capsys):

@@ -40,11 +40,13 @@ def _with_peers() -> Iterator[None]:
     (its process was killed or crashed); say so in one line instead of a traceback."""
     try:
         yield
+    except torch.OutOfMemoryError:
+        raise  # this process's own memory (gathered rows go to its GPU), not a peer
     except RuntimeError as err:
         said = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip())  # gloo's "[pair.cc:545] "
         raise PeerLost(
             f"another process of this analysis stopped or cannot be reached "
-            f"({said.split('. ')[0]}; torchrun's report names the process)"
+            f"({said.split('. ')[0]}; the launcher's report names the process)"
         ) from err
 
 
